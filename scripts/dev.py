@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Bootstrap and run keycard-agents from a fresh clone.
+
+    python3 scripts/dev.py demo      # the local delegation demo
+    python3 scripts/dev.py test      # the whole test suite
+
+Creates ``.venv`` beside this repository, installs the package with its test
+dependencies (again only when ``pyproject.toml`` changed), installs the system
+packages the tests use when they are missing, then runs the command.
+Extra arguments are passed through (``dev.py test -k sts``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".keycard-installed"
+EXTRAS = "dev,mcp,redis,trio"
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def run(*args: str | os.PathLike[str], **kwargs: object) -> None:
+    subprocess.run([str(a) for a in args], check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 10):  # noqa: UP036 (the bootstrap may run on an old Python)
+        sys.exit(f"keycard-agents needs Python 3.10 or newer; this is {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        say(f"creating virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True, upgrade_deps=False).create(VENV)
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest() + EXTRAS
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    say("installing keycard-agents and its dependencies (first run takes a minute)")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{EXTRAS}]")
+    STAMP.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"demo", "test", "install"}:
+        print(__doc__)
+        return 2
+    command, rest = argv[0], argv[1:]
+    ensure_venv()
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV)
+    if command == "install":
+        return 0
+    if command == "demo":
+        exe = BIN / "keycard-agents"
+        return subprocess.call([str(exe), "demo", *rest], cwd=ROOT, env=env)
+    # test
+    return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT, env=env)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
