@@ -6,29 +6,55 @@ from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DelegationDeniedError as DelegationDeniedError
 from ._errors import InsufficientScopeError as InsufficientScopeError
+from ._errors import InteractionRequiredError as InteractionRequiredError
 from ._errors import InvalidTokenError as InvalidTokenError
+from ._errors import InvalidTokenResponseError as InvalidTokenResponseError
 from ._errors import IssuerUnreachableError as IssuerUnreachableError
 from ._errors import KeycardError as KeycardError
 from ._errors import OAuthError as OAuthError
 from ._errors import TransportError as TransportError
+from ._jwks import JWKSCache as JWKSCache
+from ._keys import ALGORITHMS as ALGORITHMS
+from ._keys import KeyStore as KeyStore
+from ._keys import SigningKey as SigningKey
 from ._principal import Actor as Actor
 from ._principal import ActorChain as ActorChain
 from ._principal import Principal as Principal
+from ._tokens import ACCESS_TOKEN_TYPE as ACCESS_TOKEN_TYPE
+from ._tokens import CLIENT_ASSERTION_TYPE as CLIENT_ASSERTION_TYPE
+from ._tokens import KeyResolver as KeyResolver
+from ._tokens import StaticKeys as StaticKeys
+from ._tokens import TokenVerifier as TokenVerifier
+from ._tokens import TrustedIssuer as TrustedIssuer
+from ._tokens import verify_jwt as verify_jwt
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "ALGORITHMS",
+    "CLIENT_ASSERTION_TYPE",
     "Actor",
     "ActorChain",
     "AuthenticationError",
     "ConfigurationError",
     "DelegationDeniedError",
     "InsufficientScopeError",
+    "InteractionRequiredError",
     "InvalidTokenError",
+    "InvalidTokenResponseError",
     "IssuerUnreachableError",
+    "JWKSCache",
+    "KeyResolver",
+    "KeyStore",
     "KeycardError",
     "OAuthError",
     "Principal",
+    "SigningKey",
+    "StaticKeys",
+    "TokenVerifier",
     "TransportError",
+    "TrustedIssuer",
     "__version__",
+    "verify_jwt",
 ]

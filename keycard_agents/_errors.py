@@ -11,7 +11,9 @@ __all__ = [
     "ConfigurationError",
     "DelegationDeniedError",
     "InsufficientScopeError",
+    "InteractionRequiredError",
     "InvalidTokenError",
+    "InvalidTokenResponseError",
     "IssuerUnreachableError",
     "KeycardError",
     "OAuthError",
@@ -86,3 +88,26 @@ class TransportError(KeycardError):
 
 class IssuerUnreachableError(TransportError):
     """The token issuer's metadata or keys could not be fetched."""
+
+
+class InteractionRequiredError(DelegationDeniedError):
+    """The token service needs the user first: consent or sign-in (``error`` is
+    ``interaction_required`` or ``consent_required``).
+
+    The agent runtime reports this as ``TASK_STATE_AUTH_REQUIRED``; it is a signal to
+    the user's client, never a grant.
+    """
+
+
+class InvalidTokenResponseError(TransportError):
+    """The token service answered, but its answer is not a usable token response.
+
+    Examples: a body that is not JSON, a missing ``access_token``, a wrong
+    ``issued_token_type`` or ``token_type``, a missing or non-positive ``expires_in``.
+    Not retried: the token service or the issuer configuration needs fixing.
+    ``status_code`` is the HTTP status of the answer.
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code

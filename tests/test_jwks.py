@@ -1,0 +1,434 @@
+"""JWKSCache against httpx.MockTransport: discovery, caching, refetch, retries, errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from keycard_agents._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError
+from keycard_agents._jwks import JWKSCache, metadata_url_for
+from keycard_agents._keys import SigningKey
+from keycard_agents._tokens import TokenVerifier, TrustedIssuer
+
+ISS = "https://as.test"
+AUD = "https://calendar.test"
+NOW = 1_700_000_000
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Issuer:
+    """A fake authorization server: metadata + JWKS, with request counting."""
+
+    def __init__(self, issuer: str = ISS, *, metadata_path: str | None = None) -> None:
+        self.issuer = issuer
+        self.metadata_path = metadata_path or httpx.URL(metadata_url_for(issuer)).path
+        self.keys = [SigningKey.generate("ES256")]
+        self.metadata: dict[str, Any] = {"issuer": issuer, "jwks_uri": f"{ISS}/jwks"}
+        self.requests: Counter[str] = Counter()
+        self.failures: list[Callable[[], httpx.Response]] = []
+        self.gate: anyio.Event | None = None
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.requests[path] += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failures:
+            return self.failures.pop(0)()
+        if path == self.metadata_path:
+            return httpx.Response(200, json=self.metadata)
+        if path == "/jwks":
+            return httpx.Response(200, json={"keys": [k.public_jwk() for k in self.keys]})
+        return httpx.Response(404)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self))
+
+    @property
+    def jwks_requests(self) -> int:
+        return self.requests["/jwks"]
+
+
+def cache(issuer: Issuer, *, config: TrustedIssuer | None = None, **options: Any) -> JWKSCache:
+    options.setdefault("backoff", 0)
+    return JWKSCache(
+        issuers=[config or TrustedIssuer(issuer.issuer)], http_client=issuer.client(), **options
+    )
+
+
+def test_metadata_url_path_insertion() -> None:
+    assert metadata_url_for("https://as.test") == (
+        "https://as.test/.well-known/oauth-authorization-server"
+    )
+    assert metadata_url_for("https://as.test/") == (
+        "https://as.test/.well-known/oauth-authorization-server"
+    )
+    assert metadata_url_for("https://as.test:8443/tenants/a/") == (
+        "https://as.test:8443/.well-known/oauth-authorization-server/tenants/a"
+    )
+
+
+@pytest.mark.anyio
+async def test_discovery_then_resolve() -> None:
+    server = Issuer()
+    keys = cache(server)
+    kid = server.keys[0].kid
+    key = await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert key.kid == kid
+    assert not key.is_private
+    assert keys.known(issuer=ISS, kid=kid)
+    assert not keys.known(issuer=ISS, kid="other")
+    assert server.requests == {"/.well-known/oauth-authorization-server": 1, "/jwks": 1}
+    assert keys.requests_made(ISS) == 2
+
+
+@pytest.mark.anyio
+async def test_discovery_with_path_insertion() -> None:
+    server = Issuer(f"{ISS}/tenants/acme")
+    keys = cache(server)
+    await keys.resolve(issuer=server.issuer, kid=server.keys[0].kid, alg="ES256")
+    assert server.requests["/.well-known/oauth-authorization-server/tenants/acme"] == 1
+
+
+@pytest.mark.anyio
+async def test_openid_configuration_fallback() -> None:
+    server = Issuer(
+        f"{ISS}/realms/demo", metadata_path="/realms/demo/.well-known/openid-configuration"
+    )
+    keys = cache(server)
+    await keys.resolve(issuer=server.issuer, kid=server.keys[0].kid, alg="ES256")
+    assert server.requests["/.well-known/oauth-authorization-server/realms/demo"] == 1
+    assert server.requests["/realms/demo/.well-known/openid-configuration"] == 1
+
+
+@pytest.mark.anyio
+async def test_no_metadata_anywhere() -> None:
+    server = Issuer(metadata_path="/elsewhere")
+    with pytest.raises(IssuerUnreachableError, match="set jwks_uri or metadata_url"):
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+
+
+@pytest.mark.anyio
+async def test_explicit_metadata_url() -> None:
+    server = Issuer(metadata_path="/meta")
+    keys = cache(server, config=TrustedIssuer(ISS, metadata_url=f"{ISS}/meta"))
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert server.requests["/meta"] == 1
+    missing = cache(server, config=TrustedIssuer(ISS, metadata_url=f"{ISS}/nothing"))
+    with pytest.raises(IssuerUnreachableError, match="check metadata_url"):
+        await missing.resolve(issuer=ISS, kid="k", alg="ES256")
+
+
+@pytest.mark.anyio
+async def test_explicit_jwks_uri_skips_metadata_even_cross_origin() -> None:
+    server = Issuer()
+    keys = cache(server, config=TrustedIssuer(ISS, jwks_uri="https://keys.elsewhere.test/jwks"))
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert server.requests == {"/jwks": 1}
+
+
+@pytest.mark.anyio
+async def test_inline_jwks_needs_no_network() -> None:
+    key = SigningKey.generate("EdDSA")
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request expected")
+
+    keys = JWKSCache(
+        issuers=[TrustedIssuer(ISS, jwks={"keys": [key.public_jwk()]})],
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(refuse)),
+    )
+    assert (await keys.resolve(issuer=ISS, kid=key.kid, alg="EdDSA")).kid == key.kid
+    await keys.refresh(ISS)
+    assert keys.known(issuer=ISS, kid=key.kid)
+    with pytest.raises(InvalidTokenError) as info:
+        await keys.resolve(issuer=ISS, kid="nope", alg="EdDSA")
+    assert info.value.check == "unknown_key"
+    with pytest.raises(ConfigurationError):
+        JWKSCache(issuers=[TrustedIssuer(ISS, jwks={"keys": 1})])
+
+
+@pytest.mark.anyio
+async def test_issuer_mismatch_is_refused() -> None:
+    server = Issuer()
+    server.metadata["issuer"] = "https://as.test/"
+    with pytest.raises(ConfigurationError) as info:
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+    assert "'https://as.test/'" in str(info.value)
+    assert "RFC 8414" in str(info.value)
+    assert server.jwks_requests == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "jwks_uri",
+    ["https://evil.test/jwks", "http://as.test/jwks", "https://as.test:8443/jwks"],
+)
+async def test_cross_origin_jwks_uri_is_refused(jwks_uri: str) -> None:
+    server = Issuer()
+    server.metadata["jwks_uri"] = jwks_uri
+    with pytest.raises(ConfigurationError, match="another origin"):
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+    assert server.jwks_requests == 0
+
+
+@pytest.mark.anyio
+async def test_same_origin_with_explicit_default_port_is_accepted() -> None:
+    server = Issuer()
+    server.metadata["jwks_uri"] = "https://AS.test:443/jwks"
+    await cache(server).resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+
+
+@pytest.mark.anyio
+async def test_ttl_expiry_refetches() -> None:
+    server = Issuer()
+    clock = Clock()
+    keys = cache(server, clock=clock, ttl=300)
+    kid = server.keys[0].kid
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    clock.now += 299
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert server.jwks_requests == 1
+    clock.now += 1
+    assert not keys.known(issuer=ISS, kid=kid)
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert server.jwks_requests == 2
+    assert keys.known(issuer=ISS, kid=kid)
+
+
+@pytest.mark.anyio
+async def test_unknown_kid_refetches_once_and_is_rate_limited() -> None:
+    server = Issuer()
+    clock = Clock()
+    keys = cache(server, clock=clock, min_refresh_interval=30)
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    rotated = SigningKey.generate("ES256")
+    server.keys.append(rotated)
+    # Just fetched: an unknown kid does not trigger another request yet.
+    with pytest.raises(InvalidTokenError) as info:
+        await keys.resolve(issuer=ISS, kid=rotated.kid, alg="ES256")
+    assert info.value.check == "unknown_key"
+    assert server.jwks_requests == 1
+    clock.now += 30
+    assert (await keys.resolve(issuer=ISS, kid=rotated.kid, alg="ES256")).kid == rotated.kid
+    assert server.jwks_requests == 2
+    # A bogus kid right after: one refetch at most per interval.
+    for _ in range(5):
+        with pytest.raises(InvalidTokenError):
+            await keys.resolve(issuer=ISS, kid="bogus", alg="ES256")
+    assert server.jwks_requests == 2
+    clock.now += 30
+    with pytest.raises(InvalidTokenError):
+        await keys.resolve(issuer=ISS, kid="bogus", alg="ES256")
+    assert server.jwks_requests == 3
+
+
+@pytest.mark.anyio
+async def test_concurrent_resolves_are_coalesced() -> None:
+    server = Issuer()
+    server.gate = anyio.Event()
+    keys = cache(server)
+    kid = server.keys[0].kid
+    found: list[str | None] = []
+
+    async def resolve() -> None:
+        found.append((await keys.resolve(issuer=ISS, kid=kid, alg="ES256")).kid)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(resolve)
+        await anyio.wait_all_tasks_blocked()
+        server.gate.set()
+    assert found == [kid] * 20
+    assert server.requests == {"/.well-known/oauth-authorization-server": 1, "/jwks": 1}
+
+
+@pytest.mark.anyio
+async def test_concurrent_failures_share_one_attempt() -> None:
+    server = Issuer()
+    server.gate = anyio.Event()
+    server.failures = [lambda: httpx.Response(403)]
+    keys = cache(server)
+    errors: list[str] = []
+
+    async def resolve() -> None:
+        try:
+            await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+        except IssuerUnreachableError as exc:
+            errors.append(str(exc))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(resolve)
+        await anyio.wait_all_tasks_blocked()
+        server.gate.set()
+    assert len(errors) == 5
+    assert len(set(errors)) == 1
+    assert "HTTP 403" in errors[0]
+    assert sum(server.requests.values()) == 1
+
+
+@pytest.mark.anyio
+async def test_5xx_is_retried_then_succeeds() -> None:
+    server = Issuer()
+    server.failures = [lambda: httpx.Response(503), lambda: httpx.Response(502)]
+    keys = cache(server, backoff=0.001)  # exercises the real (anyio) sleep on both backends
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert server.requests["/.well-known/oauth-authorization-server"] == 3
+
+
+@pytest.mark.anyio
+async def test_retries_exhausted_raise_issuer_unreachable() -> None:
+    server = Issuer()
+    server.failures = [lambda: httpx.Response(500)] * 10
+    keys = cache(server, retries=2)
+    with pytest.raises(IssuerUnreachableError) as info:
+        await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+    message = str(info.value)
+    assert message.startswith(f"could not reach issuer {ISS} at ")
+    assert "HTTP 500" in message
+    assert "after 3 attempts" in message
+    assert "check" in message
+    assert server.requests["/.well-known/oauth-authorization-server"] == 3
+
+
+@pytest.mark.anyio
+async def test_transport_errors_are_retried() -> None:
+    attempts = 0
+
+    def down(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        raise httpx.ConnectError("connection refused", request=request)
+
+    keys = JWKSCache(
+        issuers=[TrustedIssuer(ISS)],
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(down)),
+        retries=3,
+        backoff=0,
+    )
+    with pytest.raises(IssuerUnreachableError, match="ConnectError: connection refused"):
+        await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+    assert attempts == 4
+
+
+@pytest.mark.anyio
+async def test_4xx_is_not_retried() -> None:
+    server = Issuer()
+    server.failures = [lambda: httpx.Response(200, json=server.metadata)]
+    server.failures.append(lambda: httpx.Response(401))
+    with pytest.raises(
+        IssuerUnreachableError, match=r"JWKS at https://as\.test/jwks: answered HTTP 401"
+    ):
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+    assert server.jwks_requests == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("where", "body", "reason"),
+    [
+        ("metadata", b"{not json", "is not valid JSON"),
+        ("metadata", b"[1, 2]", "is not a JSON object"),
+        ("metadata", b'{"issuer": "https://as.test"}', "has no jwks_uri"),
+        ("jwks", b"<html>", "is not valid JSON"),
+        ("jwks", b'{"keys": {}}', "has no 'keys' array"),
+        ("jwks", b'{"keys": [1]}', "is not a JSON object"),
+        (
+            "jwks",
+            b'{"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}',
+            "not a valid EC",
+        ),
+        ("jwks", b'{"keys": [{"kty": "oct", "k": "AAAA"}]}', "no signature key"),
+        ("jwks", b"x" * (600 * 1024), "larger than"),
+    ],
+)
+async def test_malformed_documents(where: str, body: bytes, reason: str) -> None:
+    server = Issuer()
+    if where == "jwks":
+        server.failures.append(lambda: httpx.Response(200, json=server.metadata))
+    server.failures.append(lambda: httpx.Response(200, content=body))
+    with pytest.raises(IssuerUnreachableError, match=reason):
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+
+
+@pytest.mark.anyio
+async def test_stale_keys_are_kept_when_refresh_fails() -> None:
+    server = Issuer()
+    clock = Clock()
+    keys = cache(server, clock=clock, ttl=300, min_refresh_interval=30, retries=0)
+    kid = server.keys[0].kid
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    clock.now += 301
+    server.failures = [lambda: httpx.Response(503)]
+    assert (await keys.resolve(issuer=ISS, kid=kid, alg="ES256")).kid == kid
+    before = sum(server.requests.values())
+    clock.now += 10  # within the rate limit: no new attempt
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert sum(server.requests.values()) == before
+    clock.now += 30
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert sum(server.requests.values()) == before + 2
+    assert keys.known(issuer=ISS, kid=kid)
+
+
+@pytest.mark.anyio
+async def test_unconfigured_issuer() -> None:
+    keys = cache(Issuer())
+    with pytest.raises(InvalidTokenError) as info:
+        await keys.resolve(issuer="https://other.test", kid="k", alg="ES256")
+    assert info.value.check == "issuer"
+    assert not keys.known(issuer="https://other.test", kid="k")
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        JWKSCache(issuers=[TrustedIssuer(ISS)], ttl=0)
+    with pytest.raises(ConfigurationError, match="twice"):
+        JWKSCache(issuers=[TrustedIssuer(ISS), TrustedIssuer(ISS)])
+
+
+@pytest.mark.anyio
+async def test_token_verifier_discovers_keys_end_to_end() -> None:
+    server = Issuer()
+    signer = server.keys[0]
+    token = signer.sign(
+        {"iss": ISS, "sub": "alice", "aud": AUD, "exp": NOW + 60, "iat": NOW, "jti": "j"},
+        typ="at+jwt",
+    )
+    async with server.client() as client:
+        verifier = TokenVerifier(issuers=[ISS], http_client=client, clock=lambda: NOW)
+        assert isinstance(verifier.keys, JWKSCache)
+        principal = await verifier.verify(token, audience=AUD)
+        assert principal.user == "alice"
+        await verifier.verify(token, audience=AUD)
+        assert server.jwks_requests == 1
+        await verifier.aclose()
+        assert not client.is_closed  # not ours to close
+
+
+@pytest.mark.anyio
+async def test_owned_client_is_closed() -> None:
+    keys = JWKSCache(issuers=[TrustedIssuer(ISS)])
+    client = keys._http()
+    await keys.aclose()
+    assert client.is_closed
+    await keys.aclose()
+
+
+def test_jwks_json_is_well_formed_fixture() -> None:
+    key = SigningKey.generate("ES256")
+    assert json.loads(json.dumps({"keys": [key.public_jwk()]}))["keys"][0]["kid"] == key.kid
