@@ -13,6 +13,15 @@ from ._errors import IssuerUnreachableError as IssuerUnreachableError
 from ._errors import KeycardError as KeycardError
 from ._errors import OAuthError as OAuthError
 from ._errors import TransportError as TransportError
+from ._exchange import ExchangedToken as ExchangedToken
+from ._exchange import ExchangeStats as ExchangeStats
+from ._exchange import TokenExchangeClient as TokenExchangeClient
+from ._identity import ApplicationCredential as ApplicationCredential
+from ._identity import ClientSecret as ClientSecret
+from ._identity import WebIdentity as WebIdentity
+from ._identity import WorkloadIdentity as WorkloadIdentity
+from ._identity import credential_from_env as credential_from_env
+from ._identity import resolve_issuer as resolve_issuer
 from ._jwks import JWKSCache as JWKSCache
 from ._keys import ALGORITHMS as ALGORITHMS
 from ._keys import KeyStore as KeyStore
@@ -36,9 +45,13 @@ __all__ = [
     "CLIENT_ASSERTION_TYPE",
     "Actor",
     "ActorChain",
+    "ApplicationCredential",
     "AuthenticationError",
+    "ClientSecret",
     "ConfigurationError",
     "DelegationDeniedError",
+    "ExchangeStats",
+    "ExchangedToken",
     "InsufficientScopeError",
     "InteractionRequiredError",
     "InvalidTokenError",
@@ -52,9 +65,14 @@ __all__ = [
     "Principal",
     "SigningKey",
     "StaticKeys",
+    "TokenExchangeClient",
     "TokenVerifier",
     "TransportError",
     "TrustedIssuer",
+    "WebIdentity",
+    "WorkloadIdentity",
     "__version__",
+    "credential_from_env",
+    "resolve_issuer",
     "verify_jwt",
 ]

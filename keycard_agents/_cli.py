@@ -1,0 +1,52 @@
+"""The ``keycard-agents`` command line.
+
+Thin on purpose: each subcommand lives with the module it belongs to and is
+registered here by one function taking the argparse subparsers object (see
+``COMMANDS``). A registration sets ``func`` (``Namespace -> exit code``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from keycard_agents._errors import KeycardError
+from keycard_agents._sts._command import add_demo_command, add_sts_command
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: One function per subcommand: ``add_x_command(subparsers)``. Append to add one.
+COMMANDS: list[Callable[[Any], None]] = [add_sts_command, add_demo_command]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keycard-agents",
+        description="Agent-to-agent delegation with RFC 8693 token exchange.",
+    )
+    from keycard_agents import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except KeycardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,342 @@
+"""The embedded token service: a FastAPI app issuing delegated tokens.
+
+RFC 8414 §2-§3 (authorization server metadata), RFC 7517 §5 (the JWK Set at
+``/jwks.json``), RFC 6749 / RFC 8693 / RFC 7636 through the endpoints of
+:mod:`._grants` and :mod:`._authorize`. Keys come from a
+:class:`~keycard_agents._keys.KeyStore`; a rotation made by another process
+(``keycard-agents sts rotate-key``) is picked up on the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from joserfc.jwk import Key
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from keycard_agents._errors import ConfigurationError, InvalidTokenError
+from keycard_agents._jwks import JWKSCache
+from keycard_agents._keys import KeyStore
+from keycard_agents._tokens import KeyResolver, StaticKeys, TrustedIssuer
+
+from ._audit import AuditStore, MemoryAuditStore
+from ._authorize import LoginFlow
+from ._clientauth import ClientAuthenticator
+from ._config import RegisteredAgent, TokenServiceConfig
+from ._forms import NO_STORE
+from ._grants import (
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_TOKEN_EXCHANGE,
+    TokenEndpoint,
+    TokenMinter,
+    TokenStats,
+)
+
+__all__ = ["TokenService"]
+
+logger = logging.getLogger("keycard_agents.sts")
+
+
+class _ServiceKeys:
+    """Resolves keys of this service (its key store) and of trusted external issuers."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        own: Callable[[], KeyResolver],
+        external: JWKSCache | None,
+        external_issuers: Iterable[str],
+    ) -> None:
+        self._issuer = issuer
+        self._own = own
+        self._external = external
+        self._external_issuers = frozenset(external_issuers)
+
+    def _pick(self, issuer: str) -> KeyResolver:
+        if issuer == self._issuer:
+            return self._own()
+        if self._external is not None and issuer in self._external_issuers:
+            return self._external
+        raise InvalidTokenError(f"issuer {issuer[:100]!r} is not trusted here", check="issuer")
+
+    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
+        return await self._pick(issuer).resolve(issuer=issuer, kid=kid, alg=alg)
+
+    def known(self, *, issuer: str, kid: str | None) -> bool:
+        try:
+            return self._pick(issuer).known(issuer=issuer, kid=kid)
+        except InvalidTokenError:
+            return False
+
+
+class TokenService:
+    """An RFC 8693 token service for local development and tests.
+
+    ``app`` is the ASGI application (mount it, serve it with uvicorn or call it
+    through ``httpx.ASGITransport``). Its lifespan closes the HTTP clients the
+    service opened for fetching keys. ``stats`` counts token requests.
+    """
+
+    def __init__(
+        self,
+        config: TokenServiceConfig,
+        *,
+        audit: AuditStore | None = None,
+        clock: Callable[[], float] = time.time,
+        http_client: httpx.AsyncClient | None = None,
+        leeway: float = 30.0,
+    ) -> None:
+        if config.issuer is None:
+            raise ConfigurationError(
+                "issuer: the token service needs its issuer URL (e.g. http://127.0.0.1:8900); "
+                "`keycard-agents sts` fills it from --host/--port",
+                setting="issuer",
+            )
+        self.config = config
+        self.issuer: str = config.issuer
+        self.audit: AuditStore = audit if audit is not None else MemoryAuditStore()
+        self._clock = clock
+        self._keys = self._open_keys()
+        first = self._keys.current  # generate (and persist) the first key now, not mid-request
+        logger.debug("signing key %s", first.kid)
+        self._keys_stamp = self._dir_stamp()
+        self._caches: list[JWKSCache] = []
+        external: JWKSCache | None = None
+        if config.trusted_issuers:
+            external = self._cache(
+                [
+                    TrustedIssuer(t.issuer, jwks_uri=t.jwks_uri, metadata_url=t.metadata_url)
+                    for t in config.trusted_issuers
+                ],
+                http_client,
+            )
+        self._subject_keys = _ServiceKeys(
+            issuer=self.issuer,
+            own=self._own_resolver,
+            external=external,
+            external_issuers=[t.issuer for t in config.trusted_issuers],
+        )
+        self._agent_keys: dict[str, KeyResolver] = {}
+        for agent in config.agents:
+            if agent.jwks is not None:
+                self._agent_keys[agent.client_id] = StaticKeys({agent.client_id: agent.jwks})
+            elif agent.jwks_uri is not None:
+                self._agent_keys[agent.client_id] = self._cache(
+                    [TrustedIssuer(agent.client_id, jwks_uri=agent.jwks_uri)], http_client
+                )
+        self.minter = TokenMinter(issuer=self.issuer, keys=lambda: self.keys, clock=clock)
+        self.login = LoginFlow(config=config, issuer=self.issuer, clock=clock)
+        self.clients = ClientAuthenticator(
+            config=config,
+            issuer=self.issuer,
+            clock=clock,
+            agent_keys=self._keys_for_agent,
+            leeway=leeway,
+        )
+        self.token_endpoint = TokenEndpoint(
+            config=config,
+            minter=self.minter,
+            clients=self.clients,
+            login=self.login,
+            subject_keys=self._subject_keys,
+            own_keys=self._own_resolver,
+            audit=self.audit,
+            clock=clock,
+            leeway=leeway,
+        )
+        self.app = self._build_app()
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _open_keys(self) -> KeyStore:
+        return KeyStore(
+            self.config.key_dir,
+            alg=self.config.alg,
+            clock=self._clock,
+            retention=self.config.longest_lifetime(),
+        )
+
+    def _dir_stamp(self) -> tuple[tuple[str, int, int, int], ...] | None:
+        """What the key files look like now: a change means another process rotated."""
+        directory = self.config.key_dir
+        if directory is None:
+            return None
+        try:
+            with os.scandir(directory) as entries:
+                stamp = []
+                for entry in entries:
+                    if entry.name.endswith(".json"):
+                        st = entry.stat()
+                        stamp.append((entry.name, st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            return None
+        return tuple(sorted(stamp))
+
+    @property
+    def keys(self) -> KeyStore:
+        """The signing keys; reloaded when another process rotated them on disk."""
+        if self.config.key_dir is not None:
+            stamp = self._dir_stamp()
+            if stamp != self._keys_stamp:
+                self._keys = self._open_keys()
+                self._keys_stamp = self._dir_stamp()
+                logger.info("signing keys reloaded from %s", self.config.key_dir)
+        return self._keys
+
+    def _own_resolver(self) -> KeyResolver:
+        return self.keys.resolver(self.issuer)
+
+    def _keys_for_agent(self, agent: RegisteredAgent) -> KeyResolver:
+        return self._agent_keys[agent.client_id]
+
+    def _cache(
+        self, issuers: list[TrustedIssuer], http_client: httpx.AsyncClient | None
+    ) -> JWKSCache:
+        cache = JWKSCache(issuers=issuers, http_client=http_client)
+        self._caches.append(cache)
+        return cache
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients opened to fetch keys (the app's lifespan calls this)."""
+        for cache in self._caches:
+            await cache.aclose()
+
+    # -- public helpers ---------------------------------------------------------------------
+
+    @property
+    def stats(self) -> TokenStats:
+        return self.token_endpoint.stats
+
+    def issue_user_token(
+        self,
+        user: str,
+        *,
+        audience: str,
+        scopes: Iterable[str],
+        may_act: str | None = None,
+        lifetime: float | None = None,
+        client_id: str | None = None,
+        txn: str | None = None,
+    ) -> str:
+        """Sign a user token as the sign-in flow would (for tests, fixtures and demos).
+
+        No policy is applied: the caller picks the audience and scopes.
+        """
+        token, _ = self.token_endpoint.mint_user_token(
+            user=user,
+            audience=audience,
+            scopes=tuple(dict.fromkeys(scopes)),
+            may_act=may_act,
+            client_id=client_id,
+            txn=txn or uuid.uuid4().hex,
+            lifetime=lifetime,
+        )
+        return token
+
+    def metadata(self) -> dict[str, Any]:
+        """The RFC 8414 authorization server metadata document."""
+        base = self.issuer.rstrip("/")
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{base}/authorize",
+            "token_endpoint": f"{base}/token",
+            "jwks_uri": f"{base}/jwks.json",
+            "grant_types_supported": [
+                GRANT_TOKEN_EXCHANGE,
+                GRANT_CLIENT_CREDENTIALS,
+                GRANT_AUTHORIZATION_CODE,
+            ],
+            "response_types_supported": ["code"],
+            "token_endpoint_auth_methods_supported": [
+                "private_key_jwt",
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": sorted(
+                {s for a in self.config.agents for s in a.scopes}
+                | {s for r in self.config.resources for s in r.scopes}
+            ),
+            "authorization_response_iss_parameter_supported": True,
+        }
+
+    # -- the ASGI app -----------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            try:
+                yield
+            finally:
+                await self.aclose()
+
+        app = FastAPI(
+            title="keycard-agents token service",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+            lifespan=lifespan,
+        )
+
+        async def metadata(request: Request) -> Response:
+            return JSONResponse(self.metadata(), headers={"Cache-Control": "max-age=300"})
+
+        async def jwks(request: Request) -> Response:
+            return JSONResponse(self.keys.public_jwks(), headers={"Cache-Control": "max-age=60"})
+
+        routes: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str]]] = [
+            ("/.well-known/oauth-authorization-server", metadata, ["GET"]),
+            ("/jwks.json", jwks, ["GET"]),
+            ("/token", self.token_endpoint.handle, ["POST"]),
+            ("/authorize", self.login.authorize_get, ["GET"]),
+            ("/authorize", self.login.authorize_post, ["POST"]),
+        ]
+        for path, endpoint, methods in routes:
+            app.add_route(path, _guard(endpoint), methods=methods, include_in_schema=False)
+        return app
+
+    def __repr__(self) -> str:
+        return f"TokenService(issuer={self.issuer!r}, agents={len(self.config.agents)})"
+
+
+def _guard(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """No input may produce an unhandled error: answer ``server_error`` without internals."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as exc:
+            incident = uuid.uuid4().hex[:12]
+            logger.error(
+                "internal error %s in %s %s: %s",
+                incident,
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+            )
+            return JSONResponse(
+                {
+                    "error": "server_error",
+                    "error_description": f"internal error (incident {incident}); see the "
+                    "token service log",
+                },
+                status_code=500,
+                headers=dict(NO_STORE),
+            )
+
+    return guarded

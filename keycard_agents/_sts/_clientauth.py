@@ -1,0 +1,248 @@
+"""Client authentication at the token endpoint.
+
+RFC 6749 §2.3.1 (``client_secret_basic`` / ``client_secret_post``; exactly one
+method per request, §2.3), RFC 7521 §4.2 and RFC 7523 §2.2 / §3
+(``private_key_jwt``: ``iss`` = ``sub`` = client_id, ``aud`` = the issuer string,
+``exp`` and a single-use ``jti`` required), RFC 8725 §3.11 (explicit ``typ``).
+Public clients (``none``) only identify themselves for the authorization code grant.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import anyio
+from starlette.requests import Request
+
+from keycard_agents._errors import (
+    ConfigurationError,
+    InvalidTokenError,
+    IssuerUnreachableError,
+    OAuthError,
+)
+from keycard_agents._tokens import CLIENT_ASSERTION_TYPE, KeyResolver, verify_jwt
+
+from ._config import RegisteredAgent, TokenServiceConfig
+from ._forms import ClientAuthError, Form
+from ._secrets import hash_secret, verify_secret
+
+__all__ = ["ASSERTION_TYPE", "AuthenticatedClient", "ClientAuthenticator", "ReplayCache"]
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_TYPS = frozenset({CLIENT_ASSERTION_TYPE, "JWT"})
+_MAX_ASSERTION = 8192
+# Verified against when the client is unknown, so that the answer takes as long.
+_DUMMY_HASH = hash_secret("keycard-agents-unknown-client")
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    """Who is calling the token endpoint, and how they proved it."""
+
+    client_id: str
+    method: str
+    agent: RegisteredAgent | None
+    assertion_jti: str | None = None
+
+
+def _invalid_client(description: str, *, basic: bool = False) -> ClientAuthError:
+    return ClientAuthError(description, basic=basic)
+
+
+class ReplayCache:
+    """Seen client-assertion ``jti`` values, remembered until the assertion expires."""
+
+    def __init__(self, *, clock: Callable[[], float], max_entries: int = 1_000_000) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._seen: dict[tuple[str, str], float] = {}
+        self._next_sweep = 0.0
+
+    def _sweep(self, now: float) -> None:
+        if now >= self._next_sweep or len(self._seen) >= self._max:
+            self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
+            self._next_sweep = now + 30.0
+
+    def check_and_remember(self, client_id: str, jti: str, expires_at: float) -> bool:
+        """``True`` the first time a (client, jti) pair is seen before it expires."""
+        now = self._clock()
+        self._sweep(now)
+        key = (client_id, jti)
+        if key in self._seen and self._seen[key] > now:
+            return False
+        if len(self._seen) >= self._max:
+            raise OAuthError(
+                "temporarily_unavailable",
+                "too many client assertions in flight: retry shortly",
+                status_code=503,
+            )
+        self._seen[key] = expires_at
+        return True
+
+
+def _unverified_claims(assertion: str) -> Mapping[str, Any]:
+    """Peek at the payload only to find which client's keys to verify with."""
+    try:
+        _, payload, _ = assertion.split(".")
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class ClientAuthenticator:
+    """Authenticates the agent (or public client) behind a token request."""
+
+    def __init__(
+        self,
+        *,
+        config: TokenServiceConfig,
+        issuer: str,
+        clock: Callable[[], float],
+        agent_keys: Callable[[RegisteredAgent], KeyResolver],
+        leeway: float = 30.0,
+    ) -> None:
+        self._config = config
+        self._issuer = issuer
+        self._clock = clock
+        self._agent_keys = agent_keys
+        self._leeway = leeway
+        self.replay = ReplayCache(clock=clock)
+
+    async def authenticate(self, request: Request, form: Form) -> AuthenticatedClient:
+        """Authenticate the caller; ``invalid_request`` / ``invalid_client`` on failure."""
+        header = request.headers.get("authorization")
+        basic = header is not None and header[:6].lower() == "basic "
+        if header is not None and not basic:
+            raise OAuthError(
+                "invalid_request",
+                "only HTTP Basic client authentication is accepted in the Authorization header",
+            )
+        post = "client_secret" in form
+        assertion = "client_assertion" in form or "client_assertion_type" in form
+        methods = sum((basic, post, assertion))
+        if methods > 1:
+            raise OAuthError(
+                "invalid_request",
+                "more than one client authentication method in one request: use exactly one",
+            )
+        if basic:
+            assert header is not None
+            return await self._basic(header[6:].strip(), form)
+        if post:
+            client_id = form.get("client_id")
+            if client_id is None:
+                raise OAuthError("invalid_request", "client_secret_post needs client_id")
+            return await self._secret(client_id, form.require("client_secret"), method="post")
+        if assertion:
+            return await self._assertion(form)
+        client_id = form.get("client_id")
+        if client_id is not None and self._config.client(client_id) is not None:
+            return AuthenticatedClient(client_id=client_id, method="none", agent=None)
+        raise _invalid_client(
+            "client authentication required: use private_key_jwt, client_secret_basic or "
+            "client_secret_post"
+        )
+
+    async def _basic(self, credentials: str, form: Form) -> AuthenticatedClient:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+            raw_id, sep, raw_secret = decoded.partition(":")
+            if not sep:
+                raise ValueError("no colon")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise _invalid_client(
+                "malformed HTTP Basic credentials: send base64(client_id:client_secret)",
+                basic=True,
+            ) from None
+        # RFC 6749 §2.3.1: both halves are form-urlencoded before base64.
+        client_id, secret = unquote(raw_id.replace("+", " ")), unquote(raw_secret.replace("+", " "))
+        form_id = form.get("client_id")
+        if form_id is not None and form_id != client_id:
+            raise OAuthError("invalid_request", "client_id differs from the Basic credentials")
+        return await self._secret(client_id, secret, method="basic")
+
+    async def _secret(self, client_id: str, secret: str, *, method: str) -> AuthenticatedClient:
+        basic = method == "basic"
+        agent = self._config.agent(client_id)
+        stored = agent.secret_hash if agent is not None else None
+        ok = await anyio.to_thread.run_sync(verify_secret, secret, stored or _DUMMY_HASH)
+        if agent is None:
+            raise _invalid_client(f"unknown client {client_id!r}", basic=basic)
+        if stored is None:
+            raise _invalid_client(
+                f"agent {client_id!r} authenticates with private_key_jwt, not a client secret",
+                basic=basic,
+            )
+        if not ok:
+            raise _invalid_client(f"wrong client secret for {client_id!r}", basic=basic)
+        return AuthenticatedClient(
+            client_id=client_id, method=f"client_secret_{method}", agent=agent
+        )
+
+    async def _assertion(self, form: Form) -> AuthenticatedClient:
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise OAuthError(
+                "invalid_request", f"client_assertion_type must be {ASSERTION_TYPE} (RFC 7523 §2.2)"
+            )
+        assertion = form.require("client_assertion")
+        if len(assertion) > _MAX_ASSERTION:
+            raise _invalid_client("client_assertion is too large")
+        claims = _unverified_claims(assertion)
+        client_id = form.get("client_id") or claims.get("iss")
+        if not isinstance(client_id, str) or not client_id:
+            raise _invalid_client("client_assertion has no 'iss' naming the client")
+        agent = self._config.agent(client_id)
+        if agent is None:
+            raise _invalid_client(f"unknown client {client_id[:100]!r}")
+        if agent.auth != "private_key_jwt":
+            raise _invalid_client(
+                f"agent {client_id!r} authenticates with a client secret, not private_key_jwt"
+            )
+        try:
+            verified = await verify_jwt(
+                assertion,
+                keys=self._agent_keys(agent),
+                issuers=(client_id,),
+                audience=self._issuer,
+                token_types=ASSERTION_TYPS,
+                leeway=self._leeway,
+                max_bytes=_MAX_ASSERTION,
+                clock=self._clock,
+                required_claims=("iss", "sub", "aud", "exp", "jti"),
+            )
+        except InvalidTokenError as exc:
+            hint = ""
+            if exc.check == "audience":
+                hint = f"; set aud to the issuer string {self._issuer!r} exactly (RFC 7523 §3)"
+            raise _invalid_client(f"client_assertion rejected ({exc.check}): {exc}{hint}") from exc
+        except (IssuerUnreachableError, ConfigurationError) as exc:
+            raise _invalid_client(
+                f"cannot fetch the keys of agent {client_id!r} from its jwks_uri: {exc}"
+            ) from exc
+        if verified.get("sub") != client_id:
+            raise _invalid_client("client_assertion 'sub' must equal its 'iss' (the client_id)")
+        exp = float(verified["exp"])
+        start = float(verified.get("iat", self._clock()))
+        limit = self._config.client_assertion_max_lifetime
+        if exp - start > limit + self._leeway or exp - self._clock() > limit + self._leeway:
+            raise _invalid_client(
+                f"client_assertion lives longer than {limit:g} s: make exp closer to iat"
+            )
+        jti = verified["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise _invalid_client("client_assertion 'jti' must be a non-empty string")
+        if not self.replay.check_and_remember(client_id, jti, exp + self._leeway):
+            raise _invalid_client(
+                f"client_assertion jti {jti[:64]!r} was already used: "
+                "sign a fresh assertion (new jti) for every request"
+            )
+        return AuthenticatedClient(
+            client_id=client_id, method="private_key_jwt", agent=agent, assertion_jti=jti
+        )

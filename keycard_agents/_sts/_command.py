@@ -1,0 +1,146 @@
+"""``keycard-agents sts``: run the token service, rotate its key, hash a secret.
+
+Command-line front end of the embedded token service (RFC 8414 metadata is
+printed at start-up). Heavy imports happen inside the commands so that
+``keycard-agents --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_demo_command", "add_sts_command"]
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def add_sts_command(subparsers: Any) -> None:
+    """Register ``sts`` (and its ``rotate-key`` / ``hash-secret`` subcommands)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sts",
+        help="run the embedded token service",
+        description="Run the embedded RFC 8693 token service (see docs/token-service.md).",
+    )
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8900, help="TCP port (default 8900)")
+    parser.set_defaults(func=run_sts, sts_command=None)
+    sub = parser.add_subparsers(dest="sts_command", metavar="{rotate-key,hash-secret}")
+    rotate = sub.add_parser(
+        "rotate-key",
+        help="make a new signing key (the old one stays published for the longest lifetime)",
+    )
+    rotate.add_argument("--config", dest="rotate_config", type=Path, required=True)
+    sub.add_parser(
+        "hash-secret",
+        help="hash a client secret or password read from stdin, for the configuration",
+    )
+
+
+def add_demo_command(subparsers: Any) -> None:
+    """Register ``demo``: a delegation chain end to end against a local token service."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="sign a demo user in and delegate through two agents, printing the chain",
+    )
+    parser.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo()
+
+
+def run_sts(args: argparse.Namespace) -> int:
+    if args.sts_command == "hash-secret":
+        return _hash_secret()
+    if args.sts_command == "rotate-key":
+        return _rotate_key(args.rotate_config)
+    return _serve(args.config, host=args.host, port=args.port)
+
+
+def _hash_secret() -> int:
+    from ._secrets import hash_secret
+
+    if sys.stdin.isatty():
+        secret = getpass.getpass("secret to hash: ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        print("error: no secret on stdin (pipe it in: `printf %s SECRET | ...`)", file=sys.stderr)
+        return 2
+    print(hash_secret(secret))
+    return 0
+
+
+def _rotate_key(config_path: Path) -> int:
+    from keycard_agents._errors import ConfigurationError
+    from keycard_agents._keys import KeyStore
+
+    from ._config import load_config
+
+    config = load_config(config_path)
+    if config.key_dir is None:
+        raise ConfigurationError(
+            f"{config_path.name}: key_dir: rotate-key needs a key_dir (keys kept in memory "
+            "are new on every start and cannot be rotated from outside)",
+            setting="key_dir",
+        )
+    had_keys = config.key_dir.is_dir() and any(config.key_dir.glob("*.json"))
+    store = KeyStore(config.key_dir, alg=config.alg, retention=config.longest_lifetime())
+    if not had_keys:
+        first = store.current
+        print(f"first signing key {first.kid} ({first.alg}) created in {config.key_dir}")
+        return 0
+    old = [k.kid for k in store.published()]
+    new = store.rotate()
+    print(f"new signing key {new.kid} ({new.alg}) in {config.key_dir}")
+    if old:
+        print(
+            f"still published for {config.longest_lifetime():g} s: {', '.join(old)}; "
+            "a running token service picks the new key up on its next request"
+        )
+    return 0
+
+
+def _serve(config_path: Path | None, *, host: str, port: int) -> int:
+    import uvicorn
+
+    from keycard_agents._errors import ConfigurationError
+
+    from ._app import TokenService
+    from ._config import check_url, load_config
+
+    if config_path is None:
+        raise ConfigurationError("sts: pass --config FILE (see examples/sts.toml)")
+    config = load_config(config_path)
+    if config.issuer is None:
+        shown = f"[{host}]" if ":" in host else host
+        issuer = f"http://{shown}:{port}"
+        try:
+            check_url(issuer)
+        except ValueError:
+            raise ConfigurationError(
+                f"{config_path.name}: issuer: not set, and http://{host} is not a loopback "
+                "address; set issuer to the https URL clients reach this service at",
+                setting="issuer",
+            ) from None
+        config = config.model_copy(update={"issuer": issuer})
+    service = TokenService(config)
+    if host not in _LOOPBACK:
+        print(
+            "warning: the token service is a development tool; it now listens beyond this machine",
+            file=sys.stderr,
+        )
+    print(f"keycard-agents token service: issuer {service.issuer}", flush=True)
+    print(
+        f"  metadata {service.issuer.rstrip('/')}/.well-known/oauth-authorization-server",
+        flush=True,
+    )
+    uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+    return 0

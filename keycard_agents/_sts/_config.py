@@ -1,0 +1,393 @@
+"""Token service configuration: pydantic models loadable from TOML.
+
+Covers the registrations the service needs for RFC 8693 token exchange (agents,
+their RFC 8707 resource URLs and dependencies), RFC 7523 / RFC 6749 §2.3.1 client
+authentication, RFC 6749 §4.1 + RFC 7636 login clients, and trusted external
+issuers. Validation errors name the field path and the file.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from keycard_agents._errors import ConfigurationError
+
+from ._secrets import check_secret_hash_format
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "DevUser",
+    "Lifetimes",
+    "PublicClient",
+    "RegisteredAgent",
+    "RegisteredResource",
+    "TokenServiceConfig",
+    "TrustedIssuerConfig",
+    "load_config",
+    "parse_config",
+]
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_URL_RULE = "must be an absolute https or http://127.0.0.1/localhost URL"
+SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
+
+
+def check_url(value: str) -> str:
+    """An absolute https URL, or http on a loopback host; no fragment, no credentials."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise ValueError(_URL_RULE) from None
+    if not host or parts.fragment or parts.username is not None or parts.password is not None:
+        raise ValueError(_URL_RULE)
+    if parts.scheme == "https":
+        return value
+    if parts.scheme == "http" and host in _LOOPBACK_HOSTS:
+        return value
+    raise ValueError(_URL_RULE)
+
+
+def _check_scopes(values: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for scope in values:
+        # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        if not scope or any(c in ' "\\' or not 0x21 <= ord(c) <= 0x7E for c in scope):
+            raise ValueError(f"invalid scope token {scope!r} (RFC 6749 §3.3)")
+        if scope not in out:
+            out.append(scope)
+    return tuple(out)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Lifetimes(_Model):
+    """Token lifetimes in seconds."""
+
+    user_token: float = Field(default=3600.0, gt=0, le=86400)
+    delegated_token: float = Field(default=300.0, gt=0, le=86400)
+    actor_token: float = Field(default=300.0, gt=0, le=86400)
+    auth_code: float = Field(default=60.0, gt=0, le=600)
+
+
+class RegisteredAgent(_Model):
+    """An agent: a client of the token service and a resource (its own URL)."""
+
+    client_id: str = Field(min_length=1, max_length=200)
+    resource: str
+    auth: Literal["private_key_jwt", "client_secret"]
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    secret_hash: str | None = None
+    scopes: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    may_act_first: bool = True
+
+    @field_validator("resource", "jwks_uri")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return _opt_url(value)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_scopes(value)
+
+    @field_validator("dependencies")
+    @classmethod
+    def _deps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for dep in value:
+            check_url(dep)
+        if len(set(value)) != len(value):
+            raise ValueError("lists a dependency twice")
+        return value
+
+    @field_validator("secret_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret_hash_format(value)
+
+    @field_validator("jwks")
+    @classmethod
+    def _jwks(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        keys = value.get("keys")
+        if not isinstance(keys, list) or not keys:
+            raise ValueError("must be a JWK Set: a table with a non-empty 'keys' array")
+        for key in keys:
+            if not isinstance(key, dict) or "kty" not in key:
+                raise ValueError("every key needs a 'kty'")
+            if "d" in key or "k" in key:
+                raise ValueError("must hold public keys only (found private key material)")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> RegisteredAgent:
+        if self.auth == "private_key_jwt":
+            if (self.jwks is None) == (self.jwks_uri is None):
+                raise ValueError("auth = 'private_key_jwt' needs exactly one of jwks or jwks_uri")
+            if self.secret_hash is not None:
+                raise ValueError("secret_hash is only for auth = 'client_secret'")
+        else:
+            if self.secret_hash is None:
+                raise ValueError(
+                    "auth = 'client_secret' needs secret_hash "
+                    "(make one with `keycard-agents sts hash-secret`)"
+                )
+            if self.jwks is not None or self.jwks_uri is not None:
+                raise ValueError("jwks / jwks_uri are only for auth = 'private_key_jwt'")
+        return self
+
+
+def _opt_url(value: str | None) -> str | None:
+    return None if value is None else check_url(value)
+
+
+class RegisteredResource(_Model):
+    """A resource that is not an agent (an MCP server, an HTTP API)."""
+
+    resource: str
+    scopes: tuple[str, ...] = ()
+
+    @field_validator("resource")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_scopes(value)
+
+
+class DevUser(_Model):
+    """A local user who can sign in on the login page (development only)."""
+
+    username: str = Field(min_length=1, max_length=200)
+    password_hash: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    scopes: tuple[str, ...] = ()
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_scopes(value)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret_hash_format(value)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> DevUser:
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError("needs exactly one of password_hash or password (dev only)")
+        return self
+
+
+class TrustedIssuerConfig(_Model):
+    """An external issuer whose user tokens may be exchanged here."""
+
+    issuer: str
+    jwks_uri: str | None = None
+    metadata_url: str | None = None
+
+    @field_validator("issuer", "jwks_uri", "metadata_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return _opt_url(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrustedIssuerConfig:
+        if (self.jwks_uri is None) == (self.metadata_url is None):
+            raise ValueError("needs exactly one of jwks_uri or metadata_url")
+        return self
+
+
+class PublicClient(_Model):
+    """A public client (an app without a secret) that signs users in with PKCE."""
+
+    client_id: str = Field(min_length=1, max_length=200)
+    redirect_uris: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            check_url(uri)
+        return value
+
+
+class TokenServiceConfig(_Model):
+    """Everything the token service needs; see docs/token-service.md."""
+
+    issuer: str | None = None
+    key_dir: Path | None = None
+    alg: Literal["ES256", "EdDSA", "RS256"] = "ES256"
+    lifetimes: Lifetimes = Lifetimes()
+    max_chain_depth: int = Field(default=5, ge=1, le=32)
+    allow_repeated_agents: bool = False
+    client_assertion_max_lifetime: float = Field(default=300.0, gt=0, le=3600)
+    agents: tuple[RegisteredAgent, ...] = ()
+    resources: tuple[RegisteredResource, ...] = ()
+    users: tuple[DevUser, ...] = ()
+    trusted_issuers: tuple[TrustedIssuerConfig, ...] = ()
+    clients: tuple[PublicClient, ...] = ()
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_url(value)
+        if urlsplit(value).query:
+            raise ValueError("must not have a query (RFC 8414 §2)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TokenServiceConfig:
+        _unique("agents", "client_id", [a.client_id for a in self.agents])
+        _unique("clients", "client_id", [c.client_id for c in self.clients])
+        _unique("users", "username", [u.username for u in self.users])
+        _unique("trusted_issuers", "issuer", [t.issuer for t in self.trusted_issuers])
+        urls = [a.resource for a in self.agents] + [r.resource for r in self.resources]
+        _unique("agents/resources", "resource", urls)
+        clash = {a.client_id for a in self.agents} & {c.client_id for c in self.clients}
+        if clash:
+            raise ValueError(f"client_id {sorted(clash)[0]!r} is both an agent and a public client")
+        known = set(urls)
+        for i, agent in enumerate(self.agents):
+            for j, dep in enumerate(agent.dependencies):
+                if dep not in known:
+                    raise _FieldError(
+                        ("agents", i, "dependencies", j),
+                        f"{dep!r} is not a registered agent or resource: add it to agents "
+                        "or resources",
+                    )
+        if self.issuer is not None:
+            if self.issuer in known:
+                raise ValueError("the issuer URL must not also be an agent or resource URL")
+            if any(t.issuer == self.issuer for t in self.trusted_issuers):
+                raise ValueError("the issuer must not also be listed in trusted_issuers")
+        return self
+
+    def agent(self, client_id: str) -> RegisteredAgent | None:
+        for agent in self.agents:
+            if agent.client_id == client_id:
+                return agent
+        return None
+
+    def agent_for_resource(self, resource: str) -> RegisteredAgent | None:
+        for agent in self.agents:
+            if agent.resource == resource:
+                return agent
+        return None
+
+    def accepted_scopes(self, resource: str) -> tuple[str, ...] | None:
+        """Scopes a registered resource accepts, or ``None`` when it is unknown."""
+        agent = self.agent_for_resource(resource)
+        if agent is not None:
+            return agent.scopes
+        for res in self.resources:
+            if res.resource == resource:
+                return res.scopes
+        return None
+
+    def client(self, client_id: str) -> PublicClient | None:
+        for client in self.clients:
+            if client.client_id == client_id:
+                return client
+        return None
+
+    def user(self, username: str) -> DevUser | None:
+        for user in self.users:
+            if user.username == username:
+                return user
+        return None
+
+    def longest_lifetime(self) -> float:
+        lt = self.lifetimes
+        return max(lt.user_token, lt.delegated_token, lt.actor_token)
+
+
+class _FieldError(ValueError):
+    """A cross-field error that knows the exact path it belongs to."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _unique(section: str, key: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{section}: {key} {value!r} appears twice")
+        seen.add(value)
+
+
+def _format_loc(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _translate(exc: ValidationError, source: str) -> ConfigurationError:
+    err = exc.errors(include_url=False)[0]
+    loc: tuple[str | int, ...] = tuple(err["loc"])
+    message = str(err["msg"])
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _FieldError):
+        loc = ctx_error.loc
+        message = str(ctx_error)
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    where = _format_loc(loc) or "(top level)"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return ConfigurationError(f"{source}: {where}: {message}{suffix}", setting=where)
+
+
+def parse_config(data: dict[str, Any], *, source: str = "config") -> TokenServiceConfig:
+    """Validate a mapping (parsed TOML or a dict built in code)."""
+    try:
+        return TokenServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _translate(exc, source) from None
+
+
+def load_config(path: str | Path) -> TokenServiceConfig:
+    """Load a TOML configuration file; a relative ``key_dir`` is relative to the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"{path}: cannot read the token service configuration ({exc.__class__.__name__})",
+            setting=str(path),
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path.name}: not valid TOML: {exc}", setting=str(path)) from exc
+    config = parse_config(data, source=path.name)
+    if config.key_dir is not None and not config.key_dir.is_absolute():
+        config = config.model_copy(update={"key_dir": (path.parent / config.key_dir).resolve()})
+    return config

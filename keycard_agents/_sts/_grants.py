@@ -1,0 +1,467 @@
+"""The token endpoint: grant dispatch, token exchange, minting, audit.
+
+RFC 6749 §4.1.3 / §4.4 / §5.1 / §5.2 (authorization code, client credentials,
+responses and errors), RFC 8693 §2.1-§2.2 (token exchange request, response and
+errors; ``act`` per §4.1), RFC 8707 §2 (``resource``), RFC 9068 §2 (``at+jwt``
+access token claims). The exchange checks run in the order of DESIGN §4; each
+request, issued or denied, leaves exactly one audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from keycard_agents._errors import (
+    ConfigurationError,
+    InvalidTokenError,
+    IssuerUnreachableError,
+    OAuthError,
+)
+from keycard_agents._keys import KeyStore
+from keycard_agents._tokens import ACCESS_TOKEN_TYPE, KeyResolver, verify_jwt
+
+from ._audit import AuditRecord, AuditStore
+from ._authorize import LoginFlow
+from ._clientauth import AuthenticatedClient, ClientAuthenticator
+from ._config import TokenServiceConfig
+from ._forms import Form, oauth_error_response, read_form, token_response
+from ._policy import (
+    check_audience,
+    check_chain,
+    check_first_hop,
+    check_target,
+    narrow_scopes,
+    parse_scope,
+)
+
+__all__ = [
+    "GRANT_AUTHORIZATION_CODE",
+    "GRANT_CLIENT_CREDENTIALS",
+    "GRANT_TOKEN_EXCHANGE",
+    "TOKEN_TYPE_ACCESS_TOKEN",
+    "TokenEndpoint",
+    "TokenMinter",
+    "TokenStats",
+]
+
+logger = logging.getLogger("keycard_agents.sts")
+
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
+GRANT_CLIENT_CREDENTIALS = "client_credentials"
+GRANT_AUTHORIZATION_CODE = "authorization_code"
+TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
+_GRANTS = frozenset({GRANT_TOKEN_EXCHANGE, GRANT_CLIENT_CREDENTIALS, GRANT_AUTHORIZATION_CODE})
+_ACTOR_TOKEN_TYPES = frozenset({TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT})
+_MAX_TOKEN_BYTES = 8192
+
+
+@dataclass
+class TokenStats:
+    """Counters for tests and operators (requests to ``POST /token``)."""
+
+    requests: int = 0
+    issued: int = 0
+    denied: int = 0
+    exchanges: int = 0
+    """Token-exchange requests received (issued or denied)."""
+    by_grant: dict[str, int] = field(default_factory=dict)
+    """Requests per grant type (unsupported ones counted as ``"other"``)."""
+
+
+class TokenMinter:
+    """Builds and signs the service's ``at+jwt`` tokens with the current key."""
+
+    def __init__(self, *, issuer: str, keys: Callable[[], KeyStore], clock: Callable[[], float]):
+        self.issuer = issuer
+        self._keys = keys
+        self._clock = clock
+
+    def mint(
+        self,
+        *,
+        sub: str,
+        aud: str,
+        lifetime: float,
+        not_after: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Sign a token; ``exp`` = min(now + lifetime, not_after). Returns (token, claims)."""
+        now = int(self._clock())
+        exp = int(now + lifetime)
+        if not_after is not None:
+            exp = min(exp, int(not_after))
+        claims: dict[str, Any] = {"iss": self.issuer, "sub": sub, "aud": aud}
+        claims.update(extra or {})
+        claims.update(iat=now, nbf=now, exp=exp, jti=str(uuid.uuid4()))
+        return self._keys().current.sign(claims, typ=ACCESS_TOKEN_TYPE), claims
+
+
+@dataclass
+class _Trail:
+    """What is known about a request so far; becomes its audit record."""
+
+    grant_type: str | None = None
+    client_id: str | None = None
+    user: str | None = None
+    actors: tuple[str, ...] | None = None
+    txn: str | None = None
+    target: str | None = None
+    scopes_requested: tuple[str, ...] | None = None
+    scopes_granted: tuple[str, ...] | None = None
+    jti: str | None = None
+
+    def record(self, now: float, *, error: OAuthError | None) -> AuditRecord:
+        return AuditRecord(
+            time=now,
+            grant_type=self.grant_type,
+            decision="denied" if error is not None else "issued",
+            txn=self.txn,
+            user=self.user,
+            actors=self.actors,
+            client_id=self.client_id,
+            target=self.target,
+            scopes_requested=self.scopes_requested,
+            scopes_granted=self.scopes_granted if error is None else None,
+            error=None if error is None else error.error,
+            reason=None if error is None else error.error_description,
+            jti=self.jti if error is None else None,
+        )
+
+
+def _short(value: str, limit: int = 100) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+class TokenEndpoint:
+    """``POST /token``: authenticates, decides, issues, audits."""
+
+    def __init__(
+        self,
+        *,
+        config: TokenServiceConfig,
+        minter: TokenMinter,
+        clients: ClientAuthenticator,
+        login: LoginFlow,
+        subject_keys: KeyResolver,
+        own_keys: Callable[[], KeyResolver],
+        audit: AuditStore,
+        clock: Callable[[], float] = time.time,
+        leeway: float = 30.0,
+    ) -> None:
+        self._config = config
+        self._minter = minter
+        self._issuer = minter.issuer
+        self._clients = clients
+        self._login = login
+        self._subject_keys = subject_keys
+        self._own_keys = own_keys
+        self._audit = audit
+        self._clock = clock
+        self._leeway = leeway
+        self._trusted = (self._issuer, *(t.issuer for t in config.trusted_issuers))
+        self.stats = TokenStats()
+
+    async def handle(self, request: Request) -> Response:
+        trail = _Trail()
+        self.stats.requests += 1
+        try:
+            form = await read_form(request)
+            grant_type = form.require("grant_type")
+            trail.grant_type = _short(grant_type)
+            known = grant_type in _GRANTS
+            counted = grant_type if known else "other"
+            self.stats.by_grant[counted] = self.stats.by_grant.get(counted, 0) + 1
+            if grant_type == GRANT_TOKEN_EXCHANGE:
+                self.stats.exchanges += 1
+                payload = await self._token_exchange(request, form, trail)
+            elif grant_type == GRANT_CLIENT_CREDENTIALS:
+                payload = await self._client_credentials(request, form, trail)
+            elif grant_type == GRANT_AUTHORIZATION_CODE:
+                payload = await self._authorization_code(request, form, trail)
+            else:
+                raise OAuthError(
+                    "unsupported_grant_type",
+                    f"grant_type {_short(grant_type)!r} is not supported; use "
+                    f"{GRANT_TOKEN_EXCHANGE}, {GRANT_CLIENT_CREDENTIALS} or "
+                    f"{GRANT_AUTHORIZATION_CODE}",
+                )
+        except OAuthError as exc:
+            self.stats.denied += 1
+            await self._audit.append(trail.record(self._clock(), error=exc))
+            logger.info(
+                "token request denied: grant=%s client=%s error=%s",
+                trail.grant_type,
+                trail.client_id,
+                exc.error,
+            )
+            return oauth_error_response(exc)
+        self.stats.issued += 1
+        await self._audit.append(trail.record(self._clock(), error=None))
+        logger.info(
+            "issued token jti=%s grant=%s client=%s target=%s",
+            trail.jti,
+            trail.grant_type,
+            trail.client_id,
+            trail.target,
+        )
+        return token_response(payload)
+
+    # -- grants ----------------------------------------------------------------------------
+
+    async def _agent_client(
+        self, request: Request, form: Form, trail: _Trail, grant: str
+    ) -> AuthenticatedClient:
+        client = await self._clients.authenticate(request, form)
+        trail.client_id = client.client_id
+        if client.agent is None:
+            raise OAuthError(
+                "unauthorized_client",
+                f"public client {client.client_id!r} may only use {GRANT_AUTHORIZATION_CODE}; "
+                f"{grant} is for registered agents",
+            )
+        return client
+
+    async def _client_credentials(
+        self, request: Request, form: Form, trail: _Trail
+    ) -> dict[str, Any]:
+        client = await self._agent_client(request, form, trail, GRANT_CLIENT_CREDENTIALS)
+        trail.target = self._issuer
+        if form.get("scope") is not None:
+            raise OAuthError(
+                "invalid_scope",
+                "client_credentials tokens carry no scopes here: omit 'scope' (the token only "
+                "proves the agent's identity, e.g. as an actor_token)",
+            )
+        for name in ("resource", "audience"):
+            if name in form:
+                raise OAuthError(
+                    "invalid_target",
+                    f"omit {name!r}: an agent's own token is always for this token service",
+                )
+        lifetime = self._config.lifetimes.actor_token
+        token, claims = self._minter.mint(
+            sub=client.client_id,
+            aud=self._issuer,
+            lifetime=lifetime,
+            extra={"client_id": client.client_id},
+        )
+        trail.jti = claims["jti"]
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims["exp"] - claims["iat"],
+        }
+
+    async def _authorization_code(
+        self, request: Request, form: Form, trail: _Trail
+    ) -> dict[str, Any]:
+        client = await self._clients.authenticate(request, form)
+        trail.client_id = client.client_id
+        if client.method != "none":
+            raise OAuthError(
+                "unauthorized_client",
+                f"agent {client.client_id!r} cannot use {GRANT_AUTHORIZATION_CODE}: only public "
+                "clients listed under [[clients]] sign users in",
+            )
+        grant = self._login.redeem(form)
+        trail.user = grant.username
+        trail.target = grant.resource
+        trail.scopes_requested = grant.scopes
+        agent = self._config.agent_for_resource(grant.resource)
+        if agent is None:  # the configuration cannot change under a running service
+            raise OAuthError("invalid_target", "the signed-in resource is no longer registered")
+        txn = uuid.uuid4().hex
+        trail.txn = txn
+        token, claims = self.mint_user_token(
+            user=grant.username,
+            audience=grant.resource,
+            scopes=grant.scopes,
+            may_act=agent.client_id,
+            client_id=client.client_id,
+            txn=txn,
+        )
+        trail.scopes_granted = grant.scopes
+        trail.jti = claims["jti"]
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims["exp"] - claims["iat"],
+            "scope": claims["scope"],
+        }
+
+    def mint_user_token(
+        self,
+        *,
+        user: str,
+        audience: str,
+        scopes: tuple[str, ...],
+        may_act: str | None,
+        client_id: str | None,
+        txn: str | None = None,
+        lifetime: float | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        extra: dict[str, Any] = {}
+        if client_id is not None:
+            extra["client_id"] = client_id
+        extra["scope"] = " ".join(scopes)
+        extra["txn"] = txn or uuid.uuid4().hex
+        if may_act is not None:
+            extra["may_act"] = {"sub": may_act}
+        return self._minter.mint(
+            sub=user,
+            aud=audience,
+            lifetime=lifetime if lifetime is not None else self._config.lifetimes.user_token,
+            extra=extra,
+        )
+
+    async def _token_exchange(self, request: Request, form: Form, trail: _Trail) -> dict[str, Any]:
+        # 1. client authentication, then the request's shape.
+        client = await self._agent_client(request, form, trail, "token exchange")
+        agent = client.agent
+        assert agent is not None
+        subject_token = form.require("subject_token")
+        subject_type = form.require("subject_token_type")
+        actor_token = form.get("actor_token")
+        actor_type = form.get("actor_token_type")
+        requested_type = form.get("requested_token_type")
+        requested_scope = form.get("scope")
+        resources = form.all("resource")
+        if resources:
+            trail.target = _short(resources[0]) if len(resources) == 1 else None
+        if requested_scope is not None:
+            trail.scopes_requested = parse_scope(requested_scope)
+        if subject_type != TOKEN_TYPE_ACCESS_TOKEN:
+            raise OAuthError(
+                "invalid_request", f"subject_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
+            )
+        if (actor_token is None) != (actor_type is None):
+            raise OAuthError(
+                "invalid_request",
+                "send actor_token and actor_token_type together, or neither (RFC 8693 §2.1)",
+            )
+        if actor_type is not None and actor_type not in _ACTOR_TOKEN_TYPES:
+            raise OAuthError(
+                "invalid_request", f"actor_token_type must be {TOKEN_TYPE_ACCESS_TOKEN}"
+            )
+        if requested_type is not None and requested_type != TOKEN_TYPE_ACCESS_TOKEN:
+            raise OAuthError(
+                "invalid_request",
+                f"only requested_token_type={TOKEN_TYPE_ACCESS_TOKEN} can be issued",
+            )
+        if "audience" in form:
+            raise OAuthError(
+                "invalid_request",
+                "'audience' is not supported: name the target by its URL in 'resource' (RFC 8707)",
+            )
+        if actor_token is not None:
+            await self._check_actor_token(actor_token, client.client_id)
+
+        # 2. subject token: signature, type, issuer, lifetime (and act shape).
+        claims = await self._verify_subject(subject_token, agent.resource)
+        trail.user = claims["sub"]
+        trail.txn = claims.get("txn")
+        # 3. audience chaining.
+        check_audience(claims, agent)
+        # 4. first hop: may_act.
+        check_first_hop(claims, agent)
+        # 5. policy: declared dependency, chain depth, repeated agents.
+        target, accepted = check_target(self._config, agent, resources)
+        trail.target = target
+        chain = check_chain(self._config, claims, agent, self._issuer)
+        trail.actors = chain.subjects()
+        # 6. scope narrowing.
+        granted = narrow_scopes(requested_scope, parse_scope(claims.get("scope")), accepted, target)
+        # 7. issue.
+        txn = claims.get("txn") or uuid.uuid4().hex
+        trail.txn = txn
+        act = chain.to_act_claim()
+        token, issued = self._minter.mint(
+            sub=claims["sub"],
+            aud=target,
+            lifetime=self._config.lifetimes.delegated_token,
+            not_after=float(claims["exp"]),
+            extra={
+                "client_id": agent.client_id,
+                "scope": " ".join(granted),
+                "act": act,
+                "txn": txn,
+            },
+        )
+        trail.scopes_granted = granted
+        trail.jti = issued["jti"]
+        return {
+            "access_token": token,
+            "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
+            "token_type": "Bearer",
+            "expires_in": max(0, issued["exp"] - issued["iat"]),
+            "scope": issued["scope"],
+        }
+
+    async def _check_actor_token(self, actor_token: str, client_id: str) -> None:
+        try:
+            claims = await verify_jwt(
+                actor_token,
+                keys=self._own_keys(),
+                issuers=(self._issuer,),
+                audience=self._issuer,
+                token_types=(ACCESS_TOKEN_TYPE,),
+                leeway=self._leeway,
+                max_bytes=_MAX_TOKEN_BYTES,
+                max_actor_depth=0,
+                clock=self._clock,
+            )
+        except InvalidTokenError as exc:
+            raise OAuthError(
+                "invalid_grant",
+                f"actor_token rejected ({exc.check}): {exc}; get a fresh one with "
+                f"grant_type={GRANT_CLIENT_CREDENTIALS}",
+            ) from exc
+        if claims["sub"] != client_id or claims.get("client_id") != client_id:
+            raise OAuthError(
+                "invalid_grant",
+                f"actor_token names agent {_short(str(claims['sub']))!r}, but the authenticated "
+                f"client is {client_id!r}: send your own client-credentials token",
+            )
+
+    async def _verify_subject(self, token: str, audience: str) -> dict[str, Any]:
+        try:
+            return await verify_jwt(
+                token,
+                keys=self._subject_keys,
+                issuers=self._trusted,
+                audience=audience,
+                token_types=(ACCESS_TOKEN_TYPE,),
+                leeway=self._leeway,
+                max_bytes=_MAX_TOKEN_BYTES,
+                max_actor_depth=self._config.max_chain_depth,
+                clock=self._clock,
+                required_claims=("iss", "sub", "aud", "exp", "iat"),
+            )
+        except InvalidTokenError as exc:
+            hint = ""
+            if exc.check == "audience":
+                hint = " (an agent may only exchange tokens that were sent to it)"
+            raise OAuthError(
+                "invalid_grant", f"subject_token rejected ({exc.check}): {exc}{hint}"
+            ) from exc
+        except IssuerUnreachableError as exc:
+            raise OAuthError(
+                "temporarily_unavailable",
+                f"cannot fetch the subject token issuer's keys: {exc}; retry later",
+                status_code=503,
+            ) from exc
+        except ConfigurationError as exc:
+            raise OAuthError(
+                "server_error",
+                f"the token service cannot use the subject token issuer's keys: {exc}",
+                status_code=500,
+            ) from exc

@@ -1,0 +1,152 @@
+"""Delegation policy for token exchange: DESIGN §4 checks 3 to 6.
+
+RFC 8693 §1.1 / §4.1 (``act`` chains: the new actor wraps the subject's chain),
+§4.4 (``may_act`` names who may act first), §2.2.2 (``invalid_target``,
+``invalid_scope``), RFC 8707 §2 (exactly one ``resource``), RFC 6749 §3.3 (scope
+narrowing). Pure functions over already verified claims: easy to test, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from keycard_agents._errors import DelegationDeniedError, OAuthError
+from keycard_agents._principal import Actor, ActorChain
+
+from ._config import RegisteredAgent, TokenServiceConfig
+
+__all__ = [
+    "check_audience",
+    "check_chain",
+    "check_first_hop",
+    "check_target",
+    "narrow_scopes",
+    "parse_scope",
+]
+
+
+def parse_scope(value: object) -> tuple[str, ...]:
+    """Space-separated scope string to an ordered tuple without duplicates."""
+    if not isinstance(value, str):
+        return ()
+    return tuple(dict.fromkeys(value.split()))
+
+
+def _show(value: object, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_audience(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
+    """Audience chaining: the subject token must be addressed to this agent alone."""
+    aud = claims.get("aud")
+    if aud == agent.resource or aud == [agent.resource]:
+        return
+    raise DelegationDeniedError(
+        "invalid_grant",
+        f"subject_token is addressed to {_show(aud)}, not to agent {agent.client_id!r} "
+        f"({agent.resource}): an agent may only exchange tokens that were sent to it",
+    )
+
+
+def check_first_hop(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
+    """On the first hop (no ``act`` yet): ``may_act`` and ``may_act_first`` allow this agent."""
+    if claims.get("act") is not None:
+        return
+    if not agent.may_act_first:
+        raise DelegationDeniedError(
+            "unauthorized_client",
+            f"agent {agent.client_id!r} may not act first on a user's token: set "
+            f"agents[{agent.client_id}].may_act_first = true or route through another agent",
+        )
+    may_act = claims.get("may_act")
+    if may_act is None:
+        return
+    if not isinstance(may_act, Mapping) or not isinstance(may_act.get("sub"), str):
+        raise DelegationDeniedError(
+            "invalid_grant", "subject_token has a malformed 'may_act' claim (RFC 8693 §4.4)"
+        )
+    if may_act["sub"] != agent.client_id:
+        raise DelegationDeniedError(
+            "invalid_grant",
+            f"subject_token allows only {_show(may_act['sub'])} to act for the user "
+            f"(may_act), not agent {agent.client_id!r}: sign in for {agent.resource} instead",
+        )
+
+
+def check_target(
+    config: TokenServiceConfig, agent: RegisteredAgent, resources: Sequence[str]
+) -> tuple[str, tuple[str, ...]]:
+    """Exactly one registered, declared target; returns it and the scopes it accepts."""
+    if not resources:
+        raise OAuthError("invalid_request", "missing 'resource': send the target's URL (RFC 8707)")
+    if len(resources) > 1:
+        raise DelegationDeniedError(
+            "invalid_target",
+            f"{len(resources)} resources requested: exchange for exactly one target per request",
+        )
+    target = resources[0]
+    accepted = config.accepted_scopes(target)
+    if accepted is None:
+        raise DelegationDeniedError(
+            "invalid_target",
+            f"unknown resource {_show(target)}: register it under [[agents]] or [[resources]]",
+        )
+    if target not in agent.dependencies:
+        raise DelegationDeniedError(
+            "invalid_target",
+            f"agent {agent.client_id!r} may not call {target!r}: add it to "
+            f"agents[{agent.client_id}].dependencies",
+        )
+    return target, accepted
+
+
+def check_chain(
+    config: TokenServiceConfig, claims: Mapping[str, Any], agent: RegisteredAgent, issuer: str
+) -> ActorChain:
+    """The resulting actor chain (current first), within depth and repetition limits."""
+    previous = ActorChain.from_act_claim(claims.get("act"))
+    if agent.client_id in previous.subjects() and not config.allow_repeated_agents:
+        raise DelegationDeniedError(
+            "invalid_grant",
+            f"agent {agent.client_id!r} already acted in this chain "
+            f"({' → '.join(reversed(previous.subjects()))}); loops are refused unless "
+            "allow_repeated_agents = true",
+        )
+
+    chain = ActorChain((Actor(sub=agent.client_id, iss=issuer), *previous))
+    if chain.depth > config.max_chain_depth:
+        raise DelegationDeniedError(
+            "invalid_grant",
+            f"the delegation chain would be {chain.depth} agents deep; max_chain_depth is "
+            f"{config.max_chain_depth}: shorten the chain or raise max_chain_depth",
+        )
+    return chain
+
+
+def narrow_scopes(
+    requested: str | None, subject_scopes: Sequence[str], accepted: Sequence[str], target: str
+) -> tuple[str, ...]:
+    """requested ⊆ (subject ∩ accepted); default: the whole intersection; never empty."""
+    allowed = tuple(s for s in subject_scopes if s in accepted)
+    if requested is None:
+        if not allowed:
+            raise DelegationDeniedError(
+                "invalid_scope",
+                f"the subject token's scopes ({' '.join(subject_scopes) or 'none'}) share "
+                f"nothing with what {target} accepts ({' '.join(accepted) or 'none'})",
+            )
+        return allowed
+    wanted = parse_scope(requested)
+    if not wanted:
+        raise OAuthError("invalid_request", "scope is empty: omit it or name at least one scope")
+    extra = [s for s in wanted if s not in allowed]
+    if extra:
+        raise DelegationDeniedError(
+            "invalid_scope",
+            f"scope {' '.join(extra)!r} exceeds what may be delegated to {target} "
+            f"(subject token scopes ∩ accepted = {' '.join(allowed) or 'none'}): "
+            "request only those",
+        )
+    return wanted

@@ -1,0 +1,49 @@
+"""The embedded token service: issue user, actor and delegated tokens locally.
+
+Public entry points; the implementation lives in ``keycard_agents._sts``. See
+docs/token-service.md. Implements the issuing side of the delegation profile
+(RFC 8693 token exchange with nested ``act``, RFC 8707 resources, RFC 7523 and
+RFC 6749 §2.3.1 client authentication, RFC 7636 PKCE sign-in, RFC 8414 metadata).
+"""
+
+from __future__ import annotations
+
+from keycard_agents._sts._app import TokenService as TokenService
+from keycard_agents._sts._audit import AuditRecord as AuditRecord
+from keycard_agents._sts._audit import AuditStore as AuditStore
+from keycard_agents._sts._audit import JsonlAuditStore as JsonlAuditStore
+from keycard_agents._sts._audit import MemoryAuditStore as MemoryAuditStore
+from keycard_agents._sts._authorize import pkce_challenge as pkce_challenge
+from keycard_agents._sts._config import DevUser as DevUser
+from keycard_agents._sts._config import Lifetimes as Lifetimes
+from keycard_agents._sts._config import PublicClient as PublicClient
+from keycard_agents._sts._config import RegisteredAgent as RegisteredAgent
+from keycard_agents._sts._config import RegisteredResource as RegisteredResource
+from keycard_agents._sts._config import TokenServiceConfig as TokenServiceConfig
+from keycard_agents._sts._config import TrustedIssuerConfig as TrustedIssuerConfig
+from keycard_agents._sts._config import load_config as load_config
+from keycard_agents._sts._config import parse_config as parse_config
+from keycard_agents._sts._grants import TokenStats as TokenStats
+from keycard_agents._sts._secrets import hash_secret as hash_secret
+from keycard_agents._sts._secrets import verify_secret as verify_secret
+
+__all__ = [
+    "AuditRecord",
+    "AuditStore",
+    "DevUser",
+    "JsonlAuditStore",
+    "Lifetimes",
+    "MemoryAuditStore",
+    "PublicClient",
+    "RegisteredAgent",
+    "RegisteredResource",
+    "TokenService",
+    "TokenServiceConfig",
+    "TokenStats",
+    "TrustedIssuerConfig",
+    "hash_secret",
+    "load_config",
+    "parse_config",
+    "pkce_challenge",
+    "verify_secret",
+]
