@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from ._agent import Agent as Agent
+from ._agent import AgentDependency as AgentDependency
+from ._agent import Dependency as Dependency
+from ._agent import HttpDependency as HttpDependency
+from ._agent import McpDependency as McpDependency
+from ._agent import Skill as Skill
+from ._agent import SkillCall as SkillCall
+from ._agent import skill as skill
+from ._card import DELEGATION_EXTENSION_URI as DELEGATION_EXTENSION_URI
+from ._card import build_agent_card as build_agent_card
+from ._card import protected_resource_metadata as protected_resource_metadata
+from ._context import Caller as Caller
+from ._context import Context as Context
+from ._context import DelegationProvider as DelegationProvider
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import DelegationDeniedError as DelegationDeniedError
@@ -29,6 +43,11 @@ from ._keys import SigningKey as SigningKey
 from ._principal import Actor as Actor
 from ._principal import ActorChain as ActorChain
 from ._principal import Principal as Principal
+from ._runtime import TaskRuntime as TaskRuntime
+from ._stores import CapacityExceededError as CapacityExceededError
+from ._stores import MemoryTaskStore as MemoryTaskStore
+from ._stores import TaskRecord as TaskRecord
+from ._stores import TaskStore as TaskStore
 from ._tokens import ACCESS_TOKEN_TYPE as ACCESS_TOKEN_TYPE
 from ._tokens import CLIENT_ASSERTION_TYPE as CLIENT_ASSERTION_TYPE
 from ._tokens import KeyResolver as KeyResolver
@@ -43,15 +62,24 @@ __all__ = [
     "ACCESS_TOKEN_TYPE",
     "ALGORITHMS",
     "CLIENT_ASSERTION_TYPE",
+    "DELEGATION_EXTENSION_URI",
     "Actor",
     "ActorChain",
+    "Agent",
+    "AgentDependency",
     "ApplicationCredential",
     "AuthenticationError",
+    "Caller",
+    "CapacityExceededError",
     "ClientSecret",
     "ConfigurationError",
+    "Context",
     "DelegationDeniedError",
+    "DelegationProvider",
+    "Dependency",
     "ExchangeStats",
     "ExchangedToken",
+    "HttpDependency",
     "InsufficientScopeError",
     "InteractionRequiredError",
     "InvalidTokenError",
@@ -61,10 +89,17 @@ __all__ = [
     "KeyResolver",
     "KeyStore",
     "KeycardError",
+    "McpDependency",
+    "MemoryTaskStore",
     "OAuthError",
     "Principal",
     "SigningKey",
+    "Skill",
+    "SkillCall",
     "StaticKeys",
+    "TaskRecord",
+    "TaskRuntime",
+    "TaskStore",
     "TokenExchangeClient",
     "TokenVerifier",
     "TransportError",
@@ -72,7 +107,10 @@ __all__ = [
     "WebIdentity",
     "WorkloadIdentity",
     "__version__",
+    "build_agent_card",
     "credential_from_env",
+    "protected_resource_metadata",
     "resolve_issuer",
+    "skill",
     "verify_jwt",
 ]

@@ -1,0 +1,604 @@
+"""The Agent base class: skills, dependencies and how a message reaches a skill.
+
+Skills are declared as async methods with :func:`skill`; their parameters and return
+annotations give the JSON Schemas (draft 2020-12, as pydantic generates them) that the
+agent card publishes in our delegation extension (A2A 1.0 skills have no schema field).
+
+Dispatch rule for an inbound A2A message (A2A 1.0 §4.1.4 ``Message``/``Part``):
+
+1. A ``data`` part holding an object with a ``"skill"`` key is a typed call:
+   ``{"skill": "plan", "arguments": {"city": "Paris"}}``. The arguments are validated
+   against the skill's input schema; problems raise InvalidParams listing every field.
+2. Otherwise the text parts, joined by newlines, go to :meth:`Agent.route_text`. By default
+   that picks the single skill whose only parameter is a ``str``; with no such skill, or
+   several, it raises InvalidParams with a message listing the skills and how to call them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic_core import to_jsonable_python
+
+from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
+from keycard_agents._a2a.types import AgentProvider, Message, Part
+from keycard_agents._context import Context
+from keycard_agents._errors import ConfigurationError
+
+__all__ = [
+    "Agent",
+    "AgentDependency",
+    "Dependency",
+    "HttpDependency",
+    "McpDependency",
+    "Skill",
+    "SkillCall",
+    "skill",
+    "to_parts",
+]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_SKILL_MARK = "__keycard_skill__"
+
+
+# ---------------------------------------------------------------------- dependencies
+
+
+@dataclass(frozen=True, init=False)
+class Dependency:
+    """Something the agent calls on the user's behalf, with the scopes it needs there."""
+
+    kind: ClassVar[str] = ""
+    name: str
+    scopes: tuple[str, ...]
+    description: str | None
+
+    def __init__(
+        self, name: str, *, scopes: Sequence[str] = (), description: str | None = None
+    ) -> None:
+        if not name:
+            raise ConfigurationError("a dependency needs a non-empty name", setting="name")
+        if isinstance(scopes, str):
+            raise ConfigurationError(
+                f"dependency {name!r}: scopes must be a list of strings, not one string",
+                setting="scopes",
+            )
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "scopes", tuple(scopes))
+        object.__setattr__(self, "description", description)
+
+    @property
+    def target(self) -> str | None:
+        """The URL or resource this dependency is called at (``None``: resolved by name)."""
+        return None
+
+    def to_params(self) -> dict[str, Any]:
+        """This dependency as published in the delegation extension's ``params``."""
+        params: dict[str, Any] = {"kind": self.kind, "name": self.name, "scopes": list(self.scopes)}
+        if self.description:
+            params["description"] = self.description
+        return params
+
+
+@dataclass(frozen=True, init=False)
+class AgentDependency(Dependency):
+    """Another A2A agent, by URL or by name (resolved by the delegation layer)."""
+
+    kind: ClassVar[str] = "agent"
+    url: str | None
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        scopes: Sequence[str] = (),
+        description: str | None = None,
+    ) -> None:
+        super().__init__(name, scopes=scopes, description=description)
+        object.__setattr__(self, "url", url)
+
+    @property
+    def target(self) -> str | None:
+        return self.url
+
+    def to_params(self) -> dict[str, Any]:
+        params = super().to_params()
+        if self.url is not None:
+            params["url"] = self.url
+        return params
+
+
+@dataclass(frozen=True, init=False)
+class McpDependency(Dependency):
+    """An MCP server reached over streamable HTTP at ``url``."""
+
+    kind: ClassVar[str] = "mcp"
+    url: str
+
+    def __init__(
+        self, name: str, *, url: str, scopes: Sequence[str] = (), description: str | None = None
+    ) -> None:
+        super().__init__(name, scopes=scopes, description=description)
+        object.__setattr__(self, "url", url)
+
+    @property
+    def target(self) -> str:
+        return self.url
+
+    def to_params(self) -> dict[str, Any]:
+        return {**super().to_params(), "url": self.url}
+
+
+@dataclass(frozen=True, init=False)
+class HttpDependency(Dependency):
+    """An HTTP API identified by its resource URL (RFC 8707 ``resource``)."""
+
+    kind: ClassVar[str] = "http"
+    resource: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        resource: str,
+        scopes: Sequence[str] = (),
+        description: str | None = None,
+    ) -> None:
+        super().__init__(name, scopes=scopes, description=description)
+        object.__setattr__(self, "resource", resource)
+
+    @property
+    def target(self) -> str:
+        return self.resource
+
+    def to_params(self) -> dict[str, Any]:
+        return {**super().to_params(), "resource": self.resource}
+
+
+# ---------------------------------------------------------------------------- skills
+
+
+@dataclass(frozen=True)
+class _SkillOptions:
+    id: str | None
+    name: str | None
+    description: str | None
+    tags: tuple[str, ...]
+    examples: tuple[str, ...]
+    scopes: tuple[str, ...]
+    anonymous: bool
+    input_modes: tuple[str, ...] | None
+    output_modes: tuple[str, ...] | None
+
+
+@typing.overload
+def skill(func: F, /) -> F: ...
+@typing.overload
+def skill(
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Sequence[str] = (),
+    examples: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+    anonymous: bool = False,
+    input_modes: Sequence[str] | None = None,
+    output_modes: Sequence[str] | None = None,
+) -> Callable[[F], F]: ...
+def skill(
+    func: F | None = None,
+    /,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Sequence[str] = (),
+    examples: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+    anonymous: bool = False,
+    input_modes: Sequence[str] | None = None,
+    output_modes: Sequence[str] | None = None,
+) -> F | Callable[[F], F]:
+    """Mark an async method of an :class:`Agent` subclass as an A2A skill.
+
+    The skill id defaults to the method name, the description to its docstring.
+    ``scopes`` are required in the caller's token; ``anonymous=True`` allows calls
+    without a token (scopes are then not checked).
+    """
+    for label, value in (("tags", tags), ("examples", examples), ("scopes", scopes)):
+        if isinstance(value, str):
+            raise ConfigurationError(f"skill {label} must be a list of strings", setting=label)
+    options = _SkillOptions(
+        id=id,
+        name=name,
+        description=description,
+        tags=tuple(tags),
+        examples=tuple(examples),
+        scopes=tuple(scopes),
+        anonymous=anonymous,
+        input_modes=None if input_modes is None else tuple(input_modes),
+        output_modes=None if output_modes is None else tuple(output_modes),
+    )
+
+    def mark(f: F) -> F:
+        is_async = inspect.iscoroutinefunction(f)
+        if not is_async:
+            raise ConfigurationError(
+                f"skill {getattr(f, '__qualname__', f)!r} must be an `async def` method",
+                setting="skill",
+            )
+        setattr(f, _SKILL_MARK, options)
+        return f
+
+    if func is not None:
+        return mark(func)
+    return mark
+
+
+@dataclass(frozen=True)
+class SkillCall:
+    """A resolved call: which skill, with which raw (not yet validated) arguments."""
+
+    skill_id: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Arguments(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+
+
+@dataclass(frozen=True)
+class Skill:
+    """A skill of an agent class, with its schemas resolved from the annotations."""
+
+    id: str
+    name: str
+    description: str
+    tags: tuple[str, ...]
+    examples: tuple[str, ...]
+    scopes: tuple[str, ...]
+    anonymous: bool
+    input_modes: tuple[str, ...]
+    output_modes: tuple[str, ...]
+    method_name: str
+    takes_context: bool
+    parameters: tuple[str, ...]
+    text_parameter: str | None
+    returns_text: bool
+    input_model: type[BaseModel] = field(repr=False)
+    output_adapter: TypeAdapter[Any] = field(repr=False)
+
+    def input_schema(self) -> dict[str, Any]:
+        schema = self.input_model.model_json_schema(by_alias=True)
+        schema["title"] = f"{self.id} input"
+        return schema
+
+    def output_schema(self) -> dict[str, Any]:
+        return self.output_adapter.json_schema(by_alias=True)
+
+    def validate_arguments(self, arguments: Any) -> dict[str, Any]:
+        """Check raw arguments against the input schema; returns keyword arguments."""
+        if not isinstance(arguments, Mapping):
+            raise InvalidParamsError(
+                f"arguments of skill {self.id!r} must be a JSON object",
+                data={"errors": [{"field": "arguments", "message": "must be an object"}]},
+            )
+        try:
+            parsed = self.input_model.model_validate(dict(arguments))
+        except ValidationError as exc:
+            problems = [
+                {
+                    "field": ".".join(str(p) for p in err["loc"]) or "arguments",
+                    "message": err["msg"],
+                }
+                for err in exc.errors(include_url=False, include_input=False)
+            ]
+            listed = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            raise InvalidParamsError(
+                f"invalid arguments for skill {self.id!r}: {listed}",
+                data={"skill": self.id, "errors": problems},
+            ) from exc
+        return {name: getattr(parsed, f"p{i}") for i, name in enumerate(self.parameters)}
+
+    def result_parts(self, value: Any) -> list[Part]:
+        """The skill's return value as artifact parts (checked against the return type)."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [Part(text=value)]
+        try:
+            checked = self.output_adapter.validate_python(value)
+            data = self.output_adapter.dump_python(checked, mode="json", by_alias=True)
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise InvalidAgentResponseError(
+                f"skill {self.id!r} returned a {type(value).__name__} that does not match "
+                "its return annotation"
+            ) from exc
+        return to_parts(data)
+
+
+def to_parts(content: Any, *, media_type: str | None = None) -> list[Part]:
+    """Content as A2A parts: str → text, bytes → raw, Part(s) as is, anything else → data."""
+    if content is None:
+        return []
+    if isinstance(content, Part):
+        return [content]
+    if isinstance(content, (list, tuple)) and content and all(isinstance(p, Part) for p in content):
+        return list(content)
+    if isinstance(content, str):
+        return [Part(text=content, media_type=media_type)]
+    if isinstance(content, (bytes, bytearray)):
+        return [Part(raw=bytes(content), media_type=media_type or "application/octet-stream")]
+    if isinstance(content, BaseModel):
+        data = content.model_dump(mode="json", by_alias=True)
+    else:
+        try:
+            data = to_jsonable_python(content)
+        except Exception as exc:  # pydantic_core raises its own serialization error
+            raise InvalidAgentResponseError(
+                f"cannot send a {type(content).__name__} as JSON data"
+            ) from exc
+    return [Part(data=data, media_type=media_type or "application/json")]
+
+
+def _first_paragraph(doc: str | None) -> str:
+    if not doc:
+        return ""
+    return inspect.cleandoc(doc).split("\n\n", 1)[0].replace("\n", " ").strip()
+
+
+def _is_context(name: str, annotation: Any) -> bool:
+    if annotation is Context:
+        return True
+    return annotation is inspect.Parameter.empty and name in {"ctx", "context"}
+
+
+def _build_skill(owner: type, method_name: str, func: Callable[..., Any]) -> Skill:
+    options: _SkillOptions = getattr(func, _SKILL_MARK)
+    skill_id = options.id or method_name
+    where = f"skill {owner.__qualname__}.{method_name}"
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{where}: cannot resolve its type annotations ({type(exc).__name__}: {exc}); "
+            "define the types it uses at module level",
+            setting=method_name,
+        ) from exc
+    params = list(inspect.signature(func).parameters.values())[1:]  # drop self
+    takes_context = bool(params) and _is_context(
+        params[0].name, hints.get(params[0].name, inspect.Parameter.empty)
+    )
+    if takes_context:
+        params = params[1:]
+    fields: dict[str, Any] = {}
+    names: list[str] = []
+    for i, param in enumerate(params):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD, param.POSITIONAL_ONLY):
+            raise ConfigurationError(
+                f"{where}: parameter {param.name!r} must be a plain or keyword-only "
+                "parameter (no *args, **kwargs or positional-only)",
+                setting=method_name,
+            )
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[f"p{i}"] = (annotation, Field(default, alias=param.name))
+        names.append(param.name)
+    model_name = f"{owner.__name__}_{skill_id}_input".replace("-", "_").replace(".", "_")
+    try:
+        input_model = create_model(model_name, __base__=_Arguments, **fields)
+        return_type = hints.get("return", Any)
+        output_adapter: TypeAdapter[Any] = TypeAdapter(return_type)
+    except Exception as exc:  # pydantic raises several kinds for unsupported types
+        raise ConfigurationError(
+            f"{where}: its parameter or return types cannot be described as JSON Schema "
+            f"({type(exc).__name__}: {exc})",
+            setting=method_name,
+        ) from exc
+    text_parameter = None
+    if len(params) == 1 and hints.get(params[0].name) is str:
+        text_parameter = params[0].name
+    returns_text = return_type is str
+    input_modes = options.input_modes or (
+        ("text/plain", "application/json") if text_parameter else ("application/json",)
+    )
+    output_modes = options.output_modes or (
+        ("text/plain",) if returns_text else ("application/json",)
+    )
+    return Skill(
+        id=skill_id,
+        name=options.name or method_name.replace("_", " ").capitalize(),
+        description=options.description or _first_paragraph(func.__doc__) or skill_id,
+        tags=options.tags,
+        examples=options.examples,
+        scopes=options.scopes,
+        anonymous=options.anonymous,
+        input_modes=input_modes,
+        output_modes=output_modes,
+        method_name=method_name,
+        takes_context=takes_context,
+        parameters=tuple(names),
+        text_parameter=text_parameter,
+        returns_text=returns_text,
+        input_model=input_model,
+        output_adapter=output_adapter,
+    )
+
+
+# ----------------------------------------------------------------------------- Agent
+
+
+class Agent:
+    """Subclass this, set the class attributes, and mark skills with :func:`skill`.
+
+    Constructor options say where the agent is served and which token service issues
+    the tokens it accepts:
+
+    * ``url``: the agent's canonical URL. It is the audience of inbound tokens, the
+      ``resource`` of its RFC 9728 metadata and the ``url`` of its A2A interfaces.
+    * ``issuer``: the token service's issuer identifier; ``token_endpoint`` its token
+      endpoint (required with ``issuer``); ``metadata_url`` its RFC 8414 metadata
+      (derived from the issuer when omitted).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "0.1.0"
+    provider: ClassVar[AgentProvider | None] = None
+    documentation_url: ClassVar[str | None] = None
+    icon_url: ClassVar[str | None] = None
+    dependencies: ClassVar[Sequence[Dependency]] = ()
+    default_input_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
+    default_output_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
+
+    _skill_methods: ClassVar[dict[str, str]] = {}
+    _resolved_skills: ClassVar[dict[str, Skill]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        methods: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if attr in methods.values():  # overridden: the subclass's version wins
+                    methods = {k: v for k, v in methods.items() if v != attr}
+                options: _SkillOptions | None = getattr(value, _SKILL_MARK, None)
+                if options is None:
+                    continue
+                skill_id = options.id or attr
+                if skill_id in methods:
+                    raise ConfigurationError(
+                        f"{cls.__qualname__}: skill id {skill_id!r} is declared by both "
+                        f"{methods[skill_id]!r} and {attr!r}",
+                        setting=attr,
+                    )
+                methods[skill_id] = attr
+        cls._skill_methods = methods
+        names = [d.name for d in cls.dependencies]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigurationError(
+                f"{cls.__qualname__}: dependency names must be unique; repeated: "
+                + ", ".join(duplicates),
+                setting="dependencies",
+            )
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        issuer: str | None = None,
+        token_endpoint: str | None = None,
+        metadata_url: str | None = None,
+    ) -> None:
+        if issuer is not None and token_endpoint is None:
+            raise ConfigurationError(
+                "token_endpoint is required when issuer is set (the agent card publishes it)",
+                setting="token_endpoint",
+            )
+        self.url = url.rstrip("/") if url else None
+        self.issuer = issuer
+        self.token_endpoint = token_endpoint
+        self.metadata_url = metadata_url
+        self.skills  # noqa: B018 - resolve annotations now so mistakes surface at startup
+
+    # -- introspection -----------------------------------------------------------------
+
+    @classmethod
+    def _skill_table(cls) -> dict[str, Skill]:
+        cached: dict[str, Skill] | None = cls.__dict__.get("_resolved_skills")
+        if cached is None:
+            cached = {
+                skill_id: _build_skill(cls, attr, getattr(cls, attr))
+                for skill_id, attr in cls._skill_methods.items()
+            }
+            cls._resolved_skills = cached
+        return cached
+
+    @property
+    def skills(self) -> Mapping[str, Skill]:
+        """Skills by id, in declaration order."""
+        return self._skill_table()
+
+    @property
+    def agent_name(self) -> str:
+        return self.name or type(self).__name__
+
+    @property
+    def agent_description(self) -> str:
+        return self.description or _first_paragraph(type(self).__doc__) or self.agent_name
+
+    @property
+    def dependency_map(self) -> Mapping[str, Dependency]:
+        return {d.name: d for d in self.dependencies}
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def route(self, message: Message) -> SkillCall:
+        """Which skill a message targets, with its raw arguments (see module docstring)."""
+        for part in message.parts:
+            if isinstance(part.data, Mapping) and "skill" in part.data:
+                skill_id = part.data["skill"]
+                arguments = part.data.get("arguments", {})
+                if not isinstance(skill_id, str) or skill_id not in self.skills:
+                    raise InvalidParamsError(
+                        f"unknown skill {skill_id!r}. {self.describe_skills()}",
+                        data={"skills": list(self.skills)},
+                    )
+                if arguments is None:
+                    arguments = {}
+                return SkillCall(skill_id, arguments)
+        texts = [p.text for p in message.parts if p.text is not None]
+        if not texts:
+            raise InvalidParamsError(
+                "the message has neither text nor a typed skill call. " + self.describe_skills()
+            )
+        return self.route_text("\n".join(texts))
+
+    def route_text(self, text: str) -> SkillCall:
+        """Route plain text to a skill. Override to add your own understanding of text.
+
+        Default: the single skill whose only parameter is a ``str``.
+        """
+        candidates = [s for s in self.skills.values() if s.text_parameter is not None]
+        if len(candidates) == 1:
+            target = candidates[0]
+            assert target.text_parameter is not None
+            return SkillCall(target.id, {target.text_parameter: text})
+        reason = (
+            "several skills accept plain text"
+            if candidates
+            else "no skill of this agent takes a single text argument"
+        )
+        raise InvalidParamsError(
+            f"cannot tell which skill plain text is for: {reason}. {self.describe_skills()}",
+            data={"skills": list(self.skills)},
+        )
+
+    def describe_skills(self) -> str:
+        """A help text listing the skills and the typed-call format."""
+        if not self.skills:
+            return "This agent has no skills."
+        lines = ", ".join(
+            f"{s.id}({', '.join(s.parameters)}): {s.description}" for s in self.skills.values()
+        )
+        return (
+            f'Skills: {lines}. Call one with a data part {{"skill": "<id>", "arguments": {{...}}}}.'
+        )
+
+    async def call_skill(self, skill: Skill, ctx: Context, arguments: Mapping[str, Any]) -> Any:
+        """Invoke a skill method with validated keyword arguments."""
+        method = getattr(self, skill.method_name)
+        if skill.takes_context:
+            return await method(ctx, **arguments)
+        return await method(**arguments)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.agent_name!r}, url={self.url!r})"

@@ -1,0 +1,237 @@
+"""What a skill sees while it runs: the verified caller and the task helpers (A2A 1.0 §4.1 tasks).
+
+A :class:`Context` carries the verified :class:`~keycard_agents.Principal` (user, actor
+chain of RFC 8693 §4.1 ``act`` claims, scopes, ``txn``), the task and context ids, and
+helpers that drive the A2A task: progress updates, artifacts, asking for input
+(``TASK_STATE_INPUT_REQUIRED``) or for authorization (``TASK_STATE_AUTH_REQUIRED``).
+Dependency handles come from a pluggable :class:`DelegationProvider`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from keycard_agents._a2a.types import Message, Part, Role, TaskState
+from keycard_agents._errors import ConfigurationError
+from keycard_agents._principal import ActorChain, Principal
+
+if TYPE_CHECKING:
+    from keycard_agents._agent import Dependency
+
+__all__ = ["Caller", "Context", "DelegationProvider", "TaskInterrupt", "TaskSink"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as established by the server after verifying the bearer token.
+
+    ``principal`` is ``None`` for an anonymous call (allowed only for skills declared
+    ``anonymous=True``). ``token`` is the inbound bearer token, kept for token exchange by
+    the delegation layer; it is never shown in a repr, a log line or an error.
+    """
+
+    principal: Principal | None
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def owner(self) -> str | None:
+        """The key that tasks of this caller are stored under (issuer and subject)."""
+        if self.principal is None:
+            return None
+        return f"{self.principal.issuer} {self.principal.user}"
+
+
+class DelegationProvider(Protocol):
+    """Builds the handle a skill uses to call one declared dependency.
+
+    The delegation layer implements this (token exchange per RFC 8693 with the caller's
+    token as ``subject_token``); the runtime only routes ``ctx.dependency(name)`` to it.
+    """
+
+    def handle(self, dependency: Dependency, *, caller: Caller, context: Context) -> Any: ...
+
+
+class TaskSink(Protocol):
+    """The runtime side of a running task: what Context helpers write to."""
+
+    async def status_update(self, message: Message) -> None: ...
+
+    async def add_artifact(
+        self,
+        parts: Sequence[Part],
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None: ...
+
+
+class TaskInterrupt(BaseException):
+    """Raised by :meth:`Context.ask_input` and :meth:`Context.require_auth`.
+
+    A ``BaseException`` so a skill's ``except Exception`` does not swallow it; the
+    runtime catches it and ends the run in ``state`` with ``message`` as the status.
+    """
+
+    def __init__(self, state: TaskState, text: str) -> None:
+        super().__init__(state.value)
+        self.state = state
+        self.text = text
+
+
+def _text_of(message: Message) -> str:
+    return "\n".join(p.text for p in message.parts if p.text is not None)
+
+
+class Context:
+    """Passed to every skill as its first argument after ``self``.
+
+    Interruptions replay: when a task interrupted by :meth:`ask_input` or
+    :meth:`require_auth` receives the client's next message, the skill runs again from
+    the start with the same arguments, and the n-th ``ask_input`` call returns the n-th
+    reply instead of interrupting. Keep side effects before a question idempotent.
+    """
+
+    def __init__(
+        self,
+        *,
+        caller: Caller,
+        task_id: str,
+        context_id: str,
+        skill_id: str,
+        message: Message,
+        sink: TaskSink,
+        dependencies: Mapping[str, Dependency],
+        delegation: DelegationProvider | None = None,
+        replies: Sequence[Message] = (),
+    ) -> None:
+        self._caller = caller
+        self.task_id = task_id
+        self.context_id = context_id
+        self.skill_id = skill_id
+        self.message = message
+        self._sink = sink
+        self._dependencies = dict(dependencies)
+        self._delegation = delegation
+        self._replies = list(replies)
+        self._interrupts = 0
+        self._handles: dict[str, Any] = {}
+
+    # -- who is calling ------------------------------------------------------------
+
+    @property
+    def principal(self) -> Principal | None:
+        """The verified token's claims, or ``None`` for an anonymous call."""
+        return self._caller.principal
+
+    @property
+    def user(self) -> str | None:
+        """The user the call is made for (``sub``), or ``None`` when anonymous."""
+        return None if self.principal is None else self.principal.user
+
+    @property
+    def actors(self) -> ActorChain:
+        """Agents that acted before this one, current (most recent) first."""
+        return ActorChain() if self.principal is None else self.principal.actors
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset() if self.principal is None else self.principal.scopes
+
+    @property
+    def txn(self) -> str | None:
+        """The transaction id shared by every hop of the delegation chain."""
+        return None if self.principal is None else self.principal.txn
+
+    @property
+    def text(self) -> str:
+        """The text parts of the message that started this run, joined by newlines."""
+        return _text_of(self.message)
+
+    # -- task helpers ----------------------------------------------------------------
+
+    def _agent_message(self, text: str) -> Message:
+        return Message(
+            message_id=str(uuid.uuid4()),
+            role=Role.AGENT,
+            parts=[Part(text=text)],
+            task_id=self.task_id,
+            context_id=self.context_id,
+        )
+
+    async def update(self, text: str) -> None:
+        """Send a progress update: a WORKING status with an agent message."""
+        await self._sink.status_update(self._agent_message(text))
+
+    async def artifact(
+        self,
+        content: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        media_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Emit an artifact: text (``str``), bytes, JSON data (pydantic models too) or parts."""
+        from keycard_agents._agent import to_parts
+
+        parts = to_parts(content, media_type=media_type)
+        if not parts:
+            raise ConfigurationError("an artifact needs content; got None", setting="content")
+        await self._sink.add_artifact(parts, name=name, description=description, metadata=metadata)
+
+    async def ask_input(self, question: str) -> str:
+        """Ask the client a question; the task ends in INPUT_REQUIRED until it answers.
+
+        On the replayed run (after the client's reply) this returns the reply's text.
+        """
+        reply = self._next_reply()
+        if reply is not None:
+            return _text_of(reply)
+        raise TaskInterrupt(TaskState.INPUT_REQUIRED, question)
+
+    async def require_auth(self, reason: str) -> None:
+        """Signal that a credential or consent is needed: the task ends in AUTH_REQUIRED.
+
+        AUTH_REQUIRED is a signal, never a grant: the client obtains the authorization
+        out of band and sends a follow-up message to the task, which replays the skill;
+        this call then returns.
+        """
+        if self._next_reply() is None:
+            raise TaskInterrupt(TaskState.AUTH_REQUIRED, reason)
+
+    def _next_reply(self) -> Message | None:
+        index = self._interrupts
+        self._interrupts += 1
+        return self._replies[index] if index < len(self._replies) else None
+
+    # -- dependencies ----------------------------------------------------------------
+
+    def dependency(self, name: str) -> Any:
+        """The handle for calling the declared dependency ``name`` on the caller's behalf."""
+        try:
+            declared = self._dependencies[name]
+        except KeyError:
+            known = ", ".join(sorted(self._dependencies)) or "none"
+            raise ConfigurationError(
+                f"unknown dependency {name!r}: declare it in the agent's `dependencies` "
+                f"(declared: {known})",
+                setting="dependencies",
+            ) from None
+        if self._delegation is None:
+            raise ConfigurationError(
+                f"no delegation configured: dependency {name!r} needs a delegation provider "
+                "(TaskRuntime(..., delegation=...)) to obtain exchanged tokens",
+                setting="delegation",
+            )
+        if name not in self._handles:
+            self._handles[name] = self._delegation.handle(
+                declared, caller=self._caller, context=self
+            )
+        return self._handles[name]
+
+    def __repr__(self) -> str:
+        return f"Context(task_id={self.task_id!r}, skill={self.skill_id!r}, user={self.user!r})"

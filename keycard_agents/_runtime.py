@@ -1,0 +1,546 @@
+"""The anyio task runtime behind an A2A 1.0 agent (A2A spec §3 operations, §4.1 Task, §7 streaming).
+
+It implements ``SendMessage`` (blocking unless ``returnImmediately``), ``SendStreamingMessage``,
+``GetTask``, ``ListTasks`` (owner-scoped, newest first, cursor pagination), ``CancelTask`` and
+``SubscribeToTask`` on top of a :class:`~keycard_agents._stores.TaskStore`.
+
+Lifecycle: SUBMITTED → WORKING → COMPLETED | FAILED | CANCELED, or an interrupted state
+(INPUT_REQUIRED, AUTH_REQUIRED) that the client's next message on the task resumes by
+replaying the skill (see :class:`~keycard_agents._context.Context`).
+
+Streams: every status and artifact event of a task is broadcast, in order, to each
+subscriber through its own bounded buffer (``subscriber_buffer`` events). A subscriber
+that falls that far behind is dropped instead of slowing the skill down: its stream ends
+with an :class:`~keycard_agents._a2a.errors.InternalError` saying so, and it can call
+``SubscribeToTask`` again to resume from the task's current state.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from keycard_agents._a2a.errors import (
+    InternalError,
+    InvalidParamsError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
+from keycard_agents._a2a.types import (
+    Artifact,
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+from keycard_agents._agent import Agent, Skill
+from keycard_agents._context import Caller, Context, DelegationProvider, TaskInterrupt
+from keycard_agents._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientScopeError,
+    KeycardError,
+)
+from keycard_agents._stores import MemoryTaskStore, TaskRecord, TaskStore
+
+if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
+    from builtins import BaseExceptionGroup
+else:  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["Caller", "TaskRuntime"]
+
+logger = logging.getLogger("keycard_agents.runtime")
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+CANCELED_BY_CLIENT = "Task canceled by the client."
+SHUTTING_DOWN = "Task canceled: the agent is shutting down."
+
+
+_Receive = MemoryObjectReceiveStream[StreamResponse]
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    send: MemoryObjectSendStream[StreamResponse]
+    overflowed: bool = False
+
+
+@dataclass(eq=False)
+class _LiveTask:
+    """A task whose skill is running (or about to) in the runtime's task group."""
+
+    record: TaskRecord
+    caller: Caller = field(default_factory=lambda: Caller(None))
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    save_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    subscribers: list[_Subscriber] = field(default_factory=list)
+    cancel_reason: str | None = None
+
+
+class _Sink:
+    """The TaskSink a skill's Context writes to."""
+
+    def __init__(self, runtime: TaskRuntime, live: _LiveTask) -> None:
+        self._runtime = runtime
+        self._live = live
+
+    async def status_update(self, message: Message) -> None:
+        await self._runtime._set_status(self._live, TaskState.WORKING, message)
+
+    async def add_artifact(
+        self,
+        parts: Sequence[Part],
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        artifact = Artifact(
+            artifact_id=str(uuid.uuid4()),
+            parts=list(parts),
+            name=name,
+            description=description,
+            metadata=dict(metadata) if metadata is not None else None,
+        )
+        await self._runtime._add_artifact(self._live, artifact)
+
+
+def _view(task: Task, *, history_length: int | None, include_artifacts: bool = True) -> Task:
+    """A copy of ``task`` as a client sees it (``historyLength`` 0 means no history)."""
+    copy = task.model_copy(deep=True)
+    if history_length is not None:
+        copy.history = copy.history[-history_length:] if history_length > 0 else []
+    if not include_artifacts:
+        copy.artifacts = []
+    return copy
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+class TaskRuntime:
+    """Runs an agent's skills as A2A tasks. Enter :meth:`running` before serving requests.
+
+    ``store`` defaults to a :class:`~keycard_agents._stores.MemoryTaskStore`; ``clock``
+    returns seconds since the epoch (status timestamps); ``delegation`` provides the
+    handles behind ``ctx.dependency(name)``.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        store: TaskStore | None = None,
+        clock: Callable[[], float] = time.time,
+        delegation: DelegationProvider | None = None,
+        subscriber_buffer: int = 256,
+        shutdown_grace: float = 5.0,
+    ) -> None:
+        if subscriber_buffer < 1:
+            raise ConfigurationError(
+                "subscriber_buffer must be at least 1", setting="subscriber_buffer"
+            )
+        self.agent = agent
+        self.store: TaskStore = store if store is not None else MemoryTaskStore()
+        self.delegation = delegation
+        self._clock = clock
+        self._buffer = subscriber_buffer
+        self._grace = shutdown_grace
+        self._live: dict[str, _LiveTask] = {}
+        self._task_group: TaskGroup | None = None
+        self._closing = False
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[TaskRuntime]:
+        """Run the task group that tasks outliving one request execute in."""
+        if self._task_group is not None:
+            raise ConfigurationError("this TaskRuntime is already running")
+        self._closing = False
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                try:
+                    yield self
+                finally:
+                    await self.aclose()
+                    task_group.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) != 1:
+                raise
+            inner = group.exceptions[0]
+            context, suppress = inner.__context__, inner.__suppress_context__
+            try:
+                raise inner
+            finally:
+                inner.__context__, inner.__suppress_context__ = context, suppress
+        finally:
+            self._task_group = None
+
+    async def aclose(self) -> None:
+        """Cancel running tasks (recorded as CANCELED), end every stream, stop the runtime."""
+        self._closing = True
+        with anyio.CancelScope(shield=True):
+            for live in list(self._live.values()):
+                live.cancel_reason = SHUTTING_DOWN
+                live.scope.cancel()
+            with anyio.move_on_after(self._grace):
+                for live in list(self._live.values()):
+                    await live.done.wait()
+        for live in list(self._live.values()):  # a skill that would not stop in time
+            self._close_subscribers(live)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
+
+    # -- authorization -----------------------------------------------------------------
+
+    def _authorize(self, skill: Skill, caller: Caller) -> None:
+        if skill.anonymous:
+            return
+        principal = caller.principal
+        if principal is None:
+            raise AuthenticationError(
+                f"skill {skill.id!r} requires a bearer token from the agent's token service"
+            )
+        missing = tuple(s for s in skill.scopes if s not in principal.scopes)
+        if missing:
+            raise InsufficientScopeError(
+                f"skill {skill.id!r} requires scopes {' '.join(skill.scopes)}; "
+                f"the token lacks {' '.join(missing)}",
+                required=skill.scopes,
+                missing=missing,
+            )
+
+    async def _owned(self, task_id: str, caller: Caller) -> TaskRecord:
+        live = self._live.get(task_id)
+        record = live.record if live is not None else await self.store.get(task_id)
+        if record is None or record.owner != caller.owner:
+            raise TaskNotFoundError(f"task {task_id} not found")
+        return record
+
+    # -- events ------------------------------------------------------------------------
+
+    def _publish(self, live: _LiveTask, event: StreamResponse) -> None:
+        for subscriber in list(live.subscribers):
+            try:
+                subscriber.send.send_nowait(event)
+            except anyio.WouldBlock:
+                subscriber.overflowed = True
+                subscriber.send.close()
+                live.subscribers.remove(subscriber)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                live.subscribers.remove(subscriber)
+
+    def _close_subscribers(self, live: _LiveTask) -> None:
+        for subscriber in live.subscribers:
+            subscriber.send.close()
+        live.subscribers.clear()
+
+    async def _persist(self, live: _LiveTask) -> None:
+        async with live.save_lock:
+            await self.store.save(live.record)
+
+    async def _set_status(self, live: _LiveTask, state: TaskState, message: Message | None) -> None:
+        # Mutate and publish without awaiting in between, so a subscriber that joins
+        # while the store write is in flight sees the change exactly once.
+        task = live.record.task
+        status = TaskStatus(state=state, message=message, timestamp=self._now())
+        task.status = status
+        if message is not None:
+            task.history.append(message)
+        event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
+        self._publish(live, StreamResponse(status_update=event))
+        if state.is_terminal or state.is_interrupted:
+            self._close_subscribers(live)
+        await self._persist(live)
+
+    async def _add_artifact(self, live: _LiveTask, artifact: Artifact) -> None:
+        task = live.record.task
+        task.artifacts.append(artifact)
+        event = TaskArtifactUpdateEvent(
+            task_id=task.id,
+            context_id=task.context_id,
+            artifact=artifact,
+            append=False,
+            last_chunk=True,
+        )
+        self._publish(live, StreamResponse(artifact_update=event))
+        await self._persist(live)
+
+    def _agent_message(self, task: Task, text: str) -> Message:
+        return Message(
+            message_id=str(uuid.uuid4()),
+            role=Role.AGENT,
+            parts=[Part(text=text)],
+            task_id=task.id,
+            context_id=task.context_id,
+        )
+
+    def _subscribe(self, live: _LiveTask) -> tuple[Task, _Subscriber, _Receive]:
+        """Snapshot and registration in one synchronous step: no event is missed or doubled."""
+        send, receive = anyio.create_memory_object_stream[StreamResponse](self._buffer)
+        subscriber = _Subscriber(send)
+        live.subscribers.append(subscriber)
+        return _view(live.record.task, history_length=None), subscriber, receive
+
+    async def _drain(
+        self, live: _LiveTask, snapshot: Task, subscriber: _Subscriber, receive: _Receive
+    ) -> AsyncGenerator[StreamResponse, None]:
+        """The snapshot, then the subscriber's events; always unregisters and closes."""
+        try:
+            async with receive:
+                yield StreamResponse(task=snapshot)
+                async for event in receive:
+                    yield event
+        finally:
+            if subscriber in live.subscribers:
+                live.subscribers.remove(subscriber)
+            subscriber.send.close()
+        if subscriber.overflowed:
+            raise InternalError(
+                f"the event stream of task {live.record.task.id} fell more than "
+                f"{self._buffer} events behind and was closed; subscribe again to resume"
+            )
+
+    # -- running a skill ---------------------------------------------------------------
+
+    async def _run(self, live: _LiveTask, skill: Skill, arguments: dict[str, Any]) -> None:
+        record = live.record
+        task = record.task
+        ctx = Context(
+            caller=live.caller,
+            task_id=task.id,
+            context_id=task.context_id,
+            skill_id=skill.id,
+            message=record.replies[-1] if record.replies else task.history[0],
+            sink=_Sink(self, live),
+            dependencies=self.agent.dependency_map,
+            delegation=self.delegation,
+            replies=record.replies,
+        )
+        outcome: tuple[TaskState, str | None] | None = None
+        try:
+            with live.scope:
+                await self._set_status(live, TaskState.WORKING, None)
+                try:
+                    result = await self.agent.call_skill(skill, ctx, arguments)
+                    parts = skill.result_parts(result)
+                except TaskInterrupt as interrupt:
+                    outcome = (interrupt.state, interrupt.text)
+                except KeycardError as exc:
+                    outcome = (TaskState.FAILED, str(exc))
+                except Exception as exc:
+                    logger.exception(
+                        "skill %s failed in task %s (%s)", skill.id, task.id, type(exc).__name__
+                    )
+                    outcome = (
+                        TaskState.FAILED,
+                        f"The skill failed with an unexpected error ({type(exc).__name__}).",
+                    )
+                else:
+                    if parts:
+                        await _Sink(self, live).add_artifact(
+                            parts, name=f"{skill.id} result", description=None, metadata=None
+                        )
+                    outcome = (TaskState.COMPLETED, None)
+            if live.scope.cancel_called:
+                outcome = (TaskState.CANCELED, live.cancel_reason or CANCELED_BY_CLIENT)
+            assert outcome is not None
+            state, text = outcome
+            with anyio.move_on_after(self._grace, shield=True):
+                message = None if text is None else self._agent_message(task, text)
+                await self._set_status(live, state, message)
+        finally:
+            self._close_subscribers(live)
+            self._live.pop(task.id, None)
+            live.done.set()
+
+    async def _start(
+        self, request: SendMessageRequest, caller: Caller, *, subscribe: bool
+    ) -> tuple[_LiveTask, tuple[Task, _Subscriber, _Receive] | None]:
+        if self._task_group is None or self._closing:
+            raise InternalError(
+                "the task runtime is not running (enter TaskRuntime.running()) or is shutting down"
+            )
+        message = request.message
+        if message.task_id:
+            record = await self._owned(message.task_id, caller)
+            if record.task.id in self._live or not record.state.is_interrupted:
+                state = record.state.value
+                raise UnsupportedOperationError(
+                    f"task {record.task.id} is {state} and does not accept messages; "
+                    "only tasks waiting for input or authorization do"
+                )
+            if message.context_id and message.context_id != record.task.context_id:
+                raise InvalidParamsError(
+                    f"message contextId does not match the contextId of task {record.task.id}"
+                )
+            skill = self.agent.skills.get(record.skill_id)
+            if skill is None:
+                raise InternalError(f"the skill of task {record.task.id} no longer exists")
+            self._authorize(skill, caller)
+            arguments = skill.validate_arguments(record.arguments)
+            message = message.model_copy(update={"context_id": record.task.context_id})
+            record.replies.append(message)
+            record.task.history.append(message)
+        else:
+            call = self.agent.route(message)
+            skill = self.agent.skills.get(call.skill_id)
+            if skill is None:
+                raise InvalidParamsError(
+                    f"unknown skill {call.skill_id!r}. {self.agent.describe_skills()}"
+                )
+            self._authorize(skill, caller)
+            arguments = skill.validate_arguments(call.arguments)
+            task_id = str(uuid.uuid4())
+            context_id = message.context_id or str(uuid.uuid4())
+            message = message.model_copy(update={"task_id": task_id, "context_id": context_id})
+            task = Task(
+                id=task_id,
+                context_id=context_id,
+                status=TaskStatus(state=TaskState.SUBMITTED, timestamp=self._now()),
+                history=[message],
+            )
+            record = TaskRecord(
+                task=task, owner=caller.owner, skill_id=skill.id, arguments=dict(call.arguments)
+            )
+            await self.store.create(record)
+            if self._task_group is None or self._closing:  # shut down while storing
+                record.task.status = TaskStatus(
+                    state=TaskState.CANCELED,
+                    message=self._agent_message(task, SHUTTING_DOWN),
+                    timestamp=self._now(),
+                )
+                await self.store.save(record)
+                raise InternalError("the agent is shutting down; the task was not started")
+        # No await since the checks above: registering the live task is atomic with them.
+        live = _LiveTask(record=record, caller=caller)
+        self._live[record.task.id] = live
+        subscription = self._subscribe(live) if subscribe else None
+        assert self._task_group is not None
+        self._task_group.start_soon(self._run, live, skill, arguments)
+        return live, subscription
+
+    # -- A2A operations ----------------------------------------------------------------
+
+    async def send_message(self, request: SendMessageRequest, *, caller: Caller) -> Task | Message:
+        """``SendMessage``: wait until the task is terminal or interrupted, unless
+        ``configuration.returnImmediately`` is set."""
+        live, _ = await self._start(request, caller, subscribe=False)
+        config = request.configuration
+        history_length = config.history_length if config is not None else None
+        if config is None or not config.return_immediately:
+            await live.done.wait()
+        return _view(live.record.task, history_length=history_length)
+
+    async def stream_message(
+        self, request: SendMessageRequest, *, caller: Caller
+    ) -> AsyncIterator[StreamResponse]:
+        """``SendStreamingMessage``: the Task first, then its events until it stops."""
+        live, subscription = await self._start(request, caller, subscribe=True)
+        assert subscription is not None
+        snapshot, subscriber, receive = subscription
+        async with aclosing(self._drain(live, snapshot, subscriber, receive)) as events:
+            async for event in events:
+                yield event
+
+    async def get_task(self, request: GetTaskRequest, *, caller: Caller) -> Task:
+        record = await self._owned(request.id, caller)
+        return _view(record.task, history_length=request.history_length)
+
+    async def list_tasks(self, request: ListTasksRequest, *, caller: Caller) -> ListTasksResponse:
+        """``ListTasks``: the caller's own tasks, newest first."""
+        if caller.principal is None:
+            raise AuthenticationError("listing tasks requires a bearer token")
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        size = min(size, MAX_PAGE_SIZE)
+        after = request.status_timestamp_after
+        page = await self.store.list(
+            owner=caller.owner,
+            context_id=request.context_id,
+            state=request.status,
+            updated_after=_utc(after) if after is not None else None,
+            limit=size,
+            cursor=request.page_token or None,
+        )
+        tasks = [
+            _view(
+                r.task,
+                history_length=request.history_length,
+                include_artifacts=bool(request.include_artifacts),
+            )
+            for r in page.records
+        ]
+        return ListTasksResponse(
+            tasks=tasks,
+            next_page_token=page.next_cursor or "",
+            page_size=size,
+            total_size=page.total,
+        )
+
+    async def cancel_task(self, request: CancelTaskRequest, *, caller: Caller) -> Task:
+        """``CancelTask``: stop the running skill (its cancel scope) and record CANCELED."""
+        record = await self._owned(request.id, caller)
+        live = self._live.get(record.task.id)
+        if live is not None:
+            if live.cancel_reason is None:
+                live.cancel_reason = CANCELED_BY_CLIENT
+            live.scope.cancel()
+            await live.done.wait()
+            return _view(live.record.task, history_length=None)
+        if record.state.is_terminal:
+            raise TaskNotCancelableError(
+                f"task {record.task.id} is already {record.state.value} and cannot be canceled"
+            )
+        idle = _LiveTask(record=record)
+        await self._set_status(
+            idle, TaskState.CANCELED, self._agent_message(record.task, CANCELED_BY_CLIENT)
+        )
+        return _view(record.task, history_length=None)
+
+    async def subscribe(
+        self, request: SubscribeToTaskRequest, *, caller: Caller
+    ) -> AsyncIterator[StreamResponse]:
+        """``SubscribeToTask``: the Task now, then its events until it stops."""
+        record = await self._owned(request.id, caller)
+        if record.state.is_terminal:
+            raise UnsupportedOperationError(
+                f"task {record.task.id} is {record.state.value}; there is nothing to subscribe to"
+            )
+        live = self._live.get(record.task.id)
+        if live is None:  # interrupted: nothing runs until the client sends a message
+            yield StreamResponse(task=_view(record.task, history_length=None))
+            return
+        snapshot, subscriber, receive = self._subscribe(live)
+        async with aclosing(self._drain(live, snapshot, subscriber, receive)) as events:
+            async for event in events:
+                yield event
