@@ -23,3 +23,14 @@ def test_all_lists_every_public_name() -> None:
         and not isinstance(getattr(keycard_agents, name), types.ModuleType)
     }
     assert public == set(keycard_agents.__all__) - {"__version__"}
+
+
+def test_a2a_module_reexports_wire_types_and_errors() -> None:
+    from keycard_agents import a2a
+    from keycard_agents._a2a import errors, types
+
+    assert set(a2a.__all__) == (set(types.__all__) | set(errors.__all__)) - {"invalid_params"}
+    for name in a2a.__all__:
+        assert getattr(a2a, name) is getattr(types, name, None) or getattr(a2a, name) is getattr(
+            errors, name
+        )
