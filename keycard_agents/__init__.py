@@ -44,6 +44,9 @@ from ._principal import Actor as Actor
 from ._principal import ActorChain as ActorChain
 from ._principal import Principal as Principal
 from ._runtime import TaskRuntime as TaskRuntime
+from ._server import AgentMount as AgentMount
+from ._server import create_app as create_app
+from ._server import serve as serve
 from ._stores import CapacityExceededError as CapacityExceededError
 from ._stores import MemoryTaskStore as MemoryTaskStore
 from ._stores import TaskRecord as TaskRecord
@@ -67,6 +70,7 @@ __all__ = [
     "ActorChain",
     "Agent",
     "AgentDependency",
+    "AgentMount",
     "ApplicationCredential",
     "AuthenticationError",
     "Caller",
@@ -108,9 +112,11 @@ __all__ = [
     "WorkloadIdentity",
     "__version__",
     "build_agent_card",
+    "create_app",
     "credential_from_env",
     "protected_resource_metadata",
     "resolve_issuer",
+    "serve",
     "skill",
     "verify_jwt",
 ]

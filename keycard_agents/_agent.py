@@ -20,7 +20,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -29,6 +29,9 @@ from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsE
 from keycard_agents._a2a.types import AgentProvider, Message, Part
 from keycard_agents._context import Context
 from keycard_agents._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 __all__ = [
     "Agent",
@@ -599,6 +602,18 @@ class Agent:
         if skill.takes_context:
             return await method(ctx, **arguments)
         return await method(**arguments)
+
+    # -- serving -----------------------------------------------------------------------
+
+    def asgi_app(self, **options: Any) -> ASGIApp:
+        """This agent as an ASGI app, to run under any ASGI server or mount in another app.
+
+        Options are those of :func:`keycard_agents.create_app`. When mounting under a
+        path, use :class:`keycard_agents.AgentMount` and run the app's lifespan.
+        """
+        from keycard_agents._server import create_app
+
+        return create_app(self, **options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.agent_name!r}, url={self.url!r})"

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from keycard_agents._errors import KeycardError
+from keycard_agents._server._command import add_serve_command
 from keycard_agents._sts._command import add_demo_command, add_sts_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: One function per subcommand: ``add_x_command(subparsers)``. Append to add one.
-COMMANDS: list[Callable[[Any], None]] = [add_sts_command, add_demo_command]
+COMMANDS: list[Callable[[Any], None]] = [add_sts_command, add_serve_command, add_demo_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,265 @@
+"""The ASGI application that serves one agent.
+
+Implements A2A 1.0 §8.2 (the Agent Card at ``/.well-known/agent-card.json``, served with
+``Cache-Control`` and a strong ``ETag``; RFC 9110 §13.1.2 ``If-None-Match`` → 304), RFC 9728
+§3 (protected resource metadata at ``/.well-known/oauth-protected-resource``), the
+JSON-RPC binding at the agent's URL and the HTTP+JSON binding under it, both behind bearer
+authentication (RFC 6750); the card and the metadata are public.
+
+The app's lifespan runs the task runtime: tasks that outlive a request run in its task
+group, and leaving the lifespan cancels them, marks them and ends every open stream.
+Mounted under a path in another app, the parent must run this lifespan (see
+:func:`create_app`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import ASGIApp, Scope
+
+from keycard_agents._a2a.errors import A2AError, MethodNotFoundError
+from keycard_agents._a2a.types import AgentCard, dump
+from keycard_agents._context import Caller
+from keycard_agents._errors import ConfigurationError
+from keycard_agents._server._auth import BearerAuthenticator, BearerVerifier
+from keycard_agents._server._dispatch import A2ARuntime, Dispatcher
+from keycard_agents._server._jsonrpc import JsonRpcEndpoint
+from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
+from keycard_agents._server._rest import RestBinding
+
+if TYPE_CHECKING:
+    from keycard_agents._agent import Agent
+
+__all__ = [
+    "AGENT_CARD_PATH",
+    "PROTECTED_RESOURCE_PATH",
+    "AgentMount",
+    "create_app",
+]
+
+AGENT_CARD_PATH = "/.well-known/agent-card.json"
+PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
+
+
+class _StaticJson:
+    """A JSON document served with a strong ETag and ``Cache-Control``; 304 when fresh."""
+
+    def __init__(self, build: Callable[[], Any], *, max_age: int) -> None:
+        self._build = build
+        self._body: bytes | None = None
+        self._etag = ""
+        self._cache_control = f"public, max-age={max_age}"
+
+    def prepare(self) -> bytes:
+        if self._body is None:
+            data = self._build()
+            self._body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+            self._etag = '"' + hashlib.sha256(self._body).hexdigest()[:32] + '"'
+        return self._body
+
+    async def handle(self, request: Request) -> Response:
+        body = self.prepare()
+        headers = {"ETag": self._etag, "Cache-Control": self._cache_control}
+        if _etag_matches(request.headers.get("if-none-match"), self._etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    # RFC 9110 §13.1.2: weak comparison; "*" matches any current representation.
+    if not header:
+        return False
+    for candidate in header.split(","):
+        value = candidate.strip()
+        if value == "*":
+            return True
+        if value.startswith("W/"):
+            value = value[2:]
+        if value == etag:
+            return True
+    return False
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    error: A2AError = MethodNotFoundError(
+        f"No A2A operation at {request.method} {request.url.path[:200]}."
+    )
+    return JSONResponse(rest_error_body(error, status_code=status), status_code=status)
+
+
+def create_app(
+    agent: Agent,
+    *,
+    verifier: BearerVerifier | None = None,
+    runtime: A2ARuntime | None = None,
+    card: Callable[[], AgentCard] | None = None,
+    extended_card: Callable[[Caller], AgentCard] | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    allow_missing_version: bool = False,
+    card_max_age: int = 300,
+) -> Starlette:
+    """Build the ASGI app serving ``agent`` (A2A 1.0 JSON-RPC and HTTP+JSON bindings).
+
+    ``agent.url`` is the canonical URL: the audience of inbound tokens, the RFC 9728
+    ``resource`` and the URL of the card's interfaces; it must be where this app is
+    reachable (including the mount path when mounted). ``verifier`` verifies bearer tokens
+    (default: a ``TokenVerifier`` trusting ``agent.issuer``). ``runtime`` runs the tasks
+    (default: a ``TaskRuntime`` for the agent). ``max_body_size`` caps request bodies
+    (bytes). ``allow_missing_version`` serves requests without ``A2A-Version`` as 1.0
+    instead of refusing them as 0.3 requests.
+
+    To mount it in a FastAPI or Starlette app, run its lifespan from the parent's and
+    mount it with :class:`AgentMount` so the bare mount path also reaches the JSON-RPC
+    endpoint (plain ``Mount`` would redirect it)::
+
+        a2a = create_app(agent)
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with a2a.router.lifespan_context(a2a):
+                yield
+
+        app = FastAPI(lifespan=lifespan)
+        app.router.routes.append(AgentMount("/agents/planner", a2a))
+    """
+    if not agent.url:
+        raise ConfigurationError(
+            "the agent has no url: pass Agent(url=...) with the URL clients reach it at "
+            "(it is the audience of inbound tokens)",
+            setting="url",
+        )
+    if max_body_size <= 0:
+        raise ConfigurationError("max_body_size must be a positive number of bytes")
+    base_url = agent.url.rstrip("/")
+    owned: list[Any] = []
+    if verifier is None:
+        verifier = _default_verifier(agent)
+        owned.append(verifier)
+    if runtime is None:
+        from keycard_agents._runtime import TaskRuntime
+
+        runtime = TaskRuntime(agent)
+    authenticator = BearerAuthenticator(
+        verifier=verifier,
+        audience=base_url,
+        resource_metadata_url=base_url + PROTECTED_RESOURCE_PATH,
+        anonymous_allowed=any(s.anonymous for s in agent.skills.values()),
+    )
+    dispatcher = Dispatcher(runtime=runtime, extended_card=extended_card)
+    jsonrpc = JsonRpcEndpoint(
+        dispatcher=dispatcher,
+        authenticator=authenticator,
+        max_body_size=max_body_size,
+        allow_missing_version=allow_missing_version,
+    )
+    rest = RestBinding(
+        dispatcher=dispatcher,
+        authenticator=authenticator,
+        max_body_size=max_body_size,
+        allow_missing_version=allow_missing_version,
+    )
+    has_extended = extended_card is not None
+    build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
+    card_route = _StaticJson(lambda: dump(build_card()), max_age=card_max_age)
+    metadata_route = _StaticJson(lambda: _default_metadata(agent, base_url), max_age=card_max_age)
+    # Build both documents now: a mistake in the agent's configuration surfaces at startup,
+    # and the routes then only serve bytes (they cannot fail).
+    card_route.prepare()
+    metadata_route.prepare()
+    routes: list[BaseRoute] = [
+        Route(AGENT_CARD_PATH, card_route.handle, methods=["GET"], name="agent-card"),
+        Route(
+            PROTECTED_RESOURCE_PATH,
+            metadata_route.handle,
+            methods=["GET"],
+            name="resource-metadata",
+        ),
+        Route("/", jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc"),
+        *rest.routes(),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for resource in owned:
+                aclose = getattr(resource, "aclose", None)
+                if aclose is not None:
+                    stack.push_async_callback(aclose)
+            running = getattr(runtime, "running", None)
+            if running is not None:
+                await stack.enter_async_context(running())
+            app.state.keycard_runtime = runtime
+            yield
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _not_found},
+    )
+    app.state.keycard_agent = agent
+    app.state.keycard_card = lambda: dump(build_card())
+    app.state.keycard_runtime = runtime
+    return app
+
+
+def _default_verifier(agent: Agent) -> BearerVerifier:
+    if not agent.issuer:
+        raise ConfigurationError(
+            "the agent has no issuer to verify tokens against: pass Agent(issuer=..., "
+            "token_endpoint=...) or create_app(agent, verifier=...)",
+            setting="issuer",
+        )
+    from keycard_agents._tokens import TokenVerifier
+
+    return TokenVerifier(issuers=[agent.issuer])
+
+
+def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
+    from keycard_agents._card import build_agent_card
+
+    return build_agent_card(agent, base_url=base_url, extended_agent_card=extended)
+
+
+def _default_metadata(agent: Agent, base_url: str) -> Mapping[str, Any]:
+    from keycard_agents._card import protected_resource_metadata
+
+    return protected_resource_metadata(agent, resource=base_url)
+
+
+class AgentMount(Mount):
+    """A ``Mount`` that also routes its bare path (``/agents/x``) to the app's ``/``.
+
+    Starlette's ``Mount`` only matches ``/agents/x/...`` and redirects the bare path,
+    which breaks JSON-RPC POSTs to an agent URL without a trailing slash.
+    """
+
+    def __init__(self, path: str, app: ASGIApp, *, name: str | None = None) -> None:
+        super().__init__(path, app=app, name=name)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http":
+            root_path = scope.get("root_path", "")
+            path: str = scope["path"]
+            route_path = path[len(root_path) :] if path.startswith(root_path) else path
+            if route_path == self.path and self.path:
+                child: Scope = {
+                    "path": path + "/",
+                    "raw_path": (path + "/").encode(),
+                    "path_params": dict(scope.get("path_params", {})),
+                    "app_root_path": scope.get("app_root_path", root_path),
+                    "root_path": root_path + self.path,
+                    "endpoint": self.app,
+                }
+                return Match.FULL, child
+        return super().matches(scope)

@@ -1,0 +1,139 @@
+"""``keycard-agents serve module:AgentClass``: load an agent and serve it.
+
+The target is ``module:attribute`` (dotted attribute paths allowed), as uvicorn reads
+application targets. The attribute is an :class:`~keycard_agents._agent.Agent` subclass
+(constructed with the URL and issuer options), or an already constructed agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any
+
+from keycard_agents._errors import ConfigurationError, KeycardError
+from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE
+
+__all__ = [
+    "add_serve_arguments",
+    "add_serve_command",
+    "load_agent",
+    "run_serve",
+]
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``keycard-agents serve`` to ``parser``."""
+    parser.add_argument("target", help="the agent to serve, as module:AgentClass")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (8000)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="the agent's canonical URL, the audience of its tokens (http://HOST:PORT)",
+    )
+    parser.add_argument("--issuer", default=None, help="issuer of the tokens the agent accepts")
+    parser.add_argument("--token-endpoint", default=None, help="the issuer's token endpoint")
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="asyncio (uvicorn) or trio (hypercorn)",
+    )
+    parser.add_argument(
+        "--max-body-size",
+        type=int,
+        default=DEFAULT_MAX_BODY_SIZE,
+        help=f"largest accepted request body in bytes ({DEFAULT_MAX_BODY_SIZE})",
+    )
+    parser.add_argument(
+        "--allow-missing-version",
+        action="store_true",
+        help="serve requests without an A2A-Version header as A2A 1.0",
+    )
+    parser.add_argument("--log-level", default="info", help="server log level (info)")
+
+
+def load_agent(
+    target: str,
+    *,
+    url: str | None = None,
+    issuer: str | None = None,
+    token_endpoint: str | None = None,
+) -> Any:
+    """Import ``module:attribute`` and return an agent instance."""
+    from keycard_agents._agent import Agent
+
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(
+            f"target {target!r} must be module:AgentClass (for example myapp.agents:Planner)",
+            setting="target",
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import module {module_name!r}: {exc}", setting="target"
+        ) from exc
+    for name in attribute.split("."):
+        try:
+            obj = getattr(obj, name)
+        except AttributeError:
+            raise ConfigurationError(
+                f"module {module_name!r} has no attribute {attribute!r}", setting="target"
+            ) from None
+    options = {"url": url, "issuer": issuer, "token_endpoint": token_endpoint}
+    if isinstance(obj, type) and issubclass(obj, Agent):
+        return obj(**{k: v for k, v in options.items() if v is not None})
+    if isinstance(obj, Agent):
+        if url is not None:
+            obj.url = url.rstrip("/")
+        if issuer is not None or token_endpoint is not None:
+            raise ConfigurationError(
+                f"{target} is an agent instance: set its issuer where it is constructed",
+                setting="issuer",
+            )
+        return obj
+    raise ConfigurationError(
+        f"{target} is a {type(obj).__name__}, not an Agent subclass or instance",
+        setting="target",
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``keycard-agents serve``; the process exit status."""
+    from keycard_agents._server._serve import serve
+
+    try:
+        agent = load_agent(
+            args.target, url=args.url, issuer=args.issuer, token_endpoint=args.token_endpoint
+        )
+        serve(
+            agent,
+            host=args.host,
+            port=args.port,
+            backend=args.backend,
+            log_level=args.log_level,
+            max_body_size=args.max_body_size,
+            allow_missing_version=args.allow_missing_version,
+        )
+    except KeycardError as exc:
+        print(f"keycard-agents serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_serve_command(subparsers: Any) -> None:
+    """Register ``keycard-agents serve module:AgentClass``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="serve an agent over A2A 1.0",
+        description="Serve an Agent subclass over A2A 1.0 (JSON-RPC and HTTP+JSON).",
+    )
+    add_serve_arguments(parser)
+    parser.set_defaults(func=run_serve)

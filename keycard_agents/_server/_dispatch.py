@@ -1,0 +1,233 @@
+"""The A2A 1.0 operations, shared by the JSON-RPC and HTTP+JSON bindings.
+
+Implements the abstract operations of A2A 1.0 §3.1 (SendMessage, SendStreamingMessage,
+GetTask, ListTasks, CancelTask, SubscribeToTask, GetExtendedAgentCard and the push
+notification configuration methods, answered with PushNotificationNotSupported since this
+server does not send push notifications, §3.1.7 / §9.4) on top of the task runtime, and
+the mapping of every failure to a protocol error that reveals no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from keycard_agents._a2a.errors import (
+    A2AError,
+    ExtendedAgentCardNotConfiguredError,
+    InternalError,
+    MethodNotFoundError,
+    PushNotificationNotSupportedError,
+    invalid_params,
+)
+from keycard_agents._a2a.types import (
+    AgentCard,
+    CancelTaskRequest,
+    GetExtendedAgentCardRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    ListTasksResponse,
+    Message,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    Task,
+    dump,
+)
+from keycard_agents._context import Caller
+from keycard_agents._errors import AuthenticationError
+from keycard_agents._server._auth import MissingCredentialsError
+
+__all__ = [
+    "PUSH_METHODS",
+    "STREAMING_METHODS",
+    "UNARY_METHODS",
+    "A2ARuntime",
+    "Dispatcher",
+    "ExtendedCardProvider",
+    "as_protocol_error",
+    "parse_params",
+]
+
+logger = logging.getLogger("keycard_agents.server")
+
+PUSH_METHODS = frozenset(
+    {
+        "CreateTaskPushNotificationConfig",
+        "GetTaskPushNotificationConfig",
+        "ListTaskPushNotificationConfigs",
+        "DeleteTaskPushNotificationConfig",
+    }
+)
+_PARAMS: dict[str, type[BaseModel]] = {
+    "SendMessage": SendMessageRequest,
+    "SendStreamingMessage": SendMessageRequest,
+    "GetTask": GetTaskRequest,
+    "ListTasks": ListTasksRequest,
+    "CancelTask": CancelTaskRequest,
+    "SubscribeToTask": SubscribeToTaskRequest,
+    "GetExtendedAgentCard": GetExtendedAgentCardRequest,
+}
+STREAMING_METHODS = frozenset({"SendStreamingMessage", "SubscribeToTask"})
+UNARY_METHODS = frozenset(_PARAMS) - STREAMING_METHODS | PUSH_METHODS
+
+
+class A2ARuntime(Protocol):
+    """What the server calls on the task runtime (``keycard_agents._runtime.TaskRuntime``)."""
+
+    async def send_message(
+        self, request: SendMessageRequest, *, caller: Caller
+    ) -> Task | Message: ...
+
+    def stream_message(
+        self, request: SendMessageRequest, *, caller: Caller
+    ) -> AsyncIterator[StreamResponse]: ...
+
+    async def get_task(self, request: GetTaskRequest, *, caller: Caller) -> Task: ...
+
+    async def list_tasks(
+        self, request: ListTasksRequest, *, caller: Caller
+    ) -> ListTasksResponse: ...
+
+    async def cancel_task(self, request: CancelTaskRequest, *, caller: Caller) -> Task: ...
+
+    def subscribe(
+        self, request: SubscribeToTaskRequest, *, caller: Caller
+    ) -> AsyncIterator[StreamResponse]: ...
+
+
+ExtendedCardProvider = Callable[[Caller], AgentCard]
+
+
+def parse_params(method: str, params: Mapping[str, Any] | None) -> BaseModel | None:
+    """Validate a method's params into its request model (InvalidParams listing problems).
+
+    Push notification methods have no model here: they are refused before use.
+    """
+    model = _PARAMS.get(method)
+    if model is None:
+        if method in PUSH_METHODS:
+            return None
+        raise MethodNotFoundError(f"Unknown method {method[:64]!r}.")
+    try:
+        return model.model_validate(params or {})
+    except ValidationError as exc:
+        raise invalid_params(exc) from exc
+
+
+def as_protocol_error(exc: Exception) -> Exception:
+    """The error to report for ``exc``: A2A and authentication errors pass; others hide.
+
+    Anything else (a bug in a skill or in the runtime, a library error) becomes an
+    InternalError with a generic message; the details go to the server log only.
+    """
+    if isinstance(exc, A2AError | AuthenticationError):
+        return exc
+    if isinstance(exc, ValidationError):
+        # A model built by the runtime failed its own validation: the agent's fault.
+        logger.error("invalid agent response: %s", type(exc).__name__, exc_info=exc)
+        return InternalError("The agent produced an invalid response.")
+    logger.error("unhandled error in an A2A call: %s", type(exc).__name__, exc_info=exc)
+    return InternalError()
+
+
+class Dispatcher:
+    """Runs A2A operations against a runtime and returns ProtoJSON data."""
+
+    def __init__(
+        self, *, runtime: A2ARuntime, extended_card: ExtendedCardProvider | None = None
+    ) -> None:
+        self._runtime = runtime
+        self._extended_card = extended_card
+
+    async def unary(self, method: str, request: BaseModel | None, *, caller: Caller) -> Any:
+        """Run a non-streaming method; the result as JSON data."""
+        runtime = self._runtime
+        if method in PUSH_METHODS:
+            raise PushNotificationNotSupportedError()
+        if isinstance(request, SendMessageRequest):
+            _refuse_push_config(request)
+            result = await runtime.send_message(request, caller=caller)
+            if isinstance(result, Task):
+                return {"task": dump(result)}
+            return {"message": dump(result)}
+        if isinstance(request, GetTaskRequest):
+            return dump(await runtime.get_task(request, caller=caller))
+        if isinstance(request, ListTasksRequest):
+            response = await runtime.list_tasks(request, caller=caller)
+            return response.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(request, CancelTaskRequest):
+            return dump(await runtime.cancel_task(request, caller=caller))
+        if isinstance(request, GetExtendedAgentCardRequest):
+            if self._extended_card is None:
+                raise ExtendedAgentCardNotConfiguredError()
+            if caller.principal is None:
+                raise MissingCredentialsError("The extended agent card requires a bearer token.")
+            return dump(self._extended_card(caller))
+        raise MethodNotFoundError(f"{method} is a streaming method; use an SSE request.")
+
+    async def open_stream(
+        self, method: str, request: BaseModel | None, *, caller: Caller
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Start a streaming method and wait for its first event.
+
+        Errors that happen before the first event (authentication, unknown task, invalid
+        request) are raised here, so the binding can still answer them with a plain
+        response; the returned generator yields that event and then the rest.
+        """
+        if isinstance(request, SendMessageRequest) and method == "SendStreamingMessage":
+            _refuse_push_config(request)
+            events = self._runtime.stream_message(request, caller=caller)
+        elif isinstance(request, SubscribeToTaskRequest):
+            events = self._runtime.subscribe(request, caller=caller)
+        else:
+            raise MethodNotFoundError(f"{method} is not a streaming method.")
+        iterator = aiter(events)
+        try:
+            first: StreamResponse | None = await anext(iterator)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await _close(iterator)
+            raise
+        return _chain(first, iterator)
+
+
+def _refuse_push_config(request: SendMessageRequest) -> None:
+    config = request.configuration
+    if config is not None and config.task_push_notification_config is not None:
+        raise PushNotificationNotSupportedError(
+            "This agent does not send push notifications: leave out "
+            "configuration.taskPushNotificationConfig and poll or stream instead."
+        )
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _Closing:
+    """Adapts an async iterator to ``aclosing`` (which wants an ``aclose`` method)."""
+
+    def __init__(self, iterator: AsyncIterator[StreamResponse]) -> None:
+        self.iterator = iterator
+
+    async def aclose(self) -> None:
+        await _close(self.iterator)
+
+
+async def _chain(
+    first: StreamResponse | None, rest: AsyncIterator[StreamResponse]
+) -> AsyncGenerator[dict[str, Any], None]:
+    async with aclosing(_Closing(rest)):
+        if first is None:
+            return
+        yield dump(first)
+        async for event in rest:
+            yield dump(event)

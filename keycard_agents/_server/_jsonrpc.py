@@ -1,0 +1,173 @@
+"""The A2A 1.0 JSON-RPC 2.0 binding over HTTP.
+
+Implements A2A 1.0 §9 (JSON-RPC binding: one POST endpoint, methods named after the
+operations, §9.4.2 streaming as Server-Sent Events whose every ``data:`` line is a complete
+JSON-RPC response with a StreamResponse ``result``) and the JSON-RPC 2.0 specification §4
+/ §5 (request and response objects; -32700 parse error, -32600 invalid request, -32601
+method not found, -32602 invalid params, -32603 internal error).
+
+HTTP-level failures keep their HTTP status (401/403 with an RFC 6750 challenge, 413 for an
+oversized body, 415 for a wrong content type, 503 when the token issuer is unreachable)
+and still carry a JSON-RPC error body; protocol errors are answered with HTTP 200.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from keycard_agents._a2a.errors import (
+    A2AError,
+    InternalError,
+    InvalidRequestError,
+    ParseError,
+)
+from keycard_agents._a2a.types import JSONRPCRequest
+from keycard_agents._errors import AuthenticationError, IssuerUnreachableError
+from keycard_agents._server._auth import BearerAuthenticator
+from keycard_agents._server._dispatch import (
+    STREAMING_METHODS,
+    Dispatcher,
+    as_protocol_error,
+    parse_params,
+)
+from keycard_agents._server._protocol import (
+    BodyTooLargeError,
+    check_version,
+    jsonrpc_error_object,
+    media_type,
+    read_body,
+)
+from keycard_agents._server._sse import EventStreamResponse, format_event
+
+__all__ = ["JSON_MEDIA_TYPES", "JsonRpcEndpoint"]
+
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/a2a+json"})
+
+
+class _HttpLevelError(Exception):
+    """A failure answered with its own HTTP status and a JSON-RPC error body."""
+
+    def __init__(self, status_code: int, error: A2AError) -> None:
+        super().__init__(error.message)
+        self.status_code = status_code
+        self.error = error
+
+
+def _envelope(request_id: Any, **member: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, **member}
+
+
+class JsonRpcEndpoint:
+    """The POST endpoint of the JSON-RPC binding (a Starlette request handler)."""
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        authenticator: BearerAuthenticator,
+        max_body_size: int,
+        allow_missing_version: bool,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._auth = authenticator
+        self._max_body_size = max_body_size
+        self._allow_missing_version = allow_missing_version
+
+    async def handle(self, request: Request) -> Response:
+        request_id: Any = None
+        try:
+            envelope = await self._read_envelope(request)
+            request_id = envelope.id
+            check_version(request, allow_missing=self._allow_missing_version)
+            caller = await self._auth.caller(request.headers)
+            params = parse_params(envelope.method, envelope.params)
+            if envelope.method in STREAMING_METHODS:
+                events = await self._dispatcher.open_stream(envelope.method, params, caller=caller)
+                return EventStreamResponse(_frame(request_id, events))
+            result = await self._dispatcher.unary(envelope.method, params, caller=caller)
+            return JSONResponse(_envelope(request_id, result=result))
+        except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
+            return self._error_response(request_id, exc)
+
+    async def _read_envelope(self, request: Request) -> JSONRPCRequest:
+        if media_type(request) not in JSON_MEDIA_TYPES:
+            raise _HttpLevelError(
+                415,
+                InvalidRequestError(
+                    "Content-Type must be application/json (or application/a2a+json)."
+                ),
+            )
+        try:
+            body = await read_body(request, limit=self._max_body_size)
+        except BodyTooLargeError as exc:
+            raise _HttpLevelError(413, InvalidRequestError(str(exc))) from exc
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ParseError("The request body is not valid JSON.") from exc
+        if isinstance(data, list):
+            raise InvalidRequestError("Batch requests are not supported: send one request.")
+        if not isinstance(data, dict):
+            raise InvalidRequestError("A JSON-RPC request must be a JSON object.")
+        if "id" not in data:
+            raise InvalidRequestError(
+                "The request has no id: A2A methods are requests, not notifications."
+            )
+        try:
+            return JSONRPCRequest.model_validate(data)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) or "request" for e in exc.errors()})
+            raise InvalidRequestError(
+                "Not a JSON-RPC 2.0 request: check "
+                + ", ".join(fields)
+                + ' ("jsonrpc": "2.0", "method": string, "id": string | number | null, '
+                '"params": object).'
+            ) from exc
+
+    def _error_response(self, request_id: Any, exc: Exception) -> Response:
+        if isinstance(exc, _HttpLevelError):
+            return JSONResponse(
+                _envelope(request_id, error=jsonrpc_error_object(exc.error)),
+                status_code=exc.status_code,
+            )
+        if isinstance(exc, AuthenticationError | IssuerUnreachableError):
+            failure = self._auth.failure(exc)
+            if failure.status_code == 503:
+                error: A2AError = InternalError(failure.message)
+                reason = "UNAVAILABLE"
+            else:
+                error = InvalidRequestError(failure.message)
+                reason = "UNAUTHENTICATED" if failure.status_code == 401 else "PERMISSION_DENIED"
+            headers = {}
+            if failure.www_authenticate is not None:
+                headers["WWW-Authenticate"] = failure.www_authenticate
+            return JSONResponse(
+                _envelope(request_id, error=jsonrpc_error_object(error, reason=reason)),
+                status_code=failure.status_code,
+                headers=headers,
+            )
+        reported = as_protocol_error(exc)
+        if not isinstance(reported, A2AError):  # pragma: no cover - as_protocol_error's contract
+            reported = InternalError()
+        return JSONResponse(_envelope(request_id, error=jsonrpc_error_object(reported)))
+
+
+async def _frame(
+    request_id: Any, events: AsyncGenerator[dict[str, Any], None]
+) -> AsyncGenerator[bytes, None]:
+    """Each event as a JSON-RPC response; a failure mid-stream as a final error response."""
+    try:
+        async for event in events:
+            yield format_event(_envelope(request_id, result=event))
+    except Exception as exc:
+        reported = as_protocol_error(exc)
+        error = reported if isinstance(reported, A2AError) else InternalError()
+        yield format_event(_envelope(request_id, error=jsonrpc_error_object(error)))
+    finally:
+        await events.aclose()

@@ -1,0 +1,144 @@
+"""Running an agent as an HTTP server: uvicorn on asyncio, hypercorn on trio.
+
+Graceful shutdown (on SIGINT / SIGTERM): the server stops accepting connections, the task
+runtime cancels the running tasks and marks them (so clients see a final status), which
+ends every open event stream; then the remaining connections finish and the lifespan
+exits. uvicorn runs on asyncio only; ``backend="trio"`` serves with hypercorn on trio
+(install the ``trio`` extra: ``pip install 'keycard-agents[trio]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from keycard_agents._errors import ConfigurationError
+from keycard_agents._server._app import create_app
+
+if TYPE_CHECKING:
+    import socket
+
+    from starlette.applications import Starlette
+
+    from keycard_agents._agent import Agent
+
+__all__ = ["default_url", "serve"]
+
+logger = logging.getLogger("keycard_agents.server")
+
+#: How long shutdown waits for the runtime to cancel and mark tasks, then for connections.
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+def default_url(host: str, port: int) -> str:
+    """The URL an agent served on ``host:port`` is reached at when none is configured."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    if shown == "[::]":
+        shown = "[::1]"
+    return f"http://{shown}:{port}"
+
+
+def _close_runtime(app: Starlette) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        runtime = getattr(app.state, "keycard_runtime", None)
+        aclose = getattr(runtime, "aclose", None)
+        if aclose is None:
+            return
+        with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS, shield=True):
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("the task runtime failed to shut down cleanly")
+
+    return close
+
+
+def serve(
+    agent: Agent,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: Literal["asyncio", "trio"] = "asyncio",
+    log_level: str = "info",
+    **app_options: Any,
+) -> None:
+    """Serve ``agent`` until interrupted (blocking).
+
+    When the agent has no ``url``, it gets ``http://{host}:{port}``; behind a proxy or on
+    a public interface, construct the agent with the URL clients use. ``app_options`` go to
+    :func:`~keycard_agents._server._app.create_app` (``verifier``, ``max_body_size``,
+    ``allow_missing_version``, ...).
+    """
+    if not agent.url:
+        agent.url = default_url(host, port)
+    app = create_app(agent, **app_options)
+    if backend == "asyncio":
+        _serve_uvicorn(app, host=host, port=port, log_level=log_level)
+    elif backend == "trio":
+        _serve_hypercorn_trio(app, host=host, port=port)
+    else:
+        raise ConfigurationError(
+            f"unknown backend {backend!r}: use 'asyncio' (uvicorn) or 'trio' (hypercorn)",
+            setting="backend",
+        )
+
+
+def _serve_uvicorn(app: Starlette, *, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    close_runtime = _close_runtime(app)
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Stop accepting first, then end tasks and streams so connections can finish.
+            for server in self.servers:
+                server.close()
+            await close_runtime()
+            await super().shutdown(sockets=sockets)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+    )
+    # uvicorn re-raises the captured SIGINT once it has shut down gracefully; the
+    # shutdown is complete by then, so Ctrl-C ends serve() normally.
+    with contextlib.suppress(KeyboardInterrupt):
+        _Server(config).run()
+
+
+def _serve_hypercorn_trio(app: Starlette, *, host: str, port: int) -> None:
+    try:
+        import trio
+        from hypercorn.config import Config
+        from hypercorn.trio import serve as hypercorn_serve
+    except ImportError as exc:
+        raise ConfigurationError(
+            "serving on trio needs hypercorn and trio: pip install 'keycard-agents[trio]'",
+            setting="backend",
+        ) from exc
+    close_runtime = _close_runtime(app)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = SHUTDOWN_GRACE_SECONDS
+
+    async def shutdown_trigger() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+        await close_runtime()
+
+    async def main() -> None:
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+    trio.run(main)
