@@ -433,6 +433,18 @@ class TokenEndpoint:
             )
 
     async def _verify_subject(self, token: str, audience: str) -> dict[str, Any]:
+        claims = await self._verify_subject_signature(token, audience)
+        # The leeway absorbs clock skew for receivers; it never stretches a delegation:
+        # a subject that has expired, even within the leeway, yields nothing (CL-8, TS-3).
+        if float(claims["exp"]) <= self._clock():
+            raise OAuthError(
+                "invalid_grant",
+                "subject_token rejected (expired): it has already expired, so no token "
+                "can be delegated from it; exchange subject tokens before they expire",
+            )
+        return claims
+
+    async def _verify_subject_signature(self, token: str, audience: str) -> dict[str, Any]:
         try:
             return await verify_jwt(
                 token,
@@ -444,7 +456,7 @@ class TokenEndpoint:
                 max_bytes=_MAX_TOKEN_BYTES,
                 max_actor_depth=self._config.max_chain_depth,
                 clock=self._clock,
-                required_claims=("iss", "sub", "aud", "exp", "iat"),
+                required_claims=("iss", "sub", "aud", "exp", "iat", "jti"),
             )
         except InvalidTokenError as exc:
             hint = ""
