@@ -12,14 +12,23 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from keycard_agents._conformance import add_conformance_command
 from keycard_agents._errors import KeycardError
 from keycard_agents._server._command import add_serve_command
 from keycard_agents._sts._command import add_demo_command, add_sts_command
+from keycard_agents._trace._command import add_token_command, add_trace_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: One function per subcommand: ``add_x_command(subparsers)``. Append to add one.
-COMMANDS: list[Callable[[Any], None]] = [add_sts_command, add_serve_command, add_demo_command]
+COMMANDS: list[Callable[[Any], None]] = [
+    add_sts_command,
+    add_serve_command,
+    add_demo_command,
+    add_trace_command,
+    add_token_command,
+    add_conformance_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

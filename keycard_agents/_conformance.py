@@ -43,6 +43,7 @@ __all__ = [
     "ConformanceSettings",
     "VectorResult",
     "add_conformance_arguments",
+    "add_conformance_command",
     "default_vectors_dir",
     "format_table",
     "load_settings",
@@ -645,3 +646,14 @@ def run_conformance(args: argparse.Namespace) -> int:
     print(f"conformance of {settings.issuer} with the keycard-agents delegation profile")
     print(format_table(results))
     return 1 if any(r.outcome == "FAIL" for r in results) else 0
+
+
+def add_conformance_command(subparsers: Any) -> None:
+    """Register ``keycard-agents conformance URL``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "conformance",
+        help="check a token service against the delegation profile's vectors",
+        description="Run the exchange vectors of protocols/vectors against a token service.",
+    )
+    add_conformance_arguments(parser)
+    parser.set_defaults(func=run_conformance)

@@ -17,6 +17,10 @@ __all__ = [
     "IssuerUnreachableError",
     "KeycardError",
     "OAuthError",
+    "RemoteAuthenticationError",
+    "RemoteTaskError",
+    "ResourceAccessError",
+    "TraceNotFoundError",
     "TransportError",
 ]
 
@@ -111,3 +115,65 @@ class InvalidTokenResponseError(TransportError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class RemoteAuthenticationError(KeycardError):
+    """A remote agent or API refused the credential we sent (HTTP 401 or 403).
+
+    ``error`` and ``error_description`` come from its RFC 6750 ``WWW-Authenticate``
+    challenge (``invalid_token``, ``insufficient_scope``, or ``None`` when it sent no
+    error code); ``resource_metadata`` is the RFC 9728 metadata URL it pointed at.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        error: str | None = None,
+        error_description: str | None = None,
+        resource_metadata: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error = error
+        self.error_description = error_description
+        self.resource_metadata = resource_metadata
+
+
+class RemoteTaskError(KeycardError):
+    """A remote agent's task did not complete.
+
+    ``state`` is its A2A task state (``TASK_STATE_FAILED``, ``TASK_STATE_REJECTED``,
+    ``TASK_STATE_CANCELED``, or an interrupted ``TASK_STATE_INPUT_REQUIRED`` /
+    ``TASK_STATE_AUTH_REQUIRED``), ``reason`` the text of the agent's status message.
+    """
+
+    def __init__(
+        self, message: str, *, state: str, task_id: str | None, reason: str | None
+    ) -> None:
+        super().__init__(message)
+        self.state = state
+        self.task_id = task_id
+        self.reason = reason
+
+
+class ResourceAccessError(KeycardError):
+    """``AccessContext.access(resource)`` for a resource whose token could not be obtained.
+
+    ``error`` is the OAuth error code (or ``transport_error``, ``configuration_error``);
+    the original failure is the ``__cause__`` when there was one.
+    """
+
+    def __init__(self, message: str, *, resource: str, error: str) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.error = error
+
+
+class TraceNotFoundError(KeycardError):
+    """No audit record mentions the requested transaction (``txn``).
+
+    Check the id (it is the ``txn`` claim of any token in the chain) and that the audit
+    store queried is the one the token service (or the agents) wrote to.
+    """

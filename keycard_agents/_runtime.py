@@ -65,6 +65,7 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._stores import MemoryTaskStore, TaskRecord, TaskStore
+from keycard_agents._trace._records import AuditRecorder
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     from builtins import BaseExceptionGroup
@@ -149,7 +150,8 @@ class TaskRuntime:
     """Runs an agent's skills as A2A tasks. Enter :meth:`running` before serving requests.
 
     ``store`` defaults to a :class:`~keycard_agents._stores.MemoryTaskStore`; ``clock``
-    returns seconds since the epoch (status timestamps); ``delegation`` provides the
+    returns seconds since the epoch (status timestamps); ``recorder``, when given, records
+    every task this agent serves in its audit trail; ``delegation`` provides the
     handles behind ``ctx.dependency(name)``.
     """
 
@@ -162,6 +164,7 @@ class TaskRuntime:
         delegation: DelegationProvider | None = None,
         subscriber_buffer: int = 256,
         shutdown_grace: float = 5.0,
+        recorder: AuditRecorder | None = None,
     ) -> None:
         if subscriber_buffer < 1:
             raise ConfigurationError(
@@ -170,6 +173,7 @@ class TaskRuntime:
         self.agent = agent
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
         self.delegation = delegation
+        self.recorder = recorder
         self._clock = clock
         self._buffer = subscriber_buffer
         self._grace = shutdown_grace
@@ -348,6 +352,7 @@ class TaskRuntime:
             replies=record.replies,
         )
         outcome: tuple[TaskState, str | None] | None = None
+        started = self._clock()
         try:
             with live.scope:
                 await self._set_status(live, TaskState.WORKING, None)
@@ -379,10 +384,34 @@ class TaskRuntime:
             with anyio.move_on_after(self._grace, shield=True):
                 message = None if text is None else self._agent_message(task, text)
                 await self._set_status(live, state, message)
+                await self._record_served(live, skill, state, text, started)
         finally:
             self._close_subscribers(live)
             self._live.pop(task.id, None)
             live.done.set()
+
+    async def _record_served(
+        self, live: _LiveTask, skill: Skill, state: TaskState, text: str | None, started: float
+    ) -> None:
+        """One audit record per run of a task; a failing audit store never fails the task."""
+        if self.recorder is None:
+            return
+        try:
+            await self.recorder.record_served(
+                principal=live.caller.principal,
+                task_id=live.record.task.id,
+                skill=skill.id,
+                outcome=state.value.removeprefix("TASK_STATE_").lower(),
+                started=started,
+                ended=self._clock(),
+                reason=None if state == TaskState.COMPLETED else text,
+            )
+        except Exception as exc:
+            logger.warning(
+                "could not record task %s in the audit trail (%s)",
+                live.record.task.id,
+                type(exc).__name__,
+            )
 
     async def _start(
         self, request: SendMessageRequest, caller: Caller, *, subscribe: bool

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -25,6 +26,8 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".keycard-installed"
 EXTRAS = "dev,mcp,redis,trio"
+# Programs the test suite drives, and the Debian package that provides each.
+SYSTEM_PACKAGES = {"chromium": "chromium"}
 
 
 def say(message: str) -> None:
@@ -50,6 +53,27 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_system_packages() -> None:
+    missing = sorted({pkg for exe, pkg in SYSTEM_PACKAGES.items() if shutil.which(exe) is None})
+    if not missing:
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        say(
+            f"missing system packages {', '.join(missing)}: install them (apt-get install -y "
+            f"{' '.join(missing)}) or the tests that need them fail in CI and skip elsewhere"
+        )
+        return
+    say(f"installing system packages: {', '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "env": env}
+    try:
+        run(apt, "install", "-y", "--no-install-recommends", *missing, **quiet)
+    except subprocess.CalledProcessError:
+        run(apt, "update", **quiet)
+        run(apt, "install", "-y", "--no-install-recommends", *missing, **quiet)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test", "install"}:
         print(__doc__)
@@ -65,6 +89,7 @@ def main(argv: list[str]) -> int:
         exe = BIN / "keycard-agents"
         return subprocess.call([str(exe), "demo", *rest], cwd=ROOT, env=env)
     # test
+    ensure_system_packages()
     return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT, env=env)
 
 

@@ -163,3 +163,14 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert "delegation chain: alice → planner → calendar" in out
     assert "demo finished: token service stopped" in out
     assert out.count("issued ") == 3  # sign-in and two exchanges share one txn
+
+
+def test_every_documented_command_is_registered() -> None:
+    from keycard_agents._cli import build_parser
+    from keycard_agents._conformance import run_conformance
+
+    parser = build_parser()
+    args = parser.parse_args(["conformance", "http://127.0.0.1:1", "--config", "creds.toml"])
+    assert args.func is run_conformance
+    for command in ("sts", "serve", "demo", "trace", "token", "conformance"):
+        assert command in parser.format_help()

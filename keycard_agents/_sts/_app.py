@@ -27,8 +27,10 @@ from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jwks import JWKSCache
 from keycard_agents._keys import KeyStore
 from keycard_agents._tokens import KeyResolver, StaticKeys, TrustedIssuer
+from keycard_agents._trace._query import AuditTrail
 
-from ._audit import AuditStore, MemoryAuditStore
+from ._audit import AuditStore, JsonlAuditStore, MemoryAuditStore
+from ._auditpage import AuditPage
 from ._authorize import LoginFlow
 from ._clientauth import ClientAuthenticator
 from ._config import RegisteredAgent, TokenServiceConfig
@@ -105,7 +107,23 @@ class TokenService:
             )
         self.config = config
         self.issuer: str = config.issuer
-        self.audit: AuditStore = audit if audit is not None else MemoryAuditStore()
+        if audit is None:
+            audit = (
+                JsonlAuditStore(config.audit_file)
+                if config.audit_file is not None
+                else MemoryAuditStore()
+            )
+        self.audit: AuditStore = audit
+        #: The audit trail the audit page shows; add agents' stores with
+        #: ``trail.add_agent_store(...)`` to merge their records into the trees.
+        self.trail = AuditTrail(
+            token_service=self.audit, names={a.resource: a.client_id for a in config.agents}
+        )
+        self.audit_page: AuditPage | None = None
+        if config.admin is not None:
+            self.audit_page = AuditPage(
+                trail=self.trail, admin=config.admin, issuer=config.issuer, clock=clock
+            )
         self._clock = clock
         self._keys = self._open_keys()
         first = self._keys.current  # generate (and persist) the first key now, not mid-request
@@ -304,6 +322,8 @@ class TokenService:
             ("/authorize", self.login.authorize_get, ["GET"]),
             ("/authorize", self.login.authorize_post, ["POST"]),
         ]
+        if self.audit_page is not None:
+            routes.extend(self.audit_page.routes())
         for path, endpoint, methods in routes:
             app.add_route(path, _guard(endpoint), methods=methods, include_in_schema=False)
         return app

@@ -142,5 +142,7 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
         f"  metadata {service.issuer.rstrip('/')}/.well-known/oauth-authorization-server",
         flush=True,
     )
+    if service.audit_page is not None:
+        print(f"  audit page {service.issuer.rstrip('/')}/audit (admin credential)", flush=True)
     uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
     return 0

@@ -26,6 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "AdminConfig",
     "DevUser",
     "Lifetimes",
     "PublicClient",
@@ -231,6 +232,24 @@ class PublicClient(_Model):
         return value
 
 
+class AdminConfig(_Model):
+    """The operator's credential for the read-only audit page (``/audit``).
+
+    ``token_hash`` is the scrypt hash of the admin token (make one with
+    ``keycard-agents sts hash-secret``). The token is accepted as a bearer token or as
+    the password of HTTP Basic authentication with user name ``username``.
+    """
+
+    token_hash: str
+    username: str = Field(default="admin", min_length=1, max_length=200)
+    session_lifetime: float = Field(default=3600.0, gt=0, le=86400)
+
+    @field_validator("token_hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        return check_secret_hash_format(value)
+
+
 class TokenServiceConfig(_Model):
     """Everything the token service needs; see docs/token-service.md."""
 
@@ -246,6 +265,8 @@ class TokenServiceConfig(_Model):
     users: tuple[DevUser, ...] = ()
     trusted_issuers: tuple[TrustedIssuerConfig, ...] = ()
     clients: tuple[PublicClient, ...] = ()
+    audit_file: Path | None = None
+    admin: AdminConfig | None = None
 
     @field_validator("issuer")
     @classmethod
@@ -374,7 +395,8 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> TokenServic
 
 
 def load_config(path: str | Path) -> TokenServiceConfig:
-    """Load a TOML configuration file; a relative ``key_dir`` is relative to the file."""
+    """Load a TOML configuration file; a relative ``key_dir`` or ``audit_file`` is
+    relative to the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -390,4 +412,7 @@ def load_config(path: str | Path) -> TokenServiceConfig:
     config = parse_config(data, source=path.name)
     if config.key_dir is not None and not config.key_dir.is_absolute():
         config = config.model_copy(update={"key_dir": (path.parent / config.key_dir).resolve()})
+    if config.audit_file is not None and not config.audit_file.is_absolute():
+        audit_file = (path.parent / config.audit_file).resolve()
+        config = config.model_copy(update={"audit_file": audit_file})
     return config

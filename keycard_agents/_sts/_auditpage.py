@@ -1,0 +1,483 @@
+"""The token service's audit page: recent delegation chains and a drawn tree per ``txn``.
+
+Read-only HTML, rendered on the server with an inline SVG graph (no script, no external
+resources: the page works offline and its Content-Security-Policy forbids both). It
+sits behind the operator's admin credential (``[admin]`` in the configuration), sent as
+an RFC 6750 bearer token or as the password of RFC 7617 HTTP Basic authentication.
+
+For browsers that cannot send either, an admin asks for a one-time login link
+(``POST /audit/login-link`` with the credential); opening it within 60 seconds sets an
+``HttpOnly`` ``SameSite=Strict`` session cookie (RFC 6265) scoped to ``/audit``. Codes
+and session ids are kept only as SHA-256 digests and a code works once.
+
+JSON for tools: ``GET /audit/api/records`` (trail entries by ``txn``, ``user``,
+``agent``, ``since``, ``until``, ``limit``) and ``GET /audit/api/tree/{txn}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import html
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote, urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from keycard_agents._errors import TraceNotFoundError
+from keycard_agents._trace._query import AuditTrail
+from keycard_agents._trace._render import STATUS_COLOURS, describe, to_dot, to_json, to_mermaid
+from keycard_agents._trace._tree import DelegationTree, Hop
+
+from ._config import AdminConfig
+from ._secrets import verify_secret
+
+__all__ = ["AuditPage", "draw_tree_svg"]
+
+COOKIE = "keycard_audit"
+LOGIN_CODE_LIFETIME = 60.0
+_MAX_PENDING = 100
+_MAX_SESSIONS = 1000
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_CHALLENGE = (
+    'Basic realm="keycard-agents audit", charset="UTF-8", Bearer realm="keycard-agents audit"'
+)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "replace")).digest()
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "?"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- the drawn graph ------------------------------------------------------------------------
+
+_BOX_W, _BOX_H, _COL, _ROW, _PAD = 210, 56, 280, 90, 24
+
+
+@dataclass
+class _Placed:
+    hop: Hop | None
+    depth: int
+    y: float
+    parent: _Placed | None
+
+
+def _layout(tree: DelegationTree) -> list[_Placed]:
+    """Left-to-right tree layout: a column per depth, leaves on successive rows."""
+    placed: list[_Placed] = []
+    next_row = [0]
+
+    def place(hop: Hop | None, children: list[Hop], depth: int, parent: _Placed | None) -> float:
+        node = _Placed(hop=hop, depth=depth, y=0.0, parent=parent)
+        placed.append(node)
+        if children:
+            ys = [place(c, c.children, depth + 1, node) for c in children]
+            node.y = (ys[0] + ys[-1]) / 2
+        else:
+            node.y = float(next_row[0])
+            next_row[0] += 1
+        return node.y
+
+    place(None, tree.hops, 0, None)
+    return placed
+
+
+def draw_tree_svg(tree: DelegationTree) -> str:
+    """The tree as a self-contained SVG: the user in blue, hops coloured by status."""
+    placed = _layout(tree)
+    rows = max(1, max((math.floor(p.y) for p in placed), default=0) + 1)
+    depth = max(p.depth for p in placed)
+    width = _PAD * 2 + depth * _COL + _BOX_W
+    height = _PAD * 2 + (rows - 1) * _ROW + _BOX_H
+
+    def xy(node: _Placed) -> tuple[float, float]:
+        return _PAD + node.depth * _COL, _PAD + node.y * _ROW
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="delegation graph of txn {_e(tree.txn)}">',
+        "<style>text{font:13px system-ui,sans-serif}.n{font-weight:700;fill:#fff}"
+        ".d{font-size:11px;fill:#fff}.s{font-size:11px;fill:#374151}</style>",
+    ]
+    for node in placed:  # edges first, under the boxes
+        if node.parent is None or node.hop is None:
+            continue
+        px, py = xy(node.parent)
+        cx, cy = xy(node)
+        x1, y1, x2, y2 = px + _BOX_W, py + _BOX_H / 2, cx, cy + _BOX_H / 2
+        mid = (x1 + x2) / 2
+        denied = node.hop.status == "denied"
+        colour = STATUS_COLOURS["denied"] if denied else "#6b7280"
+        dash = ' stroke-dasharray="6 4"' if denied else ""
+        out.append(
+            f'<path d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}" fill="none" '
+            f'stroke="{colour}" stroke-width="2"{dash}/>'
+        )
+        scopes = node.hop.scopes_requested if denied else node.hop.scopes_granted
+        label = ("denied" + (": " if scopes else "") if denied else "") + " ".join(scopes or ())
+        if label:  # just above the target box, clear of the curves
+            out.append(f'<text class="s" x="{cx + 4}" y="{cy - 6}">{_e(_short(label, 34))}</text>')
+    for node in placed:
+        x, y = xy(node)
+        if node.hop is None:
+            colour, title, line1, line2 = STATUS_COLOURS["user"], tree.user or "?", "user", ""
+            name = tree.user or "?"
+        else:
+            hop = node.hop
+            colour = STATUS_COLOURS[hop.status]
+            name = hop.target
+            line1 = describe(hop)
+            line2 = f"skill {hop.skill}" if hop.skill else ""
+            title = f"{hop.caller} → {hop.target}: {line1}"
+            if hop.reason:
+                title += f" ({hop.reason})"
+        status = "user" if node.hop is None else node.hop.status
+        out.append(f'<g class="node {status}"><title>{_e(title)}</title>')
+        out.append(
+            f'<rect x="{x}" y="{y}" width="{_BOX_W}" height="{_BOX_H}" rx="10" fill="{colour}"/>'
+        )
+        out.append(f'<text class="n" x="{x + 12}" y="{y + 21}">{_e(_short(name, 26))}</text>')
+        detail = _short(line1 + (f" · {line2}" if line2 else ""), 34)
+        out.append(f'<text class="d" x="{x + 12}" y="{y + 41}">{_e(detail)}</text></g>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# -- HTML -------------------------------------------------------------------------------------
+
+_STYLE = """
+body{font:14px system-ui,sans-serif;margin:0;color:#111827;background:#f9fafb}
+header{background:#111827;color:#fff;padding:12px 24px}header a{color:#fff}
+main{padding:16px 24px}table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border-bottom:1px solid #e5e7eb;padding:6px 8px;text-align:left;vertical-align:top}
+th{background:#f3f4f6}.denied{color:#b91c1c;font-weight:600}.failed{color:#c2410c}
+.ok{color:#15803d}.pending{color:#0e7490}.unknown{color:#4b5563}code{font-size:12px}
+.card{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px;margin:12px 0;
+overflow-x:auto}form{margin:8px 0}input{padding:4px}.muted{color:#6b7280}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
+        '<header><strong>keycard-agents</strong> · <a href="/audit">audit trail</a></header>'
+        f"<main>{body}</main></body></html>"
+    )
+
+
+def _hop_rows(tree: DelegationTree) -> str:
+    rows = []
+    for hop in tree.walk():
+        chain = " → ".join(hop.path)
+        scopes = " ".join(hop.scopes_granted or ()) or "-"
+        denied = " ".join(hop.scopes_denied) or "-"
+        rows.append(
+            "<tr>"
+            f"<td>{_e(chain)}</td>"
+            f'<td class="{hop.status}">{_e(describe(hop))}</td>'
+            f"<td>{_e(scopes)}</td><td>{_e(denied)}</td>"
+            f"<td>{_e(hop.reason or '')}</td>"
+            f"<td>{_e(hop.skill or '')} <code>{_e(hop.task_id or '')}</code></td>"
+            f"<td>{_e(_when(hop.started))}</td>"
+            f"<td>{'' if hop.duration is None else f'{hop.duration * 1000:.0f} ms'}</td>"
+            "</tr>"
+        )
+    return "".join(rows)
+
+
+class AuditPage:
+    """The routes of the audit page, bound to a trail and an admin credential."""
+
+    def __init__(
+        self,
+        *,
+        trail: AuditTrail,
+        admin: AdminConfig,
+        issuer: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.trail = trail
+        self._admin = admin
+        self._issuer = issuer.rstrip("/")
+        self._secure_cookie = issuer.startswith("https://")
+        self._clock = clock
+        self._codes: dict[bytes, float] = {}
+        self._sessions: dict[bytes, float] = {}
+
+    # -- credentials ---------------------------------------------------------------------
+
+    def _check_secret(self, presented: str) -> bool:
+        try:
+            return verify_secret(presented, self._admin.token_hash)
+        except ValueError:
+            return False
+
+    def _credential_ok(self, request: Request) -> bool:
+        """Bearer admin token or HTTP Basic (``username`` / admin token); no cookie."""
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            return self._check_secret(value)
+        if scheme.lower() == "basic" and value:
+            try:
+                decoded = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            user, sep, password = decoded.partition(":")
+            user_ok = hmac.compare_digest(user.encode(), self._admin.username.encode())
+            return bool(sep) and self._check_secret(password) and user_ok
+        return False
+
+    def _session_ok(self, request: Request) -> bool:
+        cookie = request.cookies.get(COOKIE)
+        if not cookie:
+            return False
+        now = self._clock()
+        expires = self._sessions.get(_digest(cookie))
+        return expires is not None and expires > now
+
+    def _authorized(self, request: Request) -> bool:
+        return self._session_ok(request) or self._credential_ok(request)
+
+    @staticmethod
+    def _denied(api: bool) -> Response:
+        headers = {**_SECURITY_HEADERS, "WWW-Authenticate": _CHALLENGE}
+        message = (
+            "the audit trail needs the admin credential: a bearer token, HTTP Basic "
+            "(user name and admin token) or a one-time login link"
+        )
+        if api:
+            body = {"error": "invalid_token", "error_description": message}
+            return JSONResponse(body, status_code=401, headers=headers)
+        page = _page("Sign-in required", f"<h1>401: sign-in required</h1><p>{_e(message)}.</p>")
+        return HTMLResponse(page, status_code=401, headers=headers)
+
+    def _prune(self, now: float) -> None:
+        for store in (self._codes, self._sessions):
+            for key in [k for k, exp in store.items() if exp <= now]:
+                del store[key]
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def routes(self) -> list[tuple[str, Endpoint, list[str]]]:
+        return [
+            ("/audit", self._guarded(self.index, api=False), ["GET"]),
+            ("/audit/txn/{txn}", self._guarded(self.txn_page, api=False), ["GET"]),
+            ("/audit/txn/{txn}/export", self._guarded(self.export, api=False), ["GET"]),
+            ("/audit/api/records", self._guarded(self.api_records, api=True), ["GET"]),
+            ("/audit/api/tree/{txn}", self._guarded(self.api_tree, api=True), ["GET"]),
+            ("/audit/login-link", self.login_link, ["POST"]),
+            ("/audit/login", self.login, ["GET"]),
+        ]
+
+    def _guarded(self, endpoint: Endpoint, *, api: bool) -> Endpoint:
+        async def guarded(request: Request) -> Response:
+            if not self._authorized(request):
+                return self._denied(api)
+            return await endpoint(request)
+
+        return guarded
+
+    async def login_link(self, request: Request) -> Response:
+        """``POST /audit/login-link``: a one-time URL that opens a browser session."""
+        if not self._credential_ok(request):
+            return self._denied(api=True)
+        now = self._clock()
+        self._prune(now)
+        if len(self._codes) >= _MAX_PENDING:
+            body = {"error": "slow_down", "error_description": "too many unused login links"}
+            return JSONResponse(body, status_code=429, headers=_SECURITY_HEADERS)
+        code = secrets.token_urlsafe(32)
+        self._codes[_digest(code)] = now + LOGIN_CODE_LIFETIME
+        url = f"{self._issuer}/audit/login?{urlencode({'code': code})}"
+        link = {"url": url, "expires_in": int(LOGIN_CODE_LIFETIME)}
+        return JSONResponse(link, headers=_SECURITY_HEADERS)
+
+    async def login(self, request: Request) -> Response:
+        """``GET /audit/login?code=...``: trade a one-time code for a session cookie."""
+        now = self._clock()
+        self._prune(now)
+        code = request.query_params.get("code", "")
+        expires = self._codes.pop(_digest(code), None) if code else None
+        if expires is None or expires <= now:
+            return self._denied(api=False)
+        if len(self._sessions) >= _MAX_SESSIONS:
+            oldest = min(self._sessions, key=self._sessions.__getitem__)
+            del self._sessions[oldest]
+        session = secrets.token_urlsafe(32)
+        lifetime = self._admin.session_lifetime
+        self._sessions[_digest(session)] = now + lifetime
+        target = request.query_params.get("next", "/audit")
+        if not target.startswith("/audit") or target.startswith("//"):
+            target = "/audit"
+        response = RedirectResponse(target, status_code=303, headers=_SECURITY_HEADERS)
+        response.set_cookie(
+            COOKIE,
+            session,
+            max_age=int(lifetime),
+            path="/audit",
+            httponly=True,
+            samesite="strict",
+            secure=self._secure_cookie,
+        )
+        return response
+
+    async def index(self, request: Request) -> Response:
+        q = request.query_params
+        user = q.get("user") or None
+        agent = q.get("agent") or None
+        try:
+            limit = max(1, min(200, int(q.get("limit", "50"))))
+        except ValueError:
+            limit = 50
+        chains = await self.trail.chains(user=user, agent=agent, limit=limit)
+        rows = []
+        for chain in chains:
+            link = f"/audit/txn/{quote(chain.txn, safe='')}"
+            path = " → ".join(chain.agents)
+            rows.append(
+                "<tr>"
+                f"<td>{_e(_when(chain.ended))}</td>"
+                f'<td><a href="{_e(link)}"><code>{_e(chain.txn)}</code></a></td>'
+                f"<td>{_e(chain.user or '?')}</td><td>{_e(path)}</td><td>{chain.hops}</td>"
+                f'<td class="{"denied" if chain.denied else "ok"}">{chain.denied}</td>'
+                f'<td class="{"failed" if chain.failed else "ok"}">{chain.failed}</td>'
+                "</tr>"
+            )
+        table = (
+            "<table><thead><tr><th>last activity</th><th>txn</th><th>user</th><th>agents</th>"
+            "<th>hops</th><th>denied</th><th>failed</th></tr></thead><tbody>"
+            + "".join(rows)
+            + "</tbody></table>"
+            if rows
+            else '<p class="muted">No delegation chains match.</p>'
+        )
+        body = (
+            "<h1>Recent delegation chains</h1>"
+            '<form method="get" action="/audit">'
+            f'<label>user <input name="user" value="{_e(user or "")}"></label> '
+            f'<label>agent <input name="agent" value="{_e(agent or "")}"></label> '
+            '<button type="submit">filter</button> <a href="/audit">clear</a></form>'
+            f'<div class="card">{table}</div>'
+        )
+        return HTMLResponse(_page("Audit trail", body), headers=_SECURITY_HEADERS)
+
+    async def _tree(self, request: Request) -> DelegationTree | None:
+        try:
+            return await self.trail.tree(request.path_params["txn"])
+        except TraceNotFoundError:
+            return None
+
+    async def txn_page(self, request: Request) -> Response:
+        tree = await self._tree(request)
+        if tree is None:
+            txn = request.path_params["txn"]
+            body = (
+                "<h1>Unknown transaction</h1>"
+                f"<p>No audit record for txn <code>{_e(txn)}</code>.</p>"
+            )
+            return HTMLResponse(
+                _page("Unknown txn", body), status_code=404, headers=_SECURITY_HEADERS
+            )
+        export = f"/audit/txn/{quote(tree.txn, safe='')}/export?format="
+        hops = len(list(tree.walk()))
+        counts = f"{hops} hops, {tree.count('denied')} denied, {tree.count('failed')} failed"
+        body = (
+            f"<h1>Delegation tree of txn <code>{_e(tree.txn)}</code></h1>"
+            f"<p>user <strong>{_e(tree.user or '?')}</strong> · {_e(_when(tree.started))} · "
+            f"{_e(counts)} · export: "
+            f'<a href="{export}json">JSON</a> · <a href="{export}mermaid">Mermaid</a> · '
+            f'<a href="{export}dot">DOT</a></p>'
+            f'<div class="card">{draw_tree_svg(tree)}</div>'
+            '<div class="card"><table><thead><tr><th>path</th><th>outcome</th>'
+            "<th>scopes granted</th><th>scopes denied</th><th>reason</th><th>task</th>"
+            "<th>started</th><th>duration</th></tr></thead>"
+            f"<tbody>{_hop_rows(tree)}</tbody></table></div>"
+        )
+        return HTMLResponse(_page(f"txn {tree.txn}", body), headers=_SECURITY_HEADERS)
+
+    async def export(self, request: Request) -> Response:
+        tree = await self._tree(request)
+        if tree is None:
+            return Response("unknown txn\n", status_code=404, headers=_SECURITY_HEADERS)
+        fmt = request.query_params.get("format", "json")
+        renderers = {
+            "json": (to_json, "application/json"),
+            "mermaid": (to_mermaid, "text/plain; charset=utf-8"),
+            "dot": (to_dot, "text/vnd.graphviz; charset=utf-8"),
+        }
+        if fmt not in renderers:
+            return Response(
+                "format must be json, mermaid or dot\n", status_code=400, headers=_SECURITY_HEADERS
+            )
+        render, media_type = renderers[fmt]
+        return Response(render(tree), media_type=media_type, headers=_SECURITY_HEADERS)
+
+    async def api_records(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            since = float(q["since"]) if "since" in q else None
+            until = float(q["until"]) if "until" in q else None
+            limit = max(0, min(10_000, int(q.get("limit", "1000"))))
+        except ValueError:
+            body = {
+                "error": "invalid_request",
+                "error_description": "since and until are seconds since the epoch; "
+                "limit is an integer",
+            }
+            return JSONResponse(body, status_code=400, headers=_SECURITY_HEADERS)
+        entries = await self.trail.query(
+            txn=q.get("txn"),
+            user=q.get("user"),
+            agent=q.get("agent"),
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return JSONResponse({"records": [e.to_dict() for e in entries]}, headers=_SECURITY_HEADERS)
+
+    async def api_tree(self, request: Request) -> Response:
+        tree = await self._tree(request)
+        if tree is None:
+            txn = request.path_params["txn"]
+            body = {
+                "error": "not_found",
+                "error_description": f"no audit record for txn {txn[:80]!r}",
+            }
+            return JSONResponse(body, status_code=404, headers=_SECURITY_HEADERS)
+        return JSONResponse(tree.to_dict(), headers=_SECURITY_HEADERS)

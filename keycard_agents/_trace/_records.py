@@ -1,0 +1,305 @@
+"""Each agent's own audit record of the calls it served and made.
+
+The agent-side half of the audit trail. A *served* record is one inbound A2A task
+(A2A 1.0 §4.1: task id, skill, outcome) with the verified caller: user, RFC 8693 §4.1
+actor chain (current actor first) and ``txn``. A *call* record is one outbound call to a
+declared dependency (its RFC 8707 resource URL) with the scopes asked for and granted.
+Records hold identifiers only, never a token. The store query matches the token
+service's :class:`~keycard_agents._sts._audit.AuditStore` so both merge in one trail.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import anyio
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from keycard_agents._principal import Principal
+
+__all__ = [
+    "AgentAuditRecord",
+    "AgentAuditStore",
+    "AuditRecorder",
+    "JsonlAgentAuditStore",
+    "MemoryAgentAuditStore",
+]
+
+
+class AgentAuditRecord(BaseModel):
+    """One call an agent served (``kind="served"``) or made (``kind="call"``).
+
+    ``agent`` is the recording agent's client id and ``resource`` its own URL (so that
+    token service records, which name targets by URL, join up with it). ``actors`` is the
+    inbound token's actor chain, current first. ``time`` is when the call started,
+    ``ended`` when it finished (``None`` when it was recorded before finishing).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["served", "call"]
+    agent: str
+    resource: str | None = None
+    time: float
+    ended: float | None = None
+    txn: str | None = None
+    user: str | None = None
+    actors: tuple[str, ...] = ()
+    task_id: str | None = None
+    skill: str | None = None
+    target: str | None = None
+    dependency: str | None = None
+    scopes_requested: tuple[str, ...] | None = None
+    scopes_granted: tuple[str, ...] | None = None
+    outcome: str
+    error: str | None = None
+    reason: str | None = None
+    jti: str | None = None
+
+    def matches(
+        self,
+        *,
+        txn: str | None = None,
+        user: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> bool:
+        """Whether this record passes a query's filters (``agent`` = recorder or any actor)."""
+        if txn is not None and self.txn != txn:
+            return False
+        if user is not None and self.user != user:
+            return False
+        if agent is not None and self.agent != agent and agent not in self.actors:
+            return False
+        if since is not None and self.time < since:
+            return False
+        return not (until is not None and self.time > until)
+
+
+@runtime_checkable
+class AgentAuditStore(Protocol):
+    """Where an agent's audit records go. Implementations must be safe to call concurrently."""
+
+    async def append(self, record: AgentAuditRecord) -> None: ...
+
+    async def query(
+        self,
+        *,
+        txn: str | None = None,
+        user: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[AgentAuditRecord]: ...
+
+
+def _select(
+    records: Iterable[AgentAuditRecord],
+    *,
+    txn: str | None,
+    user: str | None,
+    agent: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+) -> list[AgentAuditRecord]:
+    out = [
+        r for r in records if r.matches(txn=txn, user=user, agent=agent, since=since, until=until)
+    ]
+    return out[-limit:] if limit > 0 else []
+
+
+class MemoryAgentAuditStore:
+    """In-memory store keeping the newest ``max_records`` records."""
+
+    def __init__(self, *, max_records: int = 100_000) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self._records: deque[AgentAuditRecord] = deque(maxlen=max_records)
+
+    async def append(self, record: AgentAuditRecord) -> None:
+        self._records.append(record)
+
+    async def query(
+        self,
+        *,
+        txn: str | None = None,
+        user: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[AgentAuditRecord]:
+        return _select(
+            self._records, txn=txn, user=user, agent=agent, since=since, until=until, limit=limit
+        )
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class JsonlAgentAuditStore:
+    """Append-only JSON Lines file; lines that do not parse are skipped on reading."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = anyio.Lock()
+
+    async def append(self, record: AgentAuditRecord) -> None:
+        line = record.model_dump_json() + "\n"
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._write, line)
+
+    def _write(self, line: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+b") as fh:
+            fh.seek(0, 2)
+            if fh.tell() > 0:
+                fh.seek(-1, 2)
+                if fh.read(1) != b"\n":  # a crash left a partial line: start a fresh one
+                    fh.write(b"\n")
+            fh.write(line.encode("utf-8"))
+
+    async def query(
+        self,
+        *,
+        txn: str | None = None,
+        user: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[AgentAuditRecord]:
+        async with self._lock:
+            records = await anyio.to_thread.run_sync(self._read)
+        return _select(
+            records, txn=txn, user=user, agent=agent, since=since, until=until, limit=limit
+        )
+
+    def _read(self) -> list[AgentAuditRecord]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out: list[AgentAuditRecord] = []
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                out.append(AgentAuditRecord.model_validate_json(line))
+            except (ValidationError, json.JSONDecodeError, UnicodeDecodeError):
+                continue
+        return out
+
+
+def _scopes(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(dict.fromkeys(values))
+
+
+class AuditRecorder:
+    """What the runtime and the delegation layer call to record an agent's calls.
+
+    ``agent`` is this agent's client id, ``resource`` its own resource URL. Pass the
+    verified :class:`~keycard_agents._principal.Principal` of the inbound call (``None``
+    for an anonymous one); the recorder keeps its user, actor chain, ``txn`` and ``jti``.
+    Times are seconds since the epoch from ``clock`` unless given.
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        store: AgentAuditStore | None = None,
+        resource: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.agent = agent
+        self.resource = resource
+        self.store: AgentAuditStore = store if store is not None else MemoryAgentAuditStore()
+        self._clock = clock
+
+    def now(self) -> float:
+        """The recorder's clock, for callers that time a call themselves."""
+        return self._clock()
+
+    async def record_served(
+        self,
+        *,
+        principal: Principal | None,
+        task_id: str,
+        skill: str,
+        outcome: str,
+        started: float,
+        ended: float | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> AgentAuditRecord:
+        """Record one inbound task: ``outcome`` is e.g. ``completed``, ``failed``, ``canceled``."""
+        record = AgentAuditRecord(
+            kind="served",
+            agent=self.agent,
+            resource=self.resource,
+            time=started,
+            ended=self._clock() if ended is None else ended,
+            txn=None if principal is None else principal.txn,
+            user=None if principal is None else principal.user,
+            actors=() if principal is None else principal.actors.subjects(),
+            task_id=task_id,
+            skill=skill,
+            outcome=outcome,
+            error=error,
+            reason=reason,
+            jti=None if principal is None else principal.jti,
+        )
+        await self.store.append(record)
+        return record
+
+    async def record_call(
+        self,
+        *,
+        principal: Principal | None,
+        target: str,
+        outcome: str,
+        started: float,
+        ended: float | None = None,
+        dependency: str | None = None,
+        scopes_requested: Sequence[str] | None = None,
+        scopes_granted: Sequence[str] | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> AgentAuditRecord:
+        """Record one outbound call on behalf of ``principal`` to the resource ``target``.
+
+        ``outcome`` is e.g. ``completed``, ``failed``, or ``denied`` when the token service
+        refused the exchange (then ``error`` is the OAuth error code and ``reason`` its
+        ``error_description``).
+        """
+        record = AgentAuditRecord(
+            kind="call",
+            agent=self.agent,
+            resource=self.resource,
+            time=started,
+            ended=self._clock() if ended is None else ended,
+            txn=None if principal is None else principal.txn,
+            user=None if principal is None else principal.user,
+            actors=() if principal is None else principal.actors.subjects(),
+            target=target,
+            dependency=dependency,
+            scopes_requested=_scopes(scopes_requested),
+            scopes_granted=_scopes(scopes_granted),
+            outcome=outcome,
+            error=error,
+            reason=reason,
+        )
+        await self.store.append(record)
+        return record
+
+    def __repr__(self) -> str:
+        return f"AuditRecorder(agent={self.agent!r}, store={type(self.store).__name__})"
