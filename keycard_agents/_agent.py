@@ -33,6 +33,9 @@ from keycard_agents._errors import ConfigurationError
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
+    from keycard_agents._exchange import TokenExchangeClient
+    from keycard_agents._identity import ApplicationCredential
+
 __all__ = [
     "Agent",
     "AgentDependency",
@@ -450,6 +453,12 @@ class Agent:
     * ``issuer``: the token service's issuer identifier; ``token_endpoint`` its token
       endpoint (required with ``issuer``); ``metadata_url`` its RFC 8414 metadata
       (derived from the issuer when omitted).
+    * Delegation (calling dependencies): ``credential`` is how the agent authenticates to
+      the token service (default: :func:`~keycard_agents.credential_from_env`, looked up
+      when a dependency is first called); ``exchange`` a ready
+      :class:`~keycard_agents.TokenExchangeClient` instead (you close it);
+      ``trusted_issuers`` the authorization servers a called agent's RFC 9728 metadata may
+      name (default: the exchange client's issuer).
     """
 
     name: ClassVar[str] = ""
@@ -500,6 +509,9 @@ class Agent:
         issuer: str | None = None,
         token_endpoint: str | None = None,
         metadata_url: str | None = None,
+        credential: ApplicationCredential | None = None,
+        exchange: TokenExchangeClient | None = None,
+        trusted_issuers: Sequence[str] | None = None,
     ) -> None:
         if issuer is not None and token_endpoint is None:
             raise ConfigurationError(
@@ -510,6 +522,9 @@ class Agent:
         self.issuer = issuer
         self.token_endpoint = token_endpoint
         self.metadata_url = metadata_url
+        self.credential = credential
+        self.exchange = exchange
+        self.trusted_issuers = tuple(trusted_issuers) if trusted_issuers is not None else None
         self.skills  # noqa: B018 - resolve annotations now so mistakes surface at startup
 
     # -- introspection -----------------------------------------------------------------

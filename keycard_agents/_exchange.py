@@ -179,12 +179,19 @@ class TokenExchangeClient:
     # ------------------------------------------------------------------ public API
 
     async def exchange(
-        self, subject_token: str, *, resource: str, scopes: Sequence[str] | None = None
+        self,
+        subject_token: str,
+        *,
+        resource: str,
+        scopes: Sequence[str] | None = None,
+        refresh: bool = False,
     ) -> ExchangedToken:
         """A token for ``resource`` on behalf of the subject of ``subject_token``.
 
         ``subject_token`` is the (already verified) token the agent received.
         ``scopes`` narrows the grant; ``None`` asks for the largest allowed set.
+        ``refresh`` drops a cached token for the same request first (for example after
+        the target answered 401 to it), so a new one is exchanged.
         Raises :class:`DelegationDeniedError` (or :class:`InteractionRequiredError`) when
         the token service refuses, :class:`TransportError` when it cannot be reached.
         """
@@ -195,6 +202,8 @@ class TokenExchangeClient:
         digest = hashlib.sha256(subject_token.encode()).hexdigest()
         subject_exp = _expiry_of(subject_token)
         key: _CacheKey = ("exchange", digest, resource, wanted)
+        if refresh:
+            self._cache.pop(key, None)
 
         async def request() -> ExchangedToken:
             form = {

@@ -14,6 +14,7 @@ from keycard_agents._sts._audit import AuditStore as AuditStore
 from keycard_agents._sts._audit import JsonlAuditStore as JsonlAuditStore
 from keycard_agents._sts._audit import MemoryAuditStore as MemoryAuditStore
 from keycard_agents._sts._authorize import pkce_challenge as pkce_challenge
+from keycard_agents._sts._config import AdminConfig as AdminConfig
 from keycard_agents._sts._config import DevUser as DevUser
 from keycard_agents._sts._config import Lifetimes as Lifetimes
 from keycard_agents._sts._config import PublicClient as PublicClient
@@ -28,6 +29,7 @@ from keycard_agents._sts._secrets import hash_secret as hash_secret
 from keycard_agents._sts._secrets import verify_secret as verify_secret
 
 __all__ = [
+    "AdminConfig",
     "AuditRecord",
     "AuditStore",
     "DevUser",

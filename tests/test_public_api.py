@@ -34,3 +34,19 @@ def test_a2a_module_reexports_wire_types_and_errors() -> None:
         assert getattr(a2a, name) is getattr(types, name, None) or getattr(a2a, name) is getattr(
             errors, name
         )
+
+
+def test_importing_the_core_imports_no_optional_integration() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keycard_agents, keycard_agents.sts, keycard_agents.testing\n"
+        "optional = ('mcp', 'redis', 'opentelemetry.sdk', 'hypercorn')\n"
+        "bad = [m for m in optional if m in sys.modules]\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == ""

@@ -147,9 +147,14 @@ def create_app(
         verifier = _default_verifier(agent)
         owned.append(verifier)
     if runtime is None:
+        from keycard_agents._delegation import delegation_for
         from keycard_agents._runtime import TaskRuntime
 
-        runtime = TaskRuntime(agent)
+        # Calls to dependencies use tokens exchanged by the agent's own client; the
+        # credential is only looked up when a skill first calls a dependency.
+        delegation = delegation_for(agent)
+        owned.append(delegation)
+        runtime = TaskRuntime(agent, delegation=delegation)
     authenticator = BearerAuthenticator(
         verifier=verifier,
         audience=base_url,

@@ -87,7 +87,7 @@ def load_agent(
             raise ConfigurationError(
                 f"module {module_name!r} has no attribute {attribute!r}", setting="target"
             ) from None
-    options = {"url": url, "issuer": issuer, "token_endpoint": token_endpoint}
+    options: dict[str, Any] = {"url": url, "issuer": issuer, "token_endpoint": token_endpoint}
     if isinstance(obj, type) and issubclass(obj, Agent):
         return obj(**{k: v for k, v in options.items() if v is not None})
     if isinstance(obj, Agent):

@@ -1,0 +1,594 @@
+"""The A2A 1.0 client: call agents from scripts, apps and other agents.
+
+Implements the client side of A2A 1.0 §8.2 (Agent Card discovery at
+``/.well-known/agent-card.json``), §9 (the JSON-RPC binding: ``SendMessage``,
+``SendStreamingMessage`` as Server-Sent Events, ``GetTask``, ``ListTasks``, ``CancelTask``,
+``SubscribeToTask``; header ``A2A-Version: 1.0``), RFC 9728 §3 (protected resource
+metadata: which resource to ask a token for and which authorization servers issue it),
+RFC 9111 §5.2 / RFC 9110 §13.1.2 (``Cache-Control: max-age``, ``no-cache``, ``no-store``
+and ``ETag`` revalidation of those documents) and RFC 6750 §3 (reading the
+``WWW-Authenticate`` challenge of a refused call).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from keycard_agents._a2a import errors as a2a_errors
+from keycard_agents._a2a.errors import A2AError, InvalidAgentResponseError
+from keycard_agents._a2a.types import (
+    AgentCard,
+    ListTasksResponse,
+    Message,
+    Part,
+    ProtocolBinding,
+    Role,
+    StreamResponse,
+    Task,
+    TaskState,
+)
+from keycard_agents._discovery import (
+    CardCache,
+    CardCacheStats,
+    DocumentMissingError,
+    ResourceMetadata,
+    describe_error,
+    parse_metadata,
+    same_origin,
+)
+from keycard_agents._errors import (
+    ConfigurationError,
+    KeycardError,
+    RemoteAuthenticationError,
+    RemoteTaskError,
+    TransportError,
+)
+
+__all__ = [
+    "AGENT_CARD_PATH",
+    "PROTECTED_RESOURCE_PATH",
+    "AgentClient",
+    "CardCache",
+    "CardCacheStats",
+    "ResourceMetadata",
+    "TokenProvider",
+    "call_message",
+    "open_agent_client",
+    "parse_challenge",
+    "task_result",
+    "text_message",
+]
+
+AGENT_CARD_PATH = "/.well-known/agent-card.json"
+PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
+A2A_VERSION = "1.0"
+_MAX_EVENTS_AFTER_FAILURE = 100
+_ERROR_CLASSES: dict[int, type[A2AError]] = {
+    cls.code: cls
+    for cls in (
+        getattr(a2a_errors, name)
+        for name in a2a_errors.__all__
+        if isinstance(getattr(a2a_errors, name), type)
+    )
+    if issubclass(cls, A2AError) and cls is not A2AError
+}
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+TokenProvider = Callable[[], Awaitable[str]]
+_M = TypeVar("_M", bound=BaseModel)
+
+
+# ------------------------------------------------------------------------- messages
+
+
+def text_message(
+    text: str, *, task_id: str | None = None, context_id: str | None = None
+) -> Message:
+    """A user message with one text part."""
+    return Message(
+        message_id=str(uuid.uuid4()),
+        role=Role.USER,
+        parts=[Part(text=text)],
+        task_id=task_id,
+        context_id=context_id,
+    )
+
+
+def call_message(
+    skill: str, arguments: dict[str, Any] | None = None, *, context_id: str | None = None
+) -> Message:
+    """A typed skill call: one data part ``{"skill": id, "arguments": {...}}``."""
+    return Message(
+        message_id=str(uuid.uuid4()),
+        role=Role.USER,
+        parts=[Part(data={"skill": skill, "arguments": arguments or {}})],
+        context_id=context_id,
+    )
+
+
+def _as_message(message: Message | str, task_id: str | None, context_id: str | None) -> Message:
+    if isinstance(message, str):
+        return text_message(message, task_id=task_id, context_id=context_id)
+    update = {k: v for k, v in (("task_id", task_id), ("context_id", context_id)) if v}
+    return message.model_copy(update=update) if update else message
+
+
+def _part_value(part: Part) -> Any:
+    if part.text is not None:
+        return part.text
+    if part.raw is not None:
+        return part.raw
+    if part.url is not None:
+        return part.url
+    return part.data
+
+
+def _status_text(task: Task) -> str | None:
+    message = task.status.message
+    if message is None:
+        return None
+    texts = [p.text for p in message.parts if p.text is not None]
+    return "\n".join(texts) if texts else None
+
+
+def task_result(task: Task | Message) -> Any:
+    """The value a finished task produced: its last artifact's content.
+
+    One part gives its value (text as ``str``, data as JSON data, raw as ``bytes``);
+    several give a list; no artifact gives ``None``. A task that did not complete
+    raises :class:`RemoteTaskError` with its state and the agent's reason.
+    """
+    if isinstance(task, Message):
+        values = [_part_value(p) for p in task.parts]
+        return values[0] if len(values) == 1 else values
+    state = task.status.state
+    if state is not TaskState.COMPLETED:
+        reason = _status_text(task)
+        if state.is_terminal or state.is_interrupted:
+            what = state.value.removeprefix("TASK_STATE_").lower().replace("_", " ")
+            raise RemoteTaskError(
+                f"task {task.id} ended {what}" + (f": {reason}" if reason else ""),
+                state=state.value,
+                task_id=task.id,
+                reason=reason,
+            )
+        raise InvalidAgentResponseError(
+            f"task {task.id} is still {state.value}; expected a finished task"
+        )
+    if not task.artifacts:
+        return None
+    values = [_part_value(p) for p in task.artifacts[-1].parts]
+    return values[0] if len(values) == 1 else values
+
+
+# -------------------------------------------------------------------------- errors
+
+
+def parse_challenge(header: str | None) -> dict[str, str]:
+    """The parameters of a ``Bearer`` ``WWW-Authenticate`` challenge (RFC 6750 §3)."""
+    if not header:
+        return {}
+    return {k.lower(): v.replace('\\"', '"') for k, v in _CHALLENGE_PARAM.findall(header)}
+
+
+def _refused(response: httpx.Response, what: str) -> RemoteAuthenticationError:
+    params = parse_challenge(response.headers.get("www-authenticate"))
+    error = params.get("error")
+    description = params.get("error_description")
+    detail = f"{error}: {description}" if error and description else error or description
+    return RemoteAuthenticationError(
+        f"{what} was refused with HTTP {response.status_code}"
+        + (f" ({detail})" if detail else " (no valid token sent)"),
+        status_code=response.status_code,
+        error=error,
+        error_description=description,
+        resource_metadata=params.get("resource_metadata"),
+    )
+
+
+def _rpc_error(error: Any, what: str) -> A2AError:
+    if not isinstance(error, dict):
+        return InvalidAgentResponseError(f"{what}: the error member is not an object")
+    code = error.get("code")
+    message = str(error.get("message") or "no message")[:500]
+    cls = _ERROR_CLASSES.get(code, A2AError) if isinstance(code, int) else A2AError
+    return cls(message, data=error.get("data"))
+
+
+# -------------------------------------------------------------------------- client
+
+
+class _BearerAuth(httpx.Auth):
+    """A static token, or a provider asked before every request."""
+
+    def __init__(self, token: str | None, provider: TokenProvider | None) -> None:
+        self._token = token
+        self._provider = provider
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = self._token if self._provider is None else await self._provider()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+class AgentClient:
+    """A client for one A2A 1.0 agent at ``url`` (its canonical URL, the token audience).
+
+    Authentication: ``token`` (a bearer token for the agent), ``token_provider`` (an async
+    callable returning one, asked before every call) or ``auth`` (any ``httpx.Auth``, such
+    as the delegated auth of a skill's dependency handle). The card and the resource
+    metadata are public and fetched without credentials. Prefer
+    :func:`open_agent_client`, which closes the HTTP client it opens.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        token_provider: TokenProvider | None = None,
+        auth: httpx.Auth | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        card_cache: CardCache | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigurationError(f"agent URL {url!r} is not an absolute http(s) URL")
+        if sum(x is not None for x in (token, token_provider, auth)) > 1:
+            raise ConfigurationError(
+                "pass at most one of token=, token_provider= and auth=", setting="token"
+            )
+        if timeout <= 0:
+            raise ConfigurationError("timeout must be positive", setting="timeout")
+        self.url = url.rstrip("/")
+        self._auth: httpx.Auth = auth or _BearerAuth(token, token_provider)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._cards = card_cache if card_cache is not None else CardCache()
+        self._timeout = timeout
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The HTTP client the calls go through."""
+        return self._http
+
+    def __repr__(self) -> str:
+        return f"AgentClient(url={self.url!r})"
+
+    # -- discovery ---------------------------------------------------------------------
+
+    async def card(self) -> AgentCard:
+        """The agent's card (cached for its ``max-age``, revalidated by ``ETag``)."""
+        url = self.url + AGENT_CARD_PATH
+        data = await self._cards.get_json(self._http, url, request_timeout=self._timeout)
+        try:
+            return AgentCard.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                ".".join(str(p) for p in e["loc"]) + ": " + e["msg"]
+                for e in exc.errors(include_url=False, include_input=False)[:5]
+            )
+            raise InvalidAgentResponseError(
+                f"the agent card at {url} is not a valid A2A 1.0 card: {problems}"
+            ) from exc
+
+    async def resource_metadata(self) -> ResourceMetadata:
+        """The agent's RFC 9728 metadata, checked to describe this agent's URL.
+
+        Looked up under the agent's URL (where agents served by this library publish it)
+        and, failing that, at the RFC 9728 §3.1 location (well-known segment before the
+        path).
+        """
+        parts = urlsplit(self.url)
+        candidates = [self.url + PROTECTED_RESOURCE_PATH]
+        if parts.path not in ("", "/"):
+            candidates.append(
+                f"{parts.scheme}://{parts.netloc}{PROTECTED_RESOURCE_PATH}{parts.path}"
+            )
+        for index, url in enumerate(candidates):
+            try:
+                data = await self._cards.get_json(self._http, url, request_timeout=self._timeout)
+            except DocumentMissingError as exc:
+                if exc.status == 404 and index + 1 < len(candidates):
+                    continue
+                raise
+            return parse_metadata(data, url=url, expected=self.url)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _endpoint(self) -> str:
+        card = await self.card()
+        for interface in card.supported_interfaces:
+            if interface.protocol_binding.upper() != ProtocolBinding.JSONRPC:
+                continue
+            if not interface.protocol_version.startswith("1."):
+                continue
+            if not same_origin(interface.url, self.url):
+                # Credentials go only where the agent's own URL points.
+                raise InvalidAgentResponseError(
+                    f"the card of {self.url} puts its JSON-RPC interface on another origin "
+                    f"({interface.url[:100]}); refusing to send credentials there"
+                )
+            return interface.url
+        raise a2a_errors.UnsupportedOperationError(
+            f"the agent at {self.url} offers no A2A 1.0 JSON-RPC interface"
+        )
+
+    # -- JSON-RPC ----------------------------------------------------------------------
+
+    def _envelope(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params}
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        return {"A2A-Version": A2A_VERSION, "Accept": accept, "Content-Type": "application/json"}
+
+    async def _rpc(self, method: str, params: dict[str, Any]) -> Any:
+        endpoint = await self._endpoint()
+        what = f"{method} on {self.url}"
+        try:
+            response = await self._http.post(
+                endpoint,
+                content=json.dumps(self._envelope(method, params)).encode(),
+                headers=self._headers("application/json"),
+                auth=self._auth,
+                timeout=self._timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{what} failed: {describe_error(exc)}") from exc
+        return _rpc_result(response, what)
+
+    async def _stream_rpc(
+        self, method: str, params: dict[str, Any]
+    ) -> AsyncGenerator[StreamResponse, None]:
+        endpoint = await self._endpoint()
+        what = f"{method} on {self.url}"
+        try:
+            async with self._http.stream(
+                "POST",
+                endpoint,
+                content=json.dumps(self._envelope(method, params)).encode(),
+                headers=self._headers("text/event-stream"),
+                auth=self._auth,
+                timeout=httpx.Timeout(self._timeout, read=None),
+            ) as response:
+                kind = response.headers.get("content-type", "")
+                if response.status_code != 200 or not kind.startswith("text/event-stream"):
+                    await response.aread()
+                    _rpc_result(response, what)
+                    raise InvalidAgentResponseError(f"{what}: expected an event stream")
+                # A failure event is raised once the stream has ended (servers end it right
+                # after one), so the transport's iterators finish instead of being abandoned.
+                failure: KeycardError | None = None
+                skipped = 0
+                async with aclosing(_sse_data(response)) as events:
+                    async for data in events:
+                        if failure is not None:
+                            skipped += 1
+                            if skipped > _MAX_EVENTS_AFTER_FAILURE:
+                                break
+                            continue
+                        try:
+                            event = _stream_event(data, what)
+                        except KeycardError as exc:
+                            failure = exc
+                            continue
+                        yield event
+                if failure is not None:
+                    raise failure
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{what} failed: {describe_error(exc)}") from exc
+
+    # -- operations --------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: Message | str,
+        *,
+        task_id: str | None = None,
+        context_id: str | None = None,
+        return_immediately: bool = False,
+        history_length: int | None = None,
+    ) -> Task | Message:
+        """``SendMessage``: waits until the task finishes or is interrupted, unless
+        ``return_immediately``. ``task_id`` continues an interrupted task."""
+        params: dict[str, Any] = {
+            "message": _dump(_as_message(message, task_id, context_id)),
+        }
+        config: dict[str, Any] = {}
+        if return_immediately:
+            config["returnImmediately"] = True
+        if history_length is not None:
+            config["historyLength"] = history_length
+        if config:
+            params["configuration"] = config
+        result = await self._rpc("SendMessage", params)
+        if not isinstance(result, dict):
+            raise InvalidAgentResponseError(f"SendMessage on {self.url}: result is not an object")
+        try:
+            if "task" in result:
+                return Task.model_validate(result["task"])
+            if "message" in result:
+                return Message.model_validate(result["message"])
+        except ValidationError as exc:
+            raise InvalidAgentResponseError(
+                f"SendMessage on {self.url}: the result is not a valid task or message"
+            ) from exc
+        raise InvalidAgentResponseError(f"SendMessage on {self.url}: no task or message")
+
+    async def call(self, skill: str, /, **arguments: Any) -> Any:
+        """Call ``skill`` with typed ``arguments``; returns its result (see :func:`task_result`).
+
+        Raises :class:`RemoteTaskError` when the task fails or stops for input or
+        authorization.
+        """
+        return task_result(await self.send(call_message(skill, arguments)))
+
+    def stream(
+        self,
+        message: Message | str,
+        *,
+        task_id: str | None = None,
+        context_id: str | None = None,
+    ) -> AsyncGenerator[StreamResponse, None]:
+        """``SendStreamingMessage``: the task, then its status and artifact events."""
+        params = {"message": _dump(_as_message(message, task_id, context_id))}
+        return self._stream_rpc("SendStreamingMessage", params)
+
+    def stream_call(self, skill: str, /, **arguments: Any) -> AsyncGenerator[StreamResponse, None]:
+        """Like :meth:`call`, but streaming the task's events."""
+        return self.stream(call_message(skill, arguments))
+
+    def subscribe(self, task_id: str) -> AsyncGenerator[StreamResponse, None]:
+        """``SubscribeToTask``: the task now, then its events until it stops."""
+        return self._stream_rpc("SubscribeToTask", {"id": task_id})
+
+    async def get_task(self, task_id: str, *, history_length: int | None = None) -> Task:
+        params: dict[str, Any] = {"id": task_id}
+        if history_length is not None:
+            params["historyLength"] = history_length
+        return _model(Task, await self._rpc("GetTask", params), f"GetTask on {self.url}")
+
+    async def cancel_task(self, task_id: str) -> Task:
+        return _model(Task, await self._rpc("CancelTask", {"id": task_id}), "CancelTask")
+
+    async def list_tasks(
+        self,
+        *,
+        context_id: str | None = None,
+        status: TaskState | None = None,
+        page_size: int | None = None,
+        page_token: str | None = None,
+        history_length: int | None = None,
+        include_artifacts: bool | None = None,
+    ) -> ListTasksResponse:
+        """``ListTasks``: the caller's own tasks, newest first, one page."""
+        params: dict[str, Any] = {}
+        for key, value in (
+            ("contextId", context_id),
+            ("status", status.value if status is not None else None),
+            ("pageSize", page_size),
+            ("pageToken", page_token),
+            ("historyLength", history_length),
+            ("includeArtifacts", include_artifacts),
+        ):
+            if value is not None:
+                params[key] = value
+        result = await self._rpc("ListTasks", params)
+        return _model(ListTasksResponse, result, f"ListTasks on {self.url}")
+
+
+def _dump(message: Message) -> dict[str, Any]:
+    return message.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _model(model: type[_M], data: Any, what: str) -> _M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidAgentResponseError(
+            f"{what}: the result is not a valid {model.__name__}"
+        ) from exc
+
+
+def _stream_event(data: str, what: str) -> StreamResponse:
+    try:
+        envelope = json.loads(data)
+    except ValueError as exc:
+        raise InvalidAgentResponseError(f"{what}: an event is not JSON") from exc
+    return _model(StreamResponse, _envelope_result(envelope, what), what)
+
+
+def _envelope_result(envelope: Any, what: str) -> Any:
+    if not isinstance(envelope, dict) or envelope.get("jsonrpc") != "2.0":
+        raise InvalidAgentResponseError(f"{what}: the answer is not a JSON-RPC 2.0 response")
+    if envelope.get("error") is not None:
+        raise _rpc_error(envelope["error"], what)
+    if "result" not in envelope:
+        raise InvalidAgentResponseError(f"{what}: the response has neither result nor error")
+    return envelope["result"]
+
+
+def _rpc_result(response: httpx.Response, what: str) -> Any:
+    if response.status_code in (401, 403):
+        raise _refused(response, what)
+    try:
+        envelope = response.json()
+    except ValueError:
+        if response.status_code >= 500:
+            raise TransportError(
+                f"{what} failed: HTTP {response.status_code} without a JSON-RPC answer"
+            ) from None
+        raise InvalidAgentResponseError(
+            f"{what}: HTTP {response.status_code} with a body that is not JSON"
+        ) from None
+    return _envelope_result(envelope, what)
+
+
+async def _sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
+    """The ``data`` of each Server-Sent Event (WHATWG HTML §9.2.6), lines joined by ``\\n``."""
+    buffer: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if buffer:
+                yield "\n".join(buffer)
+                buffer = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            buffer.append(value[1:] if value.startswith(" ") else value)
+    if buffer:
+        yield "\n".join(buffer)
+
+
+@asynccontextmanager
+async def open_agent_client(
+    url: str,
+    *,
+    token: str | None = None,
+    token_provider: TokenProvider | None = None,
+    auth: httpx.Auth | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    card_cache: CardCache | None = None,
+    timeout: float = 60.0,
+) -> AsyncIterator[AgentClient]:
+    """An :class:`AgentClient` for the agent at ``url``, closed on exit.
+
+    ``http_client`` is used as is and left open; without one, the client opens its own.
+    """
+    client = AgentClient(
+        url,
+        token=token,
+        token_provider=token_provider,
+        auth=auth,
+        http_client=http_client,
+        card_cache=card_cache,
+        timeout=timeout,
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -1,0 +1,311 @@
+"""The ``grant`` pattern (DESIGN §8): a skill receives tokens for several resources at once.
+
+``@grant(...)`` names declared dependencies (by name or resource URL, RFC 8707 §2); before
+the skill runs, one RFC 8693 §2.1 exchange per resource runs concurrently, and the skill
+receives an :class:`AccessContext` that never throws on its own: each resource has either
+a token or an error (RFC 6749 §5.2 code and description). An error that needs the user
+(``interaction_required``, ``consent_required``) ends the task in AUTH_REQUIRED instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import anyio
+
+from keycard_agents._context import Context, TaskInterrupt
+from keycard_agents._errors import (
+    ConfigurationError,
+    KeycardError,
+    OAuthError,
+    ResourceAccessError,
+    TransportError,
+)
+from keycard_agents._exchange import ExchangedToken
+
+__all__ = ["AccessContext", "ResourceError", "grant"]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+AccessStatus = Literal["success", "partial_error", "error"]
+
+#: Set by ``keycard_agents.testing.mock_access_context``: used instead of exchanging.
+MockBuilder = Callable[[Sequence[tuple[str, Any]]], "AccessContext"]
+MOCK_ACCESS: ContextVar[MockBuilder | None] = ContextVar("keycard_mock_access", default=None)
+
+
+@dataclass(frozen=True)
+class ResourceError:
+    """Why no token could be obtained for a resource: an OAuth-style code and message."""
+
+    error: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.error, "message": self.message}
+
+
+def error_of(exc: KeycardError) -> ResourceError:
+    """A failure as a :class:`ResourceError` (messages carry no token)."""
+    if isinstance(exc, OAuthError):
+        return ResourceError(exc.error, exc.error_description)
+    if isinstance(exc, TransportError):
+        return ResourceError("transport_error", str(exc))
+    if isinstance(exc, ConfigurationError):
+        return ResourceError("configuration_error", str(exc))
+    return ResourceError("access_error", str(exc))
+
+
+class AccessContext:
+    """Tokens (or errors) for the resources a ``@grant`` skill asked for.
+
+    Resources are named as in the decorator; a resource URL also finds a dependency that
+    was named by its dependency name. Nothing here raises except :meth:`access` for a
+    resource that failed or was not requested.
+    """
+
+    def __init__(
+        self,
+        *,
+        tokens: Mapping[str, ExchangedToken] | None = None,
+        errors: Mapping[str, ResourceError] | None = None,
+        aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self._tokens = dict(tokens or {})
+        self._errors = dict(errors or {})
+        self._aliases = dict(aliases or {})
+
+    def _key(self, resource: str) -> str:
+        return self._aliases.get(resource, resource)
+
+    def access(self, resource: str) -> ExchangedToken:
+        """The token for ``resource`` (``.access_token``); raises ResourceAccessError."""
+        key = self._key(resource)
+        if key in self._tokens:
+            return self._tokens[key]
+        failure = self._errors.get(key)
+        if failure is not None:
+            raise ResourceAccessError(
+                f"no token for {resource}: {failure.error}: {failure.message}",
+                resource=resource,
+                error=failure.error,
+            )
+        requested = ", ".join(self.resources) or "none"
+        raise ResourceAccessError(
+            f"{resource} was not requested by @grant (requested: {requested})",
+            resource=resource,
+            error="not_requested",
+        )
+
+    @property
+    def resources(self) -> list[str]:
+        """Every requested resource, in the order of the decorator."""
+        return [*self._tokens, *(r for r in self._errors if r not in self._tokens)]
+
+    def has_errors(self) -> bool:
+        return bool(self._errors)
+
+    def has_resource_error(self, resource: str) -> bool:
+        return self._key(resource) in self._errors
+
+    def get_errors(self) -> dict[str, dict[str, str]]:
+        """``{resource: {"error": code, "message": text}}`` for every failed resource."""
+        return {r: e.to_dict() for r, e in self._errors.items()}
+
+    def get_resource_errors(self, resource: str) -> dict[str, str] | None:
+        failure = self._errors.get(self._key(resource))
+        return None if failure is None else failure.to_dict()
+
+    def get_status(self) -> AccessStatus:
+        if not self._errors:
+            return "success"
+        return "partial_error" if self._tokens else "error"
+
+    def get_successful_resources(self) -> list[str]:
+        return list(self._tokens)
+
+    def get_failed_resources(self) -> list[str]:
+        return list(self._errors)
+
+    def __repr__(self) -> str:
+        return (
+            f"AccessContext(status={self.get_status()!r}, ok={self.get_successful_resources()!r}, "
+            f"failed={self.get_failed_resources()!r})"
+        )
+
+
+def _find_dependency(agent: Any, spec: str) -> Any:
+    dependencies: Mapping[str, Any] = agent.dependency_map
+    for dependency in dependencies.values():
+        if spec in (dependency.name, dependency.target):
+            return dependency
+    known = ", ".join(f"{d.name} ({d.target})" for d in dependencies.values()) or "none"
+    raise ConfigurationError(
+        f"@grant names {spec!r}, which is not a declared dependency of "
+        f"{type(agent).__name__}: declare it in `dependencies` (declared: {known})",
+        setting="dependencies",
+    )
+
+
+def _aliases(pairs: Sequence[tuple[str, Any]]) -> dict[str, str]:
+    aliases = {d.target: spec for spec, d in pairs if d.target}
+    aliases.update({d.name: spec for spec, d in pairs})
+    return aliases
+
+
+async def collect_access(ctx: Context, agent: Any, specs: Sequence[str]) -> AccessContext:
+    """Exchange for every resource concurrently; failures become entries, not raises."""
+    pairs = [(spec, _find_dependency(agent, spec)) for spec in specs]
+    aliases = _aliases(pairs)
+    tokens: dict[str, ExchangedToken] = {}
+    errors: dict[str, ResourceError] = {}
+    interrupts: list[BaseException] = []  # re-raised alone, never as a group
+
+    async def fetch(spec: str, name: str) -> None:
+        try:
+            handle = ctx.dependency(name)
+            token = getattr(handle, "token", None)
+            if token is None:
+                raise ConfigurationError(
+                    f"dependency {name!r} cannot give a token to @grant", setting="dependencies"
+                )
+            tokens[spec] = await token()
+        except KeycardError as exc:
+            errors[spec] = error_of(exc)
+        except (TaskInterrupt, Exception) as interrupt:  # AUTH_REQUIRED, or a bug
+            interrupts.append(interrupt)
+
+    async with anyio.create_task_group() as group:
+        for spec, dependency in pairs:
+            group.start_soon(fetch, spec, dependency.name)
+    if interrupts:
+        raise interrupts[0]
+    ordered = {s: tokens[s] for s in specs if s in tokens}
+    return AccessContext(
+        tokens=ordered, errors={s: errors[s] for s in specs if s in errors}, aliases=aliases
+    )
+
+
+def _is_access(param: inspect.Parameter) -> bool:
+    annotation = param.annotation
+    if annotation is AccessContext:
+        return True
+    return isinstance(annotation, str) and annotation.split(".")[-1] == "AccessContext"
+
+
+def _is_context(param: inspect.Parameter) -> bool:
+    annotation = param.annotation
+    if annotation is Context or (
+        isinstance(annotation, str) and annotation.split(".")[-1] == "Context"
+    ):
+        return True
+    return annotation is inspect.Parameter.empty and param.name in {"ctx", "context"}
+
+
+def grant(*resources: str) -> Callable[[F], F]:
+    """Give a skill tokens for ``resources`` (declared dependencies, by name or URL).
+
+    The skill takes a parameter annotated :class:`AccessContext`; it is filled before the
+    skill runs and is not part of the skill's input schema::
+
+        @skill
+        @grant("calendar", "https://mail.example.com")
+        async def plan(self, ctx: Context, access: AccessContext, day: str) -> str:
+            if access.has_errors():
+                return f"partial plan: {access.get_errors()}"
+            token = access.access("calendar").access_token
+            ...
+    """
+    if not resources or not all(isinstance(r, str) and r for r in resources):
+        raise ConfigurationError("@grant needs one or more resource names or URLs")
+    specs = tuple(dict.fromkeys(resources))
+
+    def decorate(func: F) -> F:
+        if not inspect.iscoroutinefunction(func):
+            raise ConfigurationError(
+                f"@grant: {getattr(func, '__qualname__', func)!r} must be an `async def` method"
+            )
+        signature = inspect.signature(func)
+        params = list(signature.parameters.values())
+        access_params = [p for p in params if _is_access(p)]
+        if len(access_params) != 1:
+            raise ConfigurationError(
+                f"@grant: {func.__qualname__} needs exactly one parameter annotated "
+                "AccessContext to receive the tokens",
+                setting=func.__qualname__,
+            )
+        access_name = access_params[0].name
+        takes_context = len(params) > 1 and _is_context(params[1])
+        kept = [p for p in params if p.name != access_name]
+        annotations = {k: v for k, v in func.__annotations__.items() if k != access_name}
+        if not takes_context:
+            ctx_param = inspect.Parameter(
+                "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context
+            )
+            kept.insert(1, ctx_param)
+            annotations["ctx"] = Context
+
+        @functools.wraps(func)
+        async def wrapper(self: Any, ctx: Context, /, **arguments: Any) -> Any:
+            mock = MOCK_ACCESS.get()
+            if mock is not None:
+                access = mock([(spec, _find_dependency(self, spec)) for spec in specs])
+            else:
+                access = await collect_access(ctx, self, specs)
+            arguments[access_name] = access
+            if takes_context:
+                return await func(self, ctx, **arguments)
+            return await func(self, **arguments)
+
+        wrapper.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = annotations
+        wrapper.__keycard_grant__ = specs  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def mock_factory(
+    *,
+    default_token: str | None,
+    tokens: Mapping[str, str],
+    errors: Mapping[str, str | ResourceError],
+    expires_at: float,
+) -> MockBuilder:
+    """An AccessContext builder for tests (see ``keycard_agents.testing``).
+
+    ``tokens`` and ``errors`` are keyed by what the decorator names, the dependency name
+    or the resource URL.
+    """
+
+    def lookup(table: Mapping[str, Any], spec: str, dependency: Any) -> Any:
+        for key in (spec, dependency.name, dependency.target):
+            if key is not None and key in table:
+                return table[key]
+        return None
+
+    def build(pairs: Sequence[tuple[str, Any]]) -> AccessContext:
+        granted: dict[str, ExchangedToken] = {}
+        failed: dict[str, ResourceError] = {}
+        for spec, dependency in pairs:
+            error = lookup(errors, spec, dependency)
+            token = lookup(tokens, spec, dependency) or default_token
+            if error is not None:
+                failed[spec] = (
+                    error if isinstance(error, ResourceError) else ResourceError(error, error)
+                )
+            elif token is not None:
+                granted[spec] = ExchangedToken(
+                    access_token=token, expires_at=expires_at, scopes=(), resource=dependency.target
+                )
+            else:
+                failed[spec] = ResourceError(
+                    "access_denied", f"mock_access_context has no token for {spec}"
+                )
+        return AccessContext(tokens=granted, errors=failed, aliases=_aliases(pairs))
+
+    return build

@@ -1,0 +1,456 @@
+"""Test helpers: an in-process token service, agents wired to it, contexts and fake grants.
+
+Everything here speaks the same protocols as production: RFC 8693 token exchange against
+the embedded token service, A2A 1.0 JSON-RPC between agents, RFC 9728 metadata. In
+process, requests travel through ``httpx.ASGITransport`` (no sockets, any anyio backend);
+:func:`serve_on_loopback` runs an app under uvicorn on a free 127.0.0.1 port instead.
+
+Typical use::
+
+    sts = LocalTokenService(agents=[planner, calendar])
+    async with open_local_agents(sts, [planner, calendar]) as net:
+        token = sts.mint_user_token("alice", audience=planner, scopes=["plan"])
+        async with net.client(planner, token=token) as client:
+            assert await client.call("plan", day="monday") == ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import ValidationError
+
+from keycard_agents._a2a.types import Message, Part, Role
+from keycard_agents._agent import Agent
+from keycard_agents._client import AgentClient
+from keycard_agents._context import Caller, Context, DelegationProvider
+from keycard_agents._delegation import TokenExchangeDelegation
+from keycard_agents._errors import ConfigurationError
+from keycard_agents._exchange import TokenExchangeClient
+from keycard_agents._grant import MOCK_ACCESS, ResourceError, mock_factory
+from keycard_agents._identity import ClientSecret
+from keycard_agents._principal import Actor, ActorChain, Principal
+from keycard_agents._runtime import TaskRuntime
+from keycard_agents._sts._app import TokenService
+from keycard_agents._sts._config import (
+    Lifetimes,
+    RegisteredAgent,
+    RegisteredResource,
+    TokenServiceConfig,
+)
+from keycard_agents._sts._secrets import hash_secret
+from keycard_agents._tokens import TokenVerifier
+
+__all__ = [
+    "DEFAULT_ISSUER",
+    "LocalAgents",
+    "LocalTokenService",
+    "RecordingSink",
+    "client_id_for",
+    "free_loopback_socket",
+    "make_context",
+    "mock_access_context",
+    "open_local_agents",
+    "serve_on_loopback",
+]
+
+DEFAULT_ISSUER = "http://127.0.0.1:8900"
+# Cheap hashes: these secrets exist only for the lifetime of a test.
+_TEST_HASH_COST = 16
+
+
+def client_id_for(agent: Agent) -> str:
+    """The client id a :class:`LocalTokenService` registers ``agent`` under."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", agent.agent_name).strip("-").lower() or "agent"
+
+
+class LocalTokenService:
+    """The embedded token service configured for a set of agents, with test credentials.
+
+    Each agent (which needs a ``url``) is registered under :func:`client_id_for` with its
+    URL as resource, its declared dependencies as allowed targets (targets that are not
+    agents here become resources), and as accepted scopes its skills' scopes, the scopes
+    its callers declare for it, and ``scopes[client_id]``. Agents without an issuer are
+    pointed at this service and given their credential (see :meth:`configure`).
+    """
+
+    def __init__(
+        self,
+        *,
+        agents: Sequence[Agent] = (),
+        issuer: str = DEFAULT_ISSUER,
+        scopes: Mapping[str, Sequence[str]] | None = None,
+        resources: Mapping[str, Sequence[str]] | None = None,
+        max_chain_depth: int = 5,
+        allow_repeated_agents: bool = False,
+        lifetimes: Lifetimes | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        self._secrets: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        for agent in agents:
+            if not agent.url:
+                raise ConfigurationError(
+                    f"agent {agent.agent_name!r} needs a url to be registered", setting="url"
+                )
+            urls[agent.url] = client_id_for(agent)
+        accepted: dict[str, dict[str, None]] = {url: {} for url in urls}
+        extra: dict[str, dict[str, None]] = {
+            url: dict.fromkeys(s) for url, s in (resources or {}).items()
+        }
+        for agent in agents:
+            for skill in agent.skills.values():
+                accepted[str(agent.url)].update(dict.fromkeys(skill.scopes))
+            for dependency in agent.dependencies:
+                target = (dependency.target or "").rstrip("/")
+                if not target:
+                    continue
+                bucket = accepted if target in urls else extra
+                bucket.setdefault(target, {}).update(dict.fromkeys(dependency.scopes))
+        for client_id, more in (scopes or {}).items():
+            url = next((u for u, c in urls.items() if c == client_id), None)
+            if url is None:
+                raise ConfigurationError(f"scopes: no agent {client_id!r}", setting="scopes")
+            accepted[url].update(dict.fromkeys(more))
+        try:
+            self.config = self._config(
+                agents, urls, accepted, extra, max_chain_depth, allow_repeated_agents, lifetimes
+            )
+        except ValidationError as exc:
+            raise ConfigurationError(
+                f"cannot register these agents with the token service: {exc.errors()[0]['msg']}"
+            ) from exc
+        self.service = TokenService(self.config, clock=clock)
+        self.app = self.service.app
+        for agent in agents:
+            self.configure(agent)
+
+    def _config(
+        self,
+        agents: Sequence[Agent],
+        urls: Mapping[str, str],
+        accepted: Mapping[str, Mapping[str, None]],
+        extra: Mapping[str, Mapping[str, None]],
+        max_chain_depth: int,
+        allow_repeated_agents: bool,
+        lifetimes: Lifetimes | None,
+    ) -> TokenServiceConfig:
+        registered = []
+        for agent in agents:
+            client_id = urls[str(agent.url)]
+            secret = secrets.token_urlsafe(24)
+            self._secrets[client_id] = secret
+            targets = tuple(
+                dict.fromkeys(
+                    d.target.rstrip("/") for d in agent.dependencies if d.target is not None
+                )
+            )
+            registered.append(
+                RegisteredAgent(
+                    client_id=client_id,
+                    resource=str(agent.url),
+                    auth="client_secret",
+                    secret_hash=hash_secret(secret, cost=_TEST_HASH_COST),
+                    scopes=tuple(accepted[str(agent.url)]),
+                    dependencies=targets,
+                )
+            )
+        return TokenServiceConfig(
+            issuer=self.issuer,
+            agents=tuple(registered),
+            resources=tuple(
+                RegisteredResource(resource=url, scopes=tuple(s)) for url, s in extra.items()
+            ),
+            max_chain_depth=max_chain_depth,
+            allow_repeated_agents=allow_repeated_agents,
+            lifetimes=lifetimes or Lifetimes(),
+        )
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
+
+    @property
+    def stats(self) -> Any:
+        """The token endpoint's counters (``requests``, ``issued``, ``exchanges``, ...)."""
+        return self.service.stats
+
+    def credential(self, agent: Agent | str) -> ClientSecret:
+        """The client credential of a registered agent (by agent or client id)."""
+        client_id = agent if isinstance(agent, str) else client_id_for(agent)
+        try:
+            return ClientSecret(client_id, self._secrets[client_id])
+        except KeyError:
+            raise ConfigurationError(f"no registered agent {client_id!r}") from None
+
+    def configure(self, agent: Agent) -> None:
+        """Point ``agent`` at this service (issuer, token endpoint, credential)."""
+        if agent.issuer is None:
+            agent.issuer = self.issuer
+            agent.token_endpoint = self.token_endpoint
+        if agent.credential is None and agent.exchange is None:
+            agent.credential = self.credential(agent)
+
+    def verifier(self) -> TokenVerifier:
+        """A verifier for tokens of this service that reads its keys directly (no HTTP)."""
+        return TokenVerifier(issuers=[self.issuer], keys=self.service.keys.resolver(self.issuer))
+
+    def mint_user_token(
+        self,
+        user: str,
+        *,
+        audience: Agent | str,
+        scopes: Sequence[str] = (),
+        may_act: Agent | str | None = None,
+        lifetime: float | None = None,
+    ) -> str:
+        """A signed user token for ``audience`` (an agent or a resource URL)."""
+        aud = audience if isinstance(audience, str) else str(audience.url)
+        actor = may_act if isinstance(may_act, str) or may_act is None else client_id_for(may_act)
+        return self.service.issue_user_token(
+            user, audience=aud, scopes=scopes, may_act=actor, lifetime=lifetime
+        )
+
+    async def audit(self, **filters: Any) -> list[Any]:
+        """Audit records of the service (``txn=``, ``user=``, ...)."""
+        return list(await self.service.audit.query(**filters))
+
+
+class _Router(httpx.AsyncBaseTransport):
+    """Sends each request to the transport registered for its origin."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], httpx.AsyncBaseTransport] = {}
+
+    def add(self, url: str, transport: httpx.AsyncBaseTransport) -> None:
+        parts = urlsplit(url)
+        self.routes[(parts.scheme, parts.netloc)] = transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        key = (request.url.scheme, request.url.netloc.decode())
+        transport = self.routes.get(key)
+        if transport is None:
+            raise httpx.ConnectError(f"nothing serves {key[0]}://{key[1]}", request=request)
+        return await transport.handle_async_request(request)
+
+
+@dataclass
+class LocalAgents:
+    """Agents and the token service running in process; see :func:`open_local_agents`."""
+
+    sts: LocalTokenService
+    http_client: httpx.AsyncClient
+    apps: dict[str, Any]
+    delegations: dict[str, TokenExchangeDelegation] = field(default_factory=dict)
+    router: _Router = field(default_factory=_Router)
+
+    def exchange_client(self, agent: Agent | str) -> TokenExchangeClient:
+        key = agent if isinstance(agent, str) else str(agent.url)
+        return self.delegations[key].exchange
+
+    def client(
+        self, agent: Agent | str, *, token: str | None = None, **options: Any
+    ) -> AgentClient:
+        """An :class:`AgentClient` reaching ``agent`` in process (close it, or use async with)."""
+        url = agent if isinstance(agent, str) else str(agent.url)
+        return AgentClient(url, token=token, http_client=self.http_client, **options)
+
+
+@asynccontextmanager
+async def open_local_agents(
+    sts: LocalTokenService,
+    agents: Sequence[Agent],
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    exchange_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[LocalAgents]:
+    """Run the token service and ``agents`` in process, wired to each other.
+
+    Every agent gets its own :class:`TokenExchangeClient` (``exchange_options`` are passed
+    to it, e.g. ``retries=0``) and delegation provider; all HTTP goes through one client
+    that routes by origin. ``transports`` adds or replaces routes (an
+    ``httpx.MockTransport`` for a fake API, or for a token service that is down).
+    """
+    from keycard_agents._server import create_app
+
+    router = _Router()
+    router.add(sts.issuer, httpx.ASGITransport(app=sts.app))
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(httpx.AsyncClient(transport=router))
+        net = LocalAgents(sts=sts, http_client=http, apps={}, router=router)
+        await stack.enter_async_context(sts.app.router.lifespan_context(sts.app))
+        for agent in agents:
+            sts.configure(agent)
+            url = str(agent.url)
+            exchange = agent.exchange or TokenExchangeClient(
+                issuer=str(agent.issuer),
+                credential=agent.credential or sts.credential(agent),
+                http_client=http,
+                **dict(exchange_options or {}),
+            )
+            delegation = TokenExchangeDelegation(
+                exchange=exchange,
+                trusted_issuers=agent.trusted_issuers,
+                http_client=http,
+                owns_exchange=agent.exchange is None,
+            )
+            stack.push_async_callback(delegation.aclose)
+            runtime = TaskRuntime(agent, delegation=delegation)
+            app = create_app(agent, verifier=sts.verifier(), runtime=runtime)
+            router.add(url, httpx.ASGITransport(app=app))
+            net.apps[url] = app
+            net.delegations[url] = delegation
+            await stack.enter_async_context(app.router.lifespan_context(app))
+        for url, transport in (transports or {}).items():
+            router.add(url, transport)
+        yield net
+
+
+# ------------------------------------------------------------------ real servers
+
+
+def free_loopback_socket() -> tuple[socket.socket, str]:
+    """A listening-ready TCP socket on a free 127.0.0.1 port, and its ``http://`` URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    return sock, f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def serve_on_loopback(
+    app: Any, sock: socket.socket, *, start_timeout: float = 10.0, stop_timeout: float = 10.0
+) -> Iterator[None]:
+    """Serve ``app`` with uvicorn on ``sock`` in a thread; stop it on exit (bounded waits)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="keycard-test-server", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(stop_timeout)
+            raise ConfigurationError("the test server did not start in time")
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(stop_timeout)
+        sock.close()
+
+
+# ------------------------------------------------------------------ skills in isolation
+
+
+class RecordingSink:
+    """A task sink that records what a skill reported (for :func:`make_context`)."""
+
+    def __init__(self) -> None:
+        self.updates: list[str] = []
+        self.artifacts: list[list[Part]] = []
+
+    async def status_update(self, message: Message) -> None:
+        self.updates.append("\n".join(p.text for p in message.parts if p.text is not None))
+
+    async def add_artifact(
+        self,
+        parts: Sequence[Part],
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        self.artifacts.append(list(parts))
+
+
+def make_context(
+    *,
+    user: str = "alice",
+    scopes: Sequence[str] = (),
+    actors: Sequence[str] = (),
+    issuer: str = DEFAULT_ISSUER,
+    audience: str = "http://127.0.0.1:8000",
+    txn: str | None = None,
+    token: str | None = None,
+    agent: Agent | None = None,
+    delegation: DelegationProvider | None = None,
+    skill_id: str = "test",
+    text: str = "",
+) -> tuple[Context, RecordingSink]:
+    """A :class:`Context` for calling a skill method directly, and the sink it writes to.
+
+    ``actors`` are the agents that acted before, current first. ``agent`` provides the
+    declared dependencies (needed by ``@grant`` and ``ctx.dependency``).
+    """
+    principal = Principal(
+        user=user,
+        issuer=issuer,
+        audience=(audience,),
+        scopes=frozenset(scopes),
+        actors=ActorChain([Actor(sub=a, iss=issuer) for a in actors]),
+        txn=txn or uuid.uuid4().hex,
+        jti=uuid.uuid4().hex,
+    )
+    sink = RecordingSink()
+    message = Message(
+        message_id=str(uuid.uuid4()), role=Role.USER, parts=[Part(text=text or "test")]
+    )
+    ctx = Context(
+        caller=Caller(principal=principal, token=token),
+        task_id=str(uuid.uuid4()),
+        context_id=str(uuid.uuid4()),
+        skill_id=skill_id,
+        message=message,
+        sink=sink,
+        dependencies=agent.dependency_map if agent is not None else {},
+        delegation=delegation,
+    )
+    return ctx, sink
+
+
+@contextlib.contextmanager
+def mock_access_context(
+    access_token: str | None = "test-access-token",  # noqa: S107 - a fake for tests
+    *,
+    resource_tokens: Mapping[str, str] | None = None,
+    errors: Mapping[str, str | ResourceError] | None = None,
+    expires_in: float = 300.0,
+) -> Iterator[None]:
+    """Within this block, ``@grant`` skills get a fake :class:`AccessContext`, no exchange.
+
+    ``access_token`` is the token of every resource (``None``: resources without an
+    entry in ``resource_tokens`` fail with ``access_denied``); ``resource_tokens`` sets
+    tokens per resource; ``errors`` makes resources fail (an OAuth error code, or a
+    :class:`ResourceError` with a message).
+    """
+    build = mock_factory(
+        default_token=access_token,
+        tokens=dict(resource_tokens or {}),
+        errors=dict(errors or {}),
+        expires_at=time.time() + expires_in,
+    )
+    reset = MOCK_ACCESS.set(build)
+    try:
+        yield
+    finally:
+        MOCK_ACCESS.reset(reset)
