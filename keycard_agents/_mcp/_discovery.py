@@ -1,0 +1,140 @@
+"""Which resource an MCP server is, from its OAuth 2.0 Protected Resource Metadata.
+
+Implements RFC 9728 §3.1 (the metadata URL: ``/.well-known/oauth-protected-resource``
+inserted between the host and the path of the resource URL), §3.2 (the response), §3.3
+(the ``resource`` in the metadata must be the URL the metadata was derived from) and §5.1
+(the ``resource_metadata`` parameter of a ``WWW-Authenticate`` challenge, used when the
+well-known document is absent). The MCP authorization spec requires servers to publish it;
+the ``resource`` found is what the agent asks the token service for (RFC 8707).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import httpx
+
+from keycard_agents._mcp._errors import McpServerError
+
+__all__ = ["ProtectedResource", "discover_resource", "metadata_url", "same_resource"]
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+_CHALLENGE_PARAM = re.compile(r'resource_metadata\s*=\s*"([^"]*)"')
+
+
+@dataclass(frozen=True)
+class ProtectedResource:
+    """The parts of RFC 9728 metadata the agent uses."""
+
+    resource: str
+    authorization_servers: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
+
+
+def metadata_url(resource: str) -> str:
+    """RFC 9728 §3.1: ``https://h/mcp`` → ``https://h/.well-known/oauth-protected-resource/mcp``."""
+    parts = urlsplit(resource)
+    path = parts.path if parts.path != "/" else ""
+    return urlunsplit((parts.scheme, parts.netloc, WELL_KNOWN + path, parts.query, ""))
+
+
+def _normal(url: str) -> tuple[str, str, str, str]:
+    parts = urlsplit(url)
+    netloc = parts.netloc.lower()
+    default = {"http": ":80", "https": ":443"}.get(parts.scheme.lower())
+    if default and netloc.endswith(default):
+        netloc = netloc[: -len(default)]
+    return parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query
+
+
+def same_resource(a: str, b: str) -> bool:
+    """Equal as resource identifiers: scheme/host case, default port and a trailing slash aside."""
+    return _normal(a) == _normal(b)
+
+
+def _parse(body: Any, *, url: str, server: str) -> ProtectedResource:
+    if not isinstance(body, Mapping) or not isinstance(body.get("resource"), str):
+        raise McpServerError(
+            f"MCP server {server!r}: its protected resource metadata is not a JSON object "
+            "with a 'resource' string (RFC 9728 §2)",
+            server=server,
+        )
+    resource = str(body["resource"])
+    if not same_resource(resource, url):
+        raise McpServerError(
+            f"MCP server {server!r}: its metadata names resource {resource!r}, not the "
+            f"declared URL {url!r} (RFC 9728 §3.3); fix the dependency's url",
+            server=server,
+        )
+
+    def strings(name: str) -> tuple[str, ...]:
+        value = body.get(name)
+        if isinstance(value, list):
+            return tuple(v for v in value if isinstance(v, str))
+        return ()
+
+    return ProtectedResource(
+        resource=resource,
+        authorization_servers=strings("authorization_servers"),
+        scopes_supported=strings("scopes_supported"),
+    )
+
+
+async def _get_json(http: httpx.AsyncClient, url: str, server: str) -> tuple[int, Any]:
+    response = await http.get(url, headers={"Accept": "application/json"})
+    if response.status_code != 200:
+        return response.status_code, None
+    try:
+        return 200, response.json()
+    except ValueError as exc:
+        raise McpServerError(
+            f"MCP server {server!r}: its protected resource metadata is not JSON", server=server
+        ) from exc
+
+
+async def discover_resource(
+    http: httpx.AsyncClient, url: str, *, server: str, time_limit: float = 10.0
+) -> ProtectedResource:
+    """Fetch and check the RFC 9728 metadata of the MCP server at ``url``.
+
+    Tries the well-known URL first, then the ``resource_metadata`` of the challenge an
+    unauthenticated request gets. Raises :class:`McpServerError` with what to fix.
+    """
+    try:
+        with anyio.fail_after(time_limit):
+            status, body = await _get_json(http, metadata_url(url), server)
+            if status == 200:
+                return _parse(body, url=url, server=server)
+            probe = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+                headers={"Accept": "application/json, text/event-stream"},
+            )
+            match = _CHALLENGE_PARAM.search(probe.headers.get("www-authenticate", ""))
+            if probe.status_code == 401 and match:
+                status, body = await _get_json(http, match.group(1), server)
+                if status == 200:
+                    return _parse(body, url=url, server=server)
+    except TimeoutError as exc:
+        raise McpServerError(
+            f"MCP server {server!r} did not serve its protected resource metadata within "
+            f"{time_limit:g} s",
+            server=server,
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise McpServerError(
+            f"MCP server {server!r} is unreachable while fetching its protected resource "
+            f"metadata ({type(exc).__name__}); is it running at the declared url?",
+            server=server,
+        ) from exc
+    raise McpServerError(
+        f"MCP server {server!r} publishes no protected resource metadata (RFC 9728) at "
+        f"{metadata_url(url)} nor in a 401 challenge (last status {status}); set the "
+        "dependency's resource= explicitly if the server cannot publish it",
+        server=server,
+    )
