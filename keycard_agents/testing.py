@@ -40,9 +40,10 @@ from keycard_agents._delegation import TokenExchangeDelegation
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._exchange import TokenExchangeClient
 from keycard_agents._grant import MOCK_ACCESS, ResourceError, mock_factory
-from keycard_agents._identity import ClientSecret
+from keycard_agents._identity import ClientSecret, WebIdentity
 from keycard_agents._principal import Actor, ActorChain, Principal
 from keycard_agents._runtime import TaskRuntime
+from keycard_agents._server._app import AGENT_JWKS_PATH
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import (
     Lifetimes,
@@ -79,11 +80,15 @@ def client_id_for(agent: Agent) -> str:
 class LocalTokenService:
     """The embedded token service configured for a set of agents, with test credentials.
 
-    Each agent (which needs a ``url``) is registered under :func:`client_id_for` with its
-    URL as resource, its declared dependencies as allowed targets (targets that are not
-    agents here become resources), and as accepted scopes its skills' scopes, the scopes
-    its callers declare for it, and ``scopes[client_id]``. Agents without an issuer are
-    pointed at this service and given their credential (see :meth:`configure`).
+    Each agent (which needs a ``url``) is registered under :func:`client_id_for` with
+    its URL as resource, a generated client secret (or, for an agent whose
+    ``credential`` is a :class:`~keycard_agents.WebIdentity`, ``private_key_jwt`` with
+    the JWKS the agent serves at ``/.well-known/jwks.json``, fetched over HTTP: serve
+    such agents on real sockets), its declared dependencies as allowed targets (targets
+    that are not agents here become resources), and as accepted scopes its skills'
+    scopes, the scopes its callers declare for it, and ``scopes[client_id]``. Agents
+    without an issuer are pointed at this service and given their credential (see
+    :meth:`configure`).
     """
 
     def __init__(
@@ -158,14 +163,24 @@ class LocalTokenService:
                     d.target.rstrip("/") for d in agent.dependencies if d.target is not None
                 )
             )
+            authentication: dict[str, Any] = {
+                "auth": "client_secret",
+                "secret_hash": hash_secret(secret, cost=_TEST_HASH_COST),
+            }
+            if isinstance(agent.credential, WebIdentity):
+                # The agent serves its public keys; the service fetches them (RFC 7523).
+                self._secrets.pop(client_id)
+                authentication = {
+                    "auth": "private_key_jwt",
+                    "jwks_uri": str(agent.url) + AGENT_JWKS_PATH,
+                }
             registered.append(
                 RegisteredAgent(
                     client_id=client_id,
                     resource=str(agent.url),
-                    auth="client_secret",
-                    secret_hash=hash_secret(secret, cost=_TEST_HASH_COST),
                     scopes=tuple(accepted[str(agent.url)]),
                     dependencies=targets,
+                    **authentication,
                 )
             )
         return TokenServiceConfig(

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENT_CARD_PATH",
+    "AGENT_JWKS_PATH",
     "PROTECTED_RESOURCE_PATH",
     "AgentMount",
     "create_app",
@@ -49,6 +50,18 @@ __all__ = [
 
 AGENT_CARD_PATH = "/.well-known/agent-card.json"
 PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
+#: Where an agent whose credential is a key pair (``WebIdentity``) publishes its public
+#: keys, so the token service can verify its ``private_key_jwt`` assertions (RFC 7523).
+AGENT_JWKS_PATH = "/.well-known/jwks.json"
+
+
+def _jwks_endpoint(public_jwks: Callable[[], Any]) -> Callable[[Request], Any]:
+    """Serve the agent's public keys; read per request so a key rotation shows at once."""
+
+    async def handle(request: Request) -> Response:
+        return JSONResponse(public_jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+    return handle
 
 
 class _StaticJson:
@@ -193,6 +206,9 @@ def create_app(
         Route("/", jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc"),
         *rest.routes(),
     ]
+    public_jwks = getattr(agent.credential, "public_jwks", None)
+    if callable(public_jwks):
+        routes.insert(2, Route(AGENT_JWKS_PATH, _jwks_endpoint(public_jwks), methods=["GET"]))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
