@@ -461,9 +461,12 @@ def delegation_for(
     """The delegation provider for ``agent``, from its ``credential``, ``exchange`` and
     ``trusted_issuers`` settings.
 
-    Without an ``exchange`` client, one is built when a dependency is first called, from
-    ``agent.credential`` (default :func:`credential_from_env`) and ``agent.issuer``
-    (default :func:`resolve_issuer`); it uses ``http_client`` when given.
+    Without an ``exchange`` client, one is built from ``agent.credential`` (default
+    :func:`credential_from_env`) and ``agent.issuer`` (default :func:`resolve_issuer`),
+    using ``http_client`` when given: now, when the agent declares dependencies, so a
+    missing or contradictory setting stops the agent at start-up with a message naming
+    it; otherwise when a dependency is first called (an agent that calls nothing needs no
+    credential).
     """
     configured: TokenExchangeClient | None = getattr(agent, "exchange", None)
     credential = getattr(agent, "credential", None)
@@ -479,6 +482,10 @@ def delegation_for(
             http_client=http_client,
         )
 
+    if configured is None and agent.dependencies:
+        return TokenExchangeDelegation(
+            exchange=build(), owns_exchange=True, trusted_issuers=trusted, http_client=http_client
+        )
     return TokenExchangeDelegation(
         exchange=configured if configured is not None else build,
         owns_exchange=configured is None,

@@ -339,13 +339,26 @@ async def test_mcp_dependency_needs_the_mcp_integration(monkeypatch: pytest.Monk
     await unregistered.aclose()
 
 
-async def test_delegation_for_builds_the_exchange_client_only_when_used(
+async def test_delegation_for_fails_at_start_up_only_for_agents_that_call_something(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in ("KEYCARD_CLIENT_ID", "KEYCARD_CLIENT_SECRET", "KEYCARD_ZONE_ID"):
         monkeypatch.delenv(name, raising=False)
-    agent = Planner(url=PLANNER)
-    lazy = delegation_for(agent)  # no credential anywhere: fine until a dependency is called
+    # Planner declares dependencies: a missing token service setting stops it at start-up.
+    with pytest.raises(ConfigurationError) as failure:
+        delegation_for(Planner(url=PLANNER))
+    assert failure.value.setting == "KEYCARD_ZONE_ID"
+    with pytest.raises(ConfigurationError):
+        create_app(Planner(url=PLANNER, issuer=PLANNER, token_endpoint=PLANNER + "/token"))
+
+    class Leaf(Agent):
+        name = "leaf"
+
+        @skill
+        async def ping(self) -> str:
+            return "pong"
+
+    lazy = delegation_for(Leaf(url=PLANNER))  # calls nothing: needs no credential
     with pytest.raises(ConfigurationError):
         lazy.exchange  # noqa: B018
     await lazy.aclose()
