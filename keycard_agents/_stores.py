@@ -134,6 +134,10 @@ class MemoryTaskStore:
             raise ValueError("max_tasks must be at least 1")
         self.max_tasks = max_tasks
         self._tasks: OrderedDict[str, TaskRecord] = OrderedDict()
+        # Eviction candidates in the order they finished (or were interrupted), so that
+        # making room costs O(evicted), not a scan of the whole store per new task.
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._interrupted: OrderedDict[str, None] = OrderedDict()
         self._sequence = 0
         self._lock = anyio.Lock()
 
@@ -149,13 +153,29 @@ class MemoryTaskStore:
             self._sequence += 1
             record.sequence = self._sequence
             self._tasks[record.task.id] = record
+            self._index(record)
+
+    def _index(self, record: TaskRecord) -> None:
+        task_id = record.task.id
+        if record.state in TERMINAL_STATES:
+            self._interrupted.pop(task_id, None)
+            self._finished.setdefault(task_id)
+        elif record.state in INTERRUPTED_STATES:
+            self._interrupted.setdefault(task_id)
+        else:  # submitted or working again (a resumed conversation)
+            self._interrupted.pop(task_id, None)
 
     def _evict(self, count: int) -> None:
-        for states in (TERMINAL_STATES, INTERRUPTED_STATES):
-            victims = [tid for tid, rec in self._tasks.items() if rec.state in states][:count]
-            for task_id in victims:
-                del self._tasks[task_id]
-            count -= len(victims)
+        for candidates, states in (
+            (self._finished, TERMINAL_STATES),
+            (self._interrupted, INTERRUPTED_STATES),
+        ):
+            while count > 0 and candidates:
+                task_id, _ = candidates.popitem(last=False)
+                record = self._tasks.get(task_id)
+                if record is not None and record.state in states:
+                    del self._tasks[task_id]
+                    count -= 1
             if count <= 0:
                 return
         raise CapacityExceededError(
@@ -171,6 +191,7 @@ class MemoryTaskStore:
         # a record that is gone stays gone.
         if record.task.id in self._tasks:
             self._tasks[record.task.id] = record
+            self._index(record)
 
     async def list(
         self,

@@ -481,7 +481,8 @@ class TokenVerifier:
         Raises :class:`InvalidTokenError` (HTTP 401) or
         :class:`InsufficientScopeError` (HTTP 403) when a required scope is missing.
         """
-        principal = self._cached(token, audience)
+        digest = self._digest(token)
+        principal = None if digest is None else self._cached(digest, audience)
         if principal is None:
             claims, kid = await _verify(
                 token,
@@ -498,7 +499,8 @@ class TokenVerifier:
                 required_claims=_DEFAULT_REQUIRED,
             )
             principal = Principal.from_claims(claims)
-            self._remember(token, principal, kid=kid)
+            if digest is not None:
+                self._remember(digest, principal, kid=kid)
         required = tuple(required_scopes)
         if required:
             missing = tuple(s for s in required if s not in principal.scopes)
@@ -512,10 +514,13 @@ class TokenVerifier:
                 )
         return principal
 
-    def _cached(self, token: str, audience: str) -> Principal | None:
+    def _digest(self, token: str) -> bytes | None:
+        """The cache key of ``token`` (its SHA-256), computed once per request."""
         if not self._cache_size or not isinstance(token, str):
             return None
-        digest = hashlib.sha256(token.encode("utf-8", "replace")).digest()
+        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+    def _cached(self, digest: bytes, audience: str) -> Principal | None:
         entry = self._cache.get(digest)
         if entry is None:
             return None
@@ -532,10 +537,9 @@ class TokenVerifier:
         self._cache.move_to_end(digest)
         return principal
 
-    def _remember(self, token: str, principal: Principal, *, kid: str | None) -> None:
-        if not self._cache_size or kid is None:
+    def _remember(self, digest: bytes, principal: Principal, *, kid: str | None) -> None:
+        if kid is None:
             return
-        digest = hashlib.sha256(token.encode("utf-8")).digest()
         self._cache[digest] = _Verified(principal, principal.issuer, kid)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

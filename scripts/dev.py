@@ -27,7 +27,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".keycard-installed"
 EXTRAS = "dev,mcp,redis,trio"
 # Programs the test suite drives, and the Debian package that provides each.
-SYSTEM_PACKAGES = {"chromium": "chromium"}
+SYSTEM_PACKAGES = {"chromium": "chromium", "wrk": "wrk"}
 
 
 def say(message: str) -> None:

@@ -555,6 +555,24 @@ async def test_store_evicts_oldest_finished_tasks() -> None:
             await runtime.get_task(GetTaskRequest(id=ids[0]), caller=ALICE)
 
 
+async def test_store_eviction_skips_running_tasks_and_follows_state_changes() -> None:
+    agent = Worker()
+    store = MemoryTaskStore(max_tasks=3)
+    runtime = TaskRuntime(agent, store=store)
+    async with runtime.running():
+        running = await send(runtime, request("wait", return_immediately=True))
+        asked = await send(runtime, request("ask", topic="x"))
+        done = await send(runtime, request("echo", text="a"))
+        # Full: the finished task goes first, never the older running one.
+        newest = await send(runtime, request("echo", text="b"))
+        assert {r.task.id for r in store._tasks.values()} == {running.id, asked.id, newest.id}
+        # The interrupted task outlives every finished one; the running one is never evicted.
+        last = [(await send(runtime, request("echo", text=t))).id for t in "cd"]
+        assert {r.task.id for r in store._tasks.values()} == {running.id, asked.id, last[1]}
+        assert done.id not in store._tasks
+        agent.release.set()
+
+
 async def test_store_full_of_running_tasks_refuses_new_ones() -> None:
     agent = Worker()
     runtime = TaskRuntime(agent, store=MemoryTaskStore(max_tasks=2))

@@ -68,6 +68,8 @@ async def test_service_picks_up_rotation_done_by_another_process(tmp_path: Path)
     # what `keycard-agents sts rotate-key` does, from its own KeyStore instance
     rotated = KeyStore(key_dir, clock=clock, retention=config.longest_lifetime()).rotate()
     assert rotated.kid != before
+    assert service.keys.current.kid == before  # the directory is looked at once a second
+    clock.advance(1)
     assert service.keys.current.kid == rotated.kid
     assert {k["kid"] for k in service.keys.public_jwks()["keys"]} == {before, rotated.kid}
 

@@ -48,6 +48,9 @@ __all__ = ["TokenService"]
 
 logger = logging.getLogger("keycard_agents.sts")
 
+#: Seconds between looks at the key directory for a rotation done by another process.
+_KEY_RELOAD_INTERVAL = 1.0
+
 
 class _ServiceKeys:
     """Resolves keys of this service (its key store) and of trusted external issuers."""
@@ -129,6 +132,7 @@ class TokenService:
         first = self._keys.current  # generate (and persist) the first key now, not mid-request
         logger.debug("signing key %s", first.kid)
         self._keys_stamp = self._dir_stamp()
+        self._keys_checked = clock()
         self._caches: list[JWKSCache] = []
         external: JWKSCache | None = None
         if config.trusted_issuers:
@@ -203,8 +207,11 @@ class TokenService:
 
     @property
     def keys(self) -> KeyStore:
-        """The signing keys; reloaded when another process rotated them on disk."""
-        if self.config.key_dir is not None:
+        """The signing keys; reloaded (within a second) when another process rotated them."""
+        now = self._clock()
+        if self.config.key_dir is not None and now - self._keys_checked >= _KEY_RELOAD_INTERVAL:
+            # Listing the directory costs ~5% of a token request: look at most once a second.
+            self._keys_checked = now
             stamp = self._dir_stamp()
             if stamp != self._keys_stamp:
                 self._keys = self._open_keys()
