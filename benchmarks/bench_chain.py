@@ -67,6 +67,7 @@ class _Chain:
         self.sts_port = free_port()
         self.issuer = f"http://{HOST}:{self.sts_port}"
         self.keys = KeyStore(base / "sts-keys", alg="ES256", retention=3600)
+        self.keys.current  # noqa: B018 - create the signing key before the token service loads it
         self.ports = [free_port() for _ in range(HOPS)]
         self.open_ports = [free_port() for _ in range(HOPS)]
         self.urls = [f"http://{HOST}:{p}" for p in self.ports]
