@@ -1,9 +1,8 @@
-"""The keycard-agents command line: sts, rotate-key, hash-secret, demo."""
+"""The keycard-agents command line: sts, rotate-key, hash-secret (the demo: test_demo.py)."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import socket
 import subprocess
@@ -141,28 +140,6 @@ def test_sts_subprocess_serves_metadata(tmp_path: Path) -> None:
             out, _ = proc.communicate()
     assert f"issuer {issuer}" in out
     assert "eyJ" not in out  # no token in the log
-
-
-@pytest.mark.slow
-def test_demo_subprocess_prints_the_chain() -> None:
-    done = subprocess.run(
-        [*_cli(), "demo"], capture_output=True, text=True, timeout=50, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert "delegation chain: alice → planner → calendar" in done.stdout
-    assert "alice → planner → calendar → calendar-api" in done.stdout
-    assert '"sub": "alice"' in done.stdout
-    assert "eyJ" not in done.stdout + done.stderr  # claims only, never a raw token
-    assert json.dumps({"sub": "planner"})[1:-1] in done.stdout.replace("\n", "")
-
-
-@pytest.mark.slow
-def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
-    out = capsys.readouterr().out
-    assert "delegation chain: alice → planner → calendar" in out
-    assert "demo finished: token service stopped" in out
-    assert out.count("issued ") == 3  # sign-in and two exchanges share one txn
 
 
 def test_every_documented_command_is_registered() -> None:

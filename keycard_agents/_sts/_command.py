@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_demo_command", "add_sts_command"]
+__all__ = ["add_sts_command"]
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -39,21 +39,6 @@ def add_sts_command(subparsers: Any) -> None:
         "hash-secret",
         help="hash a client secret or password read from stdin, for the configuration",
     )
-
-
-def add_demo_command(subparsers: Any) -> None:
-    """Register ``demo``: a delegation chain end to end against a local token service."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "demo",
-        help="sign a demo user in and delegate through two agents, printing the chain",
-    )
-    parser.set_defaults(func=_run_demo)
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return run_demo()
 
 
 def run_sts(args: argparse.Namespace) -> int:

@@ -1,0 +1,401 @@
+"""``keycard-agents demo``: user → agent → agent → MCP tool, over real HTTP on loopback.
+
+Starts the embedded token service (RFC 8693 token exchange, RFC 8414 metadata, the audit
+page), three A2A 1.0 agents and an MCP server, each on its own 127.0.0.1 port; signs
+alice in with the authorization code flow and PKCE (RFC 6749 §4.1, RFC 7636); sends her
+request to the planner, which delegates to the travel agent (which calls MCP tools) and
+the weather agent; prints the answer and the delegation tree read back from the audit
+trail; then stops everything. Prints identifiers and claims' meaning, never a token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import anyio
+import httpx
+
+from keycard_agents._errors import ConfigurationError
+
+from ._services import RunningServer, bind_loopback, start_server, stopping
+
+__all__ = ["DEFAULT_REQUEST", "DemoDependencyError", "run_demo"]
+
+DEFAULT_REQUEST = "plan a trip to Lisbon"
+#: The services, in start order; with --port-base they get consecutive ports in this order.
+SERVICES = ("token service", "travel-tools", "weather", "travel", "planner")
+_CLIENT_ID = "demo-app"
+_REDIRECT = "http://127.0.0.1/callback"  # RFC 8252 §7.3 loopback; the demo reads the code itself
+_HASH_COST = 2**12  # secrets that live only as long as this process
+_STEP_TIMEOUT = 30.0
+
+
+class DemoDependencyError(ConfigurationError):
+    """A package the demo needs is not installed."""
+
+
+def check_dependencies(modules: tuple[str, ...] = ("mcp", "uvicorn")) -> None:
+    """Raise :class:`DemoDependencyError` naming the install command when one is missing."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise DemoDependencyError(
+                f"the demo needs the {module!r} package, which is not installed: run "
+                "`python3 scripts/dev.py demo` from the repository (it installs everything), "
+                "or `pip install 'keycard-agents[mcp]'`",
+                setting=module,
+            ) from exc
+
+
+@dataclass
+class _Printer:
+    out: TextIO
+    colour: bool
+
+    def __call__(self, text: str = "", *, end: str = "\n") -> None:
+        print(text, file=self.out, end=end, flush=True)
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colour else text
+
+    def heading(self, text: str) -> None:
+        self()
+        self(self.paint(text, "1"))
+
+
+@dataclass
+class _Cast:
+    """Everything the demo started, and what it needs to talk to it."""
+
+    issuer: str
+    urls: dict[str, str]
+    service: Any
+    agents: Any
+    stores: list[Any]
+    trail: Any
+    password: str
+    admin_token: str
+    servers: list[RunningServer] = field(default_factory=list)
+
+
+def _ports(port_base: int | None) -> list[int]:
+    if port_base is None:
+        return [0] * len(SERVICES)
+    if not 1024 <= port_base <= 65535 - len(SERVICES):
+        raise ConfigurationError(
+            f"--port-base {port_base}: use a port between 1024 and {65535 - len(SERVICES)} "
+            f"(the demo takes {len(SERVICES)} consecutive ports from it)",
+            setting="port-base",
+        )
+    return [port_base + i for i in range(len(SERVICES))]
+
+
+def _with_closers(app: Any, closers: list[Callable[[], Any]]) -> Any:
+    """Run ``closers`` after ``app``'s own lifespan ends (on the server's event loop)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(parent: Any) -> AsyncIterator[Any]:
+        try:
+            async with inner(parent) as state:
+                yield state
+        finally:
+            for close in closers:
+                await close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def _configure(urls: dict[str, str], workdir: str) -> _Cast:
+    from keycard_agents._identity import ApplicationCredential, ClientSecret, WebIdentity
+    from keycard_agents._sts._app import TokenService
+    from keycard_agents._sts._config import (
+        AdminConfig,
+        DevUser,
+        PublicClient,
+        RegisteredAgent,
+        RegisteredResource,
+        TokenServiceConfig,
+    )
+    from keycard_agents._sts._secrets import hash_secret
+    from keycard_agents._trace._records import MemoryAgentAuditStore
+
+    from ._agents import TOOL_SCOPES, TRAVEL_SCOPES, USER_SCOPES, WEATHER_SCOPES, build_agents
+
+    issuer = urls["token service"]
+    agents = build_agents(
+        planner=urls["planner"],
+        travel=urls["travel"],
+        weather=urls["weather"],
+        tools=urls["travel-tools"],
+    )
+    # planner signs client assertions (private_key_jwt); the others use client secrets.
+    planner_identity = WebIdentity("planner", storage_dir=f"{workdir}/planner-keys")
+    travel_secret, weather_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    password, admin_token = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
+    config = TokenServiceConfig(
+        issuer=issuer,
+        agents=(
+            RegisteredAgent(
+                client_id="planner",
+                resource=urls["planner"],
+                auth="private_key_jwt",
+                jwks=planner_identity.public_jwks(),
+                scopes=USER_SCOPES,
+                dependencies=(urls["travel"], urls["weather"]),
+            ),
+            RegisteredAgent(
+                client_id="travel",
+                resource=urls["travel"],
+                auth="client_secret",
+                secret_hash=hash_secret(travel_secret, cost=_HASH_COST),
+                scopes=TRAVEL_SCOPES,
+                dependencies=(urls["travel-tools"],),
+                may_act_first=False,
+            ),
+            RegisteredAgent(
+                client_id="weather",
+                resource=urls["weather"],
+                auth="client_secret",
+                secret_hash=hash_secret(weather_secret, cost=_HASH_COST),
+                scopes=WEATHER_SCOPES,
+                may_act_first=False,
+            ),
+        ),
+        resources=(RegisteredResource(resource=urls["travel-tools"], scopes=TOOL_SCOPES),),
+        users=(
+            DevUser(
+                username="alice",
+                password_hash=hash_secret(password, cost=_HASH_COST),
+                scopes=USER_SCOPES,
+            ),
+        ),
+        clients=(PublicClient(client_id=_CLIENT_ID, redirect_uris=(_REDIRECT,)),),
+        admin=AdminConfig(token_hash=hash_secret(admin_token, cost=_HASH_COST)),
+    )
+    service = TokenService(config)
+    credentials: dict[str, ApplicationCredential] = {
+        "planner": planner_identity,
+        "travel": ClientSecret("travel", travel_secret),
+        "weather": ClientSecret("weather", weather_secret),
+    }
+    stores = []
+    for agent in agents.all:
+        agent.issuer = issuer
+        agent.token_endpoint = f"{issuer}/token"
+        agent.credential = credentials[agent.agent_name]
+        store = MemoryAgentAuditStore()
+        stores.append(store)
+        service.trail.add_agent_store(store)
+    service.trail.names[urls["travel-tools"]] = "travel-tools"
+    return _Cast(
+        issuer=issuer,
+        urls=urls,
+        service=service,
+        agents=agents,
+        stores=stores,
+        trail=service.trail,
+        password=password,
+        admin_token=admin_token,
+    )
+
+
+def _agent_app(agent: Any, store: Any) -> Any:
+    from keycard_agents._delegation import delegation_for
+    from keycard_agents._runtime import TaskRuntime
+    from keycard_agents._server import create_app
+    from keycard_agents._trace._records import AuditRecorder
+
+    delegation = delegation_for(agent)
+    recorder = AuditRecorder(agent=agent.agent_name, resource=agent.url, store=store)
+    runtime = TaskRuntime(agent, delegation=delegation, recorder=recorder)
+    return _with_closers(create_app(agent, runtime=runtime), [delegation.aclose])
+
+
+def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
+    from ._agents import travel_tools_server
+
+    tools = travel_tools_server(resource=cast.urls["travel-tools"], issuer=cast.issuer)
+    apps: dict[str, Callable[[], Any]] = {
+        "token service": lambda: cast.service.app,
+        "travel-tools": tools.streamable_http_app,
+        "weather": lambda: _agent_app(cast.agents.weather, cast.stores[2]),
+        "travel": lambda: _agent_app(cast.agents.travel, cast.stores[1]),
+        "planner": lambda: _agent_app(cast.agents.planner, cast.stores[0]),
+    }
+    kinds = {
+        "token service": "embedded token service",
+        "travel-tools": "MCP server (mcp SDK)",
+        "weather": "A2A agent",
+        "travel": "A2A agent",
+        "planner": "A2A agent",
+    }
+    for name in SERVICES:
+        started = time.monotonic()
+        say(f"  {name:<14} {cast.urls[name]:<32} {kinds[name]:<24}", end="")
+        server = start_server(apps[name](), sockets.pop(name), name=name, url=cast.urls[name])
+        cast.servers.append(server)
+        took = time.monotonic() - started
+        say(f"{say.paint('✔', '32')} {took * 1000:.0f} ms")
+
+
+async def _drive(cast: _Cast, request: str) -> tuple[str, Any, Any, tuple[str, ...]]:
+    from keycard_agents._client import open_agent_client, task_result
+    from keycard_agents._tokens import TokenVerifier
+
+    from ._agents import USER_SCOPES
+    from ._signin import sign_in
+
+    planner = cast.urls["planner"]
+    with anyio.fail_after(_STEP_TIMEOUT):
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            token = await sign_in(
+                http,
+                issuer=cast.issuer,
+                client_id=_CLIENT_ID,
+                redirect_uri=_REDIRECT,
+                username="alice",
+                password=cast.password,
+                resource=planner,
+                scopes=USER_SCOPES,
+            )
+            # The planner would check the same: signature, issuer, audience, lifetime.
+            verifier = TokenVerifier(issuers=[cast.issuer], http_client=http)
+            principal = await verifier.verify(token, audience=planner)
+            async with open_agent_client(planner, token=token, http_client=http) as client:
+                answer = task_result(await client.send(request))
+    tree = await cast.trail.tree(str(principal.txn))
+    return str(answer), principal, tree, tuple(sorted(principal.scopes))
+
+
+def _chains(tree: Any) -> list[str]:
+    """Every root-to-leaf path of the tree: ``alice → planner → travel → travel-tools``."""
+    return [" → ".join(hop.path) for hop in tree.walk() if not hop.children]
+
+
+def _where_next(cast: _Cast, say: _Printer, *, keep_running: bool, txn: str) -> None:
+    say.heading("Where to look next")
+    for name in ("planner", "travel", "weather"):
+        say(f"  {name + ' card':<16}{cast.urls[name]}/.well-known/agent-card.json")
+    tools = cast.urls["travel-tools"]
+    base, _, path = tools.partition("://")[2].partition("/")
+    say(f"  {'MCP metadata':<16}http://{base}/.well-known/oauth-protected-resource/{path}")
+    say(f"  {'token service':<16}{cast.issuer}/.well-known/oauth-authorization-server")
+    say(f"  {'audit page':<16}{cast.issuer}/audit")
+    say(f"  {'this request':<16}{cast.issuer}/audit/txn/{txn}")
+    if keep_running:
+        say(
+            f"  {'admin login':<16}user 'admin', password {cast.admin_token} "
+            "(HTTP Basic; or a bearer token)"
+        )
+        say(f"  {'alice':<16}password {cast.password} (sign in at {cast.issuer}/authorize)")
+        say(
+            f"  {'trace':<16}KEYCARD_ADMIN_TOKEN={cast.admin_token} "
+            f"keycard-agents trace {txn} --from {cast.issuer}"
+        )
+    else:
+        say(
+            "  These stop with the demo. Run `keycard-agents demo --keep-running` to keep them "
+            "up\n  (it prints the audit page's admin credential), and see examples/ for the code."
+        )
+
+
+def _wait_for_signal(cast: _Cast, stop: threading.Event | None) -> None:
+    event = stop or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if stop is None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: event.set())
+    try:
+        while not event.wait(0.2):
+            if not all(s.alive for s in cast.servers):
+                dead = ", ".join(s.name for s in cast.servers if not s.alive)
+                raise ConfigurationError(f"the {dead} stopped unexpectedly")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _bound(ports: list[int]) -> Iterator[dict[str, Any]]:
+    sockets: dict[str, Any] = {}
+    try:
+        for name, port in zip(SERVICES, ports, strict=True):
+            sockets[name] = bind_loopback(port, service=name)
+        yield sockets
+    finally:
+        for sock in sockets.values():  # those not handed to a server (which closes its own)
+            sock.close()
+
+
+def run_demo(
+    *,
+    keep_running: bool = False,
+    port_base: int | None = None,
+    request: str = DEFAULT_REQUEST,
+    out: TextIO | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the demo; returns the exit code (0 when everything worked and was stopped).
+
+    ``port_base`` picks consecutive ports (default: free ports); ``keep_running`` waits
+    for SIGINT / SIGTERM (or ``stop`` to be set) before stopping the services.
+    """
+    from keycard_agents._trace._render import render_text, should_colour
+
+    stream = out if out is not None else sys.stdout
+    say = _Printer(stream, should_colour(stream))
+    check_dependencies()
+    began = time.monotonic()
+    say(
+        say.paint("keycard-agents demo", "1")
+        + ": one request, delegated agent to agent, on loopback"
+    )
+    say.heading("Starting services")
+    ports = _ports(port_base)
+    with ExitStack() as stack:
+        sockets = stack.enter_context(_bound(ports))
+        urls = {name: f"http://127.0.0.1:{s.getsockname()[1]}" for name, s in sockets.items()}
+        urls["travel-tools"] += "/mcp"
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="keycard-demo-"))
+        cast = _configure(urls, workdir)
+        stack.enter_context(stopping(cast.servers))
+        _start_all(cast, sockets, say)
+
+        say.heading("Signing in")
+        say("  alice signs in to the demo app for the planner: authorization code + PKCE (S256)")
+        answer, principal, tree, scopes = anyio.run(_drive, cast, request)
+        say(f"  signed in: user token for the planner, scopes {' '.join(scopes)}")
+
+        say.heading(f'Request: "{request}"')
+        for chain in _chains(tree):
+            say(f"  {chain}")
+        say.heading("Answer")
+        for line in answer.splitlines():
+            say(f"  {line}")
+        say.heading("Delegation tree (from the audit trail)")
+        rendered = render_text(tree, colour=say.colour).rstrip("\n")
+        for line in rendered.splitlines():
+            say(f"  {line}" if line else "")
+        _where_next(cast, say, keep_running=keep_running, txn=str(principal.txn))
+        if keep_running:
+            say()
+            say("Services are running. Press Ctrl-C to stop them.")
+            _wait_for_signal(cast, stop)
+        say()
+        say("  stopping services ...", end="")
+    say(f" done. Demo finished in {time.monotonic() - began:.1f} s.")
+    return 0
