@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.context import Context as OtelContext
+from opentelemetry.trace import Span, SpanKind, set_span_in_context
 from pydantic import BaseModel, ValidationError
 
 from keycard_agents._a2a import errors as a2a_errors
@@ -51,6 +53,14 @@ from keycard_agents._errors import (
     RemoteAuthenticationError,
     RemoteTaskError,
     TransportError,
+)
+from keycard_agents._tracing import (
+    describe_a2a_call,
+    describe_a2a_result,
+    get_tracer,
+    inject_context,
+    mark_error,
+    span,
 )
 
 __all__ = [
@@ -231,6 +241,9 @@ class AgentClient:
     as the delegated auth of a skill's dependency handle). The card and the resource
     metadata are public and fetched without credentials. Prefer
     :func:`open_agent_client`, which closes the HTTP client it opens.
+
+    Each operation is an OpenTelemetry CLIENT span ``A2A call <name or host>`` whose W3C
+    ``traceparent`` goes with the request; ``name`` (a dependency name) labels it.
     """
 
     def __init__(
@@ -243,6 +256,7 @@ class AgentClient:
         http_client: httpx.AsyncClient | None = None,
         card_cache: CardCache | None = None,
         timeout: float = 60.0,
+        name: str | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -259,6 +273,8 @@ class AgentClient:
         self._http = http_client if http_client is not None else httpx.AsyncClient()
         self._cards = card_cache if card_cache is not None else CardCache()
         self._timeout = timeout
+        self.name = name
+        self._span_name = f"A2A call {name or parts.netloc}"
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -341,26 +357,52 @@ class AgentClient:
     def _envelope(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params}
 
-    def _headers(self, accept: str) -> dict[str, str]:
-        return {"A2A-Version": A2A_VERSION, "Accept": accept, "Content-Type": "application/json"}
+    def _headers(self, accept: str, trace_context: OtelContext | None = None) -> dict[str, str]:
+        headers = {"A2A-Version": A2A_VERSION, "Accept": accept, "Content-Type": "application/json"}
+        inject_context(headers, context=trace_context)  # W3C traceparent of the client span
+        return headers
 
     async def _rpc(self, method: str, params: dict[str, Any]) -> Any:
-        endpoint = await self._endpoint()
-        what = f"{method} on {self.url}"
-        try:
-            response = await self._http.post(
-                endpoint,
-                content=json.dumps(self._envelope(method, params)).encode(),
-                headers=self._headers("application/json"),
-                auth=self._auth,
-                timeout=self._timeout,
-            )
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{what} failed: {describe_error(exc)}") from exc
-        return _rpc_result(response, what)
+        with span(self._span_name, kind=SpanKind.CLIENT) as current:
+            describe_a2a_call(current, method=method, params=params, url=self.url, name=self.name)
+            endpoint = await self._endpoint()
+            what = f"{method} on {self.url}"
+            try:
+                response = await self._http.post(
+                    endpoint,
+                    content=json.dumps(self._envelope(method, params)).encode(),
+                    headers=self._headers("application/json"),
+                    auth=self._auth,
+                    timeout=self._timeout,
+                )
+            except httpx.HTTPError as exc:
+                raise TransportError(f"{what} failed: {describe_error(exc)}") from exc
+            if current.is_recording():
+                current.set_attribute("http.response.status_code", response.status_code)
+            result = _rpc_result(response, what)
+            describe_a2a_result(current, result)
+            return result
 
     async def _stream_rpc(
         self, method: str, params: dict[str, Any]
+    ) -> AsyncGenerator[StreamResponse, None]:
+        # The span is not made current: a generator is suspended between events, and the
+        # consumer's own spans must not become its children. Its context goes in the headers.
+        client_span = get_tracer().start_span(self._span_name, kind=SpanKind.CLIENT)
+        try:
+            describe_a2a_call(
+                client_span, method=method, params=params, url=self.url, name=self.name
+            )
+            async for event in self._stream_events(method, params, client_span):
+                yield event
+        except Exception as exc:
+            mark_error(client_span, exc)
+            raise
+        finally:
+            client_span.end()
+
+    async def _stream_events(
+        self, method: str, params: dict[str, Any], client_span: Span
     ) -> AsyncGenerator[StreamResponse, None]:
         endpoint = await self._endpoint()
         what = f"{method} on {self.url}"
@@ -369,7 +411,7 @@ class AgentClient:
                 "POST",
                 endpoint,
                 content=json.dumps(self._envelope(method, params)).encode(),
-                headers=self._headers("text/event-stream"),
+                headers=self._headers("text/event-stream", set_span_in_context(client_span)),
                 auth=self._auth,
                 timeout=httpx.Timeout(self._timeout, read=None),
             ) as response:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.trace import SpanKind, get_current_span
 
 from keycard_agents._a2a.types import AgentCard, Message, StreamResponse, Task, TaskState
 from keycard_agents._agent import AgentDependency, Dependency, HttpDependency, McpDependency
@@ -33,6 +35,18 @@ from keycard_agents._errors import (
     TransportError,
 )
 from keycard_agents._exchange import ExchangedToken, TokenExchangeClient
+from keycard_agents._tracing import (
+    ATTR_DEPENDENCY,
+    ATTR_SCOPES_REQUESTED,
+    ATTR_TARGET,
+    CallRecord,
+    audited_call,
+    inject_context,
+    set_attributes,
+    set_grant,
+    set_http_outcome,
+    span,
+)
 
 if TYPE_CHECKING:
     from keycard_agents._agent import Agent
@@ -134,13 +148,16 @@ class DelegatedAuth(httpx.Auth):
         self._tokens = tokens
         self._resource = resource
         self._scopes = tuple(scopes) if scopes else None
+        self.granted: tuple[str, ...] | None = None  # scopes of the last token obtained
 
     async def resource(self) -> str:
         return self._resource if isinstance(self._resource, str) else await self._resource()
 
     async def token(self, *, refresh: bool = False) -> ExchangedToken:
         """The delegated token for the resource (exchanged or cached)."""
-        return await self._tokens.get(await self.resource(), scopes=self._scopes, refresh=refresh)
+        token = await self._tokens.get(await self.resource(), scopes=self._scopes, refresh=refresh)
+        self.granted = token.scopes
+        return token
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -153,6 +170,7 @@ class DelegatedAuth(httpx.Auth):
                 setting="url",
             )
         token = await self.token()
+        set_grant(get_current_span(), requested=self._scopes, granted=token.scopes)
         request.headers["Authorization"] = token.authorization
         response = yield request
         if response.status_code == 401:
@@ -188,12 +206,40 @@ class HttpApiHandle:
 
     async def request(self, method: str, url: str = "", **kwargs: Any) -> httpx.Response:
         target = self.url(url)
-        try:
-            return await self._http.request(method, target, auth=self.auth, **kwargs)
-        except httpx.TransportError as exc:
-            raise TransportError(
-                f"{method} {target} ({self.dependency.name}) failed: {type(exc).__name__}"
-            ) from exc
+        dependency = self.dependency
+        with span(f"HTTP {method} {self.resource}", kind=SpanKind.CLIENT) as current:
+            if current.is_recording():
+                parts = urlsplit(target)
+                set_attributes(
+                    current,
+                    {
+                        "http.request.method": method,
+                        "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",  # no query
+                        "server.address": parts.hostname,
+                        ATTR_TARGET: self.resource,
+                        ATTR_DEPENDENCY: dependency.name,
+                        ATTR_SCOPES_REQUESTED: dependency.scopes,
+                    },
+                )
+            headers = httpx.Headers(kwargs.pop("headers", None))
+            inject_context(headers)
+            async with audited_call(
+                target=self.resource, dependency=dependency.name, scopes_requested=dependency.scopes
+            ) as call:
+                try:
+                    response = await self._http.request(
+                        method, target, auth=self.auth, headers=headers, **kwargs
+                    )
+                except httpx.TransportError as exc:
+                    raise TransportError(
+                        f"{method} {target} ({dependency.name}) failed: {type(exc).__name__}"
+                    ) from exc
+                finally:
+                    call.scopes_granted = self.auth.granted
+                if response.status_code >= 400:
+                    call.outcome = "failed"
+                set_http_outcome(current, response.status_code, self.auth.granted)
+                return response
 
     async def get(self, url: str = "", **kwargs: Any) -> httpx.Response:
         return await self.request("GET", url, **kwargs)
@@ -240,6 +286,7 @@ class AgentHandle:
         self._trusted = tuple(trusted_issuers)
         self._context = context
         self._metadata: ResourceMetadata | None = None
+        self._scopes = tuple(scopes)
         self.auth = DelegatedAuth(tokens, resource=self._checked_resource, scopes=scopes)
         self.client = AgentClient(
             self.url,
@@ -247,6 +294,7 @@ class AgentHandle:
             http_client=http_client,
             card_cache=card_cache,
             timeout=timeout,
+            name=name,
         )
 
     async def _checked_resource(self) -> str:
@@ -271,37 +319,65 @@ class AgentHandle:
     async def card(self) -> AgentCard:
         return await self.client.card()
 
+    @asynccontextmanager
+    async def _audited(self) -> AsyncIterator[CallRecord]:
+        """This agent's audit record of the call: the target's resource, scopes granted."""
+        async with audited_call(
+            target=self.url, dependency=self.name, scopes_requested=self._scopes
+        ) as call:
+            try:
+                yield call
+            finally:
+                if self._metadata is not None:
+                    call.target = self._metadata.resource
+                call.scopes_granted = self.auth.granted
+
+    async def _audited_stream(
+        self, events: AsyncGenerator[StreamResponse, None]
+    ) -> AsyncGenerator[StreamResponse, None]:
+        async with self._audited() as call, aclosing(events) as stream:
+            async for event in stream:
+                state = _event_state(event)
+                if state is not None:
+                    call.outcome = state
+                yield event
+
     async def call(self, skill: str, /, **arguments: Any) -> Any:
         """Call ``skill`` with typed arguments; returns its result.
 
         A task the agent ends in AUTH_REQUIRED moves this task to AUTH_REQUIRED too; other
         unfinished tasks raise :class:`RemoteTaskError` naming the dependency.
         """
-        try:
-            return await self.client.call(skill, **arguments)
-        except RemoteTaskError as exc:
-            if exc.state == TaskState.AUTH_REQUIRED.value and self._context is not None:
-                await self._context.require_auth(
-                    f"{self.name} needs authorization: {exc.reason or 'no details'}"
-                )
+        async with self._audited():
+            try:
                 return await self.client.call(skill, **arguments)
-            raise RemoteTaskError(
-                f"{self.name} ({self.url}): {exc}",
-                state=exc.state,
-                task_id=exc.task_id,
-                reason=exc.reason,
-            ) from exc
+            except RemoteTaskError as exc:
+                if exc.state == TaskState.AUTH_REQUIRED.value and self._context is not None:
+                    await self._context.require_auth(
+                        f"{self.name} needs authorization: {exc.reason or 'no details'}"
+                    )
+                    return await self.client.call(skill, **arguments)
+                raise RemoteTaskError(
+                    f"{self.name} ({self.url}): {exc}",
+                    state=exc.state,
+                    task_id=exc.task_id,
+                    reason=exc.reason,
+                ) from exc
 
     async def send(self, message: Message | str, **options: Any) -> Task | Message:
-        return await self.client.send(message, **options)
+        async with self._audited() as call:
+            result = await self.client.send(message, **options)
+            if isinstance(result, Task) and result.status.state != TaskState.COMPLETED:
+                call.outcome = result.status.state.value.removeprefix("TASK_STATE_").lower()
+            return result
 
     def stream(
         self, message: Message | str, **options: Any
     ) -> AsyncGenerator[StreamResponse, None]:
-        return self.client.stream(message, **options)
+        return self._audited_stream(self.client.stream(message, **options))
 
     def stream_call(self, skill: str, /, **arguments: Any) -> AsyncGenerator[StreamResponse, None]:
-        return self.client.stream_call(skill, **arguments)
+        return self._audited_stream(self.client.stream_call(skill, **arguments))
 
     async def get_task(self, task_id: str, *, history_length: int | None = None) -> Task:
         return await self.client.get_task(task_id, history_length=history_length)
@@ -427,6 +503,17 @@ class TokenExchangeDelegation:
 
     def __repr__(self) -> str:
         return f"TokenExchangeDelegation(trusted_issuers={self._trusted!r})"
+
+
+def _event_state(event: StreamResponse) -> str | None:
+    """The task state an event reports, as an audit outcome (``completed``, ``failed``...)."""
+    if event.status_update is not None:
+        status = event.status_update.status
+    elif event.task is not None:
+        status = event.task.status
+    else:
+        return None
+    return status.state.value.removeprefix("TASK_STATE_").lower()
 
 
 def _mcp_factory() -> HandleFactory:

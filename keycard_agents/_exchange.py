@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+from opentelemetry.trace import Span
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
@@ -43,6 +44,14 @@ from ._errors import (
     TransportError,
 )
 from ._identity import ApplicationCredential
+from ._tracing import (
+    ATTR_CACHE,
+    ATTR_SCOPES_GRANTED,
+    ATTR_SCOPES_REQUESTED,
+    ATTR_TARGET,
+    inject_context,
+    span,
+)
 
 __all__ = [
     "ACCESS_TOKEN_TYPE_URN",
@@ -220,7 +229,13 @@ class TokenExchangeClient:
                 form["actor_token_type"] = ACCESS_TOKEN_TYPE_URN
             return await self._token_request(form, resource=resource, scopes=wanted)
 
-        return await self._cached(key, request, not_after=subject_exp)
+        with span("token exchange") as current:
+            if current.is_recording():
+                current.set_attributes({ATTR_TARGET: resource, ATTR_SCOPES_REQUESTED: wanted})
+            token = await self._cached(key, request, not_after=subject_exp, trace_span=current)
+            if current.is_recording():
+                current.set_attribute(ATTR_SCOPES_GRANTED, token.scopes)
+            return token
 
     async def client_credentials(
         self, *, scopes: Sequence[str] | None = None, resource: str | None = None
@@ -282,6 +297,7 @@ class TokenExchangeClient:
         request: Callable[[], Awaitable[ExchangedToken]],
         *,
         not_after: float | None,
+        trace_span: Span | None = None,
     ) -> ExchangedToken:
         while True:
             entry = self._cache.get(key)
@@ -289,12 +305,16 @@ class TokenExchangeClient:
                 if self._clock() < entry.refresh_at:
                     self._cache.move_to_end(key)
                     self.stats.cache_hits += 1
+                    if trace_span is not None:
+                        trace_span.set_attribute(ATTR_CACHE, "hit")
                     return entry.token
                 del self._cache[key]
             inflight = self._inflight.get(key)
             if inflight is None:
                 break
             self.stats.coalesced += 1
+            if trace_span is not None:
+                trace_span.set_attribute(ATTR_CACHE, "coalesced")
             await inflight.done.wait()
             if inflight.abandoned:
                 continue  # the leader was cancelled: try again, possibly as leader
@@ -305,6 +325,8 @@ class TokenExchangeClient:
 
         inflight = _Inflight()
         self._inflight[key] = inflight
+        if trace_span is not None:
+            trace_span.set_attribute(ATTR_CACHE, "miss")
         try:
             token = await request()
         except Exception as exc:
@@ -343,11 +365,9 @@ class TokenExchangeClient:
             auth = await self.credential.authenticate(token_endpoint=endpoint, issuer=self.issuer)
             started = self._clock()
             self.stats.http_requests += 1
-            response = await self._http.post(
-                endpoint,
-                data={**form, **auth.form},
-                headers={"Accept": "application/json", **auth.headers},
-            )
+            headers = {"Accept": "application/json", **auth.headers}
+            inject_context(headers)  # the token service is a hop of the trace too
+            response = await self._http.post(endpoint, data={**form, **auth.form}, headers=headers)
             return _parse_token_response(
                 response, now=started, resource=resource, scopes=scopes, grant=grant
             )

@@ -30,6 +30,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context as OtelContext
+from opentelemetry.trace import Span
 
 from keycard_agents._a2a.errors import (
     InternalError,
@@ -66,6 +69,14 @@ from keycard_agents._errors import (
 )
 from keycard_agents._stores import MemoryTaskStore, TaskRecord, TaskStore
 from keycard_agents._trace._records import AuditRecorder
+from keycard_agents._tracing import (
+    ATTR_SKILL,
+    ATTR_TASK_ID,
+    acting_for,
+    mark_error,
+    set_task_outcome,
+    span,
+)
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     from builtins import BaseExceptionGroup
@@ -102,6 +113,7 @@ class _LiveTask:
     save_lock: anyio.Lock = field(default_factory=anyio.Lock)
     subscribers: list[_Subscriber] = field(default_factory=list)
     cancel_reason: str | None = None
+    trace_context: OtelContext | None = None
 
 
 class _Sink:
@@ -338,6 +350,21 @@ class TaskRuntime:
     # -- running a skill ---------------------------------------------------------------
 
     async def _run(self, live: _LiveTask, skill: Skill, arguments: dict[str, Any]) -> None:
+        principal = live.caller.principal
+        with (
+            acting_for(principal, recorder=self.recorder),
+            span(
+                f"skill {skill.id}",
+                principal=principal,
+                attributes={ATTR_SKILL: skill.id, ATTR_TASK_ID: live.record.task.id},
+                context=live.trace_context,
+            ) as current,
+        ):
+            await self._run_skill(live, skill, arguments, current)
+
+    async def _run_skill(
+        self, live: _LiveTask, skill: Skill, arguments: dict[str, Any], current: Span
+    ) -> None:
         record = live.record
         task = record.task
         ctx = Context(
@@ -362,8 +389,10 @@ class TaskRuntime:
                 except TaskInterrupt as interrupt:
                     outcome = (interrupt.state, interrupt.text)
                 except KeycardError as exc:
+                    mark_error(current, exc)
                     outcome = (TaskState.FAILED, str(exc))
                 except Exception as exc:
+                    mark_error(current, exc)
                     logger.exception(
                         "skill %s failed in task %s (%s)", skill.id, task.id, type(exc).__name__
                     )
@@ -381,6 +410,7 @@ class TaskRuntime:
                 outcome = (TaskState.CANCELED, live.cancel_reason or CANCELED_BY_CLIENT)
             assert outcome is not None
             state, text = outcome
+            set_task_outcome(current, state.value)
             with anyio.move_on_after(self._grace, shield=True):
                 message = None if text is None else self._agent_message(task, text)
                 await self._set_status(live, state, message)
@@ -472,7 +502,7 @@ class TaskRuntime:
                 await self.store.save(record)
                 raise InternalError("the agent is shutting down; the task was not started")
         # No await since the checks above: registering the live task is atomic with them.
-        live = _LiveTask(record=record, caller=caller)
+        live = _LiveTask(record=record, caller=caller, trace_context=otel_context.get_current())
         self._live[record.task.id] = live
         subscription = self._subscribe(live) if subscribe else None
         assert self._task_group is not None

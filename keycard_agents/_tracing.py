@@ -1,45 +1,87 @@
-"""OpenTelemetry span attributes for delegation chains, and a small ``span`` helper.
+"""OpenTelemetry spans for delegation chains, and W3C trace context propagation.
 
-Uses only the OpenTelemetry API (the SDK is the application's choice). Attribute names
-live under ``keycard.`` and describe RFC 8693 delegation: the user (``sub``), the actor
-chain of §4.1 ``act`` claims (current actor first), the ``txn`` shared by the whole
-chain, the RFC 8707 target and the scopes asked for and granted. ``error.type`` follows
-the OpenTelemetry semantic conventions. Never put a token in an attribute: a ``jti`` is
-enough to correlate with the audit trail.
+Uses only the OpenTelemetry API (the SDK is the application's choice): without an SDK
+every span is the API's non-recording span and no attribute is ever built. Attribute
+names live under ``keycard.`` and describe RFC 8693 delegation: the user (``sub``), the
+actor chain of §4.1 ``act`` claims (current actor first), the ``txn`` shared by the
+whole chain (draft-ietf-oauth-transaction-tokens), the RFC 8707 target and the scopes
+asked for and granted. ``error.type``, ``rpc.*``, ``http.request.method``,
+``url.full`` and ``server.address`` follow the OpenTelemetry semantic conventions.
+Trace context travels in the W3C Trace Context ``traceparent`` / ``tracestate``
+headers through the globally configured propagator (``opentelemetry.propagate``).
+
+Never put a token in an attribute: a ``jti`` is enough to correlate with the audit
+trail. Errors are described by their type and OAuth / JSON-RPC error code only, never
+by their message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context as OtelContext
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from keycard_agents._errors import OAuthError
+from keycard_agents._errors import DelegationDeniedError, KeycardError
 from keycard_agents._principal import Principal
+
+if TYPE_CHECKING:
+    from keycard_agents._trace._records import AuditRecorder
 
 __all__ = [
     "ATTR_ACTORS",
     "ATTR_AGENT",
+    "ATTR_CACHE",
     "ATTR_CHAIN_DEPTH",
     "ATTR_DECISION",
+    "ATTR_DEPENDENCY",
     "ATTR_ERROR",
     "ATTR_JTI",
+    "ATTR_OPERATION",
+    "ATTR_OUTCOME",
     "ATTR_SCOPES_GRANTED",
     "ATTR_SCOPES_REQUESTED",
     "ATTR_SKILL",
     "ATTR_TARGET",
     "ATTR_TASK_ID",
+    "ATTR_TASK_STATE",
+    "ATTR_TOOL",
     "ATTR_TXN",
     "ATTR_USER",
     "TRACER_NAME",
+    "CallRecord",
+    "acting_for",
+    "audited_call",
+    "current_principal",
+    "current_recorder",
+    "describe_a2a_call",
+    "describe_a2a_result",
+    "get_tracer",
+    "inject_context",
+    "mark_error",
+    "name_server_span",
+    "outcome_of",
     "principal_attributes",
+    "server_span",
+    "set_attributes",
+    "set_grant",
+    "set_http_outcome",
+    "set_principal",
+    "set_task_outcome",
     "span",
 ]
 
 TRACER_NAME = "keycard_agents"
+
+logger = logging.getLogger("keycard_agents.audit")
 
 ATTR_TXN = "keycard.txn"
 ATTR_USER = "keycard.user"
@@ -47,13 +89,80 @@ ATTR_AGENT = "keycard.agent"
 ATTR_ACTORS = "keycard.actors"
 ATTR_CHAIN_DEPTH = "keycard.chain.depth"
 ATTR_TARGET = "keycard.target"
+ATTR_DEPENDENCY = "keycard.dependency"
 ATTR_SKILL = "keycard.skill"
+ATTR_TOOL = "keycard.tool"
 ATTR_TASK_ID = "keycard.task.id"
+ATTR_TASK_STATE = "keycard.task.state"
 ATTR_SCOPES_REQUESTED = "keycard.scopes.requested"
 ATTR_SCOPES_GRANTED = "keycard.scopes.granted"
 ATTR_DECISION = "keycard.decision"
+ATTR_OUTCOME = "keycard.outcome"
+ATTR_OPERATION = "keycard.a2a.operation"
+ATTR_CACHE = "keycard.exchange.cache"
 ATTR_ERROR = "keycard.error"
 ATTR_JTI = "keycard.jti"
+
+_ERROR_TYPE: Final = "error.type"
+_RPC_ERROR_CODE: Final = "rpc.jsonrpc.error_code"
+
+# The verified principal the current task acts for and the agent's audit recorder (set by
+# the runtime around a skill), so that spans and audit records of outbound calls carry the
+# user, chain and txn without being told.
+_PRINCIPAL: ContextVar[Principal | None] = ContextVar("keycard_agents.principal", default=None)
+_RECORDER: ContextVar[AuditRecorder | None] = ContextVar("keycard_agents.recorder", default=None)
+
+_tracer_cache: tuple[TracerProvider, Tracer, bool] | None = None
+
+
+class _Ambient:
+    """Marker: take the principal from :func:`current_principal`."""
+
+
+_AMBIENT: Final = _Ambient()
+
+
+def _tracer_state() -> tuple[Tracer, bool]:
+    """This library's tracer, and whether an SDK (a real tracer provider) is configured."""
+    global _tracer_cache
+    provider = trace.get_tracer_provider()
+    cached = _tracer_cache
+    if cached is not None and cached[0] is provider:
+        return cached[1], cached[2]
+    tracer = provider.get_tracer(TRACER_NAME)
+    configured = not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    _tracer_cache = (provider, tracer, configured)
+    return tracer, configured
+
+
+def get_tracer() -> Tracer:
+    """This library's tracer from the global tracer provider (cached per provider)."""
+    return _tracer_state()[0]
+
+
+def current_principal() -> Principal | None:
+    """The principal the current task acts for (inside a skill), else ``None``."""
+    return _PRINCIPAL.get()
+
+
+def current_recorder() -> AuditRecorder | None:
+    """The audit recorder of the agent whose skill runs in the current task, else ``None``."""
+    return _RECORDER.get()
+
+
+@contextmanager
+def acting_for(
+    principal: Principal | None, *, recorder: AuditRecorder | None = None
+) -> Iterator[None]:
+    """Make ``principal`` the :func:`current_principal` and ``recorder`` the
+    :func:`current_recorder` for the block (and for tasks it starts)."""
+    reset_principal = _PRINCIPAL.set(principal)
+    reset_recorder = _RECORDER.set(recorder)
+    try:
+        yield
+    finally:
+        _RECORDER.reset(reset_recorder)
+        _PRINCIPAL.reset(reset_principal)
 
 
 def principal_attributes(principal: Principal | None) -> dict[str, AttributeValue]:
@@ -86,36 +195,306 @@ def _clean(attributes: Mapping[str, object]) -> dict[str, AttributeValue]:
     return out
 
 
+def set_attributes(current: Span, attributes: Mapping[str, object]) -> None:
+    """Set ``attributes`` (``None`` dropped, sequences as string lists) if it records."""
+    if current.is_recording():
+        current.set_attributes(_clean(attributes))
+
+
+def set_principal(current: Span, principal: Principal | None) -> None:
+    """Describe who ``current`` is for (a server span learns it after authentication)."""
+    if principal is not None and current.is_recording():
+        current.set_attributes(principal_attributes(principal))
+
+
+def outcome_of(exc: BaseException) -> str:
+    """``denied`` for a token service refusal, ``failed`` for anything else."""
+    return "denied" if isinstance(exc, DelegationDeniedError) else "failed"
+
+
+def mark_error(current: Span, exc: BaseException) -> None:
+    """Mark ``current`` failed by ``exc``: its type, OAuth / JSON-RPC error code, outcome.
+
+    The message is never recorded: it may come from another party.
+    """
+    if not current.is_recording():
+        return
+    name = type(exc).__name__
+    current.set_attribute(_ERROR_TYPE, name)
+    current.set_attribute(ATTR_OUTCOME, outcome_of(exc))
+    if isinstance(exc, KeycardError):  # only our own errors carry codes we trust
+        error = getattr(exc, "error", None)
+        if isinstance(error, str) and error:
+            current.set_attribute(ATTR_ERROR, error[:64])
+        code = getattr(type(exc), "code", None)
+        if isinstance(code, int) and not isinstance(code, bool):
+            current.set_attribute(_RPC_ERROR_CODE, code)
+    current.set_status(Status(StatusCode.ERROR, name))
+
+
 @contextmanager
 def span(
     name: str,
     *,
     kind: SpanKind = SpanKind.INTERNAL,
-    principal: Principal | None = None,
+    principal: Principal | _Ambient | None = _AMBIENT,
     attributes: Mapping[str, object] | None = None,
     tracer: Tracer | None = None,
+    context: OtelContext | None = None,
 ) -> Iterator[Span]:
     """Start a current span with the principal's delegation attributes.
 
-    ``None`` attribute values are dropped and sequences become lists of strings. An
-    exception marks the span as an error with ``error.type`` (and ``keycard.error``, the
-    OAuth error code, for :class:`~keycard_agents._errors.OAuthError`) but never records
-    the message; cancellation (a ``BaseException``) is not an error.
+    ``principal`` defaults to :func:`current_principal`; pass ``None`` for none.
+    ``None`` attribute values are dropped and sequences become lists of strings; nothing
+    is built when the span does not record (no SDK, or not sampled). ``keycard.outcome``
+    starts as ``ok``; set it to something better when known. An exception marks the
+    span as an error (see :func:`mark_error`); cancellation (a ``BaseException``) is not
+    an error. ``context`` is the parent context (default: the current one).
     """
-    merged = {**principal_attributes(principal), **_clean(attributes or {})}
-    tracer = tracer if tracer is not None else trace.get_tracer(TRACER_NAME)
+    if tracer is None:
+        tracer, configured = _tracer_state()
+        if not configured:  # no SDK: no span at all, only the parent context (pass-through)
+            if context is None:
+                yield trace.get_current_span()
+                return
+            token = otel_context.attach(context)
+            try:
+                yield trace.get_current_span(context)
+            finally:
+                otel_context.detach(token)
+            return
     with tracer.start_as_current_span(
         name,
+        context=context,
         kind=kind,
-        attributes=merged,
         record_exception=False,
         set_status_on_exception=False,
     ) as current:
+        if current.is_recording():
+            who = current_principal() if isinstance(principal, _Ambient) else principal
+            merged = principal_attributes(who)
+            merged[ATTR_OUTCOME] = "ok"
+            if attributes:
+                merged.update(_clean(attributes))
+            current.set_attributes(merged)
         try:
             yield current
         except Exception as exc:
-            current.set_attribute("error.type", type(exc).__name__)
-            if isinstance(exc, OAuthError):
-                current.set_attribute(ATTR_ERROR, exc.error)
-            current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            mark_error(current, exc)
             raise
+
+
+@contextmanager
+def server_span(
+    headers: Mapping[str, str], *, name: str = "A2A", attributes: Mapping[str, object] | None = None
+) -> Iterator[Span]:
+    """A SERVER span for one inbound request, child of the caller's ``traceparent``.
+
+    The trace context is extracted from ``headers`` (never inherited from whatever runs
+    the app in process), and the block runs with no :func:`current_principal` until the
+    request is authenticated (call :func:`set_principal`).
+    """
+    parent = propagate.extract(headers)
+    with (
+        acting_for(None),
+        span(
+            name, kind=SpanKind.SERVER, principal=None, attributes=attributes, context=parent
+        ) as current,
+    ):
+        yield current
+
+
+_TASK_FAILED = frozenset({"TASK_STATE_FAILED", "TASK_STATE_REJECTED"})
+
+
+def set_task_outcome(current: Span, state: str, *, task_id: str | None = None) -> None:
+    """Record an A2A task's state (``TASK_STATE_*``) as the span's outcome.
+
+    A failed or rejected task marks the span as an error (without a message).
+    """
+    if not current.is_recording():
+        return
+    outcome = state.removeprefix("TASK_STATE_").lower()
+    current.set_attributes({ATTR_TASK_STATE: state, ATTR_OUTCOME: outcome})
+    if task_id is not None:
+        current.set_attribute(ATTR_TASK_ID, task_id)
+    if state in _TASK_FAILED:
+        current.set_status(Status(StatusCode.ERROR, outcome))
+
+
+def set_grant(
+    current: Span, *, requested: Sequence[str] | None, granted: Sequence[str] | None
+) -> None:
+    """The scopes a delegated call asked for and was granted (RFC 8693 §2.1 ``scope``)."""
+    if current.is_recording():
+        set_attributes(current, {ATTR_SCOPES_REQUESTED: requested, ATTR_SCOPES_GRANTED: granted})
+
+
+def set_http_outcome(
+    current: Span, status_code: int, scopes_granted: Sequence[str] | None = None
+) -> None:
+    """An HTTP response on a client span: its status, ``failed`` from 400 on."""
+    if not current.is_recording():
+        return
+    current.set_attribute("http.response.status_code", status_code)
+    if scopes_granted is not None:
+        current.set_attribute(ATTR_SCOPES_GRANTED, list(scopes_granted))
+    if status_code >= 400:
+        current.set_attributes({_ERROR_TYPE: str(status_code), ATTR_OUTCOME: "failed"})
+        current.set_status(Status(StatusCode.ERROR, str(status_code)))
+
+
+def describe_a2a_call(
+    current: Span, *, method: str, params: Mapping[str, Any], url: str, name: str | None
+) -> None:
+    """A client span's A2A request: method, target agent, dependency name, skill, task id."""
+    if current.is_recording():
+        set_attributes(
+            current,
+            {
+                "rpc.system": "jsonrpc",
+                "rpc.method": method,
+                "server.address": urlsplit(url).hostname,
+                ATTR_TARGET: url,
+                ATTR_DEPENDENCY: name,
+                ATTR_SKILL: _skill_of(params),
+                ATTR_TASK_ID: params.get("id"),
+            },
+        )
+
+
+def describe_a2a_result(current: Span, result: Any) -> None:
+    """A returned task's id and state (A2A 1.0 §4.1) on a client span."""
+    if not current.is_recording():
+        return
+    task = result.get("task", result) if isinstance(result, dict) else None
+    status = task.get("status") if isinstance(task, dict) else None
+    if isinstance(task, dict) and isinstance(status, dict) and isinstance(task.get("id"), str):
+        set_task_outcome(current, str(status.get("state")), task_id=task["id"])
+
+
+def _skill_of(params: Mapping[str, Any]) -> str | None:
+    """The skill of a typed call message (one data part ``{"skill": ...}``), for spans."""
+    message = params.get("message")
+    parts = message.get("parts") if isinstance(message, dict) else None
+    if isinstance(parts, list) and len(parts) == 1 and isinstance(parts[0], dict):
+        data = parts[0].get("data")
+        if isinstance(data, dict) and isinstance(data.get("skill"), str):
+            return str(data["skill"])
+    return None
+
+
+def name_server_span(current: Span, operation: str) -> None:
+    """Name a server span after the A2A operation once the request says which it is."""
+    if current.is_recording():
+        operation = operation[:64]
+        current.update_name(f"A2A {operation}")
+        current.set_attributes({ATTR_OPERATION: operation, "rpc.method": operation})
+
+
+def inject_context(
+    headers: MutableMapping[str, str], *, context: OtelContext | None = None
+) -> None:
+    """Add the trace context (``traceparent``, ``tracestate``, baggage) to ``headers``.
+
+    ``context`` defaults to the current one.
+    """
+    propagate.inject(headers, context=context)
+
+
+# -- the agent's audit record of its outbound calls -----------------------------------------
+
+
+class CallRecord:
+    """What the caller learns while an outbound call runs (see :func:`audited_call`).
+
+    Set ``target`` once the resource is known (an agent's RFC 9728 ``resource``),
+    ``scopes_granted`` once a token was issued, ``outcome`` when the call succeeded in
+    some other way than ``completed`` (for example ``input_required``).
+    """
+
+    __slots__ = ("outcome", "scopes_granted", "target")
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.scopes_granted: Sequence[str] | None = None
+        self.outcome = "completed"
+
+
+@asynccontextmanager
+async def audited_call(
+    *, target: str, dependency: str | None, scopes_requested: Sequence[str] | None
+) -> AsyncIterator[CallRecord]:
+    """Record one outbound call in the current agent's audit trail, if it keeps one.
+
+    Outcomes: ``completed`` (or what the block sets), ``denied`` when the token service
+    refused the exchange (with its OAuth ``error`` and ``error_description``), the state
+    of a remote task that did not complete, ``auth_required`` / ``input_required`` when
+    the task was interrupted, else ``failed``. A cancelled call is not recorded, and a
+    failing audit store never fails the call.
+    """
+    from keycard_agents._context import TaskInterrupt  # import cycle
+
+    recorder = _RECORDER.get()
+    call = CallRecord(target)
+    if recorder is None:
+        yield call
+        return
+    started = recorder.now()
+    error: str | None = None
+    reason: str | None = None
+    try:
+        yield call
+    except TaskInterrupt as interrupt:
+        call.outcome = interrupt.state.value.removeprefix("TASK_STATE_").lower()
+        await _record_call(recorder, call, dependency, scopes_requested, started, None, None)
+        raise
+    except Exception as exc:
+        call.outcome, error, reason = _failure(exc)
+        await _record_call(recorder, call, dependency, scopes_requested, started, error, reason)
+        raise
+    await _record_call(recorder, call, dependency, scopes_requested, started, None, None)
+
+
+def _failure(exc: Exception) -> tuple[str, str | None, str | None]:
+    """(outcome, error, reason) of a failed call; only our own messages become a reason."""
+    if isinstance(exc, DelegationDeniedError):
+        return "denied", exc.error, exc.error_description[:500] or None
+    state = getattr(exc, "state", None)
+    if isinstance(exc, KeycardError) and isinstance(state, str):  # a remote task's end
+        outcome = state.removeprefix("TASK_STATE_").lower()
+        remote_reason = getattr(exc, "reason", None)
+        return outcome, None, remote_reason[:500] if isinstance(remote_reason, str) else None
+    if isinstance(exc, KeycardError):
+        code = getattr(exc, "error", None)
+        return "failed", code if isinstance(code, str) else type(exc).__name__, str(exc)[:500]
+    return "failed", type(exc).__name__, None
+
+
+async def _record_call(
+    recorder: AuditRecorder,
+    call: CallRecord,
+    dependency: str | None,
+    scopes_requested: Sequence[str] | None,
+    started: float,
+    error: str | None,
+    reason: str | None,
+) -> None:
+    try:
+        await recorder.record_call(
+            principal=_PRINCIPAL.get(),
+            target=call.target,
+            outcome=call.outcome,
+            started=started,
+            dependency=dependency,
+            scopes_requested=scopes_requested,
+            scopes_granted=call.scopes_granted,
+            error=error,
+            reason=reason,
+        )
+    except Exception as exc:
+        logger.warning(
+            "could not record a call to %s in the audit trail (%s)",
+            call.target,
+            type(exc).__name__,
+        )

@@ -89,7 +89,11 @@ def test_errors_mark_the_span_without_the_message(
         raise DelegationDeniedError("invalid_scope", "scope 'write' exceeds ... token eyJ-x")
     done = _only(exporter)
     attrs = dict(done.attributes or {})
-    assert attrs == {"error.type": "DelegationDeniedError", ATTR_ERROR: "invalid_scope"}
+    assert attrs == {
+        "error.type": "DelegationDeniedError",
+        ATTR_ERROR: "invalid_scope",
+        "keycard.outcome": "denied",
+    }
     assert done.status.status_code == StatusCode.ERROR
     assert done.status.description == "DelegationDeniedError"
     assert not done.events  # no exception event with the message

@@ -29,6 +29,7 @@ import httpx
 import httpx2
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from keycard_agents._agent import McpDependency
@@ -37,6 +38,17 @@ from keycard_agents._errors import AuthenticationError, ConfigurationError, Keyc
 from keycard_agents._mcp._discovery import discover_resource
 from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
+from keycard_agents._tracing import (
+    ATTR_DEPENDENCY,
+    ATTR_OUTCOME,
+    ATTR_SCOPES_REQUESTED,
+    ATTR_TARGET,
+    ATTR_TOOL,
+    audited_call,
+    inject_context,
+    set_attributes,
+    span,
+)
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     from builtins import BaseExceptionGroup
@@ -92,6 +104,7 @@ class _DelegatedAuth(httpx2.Auth):
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         sent = self._token
         request.headers["Authorization"] = f"Bearer {sent}"
+        inject_context(request.headers)  # W3C traceparent of the current span
         response = yield request
         if response.status_code == 403:
             self.rejected_status = 403
@@ -451,12 +464,33 @@ class McpServerHandle:
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> McpToolResult:
         """Call one tool in its own session; ``is_error`` results are returned."""
-        return await self._connector.run(
-            self.dependency,
-            self._caller,
-            lambda s: s.call_tool(name, arguments),
-            tokens=self._tokens,
-        )
+        dependency = self.dependency
+        with span(f"MCP call_tool {name}", kind=SpanKind.CLIENT) as current:
+            if current.is_recording():
+                set_attributes(
+                    current,
+                    {
+                        ATTR_TOOL: name,
+                        ATTR_DEPENDENCY: dependency.name,
+                        ATTR_TARGET: dependency.url,
+                        ATTR_SCOPES_REQUESTED: dependency.scopes,
+                    },
+                )
+            async with audited_call(
+                target=dependency.url,
+                dependency=dependency.name,
+                scopes_requested=dependency.scopes,
+            ) as call:
+                result = await self._connector.run(
+                    dependency,
+                    self._caller,
+                    lambda s: s.call_tool(name, arguments),
+                    tokens=self._tokens,
+                )
+                if result.is_error:
+                    call.outcome = "failed"
+                    set_attributes(current, {ATTR_OUTCOME: "failed", "error.type": "tool_error"})
+                return result
 
     def session(self) -> AbstractAsyncContextManager[McpSession]:
         """Several operations in one MCP session: ``async with handle.session() as s:``."""

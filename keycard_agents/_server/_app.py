@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -36,6 +38,7 @@ from keycard_agents._server._dispatch import A2ARuntime, Dispatcher
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
 from keycard_agents._server._rest import RestBinding
+from keycard_agents._trace._records import AuditRecorder
 
 if TYPE_CHECKING:
     from keycard_agents._agent import Agent
@@ -121,6 +124,7 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     allow_missing_version: bool = False,
     card_max_age: int = 300,
+    recorder: AuditRecorder | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``agent`` (A2A 1.0 JSON-RPC and HTTP+JSON bindings).
 
@@ -131,6 +135,13 @@ def create_app(
     (default: a ``TaskRuntime`` for the agent). ``max_body_size`` caps request bodies
     (bytes). ``allow_missing_version`` serves requests without ``A2A-Version`` as 1.0
     instead of refusing them as 0.3 requests.
+
+    ``recorder`` is the agent's own audit trail: every task it serves and every call its
+    skills make to dependencies (denials by the token service included). The default
+    keeps the newest 100,000 records in memory (a ``MemoryAgentAuditStore``), under the
+    agent's client id; pass ``AuditRecorder(agent=..., store=JsonlAgentAuditStore(path))``
+    to keep them in a file. A ``runtime`` built without a recorder gets this one. The
+    recorder in use is ``app.state.keycard_recorder``.
 
     To mount it in a FastAPI or Starlette app, run its lifespan from the parent's and
     mount it with :class:`AgentMount` so the bare mount path also reaches the JSON-RPC
@@ -168,6 +179,7 @@ def create_app(
         delegation = delegation_for(agent)
         owned.append(delegation)
         runtime = TaskRuntime(agent, delegation=delegation)
+    recorder = _audit_recorder(agent, runtime, recorder, base_url)
     authenticator = BearerAuthenticator(
         verifier=verifier,
         audience=base_url,
@@ -231,7 +243,45 @@ def create_app(
     app.state.keycard_agent = agent
     app.state.keycard_card = lambda: dump(build_card())
     app.state.keycard_runtime = runtime
+    app.state.keycard_recorder = recorder
     return app
+
+
+def _audit_recorder(
+    agent: Agent, runtime: A2ARuntime, recorder: AuditRecorder | None, base_url: str
+) -> AuditRecorder | None:
+    """The recorder the runtime uses: its own, else ``recorder``, else a bounded default."""
+    if not hasattr(runtime, "recorder"):
+        return recorder  # a custom runtime keeps its own records (or none)
+    own: AuditRecorder | None = runtime.recorder
+    if own is not None:
+        if recorder is not None and recorder is not own:
+            raise ConfigurationError(
+                "the runtime already has an audit recorder: pass it to TaskRuntime(recorder=) "
+                "or to create_app(recorder=), not both",
+                setting="recorder",
+            )
+        return own
+    if recorder is None:
+        recorder = AuditRecorder(agent=_client_id(agent, runtime), resource=base_url)
+    runtime.recorder = recorder
+    return recorder
+
+
+def _client_id(agent: Agent, runtime: A2ARuntime) -> str:
+    """How the token service knows this agent (the ``act.sub`` of its calls), for audit."""
+    delegation = getattr(runtime, "delegation", None)
+    exchange = getattr(delegation, "_exchange", None) or getattr(agent, "exchange", None)
+    for credential in (agent.credential, getattr(exchange, "credential", None)):
+        client_id = getattr(credential, "client_id", None)
+        if isinstance(client_id, str) and client_id:
+            return client_id
+    from keycard_agents._identity import ENV_CLIENT_ID
+
+    from_env = os.environ.get(ENV_CLIENT_ID)
+    if from_env:
+        return from_env
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", agent.agent_name).strip("-").lower() or "agent"
 
 
 def _default_verifier(agent: Agent) -> BearerVerifier:

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
 
+from opentelemetry.trace import get_current_span
 from pydantic import BaseModel, ValidationError
 
 from keycard_agents._a2a.errors import (
@@ -41,6 +42,7 @@ from keycard_agents._a2a.types import (
 from keycard_agents._context import Caller
 from keycard_agents._errors import AuthenticationError
 from keycard_agents._server._auth import MissingCredentialsError
+from keycard_agents._tracing import set_task_outcome
 
 __all__ = [
     "PUSH_METHODS",
@@ -153,6 +155,7 @@ class Dispatcher:
             _refuse_push_config(request)
             result = await runtime.send_message(request, caller=caller)
             if isinstance(result, Task):
+                set_task_outcome(get_current_span(), result.status.state.value, task_id=result.id)
                 return {"task": dump(result)}
             return {"message": dump(result)}
         if isinstance(request, GetTaskRequest):

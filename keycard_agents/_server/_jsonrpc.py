@@ -44,10 +44,12 @@ from keycard_agents._server._protocol import (
     read_body,
 )
 from keycard_agents._server._sse import EventStreamResponse, format_event
+from keycard_agents._tracing import mark_error, name_server_span, server_span, set_principal
 
 __all__ = ["JSON_MEDIA_TYPES", "JsonRpcEndpoint"]
 
 JSON_MEDIA_TYPES = frozenset({"application/json", "application/a2a+json"})
+_SPAN_ATTRIBUTES = {"rpc.system": "jsonrpc", "keycard.a2a.binding": "JSONRPC"}
 
 
 class _HttpLevelError(Exception):
@@ -80,20 +82,26 @@ class JsonRpcEndpoint:
         self._allow_missing_version = allow_missing_version
 
     async def handle(self, request: Request) -> Response:
-        request_id: Any = None
-        try:
-            envelope = await self._read_envelope(request)
-            request_id = envelope.id
-            check_version(request, allow_missing=self._allow_missing_version)
-            caller = await self._auth.caller(request.headers)
-            params = parse_params(envelope.method, envelope.params)
-            if envelope.method in STREAMING_METHODS:
-                events = await self._dispatcher.open_stream(envelope.method, params, caller=caller)
-                return EventStreamResponse(_frame(request_id, events))
-            result = await self._dispatcher.unary(envelope.method, params, caller=caller)
-            return JSONResponse(_envelope(request_id, result=result))
-        except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
-            return self._error_response(request_id, exc)
+        with server_span(request.headers, attributes=_SPAN_ATTRIBUTES) as current:
+            request_id: Any = None
+            try:
+                envelope = await self._read_envelope(request)
+                request_id = envelope.id
+                name_server_span(current, envelope.method)
+                check_version(request, allow_missing=self._allow_missing_version)
+                caller = await self._auth.caller(request.headers)
+                set_principal(current, caller.principal)
+                params = parse_params(envelope.method, envelope.params)
+                if envelope.method in STREAMING_METHODS:
+                    events = await self._dispatcher.open_stream(
+                        envelope.method, params, caller=caller
+                    )
+                    return EventStreamResponse(_frame(request_id, events))
+                result = await self._dispatcher.unary(envelope.method, params, caller=caller)
+                return JSONResponse(_envelope(request_id, result=result))
+            except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
+                mark_error(current, exc)
+                return self._error_response(request_id, exc)
 
     async def _read_envelope(self, request: Request) -> JSONRPCRequest:
         if media_type(request) not in JSON_MEDIA_TYPES:

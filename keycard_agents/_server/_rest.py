@@ -11,8 +11,9 @@ content type ``application/a2a+json`` (``application/json`` accepted); errors as
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -46,6 +47,7 @@ from keycard_agents._server._protocol import (
     rest_error_body,
 )
 from keycard_agents._server._sse import EventStreamResponse, format_event
+from keycard_agents._tracing import ATTR_OPERATION, mark_error, server_span, set_principal
 
 __all__ = ["A2A_JSON", "RestBinding"]
 
@@ -124,21 +126,26 @@ class RestBinding:
         self, request: Request, operation: str, build: _Builder, *, body: bool
     ) -> Response:
         content_type = A2A_JSON if _wants_a2a_json(request) else "application/json"
-        try:
-            check_version(request, allow_missing=self._allow_missing_version)
-            caller = await self._auth.caller(request.headers)
-            data = await self._read_json(request) if body else {}
+        with server_span(
+            request.headers, name=f"A2A {operation}", attributes=_span_attributes(operation)
+        ) as current:
             try:
-                model = build(request, data)
-            except ValidationError as exc:
-                raise invalid_params(exc, what="request") from exc
-            if operation in ("SendStreamingMessage", "SubscribeToTask"):
-                events = await self._dispatcher.open_stream(operation, model, caller=caller)
-                return EventStreamResponse(_frame(events))
-            result = await self._dispatcher.unary(operation, model, caller=caller)
-            return JSONResponse(result, media_type=content_type)
-        except Exception as exc:  # every failure gets a Status body, never a 500 page
-            return self._error_response(exc, content_type)
+                check_version(request, allow_missing=self._allow_missing_version)
+                caller = await self._auth.caller(request.headers)
+                set_principal(current, caller.principal)
+                data = await self._read_json(request) if body else {}
+                try:
+                    model = build(request, data)
+                except ValidationError as exc:
+                    raise invalid_params(exc, what="request") from exc
+                if operation in ("SendStreamingMessage", "SubscribeToTask"):
+                    events = await self._dispatcher.open_stream(operation, model, caller=caller)
+                    return EventStreamResponse(_frame(events))
+                result = await self._dispatcher.unary(operation, model, caller=caller)
+                return JSONResponse(result, media_type=content_type)
+            except Exception as exc:  # every failure gets a Status body, never a 500 page
+                mark_error(current, exc)
+                return self._error_response(exc, content_type)
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
         declared = request.headers.get("content-length")
@@ -194,6 +201,11 @@ class RestBinding:
         return JSONResponse(
             rest_error_body(reported), status_code=reported.http_status, media_type=content_type
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _span_attributes(operation: str) -> Mapping[str, str]:
+    return {ATTR_OPERATION: operation, "keycard.a2a.binding": "HTTP+JSON"}
 
 
 def _from_body(model: type[BaseModel]) -> _Builder:
