@@ -8,14 +8,12 @@ identifiers only (a ``jti``, never a token).
 
 from __future__ import annotations
 
-import json
-from collections import deque
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-import anyio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
+
+from keycard_agents._recordlog import JsonlRecordLog, MemoryRecordLog
 
 __all__ = ["AuditRecord", "AuditStore", "JsonlAuditStore", "MemoryAuditStore"]
 
@@ -82,103 +80,15 @@ class AuditStore(Protocol):
     ) -> list[AuditRecord]: ...
 
 
-class MemoryAuditStore:
+class MemoryAuditStore(MemoryRecordLog[AuditRecord]):
     """In-memory audit store keeping the newest ``max_records`` records."""
 
-    def __init__(self, *, max_records: int = 100_000) -> None:
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
-        self._records: deque[AuditRecord] = deque(maxlen=max_records)
 
-    async def append(self, record: AuditRecord) -> None:
-        self._records.append(record)
-
-    async def query(
-        self,
-        *,
-        txn: str | None = None,
-        user: str | None = None,
-        agent: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 1000,
-    ) -> list[AuditRecord]:
-        return _select(self._records, txn, user, agent, since, until, limit)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-
-class JsonlAuditStore:
+class JsonlAuditStore(JsonlRecordLog[AuditRecord]):
     """Append-only JSON Lines file, one record per line.
 
     Reading skips lines that do not parse (a crash can leave a truncated last line).
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = anyio.Lock()
-
-    async def append(self, record: AuditRecord) -> None:
-        line = record.model_dump_json() + "\n"
-        async with self._lock:
-            await anyio.to_thread.run_sync(self._write, line)
-
-    def _write(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            # A previous crash may have left a partial line: start on a fresh one.
-            if fh.tell() > 0 and not self._ends_with_newline():
-                fh.write("\n")
-            fh.write(line)
-            fh.flush()
-
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as fh:
-            fh.seek(-1, 2)
-            return fh.read(1) == b"\n"
-
-    async def query(
-        self,
-        *,
-        txn: str | None = None,
-        user: str | None = None,
-        agent: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 1000,
-    ) -> list[AuditRecord]:
-        async with self._lock:
-            records = await anyio.to_thread.run_sync(self._read)
-        return _select(records, txn, user, agent, since, until, limit)
-
-    def _read(self) -> list[AuditRecord]:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        records: list[AuditRecord] = []
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            try:
-                records.append(AuditRecord.model_validate_json(line))
-            except (ValidationError, json.JSONDecodeError, UnicodeDecodeError):
-                continue
-        return records
-
-
-def _select(
-    records: Sequence[AuditRecord] | deque[AuditRecord],
-    txn: str | None,
-    user: str | None,
-    agent: str | None,
-    since: float | None,
-    until: float | None,
-    limit: int,
-) -> list[AuditRecord]:
-    out: list[AuditRecord] = []
-    for record in records:
-        if record.matches(txn=txn, user=user, agent=agent, since=since, until=until):
-            out.append(record)
-    return out[-limit:] if limit > 0 else []
+        super().__init__(path, parse=AuditRecord.model_validate_json)

@@ -10,17 +10,15 @@ service's :class:`~keycard_agents._sts._audit.AuditStore` so both merge in one t
 
 from __future__ import annotations
 
-import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-import anyio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from keycard_agents._principal import Principal
+from keycard_agents._recordlog import JsonlRecordLog, MemoryRecordLog
 
 __all__ = [
     "AgentAuditRecord",
@@ -100,103 +98,15 @@ class AgentAuditStore(Protocol):
     ) -> list[AgentAuditRecord]: ...
 
 
-def _select(
-    records: Iterable[AgentAuditRecord],
-    *,
-    txn: str | None,
-    user: str | None,
-    agent: str | None,
-    since: float | None,
-    until: float | None,
-    limit: int,
-) -> list[AgentAuditRecord]:
-    out = [
-        r for r in records if r.matches(txn=txn, user=user, agent=agent, since=since, until=until)
-    ]
-    return out[-limit:] if limit > 0 else []
-
-
-class MemoryAgentAuditStore:
+class MemoryAgentAuditStore(MemoryRecordLog[AgentAuditRecord]):
     """In-memory store keeping the newest ``max_records`` records."""
 
-    def __init__(self, *, max_records: int = 100_000) -> None:
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
-        self._records: deque[AgentAuditRecord] = deque(maxlen=max_records)
 
-    async def append(self, record: AgentAuditRecord) -> None:
-        self._records.append(record)
-
-    async def query(
-        self,
-        *,
-        txn: str | None = None,
-        user: str | None = None,
-        agent: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 1000,
-    ) -> list[AgentAuditRecord]:
-        return _select(
-            self._records, txn=txn, user=user, agent=agent, since=since, until=until, limit=limit
-        )
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-
-class JsonlAgentAuditStore:
+class JsonlAgentAuditStore(JsonlRecordLog[AgentAuditRecord]):
     """Append-only JSON Lines file; lines that do not parse are skipped on reading."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = anyio.Lock()
-
-    async def append(self, record: AgentAuditRecord) -> None:
-        line = record.model_dump_json() + "\n"
-        async with self._lock:
-            await anyio.to_thread.run_sync(self._write, line)
-
-    def _write(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+b") as fh:
-            fh.seek(0, 2)
-            if fh.tell() > 0:
-                fh.seek(-1, 2)
-                if fh.read(1) != b"\n":  # a crash left a partial line: start a fresh one
-                    fh.write(b"\n")
-            fh.write(line.encode("utf-8"))
-
-    async def query(
-        self,
-        *,
-        txn: str | None = None,
-        user: str | None = None,
-        agent: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 1000,
-    ) -> list[AgentAuditRecord]:
-        async with self._lock:
-            records = await anyio.to_thread.run_sync(self._read)
-        return _select(
-            records, txn=txn, user=user, agent=agent, since=since, until=until, limit=limit
-        )
-
-    def _read(self) -> list[AgentAuditRecord]:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return []
-        out: list[AgentAuditRecord] = []
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
-            try:
-                out.append(AgentAuditRecord.model_validate_json(line))
-            except (ValidationError, json.JSONDecodeError, UnicodeDecodeError):
-                continue
-        return out
+        super().__init__(path, parse=AgentAuditRecord.model_validate_json)
 
 
 def _scopes(values: Iterable[str] | None) -> tuple[str, ...] | None:
