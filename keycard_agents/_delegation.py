@@ -196,8 +196,11 @@ class HttpApiHandle:
         self._http = http_client
 
     def url(self, path: str) -> str:
+        """``path`` resolved against the resource URL; ``""`` is the resource itself."""
         if urlsplit(path).scheme:
             return path
+        if not path:
+            return self.resource
         return self.resource.rstrip("/") + "/" + path.lstrip("/")
 
     async def token(self) -> ExchangedToken:

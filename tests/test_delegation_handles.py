@@ -458,12 +458,13 @@ async def test_http_api_handle_methods_and_transport_errors() -> None:
         handle = delegation.handle(dependency, caller=_caller(ctx), context=ctx)
         for method in ("post", "put", "patch", "delete"):
             await getattr(handle, method)("items/1")
+        await handle.get()  # the resource itself, without a trailing slash
         with pytest.raises(TransportError, match=r"GET http://api\.test/v1/down \(api\) failed"):
             await handle.get("/down")
         token = await handle.token()
         await delegation.aclose()
-    assert [s[0] for s in seen] == ["POST", "PUT", "PATCH", "DELETE"]
-    assert {s[1] for s in seen} == {"/v1/items/1"}
+    assert [s[0] for s in seen] == ["POST", "PUT", "PATCH", "DELETE", "GET"]
+    assert [s[1] for s in seen] == ["/v1/items/1"] * 4 + ["/v1"]
     assert {s[2] for s in seen} == {"Bearer tok-1"}
     assert token.access_token == "tok-1"
     assert len(forms) == 1
