@@ -90,7 +90,9 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(exe), "demo", *rest], cwd=ROOT, env=env)
     # test
     ensure_system_packages()
-    return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    # Coverage of the library is measured on every run and reported above pytest's summary.
+    coverage = ["--cov=keycard_agents", "--cov-report=term:skip-covered"]
+    return subprocess.call([str(PYTHON), "-m", "pytest", *coverage, *rest], cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":
