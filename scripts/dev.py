@@ -25,7 +25,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".keycard-installed"
-EXTRAS = "dev,mcp,redis,trio"
+EXTRAS = "dev,mcp,trio"
 # Programs the test suite drives, and the Debian package that provides each.
 SYSTEM_PACKAGES = {"chromium": "chromium", "wrk": "wrk"}
 
