@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 import anyio
 from pydantic import ValidationError
 
-__all__ = ["JsonlRecordLog", "MemoryRecordLog"]
+__all__ = ["JsonlRecordLog", "MemoryRecordLog", "passes_filters"]
 
 
 class _Record(Protocol):
@@ -35,6 +35,38 @@ class _Record(Protocol):
 
 
 R = TypeVar("R", bound=_Record)
+
+
+class _Stamped(Protocol):
+    @property
+    def txn(self) -> str | None: ...
+    @property
+    def user(self) -> str | None: ...
+    @property
+    def time(self) -> float: ...
+
+
+def passes_filters(
+    record: _Stamped,
+    *,
+    involves: Callable[[str], bool],
+    txn: str | None,
+    user: str | None,
+    agent: str | None,
+    since: float | None,
+    until: float | None,
+) -> bool:
+    """The query filters shared by every audit record; ``involves(agent)`` is the record's
+    own notion of which agents it concerns."""
+    if txn is not None and record.txn != txn:
+        return False
+    if user is not None and record.user != user:
+        return False
+    if agent is not None and not involves(agent):
+        return False
+    if since is not None and record.time < since:
+        return False
+    return not (until is not None and record.time > until)
 
 
 def _select(

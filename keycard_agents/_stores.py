@@ -210,13 +210,7 @@ class MemoryTaskStore:
             if rec.owner == owner
             and (context_id is None or rec.task.context_id == context_id)
             and (state is None or rec.state is state)
-            and (
-                updated_after is None
-                or (
-                    rec.task.status.timestamp is not None
-                    and rec.task.status.timestamp > updated_after
-                )
-            )
+            and (updated_after is None or _updated_after(rec, updated_after))
         ]
         page_from = [r for r in matching if before is None or r.sequence < before]
         page = page_from[:limit]

@@ -18,7 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from keycard_agents._principal import Principal
-from keycard_agents._recordlog import JsonlRecordLog, MemoryRecordLog
+from keycard_agents._recordlog import JsonlRecordLog, MemoryRecordLog, passes_filters
 
 __all__ = [
     "AgentAuditRecord",
@@ -69,15 +69,15 @@ class AgentAuditRecord(BaseModel):
         until: float | None = None,
     ) -> bool:
         """Whether this record passes a query's filters (``agent`` = recorder or any actor)."""
-        if txn is not None and self.txn != txn:
-            return False
-        if user is not None and self.user != user:
-            return False
-        if agent is not None and self.agent != agent and agent not in self.actors:
-            return False
-        if since is not None and self.time < since:
-            return False
-        return not (until is not None and self.time > until)
+        return passes_filters(
+            self,
+            involves=lambda a: a == self.agent or a in self.actors,
+            txn=txn,
+            user=user,
+            agent=agent,
+            since=since,
+            until=until,
+        )
 
 
 @runtime_checkable
