@@ -35,7 +35,7 @@ from _common import (
 )
 
 from keycard_agents import TokenExchangeClient, WebIdentity
-from keycard_agents._keys import KeyStore
+from keycard_agents._jose._keys import KeyStore
 
 A = "https://agent-a.bench.example"
 B = "https://agent-b.bench.example"

@@ -28,8 +28,8 @@ from keycard_agents import (
     create_app,
     skill,
 )
-from keycard_agents._agent import Agent
-from keycard_agents._client import AgentClient, CardCache
+from keycard_agents._agent._agent import Agent
+from keycard_agents._client._agent_client import AgentClient, CardCache
 
 HOST = "127.0.0.1"
 

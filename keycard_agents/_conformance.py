@@ -28,10 +28,15 @@ import anyio
 import httpx
 from joserfc.jwk import OKPKey
 
-from ._errors import ConfigurationError, InvalidTokenError
-from ._keys import SigningKey
-from ._principal import ActorChain
-from ._tokens import ACCESS_TOKEN_TYPE, CLIENT_ASSERTION_TYPE, StaticKeys, verify_jwt
+from keycard_agents._errors import ConfigurationError, InvalidTokenError
+from keycard_agents._jose._jwt import (
+    ACCESS_TOKEN_TYPE,
+    CLIENT_ASSERTION_TYPE,
+    StaticKeys,
+    verify_jwt,
+)
+from keycard_agents._jose._keys import SigningKey
+from keycard_agents._jose._principal import ActorChain
 
 if sys.version_info >= (3, 11):
     import tomllib

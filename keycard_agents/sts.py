@@ -8,11 +8,11 @@ RFC 6749 §2.3.1 client authentication, RFC 7636 PKCE sign-in, RFC 8414 metadata
 
 from __future__ import annotations
 
+from keycard_agents._audit._sts_records import AuditRecord as AuditRecord
+from keycard_agents._audit._sts_records import AuditStore as AuditStore
+from keycard_agents._audit._sts_records import JsonlAuditStore as JsonlAuditStore
+from keycard_agents._audit._sts_records import MemoryAuditStore as MemoryAuditStore
 from keycard_agents._sts._app import TokenService as TokenService
-from keycard_agents._sts._audit import AuditRecord as AuditRecord
-from keycard_agents._sts._audit import AuditStore as AuditStore
-from keycard_agents._sts._audit import JsonlAuditStore as JsonlAuditStore
-from keycard_agents._sts._audit import MemoryAuditStore as MemoryAuditStore
 from keycard_agents._sts._authorize import pkce_challenge as pkce_challenge
 from keycard_agents._sts._config import AdminConfig as AdminConfig
 from keycard_agents._sts._config import DevUser as DevUser
@@ -24,9 +24,9 @@ from keycard_agents._sts._config import TokenServiceConfig as TokenServiceConfig
 from keycard_agents._sts._config import TrustedIssuerConfig as TrustedIssuerConfig
 from keycard_agents._sts._config import load_config as load_config
 from keycard_agents._sts._config import parse_config as parse_config
-from keycard_agents._sts._grants import TokenStats as TokenStats
 from keycard_agents._sts._secrets import hash_secret as hash_secret
 from keycard_agents._sts._secrets import verify_secret as verify_secret
+from keycard_agents._sts._token_endpoint import TokenStats as TokenStats
 
 __all__ = [
     "AdminConfig",

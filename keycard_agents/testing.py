@@ -33,16 +33,17 @@ import httpx
 from pydantic import ValidationError
 
 from keycard_agents._a2a.types import Message, Part, Role
-from keycard_agents._agent import Agent
-from keycard_agents._client import AgentClient
-from keycard_agents._context import Caller, Context, DelegationProvider
-from keycard_agents._delegation import TokenExchangeDelegation
+from keycard_agents._agent._agent import Agent
+from keycard_agents._agent._context import Caller, Context, DelegationProvider
+from keycard_agents._agent._grant import MOCK_ACCESS, ResourceError, mock_factory
+from keycard_agents._client._agent_client import AgentClient
+from keycard_agents._delegation._provider import TokenExchangeDelegation
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._exchange import TokenExchangeClient
-from keycard_agents._grant import MOCK_ACCESS, ResourceError, mock_factory
-from keycard_agents._identity import ClientSecret, WebIdentity
-from keycard_agents._principal import Actor, ActorChain, Principal
-from keycard_agents._runtime import TaskRuntime
+from keycard_agents._jose._jwt import TokenVerifier
+from keycard_agents._jose._principal import Actor, ActorChain, Principal
+from keycard_agents._oauth._credentials import ClientSecret, WebIdentity
+from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server._app import AGENT_JWKS_PATH
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import (
@@ -52,7 +53,6 @@ from keycard_agents._sts._config import (
     TokenServiceConfig,
 )
 from keycard_agents._sts._secrets import hash_secret
-from keycard_agents._tokens import TokenVerifier
 
 __all__ = [
     "DEFAULT_ISSUER",

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/gen_schemas.py          # write the files
     .venv/bin/python scripts/gen_schemas.py --check  # exit 1 when they drifted from the code
 
-The schemas come from ``keycard_agents._claims.protocol_schemas()``: the A2A 1.0 Agent
+The schemas come from ``keycard_agents._jose._claims.protocol_schemas()``: the A2A 1.0 Agent
 Card model, the delegation extension ``params`` and the delegated / user token claims
 (RFC 9068 §2.2, RFC 8693 §4.1 and §4.4). The test suite fails when the checked-in files
 differ from what this script would write.
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from keycard_agents._claims import protocol_schemas
+from keycard_agents._jose._claims import protocol_schemas
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "protocols" / "schemas"
 

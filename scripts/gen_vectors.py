@@ -25,7 +25,7 @@ from typing import Any
 
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from keycard_agents._keys import SigningKey, jws_registry
+from keycard_agents._jose._keys import SigningKey, jws_registry
 from keycard_agents.sts import hash_secret, verify_secret
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
 from keycard_agents._a2a.types import Message, Part, Role
-from keycard_agents._agent import (
+from keycard_agents._agent._agent import (
     Agent,
     AgentDependency,
     Dependency,
@@ -22,9 +22,9 @@ from keycard_agents._agent import (
     skill,
     to_parts,
 )
-from keycard_agents._context import Caller, Context
+from keycard_agents._agent._context import Caller, Context
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._principal import Actor, ActorChain, Principal
+from keycard_agents._jose._principal import Actor, ActorChain, Principal
 
 
 class Itinerary(BaseModel):
@@ -125,8 +125,8 @@ def test_skills_in_modules_without_future_annotations() -> None:
     source = textwrap.dedent(
         """
         from pydantic import BaseModel
-        from keycard_agents._agent import Agent, skill
-        from keycard_agents._context import Context
+        from keycard_agents._agent._agent import Agent, skill
+        from keycard_agents._agent._context import Context
 
         class Out(BaseModel):
             total: float

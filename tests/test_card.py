@@ -10,14 +10,20 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from keycard_agents._a2a.types import AgentCard, AgentProvider, dump
-from keycard_agents._agent import Agent, AgentDependency, HttpDependency, McpDependency, skill
-from keycard_agents._card import (
+from keycard_agents._agent._agent import (
+    Agent,
+    AgentDependency,
+    HttpDependency,
+    McpDependency,
+    skill,
+)
+from keycard_agents._agent._card import (
     DELEGATION_EXTENSION_URI,
     authorization_server_metadata_url,
     build_agent_card,
     protected_resource_metadata,
 )
-from keycard_agents._context import Context
+from keycard_agents._agent._context import Context
 from keycard_agents._errors import ConfigurationError
 
 URL = "http://127.0.0.1:9001"

@@ -23,8 +23,9 @@ from keycard_agents._a2a.errors import (
     UnsupportedOperationError,
 )
 from keycard_agents._a2a.types import Message, Part, Role, Task, TaskState, TaskStatus
-from keycard_agents._agent import Agent, skill
-from keycard_agents._client import (
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._client._agent_client import (
     AgentClient,
     CardCache,
     call_message,
@@ -32,7 +33,6 @@ from keycard_agents._client import (
     parse_challenge,
     task_result,
 )
-from keycard_agents._context import Context
 from keycard_agents._errors import (
     ConfigurationError,
     RemoteAuthenticationError,

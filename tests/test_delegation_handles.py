@@ -11,7 +11,7 @@ import pytest
 from test_delegation_support import MAIL, PLANNER, USER_SCOPES, WEATHER, Planner, chain_agents
 
 from keycard_agents._a2a.types import Task, TaskState
-from keycard_agents._agent import (
+from keycard_agents._agent._agent import (
     Agent,
     AgentDependency,
     Dependency,
@@ -19,9 +19,10 @@ from keycard_agents._agent import (
     McpDependency,
     skill,
 )
-from keycard_agents._client import call_message
-from keycard_agents._context import Caller, Context
-from keycard_agents._delegation import (
+from keycard_agents._agent._context import Caller, Context
+from keycard_agents._agent._grant import AccessContext, grant
+from keycard_agents._client._agent_client import call_message
+from keycard_agents._delegation._provider import (
     _FACTORIES,
     DelegatedTokens,
     HttpApiHandle,
@@ -35,9 +36,8 @@ from keycard_agents._errors import (
     InvalidTokenError,
     TransportError,
 )
-from keycard_agents._exchange import TokenExchangeClient
-from keycard_agents._grant import AccessContext, grant
-from keycard_agents._identity import ClientSecret
+from keycard_agents._oauth._credentials import ClientSecret
+from keycard_agents._oauth._exchange import TokenExchangeClient
 from keycard_agents._server import create_app
 from keycard_agents.testing import LocalTokenService, make_context, open_local_agents
 
@@ -305,7 +305,9 @@ async def test_mcp_dependency_needs_the_mcp_integration(monkeypatch: pytest.Monk
     delegation = provider()
     ctx, _ = make_context(token="user-token")
     dependency = McpDependency("tools", url="http://127.0.0.1:9600/mcp")
-    monkeypatch.setattr("keycard_agents._delegation._MCP_MODULE", "keycard_agents._no_such_mcp")
+    monkeypatch.setattr(
+        "keycard_agents._delegation._provider._MCP_MODULE", "keycard_agents._no_such_mcp"
+    )
     monkeypatch.delitem(_FACTORIES, "mcp", raising=False)
     with pytest.raises(ConfigurationError, match=r"keycard-agents\[mcp\]"):
         delegation.handle(dependency, caller=_caller(ctx), context=ctx)
@@ -331,7 +333,9 @@ async def test_mcp_dependency_needs_the_mcp_integration(monkeypatch: pytest.Monk
     assert closed == ["tools"]
 
     # The module exists but registers nothing: say so rather than "install it".
-    monkeypatch.setattr("keycard_agents._delegation._MCP_MODULE", "keycard_agents._grant")
+    monkeypatch.setattr(
+        "keycard_agents._delegation._provider._MCP_MODULE", "keycard_agents._agent._grant"
+    )
     monkeypatch.delitem(_FACTORIES, "mcp")
     unregistered = provider()
     with pytest.raises(ConfigurationError, match="registered no handle factory"):

@@ -11,9 +11,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from keycard_agents._agent import Agent, AgentDependency, HttpDependency, skill
-from keycard_agents._context import Context
-from keycard_agents._grant import AccessContext, grant
+from keycard_agents._agent._agent import Agent, AgentDependency, HttpDependency, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._grant import AccessContext, grant
 
 A_URL = "http://127.0.0.1:9101"
 B_URL = "http://127.0.0.1:9102"
@@ -123,7 +123,7 @@ def chain_agents(
         @skill(scopes=["a.use"])
         async def replay(self, ctx: Context) -> str:
             """Send the token obtained for Middle to Collector."""
-            from keycard_agents._client import AgentClient
+            from keycard_agents._client._agent_client import AgentClient
 
             token = await ctx.dependency("middle").token()
             handle = ctx.dependency("collector")

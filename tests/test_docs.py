@@ -459,7 +459,7 @@ def table(heading: str, first: str | None = None) -> Table:
 
 
 def test_configuration_lists_every_environment_variable() -> None:
-    from keycard_agents import _identity
+    from keycard_agents._oauth import _credentials as _identity
 
     documented = {name: cells[0] for name, cells in table("Environment variables").rows.items()}
     for name, value in vars(_identity).items():
@@ -641,7 +641,7 @@ def test_relative_links_resolve(page: Path) -> None:
 
 
 def test_tracing_names_in_the_docs_exist() -> None:
-    from keycard_agents import _tracing
+    from keycard_agents._observe import _tracing
 
     text = " ".join(p.read_text(encoding="utf-8") for p in PAGES)
     named = set(re.findall(r"`(keycard\.[a-z_.]+)`", text))

@@ -27,13 +27,13 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     TransportError,
 )
-from keycard_agents._exchange import (
+from keycard_agents._oauth._credentials import ClientSecret, WebIdentity
+from keycard_agents._oauth._exchange import (
     ACCESS_TOKEN_TYPE_URN,
     TOKEN_EXCHANGE_GRANT,
     ExchangedToken,
     TokenExchangeClient,
 )
-from keycard_agents._identity import ClientSecret, WebIdentity
 from keycard_agents.sts import TokenService, hash_secret, parse_config
 
 ISSUER = "https://sts.example"

@@ -15,7 +15,8 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet
 
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._identity import (
+from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
+from keycard_agents._oauth._credentials import (
     CLIENT_ASSERTION_TYPE_JWT_BEARER,
     ApplicationCredential,
     ClientSecret,
@@ -24,7 +25,6 @@ from keycard_agents._identity import (
     credential_from_env,
     resolve_issuer,
 )
-from keycard_agents._tokens import CLIENT_ASSERTION_TYPE
 
 ISSUER = "https://sts.example"
 ENDPOINT = "https://sts.example/token"

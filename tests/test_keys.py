@@ -14,7 +14,8 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._keys import (
+from keycard_agents._jose._jwt import StaticKeys, verify_jwt
+from keycard_agents._jose._keys import (
     ALGORITHMS,
     KeyStore,
     SigningKey,
@@ -22,7 +23,6 @@ from keycard_agents._keys import (
     allowed_algorithms,
     key_fits_algorithm,
 )
-from keycard_agents._tokens import StaticKeys, verify_jwt
 
 ISS = "https://sts.test"
 NOW = 1_700_000_000

@@ -19,13 +19,13 @@ from starlette.routing import Mount
 from test_mcp_support import SECRET_A, ServerThread, free_port, make_sts
 
 from keycard_agents._a2a.types import Part
-from keycard_agents._agent import Agent, skill
-from keycard_agents._context import Context
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Context
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._exchange import TokenExchangeClient
-from keycard_agents._identity import ClientSecret
-from keycard_agents._runtime import TaskRuntime
-from keycard_agents._tokens import TokenVerifier, TrustedIssuer
+from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
+from keycard_agents._oauth._credentials import ClientSecret
+from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents.mcp import McpAgent, McpConnector, McpServer, create_mcp_server, mcp_app
 from keycard_agents.sts import TokenService
 
@@ -264,9 +264,9 @@ import sys
 
 import anyio
 
-from keycard_agents._agent import Agent, skill
-from keycard_agents._context import Context
-from keycard_agents._tokens import TokenVerifier, TrustedIssuer
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
 from keycard_agents.mcp import serve_mcp_stdio
 
 

@@ -31,14 +31,14 @@ from test_mcp_support import (
 )
 
 from keycard_agents._a2a.types import TaskState
-from keycard_agents._agent import skill
-from keycard_agents._context import Context
-from keycard_agents._delegation import TokenExchangeDelegation
-from keycard_agents._exchange import TokenExchangeClient
-from keycard_agents._identity import ClientSecret
-from keycard_agents._runtime import TaskRuntime
+from keycard_agents._agent._agent import skill
+from keycard_agents._agent._context import Context
+from keycard_agents._delegation._provider import TokenExchangeDelegation
+from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
+from keycard_agents._oauth._credentials import ClientSecret
+from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server import create_app
-from keycard_agents._tokens import TokenVerifier, TrustedIssuer
 from keycard_agents.mcp import (
     McpAgent,
     McpConnector,
@@ -180,7 +180,7 @@ async def open_assistant(
 
 
 def _caller(token: str) -> Any:
-    from keycard_agents._context import Caller
+    from keycard_agents._agent._context import Caller
 
     return Caller(principal=None, token=token)
 
@@ -368,7 +368,7 @@ async def test_tool_catalog_is_cached_until_refreshed(world: World) -> None:
 
 
 async def test_anonymous_caller_cannot_reach_an_mcp_server(world: World) -> None:
-    from keycard_agents._context import Caller
+    from keycard_agents._agent._context import Caller
     from keycard_agents._errors import AuthenticationError
 
     exchange = TokenExchangeClient(
@@ -395,7 +395,7 @@ async def test_the_default_delegation_provider_serves_mcp_dependencies(world: Wo
 
 
 async def test_errors_inside_a_session_block_come_out_unwrapped(world: World) -> None:
-    from keycard_agents._context import TaskInterrupt
+    from keycard_agents._agent._context import TaskInterrupt
 
     exchange = TokenExchangeClient(
         issuer=world.issuer, credential=ClientSecret("agent-a", SECRET_A), retries=0

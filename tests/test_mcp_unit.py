@@ -21,8 +21,8 @@ else:  # pragma: no cover
 
 from keycard_agents._a2a.errors import InvalidParamsError
 from keycard_agents._a2a.types import Message, Part, Role, TaskState
-from keycard_agents._agent import AgentDependency, skill
-from keycard_agents._context import Caller, Context, TaskInterrupt
+from keycard_agents._agent._agent import AgentDependency, skill
+from keycard_agents._agent._context import Caller, Context, TaskInterrupt
 from keycard_agents._errors import ConfigurationError, InteractionRequiredError, TransportError
 from keycard_agents._mcp._client import McpConnector, McpServerHandle, _DelegatedAuth, _leaf
 from keycard_agents._mcp._discovery import discover_resource, metadata_url, same_resource

@@ -30,16 +30,16 @@ from keycard_agents._a2a.types import (
     Task,
     TaskState,
 )
-from keycard_agents._agent import Agent, AgentDependency, Dependency, skill
-from keycard_agents._context import Caller, Context
+from keycard_agents._agent._agent import Agent, AgentDependency, Dependency, skill
+from keycard_agents._agent._context import Caller, Context
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
     InsufficientScopeError,
 )
-from keycard_agents._principal import Principal
-from keycard_agents._runtime import SHUTTING_DOWN, TaskRuntime
-from keycard_agents._stores import CapacityExceededError, MemoryTaskStore, TaskRecord
+from keycard_agents._jose._principal import Principal
+from keycard_agents._runtime._runtime import SHUTTING_DOWN, TaskRuntime
+from keycard_agents._runtime._store import CapacityExceededError, MemoryTaskStore, TaskRecord
 
 pytestmark = pytest.mark.anyio
 

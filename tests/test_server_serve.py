@@ -151,7 +151,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from test_server_support import ISSUER, EchoAgent
     from keycard_agents._server import serve
-    from keycard_agents._tokens import StaticKeys, TokenVerifier
+    from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
 
     jwks = json.loads(os.environ["TEST_JWKS"])
     verifier = TokenVerifier(issuers=[ISSUER], keys=StaticKeys({ISSUER: jwks}))

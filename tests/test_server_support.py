@@ -14,9 +14,9 @@ import anyio
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from keycard_agents._agent import Agent, skill
-from keycard_agents._context import Context
-from keycard_agents._tokens import StaticKeys, TokenVerifier
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
 
 ISSUER = "https://issuer.test"
 AGENT_URL = "http://agent.test"

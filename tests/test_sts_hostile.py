@@ -31,8 +31,8 @@ from test_sts_support import (
 )
 
 from keycard_agents import InvalidTokenError
-from keycard_agents._keys import SigningKey
-from keycard_agents._tokens import StaticKeys, TokenVerifier
+from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
+from keycard_agents._jose._keys import SigningKey
 from keycard_agents.sts import pkce_challenge
 
 pytestmark = pytest.mark.anyio

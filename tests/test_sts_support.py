@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from keycard_agents._keys import SigningKey
-from keycard_agents._tokens import CLIENT_ASSERTION_TYPE
+from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
+from keycard_agents._jose._keys import SigningKey
 from keycard_agents.sts import (
     TokenService,
     TokenServiceConfig,

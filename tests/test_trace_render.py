@@ -9,7 +9,7 @@ import pytest
 from test_sts_support import D, open_world
 from test_trace_support import run_scenario
 
-from keycard_agents._trace._render import (
+from keycard_agents._audit._render import (
     STATUS_COLOURS,
     render_text,
     should_colour,
@@ -17,7 +17,7 @@ from keycard_agents._trace._render import (
     to_json,
     to_mermaid,
 )
-from keycard_agents._trace._tree import DelegationTree, TrailEntry, build_tree
+from keycard_agents._audit._tree import DelegationTree, TrailEntry, build_tree
 
 
 @pytest.fixture

@@ -7,12 +7,16 @@ from typing import Any
 import pytest
 
 from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
-from keycard_agents._agent import Agent, skill
-from keycard_agents._context import Caller, Context
-from keycard_agents._principal import Actor, ActorChain, Principal
-from keycard_agents._runtime import TaskRuntime
-from keycard_agents._trace._query import AuditTrail
-from keycard_agents._trace._records import AgentAuditRecord, AuditRecorder, MemoryAgentAuditStore
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Caller, Context
+from keycard_agents._audit._agent_records import (
+    AgentAuditRecord,
+    AuditRecorder,
+    MemoryAgentAuditStore,
+)
+from keycard_agents._audit._trail import AuditTrail
+from keycard_agents._jose._principal import Actor, ActorChain, Principal
+from keycard_agents._runtime._runtime import TaskRuntime
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from keycard_agents._errors import DelegationDeniedError
-from keycard_agents._principal import Actor, ActorChain, Principal
-from keycard_agents._tracing import (
+from keycard_agents._jose._principal import Actor, ActorChain, Principal
+from keycard_agents._observe._tracing import (
     ATTR_ACTORS,
     ATTR_CHAIN_DEPTH,
     ATTR_ERROR,

@@ -15,9 +15,13 @@ from dataclasses import dataclass
 
 from test_sts_support import ISSUER, A, B, C, D, World, claims_of
 
-from keycard_agents._principal import Principal
-from keycard_agents._tokens import StaticKeys, TokenVerifier
-from keycard_agents._trace._records import AgentAuditStore, AuditRecorder, MemoryAgentAuditStore
+from keycard_agents._audit._agent_records import (
+    AgentAuditStore,
+    AuditRecorder,
+    MemoryAgentAuditStore,
+)
+from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
+from keycard_agents._jose._principal import Principal
 from keycard_agents.sts import hash_secret
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"

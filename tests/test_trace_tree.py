@@ -9,16 +9,16 @@ import pytest
 from test_sts_support import T0, A, B, C, D, open_world
 from test_trace_support import run_scenario
 
-from keycard_agents._errors import TraceNotFoundError
-from keycard_agents._trace._query import AuditTrail, ChainSummary
-from keycard_agents._trace._records import (
+from keycard_agents._audit._agent_records import (
     AgentAuditRecord,
     AgentAuditStore,
     AuditRecorder,
     JsonlAgentAuditStore,
     MemoryAgentAuditStore,
 )
-from keycard_agents._trace._tree import DelegationTree, TrailEntry, build_tree
+from keycard_agents._audit._trail import AuditTrail, ChainSummary
+from keycard_agents._audit._tree import DelegationTree, TrailEntry, build_tree
+from keycard_agents._errors import TraceNotFoundError
 
 pytestmark = pytest.mark.anyio
 

@@ -26,9 +26,9 @@ from opentelemetry.util._once import Once
 from test_delegation_support import PLANNER, USER_SCOPES, WEATHER, Planner, chain_agents
 
 from keycard_agents._a2a.types import Task, TaskState
-from keycard_agents._client import call_message
-from keycard_agents._trace._query import AuditTrail
-from keycard_agents._tracing import (
+from keycard_agents._audit._trail import AuditTrail
+from keycard_agents._client._agent_client import call_message
+from keycard_agents._observe._tracing import (
     ATTR_ACTORS,
     ATTR_CACHE,
     ATTR_CHAIN_DEPTH,

@@ -7,6 +7,6 @@ delegation tree read back from the audit trail. Heavy imports happen when it run
 
 from __future__ import annotations
 
-from ._command import add_demo_command as add_demo_command
+from keycard_agents._demo._command import add_demo_command as add_demo_command
 
 __all__ = ["add_demo_command"]

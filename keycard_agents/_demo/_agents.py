@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from keycard_agents._agent import Agent, AgentDependency, McpDependency, skill
-from keycard_agents._context import Context
+from keycard_agents._agent._agent import Agent, AgentDependency, McpDependency, skill
+from keycard_agents._agent._context import Context
 
 __all__ = [
     "USER_SCOPES",
@@ -156,7 +156,7 @@ def travel_tools_server(*, resource: str, issuer: str) -> Any:
     from mcp_types import ToolAnnotations
     from pydantic import AnyHttpUrl
 
-    from keycard_agents._tokens import TokenVerifier
+    from keycard_agents._jose._jwt import TokenVerifier
     from keycard_agents.mcp import McpBearerVerifier
 
     verifier = TokenVerifier(issuers=[issuer])

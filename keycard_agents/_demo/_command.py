@@ -41,7 +41,7 @@ def add_demo_command(subparsers: Any) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from ._run import DEFAULT_REQUEST, run_demo
+    from keycard_agents._demo._run import DEFAULT_REQUEST, run_demo
 
     return run_demo(
         keep_running=args.keep_running,

@@ -32,13 +32,13 @@ from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from keycard_agents._agent import McpDependency
-from keycard_agents._context import Caller, Context, DelegationProvider, TaskInterrupt
+from keycard_agents._agent._agent import McpDependency
+from keycard_agents._agent._context import Caller, Context, DelegationProvider, TaskInterrupt
 from keycard_agents._errors import AuthenticationError, ConfigurationError, KeycardError
 from keycard_agents._mcp._discovery import discover_resource
 from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
-from keycard_agents._tracing import (
+from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_OUTCOME,
     ATTR_SCOPES_REQUESTED,
@@ -56,8 +56,8 @@ else:  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
-    from keycard_agents._agent import Dependency
-    from keycard_agents._exchange import ExchangedToken
+    from keycard_agents._agent._agent import Dependency
+    from keycard_agents._oauth._exchange import ExchangedToken
 
 __all__ = ["McpConnector", "McpServerHandle", "McpSession", "TokenExchanger", "TokenSource"]
 
@@ -81,7 +81,7 @@ class TokenExchanger(Protocol):
 
 
 class TokenSource(Protocol):
-    """Exchanged tokens for one caller (``keycard_agents._delegation.DelegatedTokens``)."""
+    """Exchanged tokens for one caller (``keycard_agents.DelegatedTokens``)."""
 
     async def get(
         self, resource: str, *, scopes: Sequence[str] | None = None, refresh: bool = False

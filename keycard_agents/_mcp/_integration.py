@@ -1,4 +1,4 @@
-"""MCP handles for the default delegation provider (``keycard_agents._delegation``).
+"""MCP handles for the default delegation provider (``keycard_agents._delegation._provider``).
 
 Importing this package registers a handle factory for ``"mcp"`` dependencies, so
 ``ctx.dependency(name)`` of an :class:`~keycard_agents.McpDependency` returns an
@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from keycard_agents._agent import Dependency, McpDependency
-from keycard_agents._context import Caller, Context
+from keycard_agents._agent._agent import Dependency, McpDependency
+from keycard_agents._agent._context import Caller, Context
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._mcp._client import McpConnector, McpServerHandle
 
 if TYPE_CHECKING:
-    from keycard_agents._delegation import TokenExchangeDelegation
+    from keycard_agents._delegation._provider import TokenExchangeDelegation
 
 __all__ = ["connector_for", "register"]
 
@@ -55,7 +55,7 @@ def _handle(
 def register() -> bool:
     """Register with the delegation provider; ``False`` when it is not available."""
     try:
-        from keycard_agents._delegation import register_handle_factory
+        from keycard_agents._delegation._provider import register_handle_factory
     except ImportError:  # pragma: no cover - the core always ships it
         return False
     register_handle_factory("mcp", _handle)

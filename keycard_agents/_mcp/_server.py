@@ -32,21 +32,21 @@ from mcp.server.mcpserver import MCPServer
 
 from keycard_agents._a2a.errors import A2AError
 from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
-from keycard_agents._agent import Agent, Skill
-from keycard_agents._context import Caller, DelegationProvider
+from keycard_agents._agent._agent import Agent, Skill
+from keycard_agents._agent._context import Caller, DelegationProvider
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidTokenError,
     KeycardError,
 )
-from keycard_agents._principal import Principal
+from keycard_agents._jose._principal import Principal
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from keycard_agents._runtime import TaskRuntime
-    from keycard_agents._server._auth import BearerVerifier
+    from keycard_agents._oauth._resource_server import BearerVerifier
+    from keycard_agents._runtime._runtime import TaskRuntime
 
 __all__ = ["AgentMcpServer", "McpBearerVerifier", "create_mcp_server", "mcp_app"]
 
@@ -314,13 +314,13 @@ def create_mcp_server(
                     "no verifier and no issuer to trust: pass verifier= or Agent(issuer=...)",
                     setting="issuer",
                 )
-            from keycard_agents._tokens import TokenVerifier
+            from keycard_agents._jose._jwt import TokenVerifier
 
             verifier = TokenVerifier(issuers=[issuer])
         bearer = McpBearerVerifier(verifier, resource=resource)
     run_runtime = runtime is None
     if runtime is None:
-        from keycard_agents._runtime import TaskRuntime
+        from keycard_agents._runtime._runtime import TaskRuntime
 
         runtime = TaskRuntime(agent, delegation=delegation)
     return AgentMcpServer(

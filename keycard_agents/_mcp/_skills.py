@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from keycard_agents._a2a.errors import InvalidParamsError
 from keycard_agents._a2a.types import Part, TaskState
-from keycard_agents._agent import Agent, McpDependency, Skill
-from keycard_agents._context import Caller, Context, TaskInterrupt
+from keycard_agents._agent._agent import Agent, McpDependency, Skill
+from keycard_agents._agent._context import Caller, Context, TaskInterrupt
 from keycard_agents._errors import ConfigurationError, InteractionRequiredError
 from keycard_agents._mcp._errors import McpToolError
 from keycard_agents._mcp._results import McpTool, McpToolResult

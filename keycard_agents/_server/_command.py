@@ -1,7 +1,7 @@
 """``keycard-agents serve module:AgentClass``: load an agent and serve it.
 
 The target is ``module:attribute`` (dotted attribute paths allowed), as uvicorn reads
-application targets. The attribute is an :class:`~keycard_agents._agent.Agent` subclass
+application targets. The attribute is an :class:`~keycard_agents._agent._agent.Agent` subclass
 (constructed with the URL and issuer options), or an already constructed agent.
 """
 
@@ -64,7 +64,7 @@ def load_agent(
     token_endpoint: str | None = None,
 ) -> Any:
     """Import ``module:attribute`` and return an agent instance."""
-    from keycard_agents._agent import Agent
+    from keycard_agents._agent._agent import Agent
 
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:

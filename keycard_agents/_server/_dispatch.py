@@ -39,10 +39,10 @@ from keycard_agents._a2a.types import (
     Task,
     dump,
 )
-from keycard_agents._context import Caller
+from keycard_agents._agent._context import Caller
 from keycard_agents._errors import AuthenticationError
-from keycard_agents._server._auth import MissingCredentialsError
-from keycard_agents._tracing import set_task_outcome
+from keycard_agents._oauth._resource_server import MissingCredentialsError
+from keycard_agents._observe._tracing import set_task_outcome
 
 __all__ = [
     "PUSH_METHODS",
@@ -79,7 +79,7 @@ UNARY_METHODS = frozenset(_PARAMS) - STREAMING_METHODS | PUSH_METHODS
 
 
 class A2ARuntime(Protocol):
-    """What the server calls on the task runtime (``keycard_agents._runtime.TaskRuntime``)."""
+    """What the server calls on the task runtime (``keycard_agents.TaskRuntime``)."""
 
     async def send_message(
         self, request: SendMessageRequest, *, caller: Caller

@@ -29,7 +29,13 @@ from keycard_agents._a2a.errors import (
 )
 from keycard_agents._a2a.types import JSONRPCRequest
 from keycard_agents._errors import AuthenticationError, IssuerUnreachableError
-from keycard_agents._server._auth import BearerAuthenticator
+from keycard_agents._oauth._resource_server import BearerAuthenticator
+from keycard_agents._observe._tracing import (
+    mark_error,
+    name_server_span,
+    server_span,
+    set_principal,
+)
 from keycard_agents._server._dispatch import (
     STREAMING_METHODS,
     Dispatcher,
@@ -44,7 +50,6 @@ from keycard_agents._server._protocol import (
     read_body,
 )
 from keycard_agents._server._sse import EventStreamResponse, format_event
-from keycard_agents._tracing import mark_error, name_server_span, server_span, set_principal
 
 __all__ = ["JSON_MEDIA_TYPES", "JsonRpcEndpoint"]
 

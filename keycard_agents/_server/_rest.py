@@ -37,7 +37,8 @@ from keycard_agents._a2a.types import (
     SubscribeToTaskRequest,
 )
 from keycard_agents._errors import AuthenticationError, IssuerUnreachableError
-from keycard_agents._server._auth import BearerAuthenticator
+from keycard_agents._oauth._resource_server import BearerAuthenticator
+from keycard_agents._observe._tracing import ATTR_OPERATION, mark_error, server_span, set_principal
 from keycard_agents._server._dispatch import Dispatcher, as_protocol_error
 from keycard_agents._server._protocol import (
     BodyTooLargeError,
@@ -47,7 +48,6 @@ from keycard_agents._server._protocol import (
     rest_error_body,
 )
 from keycard_agents._server._sse import EventStreamResponse, format_event
-from keycard_agents._tracing import ATTR_OPERATION, mark_error, server_span, set_principal
 
 __all__ = ["A2A_JSON", "RestBinding"]
 

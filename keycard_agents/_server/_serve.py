@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from starlette.applications import Starlette
 
-    from keycard_agents._agent import Agent
+    from keycard_agents._agent._agent import Agent
 
 __all__ = ["default_url", "serve"]
 

@@ -3,7 +3,7 @@
 RFC 8414 §2-§3 (authorization server metadata), RFC 7517 §5 (the JWK Set at
 ``/jwks.json``), RFC 6749 / RFC 8693 / RFC 7636 through the endpoints of
 :mod:`._grants` and :mod:`._authorize`. Keys come from a
-:class:`~keycard_agents._keys.KeyStore`; a rotation made by another process
+:class:`~keycard_agents._jose._keys.KeyStore`; a rotation made by another process
 (``keycard-agents sts rotate-key``) is picked up on the next request.
 """
 
@@ -23,19 +23,18 @@ from joserfc.jwk import Key
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from keycard_agents._audit._sts_records import AuditStore, JsonlAuditStore, MemoryAuditStore
+from keycard_agents._audit._trail import AuditTrail
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._jwks import JWKSCache
-from keycard_agents._keys import KeyStore
-from keycard_agents._tokens import KeyResolver, StaticKeys, TrustedIssuer
-from keycard_agents._trace._query import AuditTrail
-
-from ._audit import AuditStore, JsonlAuditStore, MemoryAuditStore
-from ._auditpage import AuditPage
-from ._authorize import LoginFlow
-from ._clientauth import ClientAuthenticator
-from ._config import RegisteredAgent, TokenServiceConfig
-from ._forms import NO_STORE
-from ._grants import (
+from keycard_agents._jose._jwt import KeyResolver, StaticKeys, TrustedIssuer
+from keycard_agents._jose._keys import KeyStore
+from keycard_agents._oauth._jwks import JWKSCache
+from keycard_agents._sts._auditpage import AuditPage
+from keycard_agents._sts._authorize import LoginFlow
+from keycard_agents._sts._clientauth import ClientAuthenticator
+from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
+from keycard_agents._sts._forms import NO_STORE
+from keycard_agents._sts._token_endpoint import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
     GRANT_TOKEN_EXCHANGE,

@@ -32,13 +32,12 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from keycard_agents._audit._render import STATUS_COLOURS, describe, to_dot, to_json, to_mermaid
+from keycard_agents._audit._trail import AuditTrail
+from keycard_agents._audit._tree import DelegationTree, Hop
 from keycard_agents._errors import TraceNotFoundError
-from keycard_agents._trace._query import AuditTrail
-from keycard_agents._trace._render import STATUS_COLOURS, describe, to_dot, to_json, to_mermaid
-from keycard_agents._trace._tree import DelegationTree, Hop
-
-from ._config import AdminConfig
-from ._secrets import verify_secret
+from keycard_agents._sts._config import AdminConfig
+from keycard_agents._sts._secrets import verify_secret
 
 __all__ = ["AuditPage", "draw_tree_svg"]
 

@@ -24,10 +24,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from keycard_agents._errors import OAuthError
-
-from ._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
-from ._forms import Form, read_form
-from ._secrets import verify_secret
+from keycard_agents._sts._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
+from keycard_agents._sts._forms import Form, read_form
+from keycard_agents._sts._secrets import verify_secret
 
 __all__ = ["AuthCode", "CodeStore", "LoginFlow", "pkce_challenge", "scope_string"]
 

@@ -26,11 +26,10 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     OAuthError,
 )
-from keycard_agents._tokens import CLIENT_ASSERTION_TYPE, KeyResolver, verify_jwt
-
-from ._config import RegisteredAgent, TokenServiceConfig
-from ._forms import ClientAuthError, Form
-from ._secrets import hash_secret, verify_secret
+from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE, KeyResolver, verify_jwt
+from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
+from keycard_agents._sts._forms import ClientAuthError, Form
+from keycard_agents._sts._secrets import hash_secret, verify_secret
 
 __all__ = ["ASSERTION_TYPE", "AuthenticatedClient", "ClientAuthenticator", "ReplayCache"]
 

@@ -50,7 +50,7 @@ def run_sts(args: argparse.Namespace) -> int:
 
 
 def _hash_secret() -> int:
-    from ._secrets import hash_secret
+    from keycard_agents._sts._secrets import hash_secret
 
     if sys.stdin.isatty():
         secret = getpass.getpass("secret to hash: ")
@@ -65,9 +65,8 @@ def _hash_secret() -> int:
 
 def _rotate_key(config_path: Path) -> int:
     from keycard_agents._errors import ConfigurationError
-    from keycard_agents._keys import KeyStore
-
-    from ._config import load_config
+    from keycard_agents._jose._keys import KeyStore
+    from keycard_agents._sts._config import load_config
 
     config = load_config(config_path)
     if config.key_dir is None:
@@ -97,9 +96,8 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
     import uvicorn
 
     from keycard_agents._errors import ConfigurationError
-
-    from ._app import TokenService
-    from ._config import check_url, load_config
+    from keycard_agents._sts._app import TokenService
+    from keycard_agents._sts._config import check_url, load_config
 
     if config_path is None:
         raise ConfigurationError("sts: pass --config FILE (see examples/sts.toml)")

@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keycard_agents._errors import ConfigurationError
-
-from ._secrets import check_secret_hash_format
+from keycard_agents._sts._secrets import check_secret_hash_format
 
 if sys.version_info >= (3, 11):
     import tomllib

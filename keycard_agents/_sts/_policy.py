@@ -12,9 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keycard_agents._errors import DelegationDeniedError, OAuthError
-from keycard_agents._principal import Actor, ActorChain
-
-from ._config import RegisteredAgent, TokenServiceConfig
+from keycard_agents._jose._principal import Actor, ActorChain
+from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 
 __all__ = [
     "check_audience",

@@ -23,10 +23,9 @@ import httpx
 from opentelemetry.trace import SpanKind, get_current_span
 
 from keycard_agents._a2a.types import AgentCard, Message, StreamResponse, Task, TaskState
-from keycard_agents._agent import AgentDependency, Dependency, HttpDependency, McpDependency
-from keycard_agents._client import AgentClient, CardCache, ResourceMetadata
-from keycard_agents._context import Caller, Context
-from keycard_agents._discovery import same_origin
+from keycard_agents._agent._agent import AgentDependency, Dependency, HttpDependency, McpDependency
+from keycard_agents._agent._context import Caller, Context
+from keycard_agents._client._agent_client import AgentClient, CardCache, ResourceMetadata
 from keycard_agents._errors import (
     ConfigurationError,
     DelegationDeniedError,
@@ -34,8 +33,9 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
-from keycard_agents._exchange import ExchangedToken, TokenExchangeClient
-from keycard_agents._tracing import (
+from keycard_agents._oauth._discovery import same_origin
+from keycard_agents._oauth._exchange import ExchangedToken, TokenExchangeClient
+from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_SCOPES_REQUESTED,
     ATTR_TARGET,
@@ -49,7 +49,7 @@ from keycard_agents._tracing import (
 )
 
 if TYPE_CHECKING:
-    from keycard_agents._agent import Agent
+    from keycard_agents._agent._agent import Agent
 
 __all__ = [
     "AgentHandle",
@@ -563,7 +563,7 @@ def delegation_for(
     trusted: Sequence[str] | None = getattr(agent, "trusted_issuers", None)
 
     def build() -> TokenExchangeClient:
-        from keycard_agents._identity import credential_from_env, resolve_issuer
+        from keycard_agents._oauth._credentials import credential_from_env, resolve_issuer
 
         issuer = agent.issuer or resolve_issuer()
         return TokenExchangeClient(

@@ -2,7 +2,7 @@
 
 Decodes the JWS compact serialization (RFC 7515 §7.1) without trusting it, shows the
 RFC 9068 access token claims and the RFC 8693 §4.1 ``act`` chain, and, when an issuer
-is given, runs the full verification of :func:`~keycard_agents._tokens.verify_jwt`
+is given, runs the full verification of :func:`~keycard_agents._jose._jwt.verify_jwt`
 (keys from the issuer's RFC 8414 metadata, its ``jwks_uri`` or a local JWKS file).
 The token is read from standard input or a file, never from the command line (it would
 stay in the shell history), and is never printed.
@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from keycard_agents._errors import InvalidTokenError, KeycardError
-from keycard_agents._jwks import JWKSCache
-from keycard_agents._tokens import ACCESS_TOKEN_TYPE, TrustedIssuer, verify_jwt
+from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, TrustedIssuer, verify_jwt
+from keycard_agents._oauth._jwks import JWKSCache
 
 __all__ = ["TokenReport", "decode_unverified", "inspect_token", "looks_like_jwt", "render_report"]
 

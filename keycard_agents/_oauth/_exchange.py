@@ -34,7 +34,7 @@ from opentelemetry.trace import Span
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from ._errors import (
+from keycard_agents._errors import (
     ConfigurationError,
     DelegationDeniedError,
     InteractionRequiredError,
@@ -43,8 +43,8 @@ from ._errors import (
     IssuerUnreachableError,
     TransportError,
 )
-from ._identity import ApplicationCredential
-from ._tracing import (
+from keycard_agents._oauth._credentials import ApplicationCredential
+from keycard_agents._observe._tracing import (
     ATTR_CACHE,
     ATTR_SCOPES_GRANTED,
     ATTR_SCOPES_REQUESTED,

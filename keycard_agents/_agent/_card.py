@@ -30,7 +30,7 @@ from keycard_agents._a2a.types import (
     SecurityScheme,
     StringList,
 )
-from keycard_agents._agent import Agent, Skill
+from keycard_agents._agent._agent import Agent, Skill
 from keycard_agents._errors import ConfigurationError
 
 __all__ = [

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from keycard_agents._audit._agent_records import AgentAuditRecord, AgentAuditStore
+from keycard_agents._audit._sts_records import AuditRecord, AuditStore
+from keycard_agents._audit._tree import DelegationTree, TrailEntry, build_tree
 from keycard_agents._errors import TraceNotFoundError
-from keycard_agents._sts._audit import AuditRecord, AuditStore
-
-from ._records import AgentAuditRecord, AgentAuditStore
-from ._tree import DelegationTree, TrailEntry, build_tree
 
 __all__ = ["AuditTrail", "ChainSummary", "entry_from_agent", "entry_from_token_service"]
 
@@ -31,7 +30,7 @@ _KINDS = {
 
 
 def entry_from_token_service(record: AuditRecord) -> TrailEntry:
-    """A token service :class:`~keycard_agents._sts._audit.AuditRecord` as a trail entry."""
+    """A token service :class:`~keycard_agents._audit._sts_records.AuditRecord` as a trail entry."""
     kind = _KINDS.get(record.grant_type or "", "token-request")
     agent = record.client_id if kind in ("exchange", "actor-token") else None
     return TrailEntry(

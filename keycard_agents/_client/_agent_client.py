@@ -38,7 +38,14 @@ from keycard_agents._a2a.types import (
     Task,
     TaskState,
 )
-from keycard_agents._discovery import (
+from keycard_agents._errors import (
+    ConfigurationError,
+    KeycardError,
+    RemoteAuthenticationError,
+    RemoteTaskError,
+    TransportError,
+)
+from keycard_agents._oauth._discovery import (
     CardCache,
     CardCacheStats,
     DocumentMissingError,
@@ -47,14 +54,7 @@ from keycard_agents._discovery import (
     parse_metadata,
     same_origin,
 )
-from keycard_agents._errors import (
-    ConfigurationError,
-    KeycardError,
-    RemoteAuthenticationError,
-    RemoteTaskError,
-    TransportError,
-)
-from keycard_agents._tracing import (
+from keycard_agents._observe._tracing import (
     describe_a2a_call,
     describe_a2a_result,
     get_tracer,

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from keycard_agents._cli._trace import add_token_command, add_trace_command
 from keycard_agents._conformance import add_conformance_command
 from keycard_agents._demo import add_demo_command
 from keycard_agents._errors import KeycardError
 from keycard_agents._server._command import add_serve_command
 from keycard_agents._sts._command import add_sts_command
-from keycard_agents._trace._command import add_token_command, add_trace_command
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

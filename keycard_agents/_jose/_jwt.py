@@ -27,8 +27,8 @@ from joserfc.errors import (
 )
 from joserfc.jwk import Key, KeySet
 
-from ._errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
-from ._keys import (
+from keycard_agents._errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
+from keycard_agents._jose._keys import (
     _EDDSA_NAMES,
     ALGORITHMS,
     VerificationKeys,
@@ -38,7 +38,7 @@ from ._keys import (
     jws_registry,
     key_fits_algorithm,
 )
-from ._principal import Principal
+from keycard_agents._jose._principal import Principal
 
 if TYPE_CHECKING:
     import httpx
@@ -419,7 +419,7 @@ class _Verified:
 class TokenVerifier:
     """Verifies access tokens (``typ`` ``at+jwt``) for a resource; caches successes.
 
-    ``keys=None`` builds a :class:`~keycard_agents._jwks.JWKSCache` from the
+    ``keys=None`` builds a :class:`~keycard_agents._oauth._jwks.JWKSCache` from the
     issuers (``str`` entries are discovered via RFC 8414 metadata). A token seen
     again is served from a bounded LRU cache keyed by its SHA-256, after re-checking
     its lifetime against the clock, the requested audience and that its key is still
@@ -458,7 +458,7 @@ class TokenVerifier:
         self._cache_size = cache_size
         self._owned: Any = None
         if keys is None:
-            from ._jwks import JWKSCache
+            from keycard_agents._oauth._jwks import JWKSCache
 
             cache = JWKSCache(issuers=trusted, http_client=http_client, algorithms=self._allowed)
             self._owned = cache

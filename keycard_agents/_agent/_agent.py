@@ -27,14 +27,14 @@ from pydantic_core import to_jsonable_python
 
 from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
 from keycard_agents._a2a.types import AgentProvider, Message, Part
-from keycard_agents._context import Context
+from keycard_agents._agent._context import Context
 from keycard_agents._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
-    from keycard_agents._exchange import TokenExchangeClient
-    from keycard_agents._identity import ApplicationCredential
+    from keycard_agents._oauth._credentials import ApplicationCredential
+    from keycard_agents._oauth._exchange import TokenExchangeClient
 
 __all__ = [
     "Agent",

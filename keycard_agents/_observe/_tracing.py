@@ -31,10 +31,10 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from keycard_agents._errors import DelegationDeniedError, KeycardError
-from keycard_agents._principal import Principal
+from keycard_agents._jose._principal import Principal
 
 if TYPE_CHECKING:
-    from keycard_agents._trace._records import AuditRecorder
+    from keycard_agents._audit._agent_records import AuditRecorder
 
 __all__ = [
     "ATTR_ACTORS",
@@ -433,7 +433,7 @@ async def audited_call(
     the task was interrupted, else ``failed``. A cancelled call is not recorded, and a
     failing audit store never fails the call.
     """
-    from keycard_agents._context import TaskInterrupt  # import cycle
+    from keycard_agents._agent._context import TaskInterrupt  # import cycle
 
     recorder = _RECORDER.get()
     call = CallRecord(target)

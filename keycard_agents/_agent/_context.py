@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from keycard_agents._a2a.types import Message, Part, Role, TaskState
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._principal import ActorChain, Principal
+from keycard_agents._jose._principal import ActorChain, Principal
 
 if TYPE_CHECKING:
-    from keycard_agents._agent import Dependency
+    from keycard_agents._agent._agent import Dependency
 
 __all__ = ["Caller", "Context", "DelegationProvider", "TaskInterrupt", "TaskSink"]
 
@@ -176,7 +176,7 @@ class Context:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Emit an artifact: text (``str``), bytes, JSON data (pydantic models too) or parts."""
-        from keycard_agents._agent import to_parts
+        from keycard_agents._agent._agent import to_parts
 
         parts = to_parts(content, media_type=media_type)
         if not parts:

@@ -28,12 +28,12 @@ from joserfc.errors import JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
-from ._errors import ConfigurationError, InvalidTokenError
+from keycard_agents._errors import ConfigurationError, InvalidTokenError
 
 if TYPE_CHECKING:
     from joserfc._rfc7515.model import JWSAlgModel
 
-    from ._tokens import KeyResolver
+    from keycard_agents._jose._jwt import KeyResolver
 
 __all__ = [
     "ALGORITHMS",

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from keycard_agents._context import Caller
+from keycard_agents._agent._context import Caller
 from keycard_agents._errors import (
     AuthenticationError,
     InsufficientScopeError,
@@ -27,7 +27,7 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     KeycardError,
 )
-from keycard_agents._principal import Principal
+from keycard_agents._jose._principal import Principal
 
 __all__ = [
     "AuthFailure",
@@ -45,7 +45,7 @@ _MAX_AUTHORIZATION = 16 * 1024
 
 
 class BearerVerifier(Protocol):
-    """What the server needs from the token layer (``keycard_agents._tokens.TokenVerifier``)."""
+    """What the server needs from the token layer (``keycard_agents._jose._jwt.TokenVerifier``)."""
 
     async def verify(
         self, token: str, *, audience: str, required_scopes: Sequence[str] = ()

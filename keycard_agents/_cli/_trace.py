@@ -104,7 +104,7 @@ def _token_help(parser: argparse.ArgumentParser) -> Any:
 
 
 def _paint(stream: IO[str]) -> Any:
-    from ._render import should_colour
+    from keycard_agents._audit._render import should_colour
 
     colour = should_colour(stream)
     codes = {"red": "31", "green": "32", "bold": "1", "dim": "2"}
@@ -131,7 +131,7 @@ class _InputError(Exception):
 
 
 def _load_tree_file(path: Path) -> Any:
-    from ._tree import DelegationTree
+    from keycard_agents._audit._tree import DelegationTree
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -147,9 +147,8 @@ def _load_tree_file(path: Path) -> Any:
 def _fetch_tree(url: str, txn: str, token: str | None) -> Any:
     import httpx
 
+    from keycard_agents._audit._tree import DelegationTree
     from keycard_agents._errors import TraceNotFoundError
-
-    from ._tree import DelegationTree
 
     if token is None:
         raise _InputError(
@@ -173,12 +172,11 @@ def _fetch_tree(url: str, txn: str, token: str | None) -> Any:
 
 
 async def _tree_from_files(txn: str, config: Path | None, audits: list[Path]) -> Any:
+    from keycard_agents._audit._agent_records import JsonlAgentAuditStore
+    from keycard_agents._audit._sts_records import JsonlAuditStore
+    from keycard_agents._audit._trail import AuditTrail
     from keycard_agents._errors import TraceNotFoundError
-    from keycard_agents._sts._audit import JsonlAuditStore
     from keycard_agents._sts._config import load_config
-
-    from ._query import AuditTrail
-    from ._records import JsonlAgentAuditStore
 
     names: dict[str, str] = {}
     files = list(audits)
@@ -205,7 +203,7 @@ async def _tree_from_files(txn: str, config: Path | None, audits: list[Path]) ->
     if not entries:
         shown = ", ".join(str(p) for p in files)
         raise TraceNotFoundError(f"no audit record for txn {txn!r} in {shown}")
-    from ._tree import build_tree
+    from keycard_agents._audit._tree import build_tree
 
     return build_tree(txn, entries, names=names)
 
@@ -213,9 +211,14 @@ async def _tree_from_files(txn: str, config: Path | None, audits: list[Path]) ->
 def run_trace(args: argparse.Namespace) -> int:
     import anyio
 
+    from keycard_agents._audit._render import (
+        render_text,
+        should_colour,
+        to_dot,
+        to_json,
+        to_mermaid,
+    )
     from keycard_agents._errors import TraceNotFoundError
-
-    from ._render import render_text, should_colour, to_dot, to_json, to_mermaid
 
     sources = sum(
         x is not None and x != [] for x in (args.config, args.audit or None, args.tree, args.url)
@@ -256,7 +259,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
 
 def _read_token(source: str) -> str:
-    from ._inspect import looks_like_jwt
+    from keycard_agents._oauth._inspect import looks_like_jwt
 
     if source == "-":
         if sys.stdin.isatty():
@@ -287,8 +290,7 @@ def run_token_inspect(args: argparse.Namespace) -> int:
     import anyio
 
     from keycard_agents._errors import InvalidTokenError
-
-    from ._inspect import inspect_token, render_report
+    from keycard_agents._oauth._inspect import inspect_token, render_report
 
     try:
         token = _read_token(args.file)

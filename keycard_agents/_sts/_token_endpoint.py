@@ -19,21 +19,20 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keycard_agents._audit._sts_records import AuditRecord, AuditStore
 from keycard_agents._errors import (
     ConfigurationError,
     InvalidTokenError,
     IssuerUnreachableError,
     OAuthError,
 )
-from keycard_agents._keys import KeyStore
-from keycard_agents._tokens import ACCESS_TOKEN_TYPE, KeyResolver, verify_jwt
-
-from ._audit import AuditRecord, AuditStore
-from ._authorize import LoginFlow
-from ._clientauth import AuthenticatedClient, ClientAuthenticator
-from ._config import TokenServiceConfig
-from ._forms import Form, oauth_error_response, read_form, token_response
-from ._policy import (
+from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, KeyResolver, verify_jwt
+from keycard_agents._jose._keys import KeyStore
+from keycard_agents._sts._authorize import LoginFlow
+from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
+from keycard_agents._sts._config import TokenServiceConfig
+from keycard_agents._sts._forms import Form, oauth_error_response, read_form, token_response
+from keycard_agents._sts._policy import (
     check_audience,
     check_chain,
     check_first_hop,

@@ -2,11 +2,11 @@
 
 It implements ``SendMessage`` (blocking unless ``returnImmediately``), ``SendStreamingMessage``,
 ``GetTask``, ``ListTasks`` (owner-scoped, newest first, cursor pagination), ``CancelTask`` and
-``SubscribeToTask`` on top of a :class:`~keycard_agents._stores.TaskStore`.
+``SubscribeToTask`` on top of a :class:`~keycard_agents._runtime._store.TaskStore`.
 
 Lifecycle: SUBMITTED → WORKING → COMPLETED | FAILED | CANCELED, or an interrupted state
 (INPUT_REQUIRED, AUTH_REQUIRED) that the client's next message on the task resumes by
-replaying the skill (see :class:`~keycard_agents._context.Context`).
+replaying the skill (see :class:`~keycard_agents._agent._context.Context`).
 
 Streams: every status and artifact event of a task is broadcast, in order, to each
 subscriber through its own bounded buffer (``subscriber_buffer`` events). A subscriber
@@ -59,17 +59,16 @@ from keycard_agents._a2a.types import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from keycard_agents._agent import Agent, Skill
-from keycard_agents._context import Caller, Context, DelegationProvider, TaskInterrupt
+from keycard_agents._agent._agent import Agent, Skill
+from keycard_agents._agent._context import Caller, Context, DelegationProvider, TaskInterrupt
+from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
     InsufficientScopeError,
     KeycardError,
 )
-from keycard_agents._stores import MemoryTaskStore, TaskRecord, TaskStore
-from keycard_agents._trace._records import AuditRecorder
-from keycard_agents._tracing import (
+from keycard_agents._observe._tracing import (
     ATTR_SKILL,
     ATTR_TASK_ID,
     acting_for,
@@ -77,6 +76,7 @@ from keycard_agents._tracing import (
     set_task_outcome,
     span,
 )
+from keycard_agents._runtime._store import MemoryTaskStore, TaskRecord, TaskStore
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     from builtins import BaseExceptionGroup
@@ -161,7 +161,7 @@ def _utc(moment: datetime) -> datetime:
 class TaskRuntime:
     """Runs an agent's skills as A2A tasks. Enter :meth:`running` before serving requests.
 
-    ``store`` defaults to a :class:`~keycard_agents._stores.MemoryTaskStore`; ``clock``
+    ``store`` defaults to a :class:`~keycard_agents._runtime._store.MemoryTaskStore`; ``clock``
     returns seconds since the epoch (status timestamps); ``recorder``, when given, records
     every task this agent serves in its audit trail; ``delegation`` provides the
     handles behind ``ctx.dependency(name)``.

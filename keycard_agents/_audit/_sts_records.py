@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from keycard_agents._recordlog import JsonlRecordLog, MemoryRecordLog, passes_filters
+from keycard_agents._audit._log import JsonlRecordLog, MemoryRecordLog, passes_filters
 
 __all__ = ["AuditRecord", "AuditStore", "JsonlAuditStore", "MemoryAuditStore"]
 

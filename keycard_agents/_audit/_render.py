@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import IO
 
-from ._tree import DelegationTree, Hop
+from keycard_agents._audit._tree import DelegationTree, Hop
 
 __all__ = [
     "STATUS_COLOURS",

@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 
-from keycard_agents._context import Context, TaskInterrupt
+from keycard_agents._agent._context import Context, TaskInterrupt
 from keycard_agents._errors import (
     ConfigurationError,
     KeycardError,
@@ -26,7 +26,7 @@ from keycard_agents._errors import (
     ResourceAccessError,
     TransportError,
 )
-from keycard_agents._exchange import ExchangedToken
+from keycard_agents._oauth._exchange import ExchangedToken
 
 __all__ = ["AccessContext", "ResourceError", "grant"]
 

@@ -5,7 +5,7 @@ The agent-side half of the audit trail. A *served* record is one inbound A2A tas
 actor chain (current actor first) and ``txn``. A *call* record is one outbound call to a
 declared dependency (its RFC 8707 resource URL) with the scopes asked for and granted.
 Records hold identifiers only, never a token. The store query matches the token
-service's :class:`~keycard_agents._sts._audit.AuditStore` so both merge in one trail.
+service's :class:`~keycard_agents._audit._sts_records.AuditStore` so both merge in one trail.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from keycard_agents._principal import Principal
-from keycard_agents._recordlog import JsonlRecordLog, MemoryRecordLog, passes_filters
+from keycard_agents._audit._log import JsonlRecordLog, MemoryRecordLog, passes_filters
+from keycard_agents._jose._principal import Principal
 
 __all__ = [
     "AgentAuditRecord",
@@ -117,7 +117,7 @@ class AuditRecorder:
     """What the runtime and the delegation layer call to record an agent's calls.
 
     ``agent`` is this agent's client id, ``resource`` its own resource URL. Pass the
-    verified :class:`~keycard_agents._principal.Principal` of the inbound call (``None``
+    verified :class:`~keycard_agents._jose._principal.Principal` of the inbound call (``None``
     for an anonymous one); the recorder keeps its user, actor chain, ``txn`` and ``jti``.
     Times are seconds since the epoch from ``clock`` unless given.
     """

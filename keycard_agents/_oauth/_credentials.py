@@ -27,9 +27,9 @@ from urllib.parse import quote_plus, urlsplit
 
 import anyio.to_thread
 
-from ._errors import ConfigurationError
-from ._keys import ALGORITHMS, KeyStore
-from ._tokens import CLIENT_ASSERTION_TYPE
+from keycard_agents._errors import ConfigurationError
+from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
+from keycard_agents._jose._keys import ALGORITHMS, KeyStore
 
 __all__ = [
     "CLIENT_ASSERTION_TYPE_JWT_BEARER",
@@ -139,7 +139,7 @@ class ClientSecret:
 class WebIdentity:
     """``private_key_jwt``: a key pair kept in ``storage_dir``, assertions signed with it.
 
-    The keys live in a :class:`~keycard_agents._keys.KeyStore` (directory mode 0700,
+    The keys live in a :class:`~keycard_agents._jose._keys.KeyStore` (directory mode 0700,
     one JSON file per key, mode 0600; looser permissions are refused). The key is
     generated on first start and reused afterwards; :meth:`rotate_key` makes a new one
     while the old public key stays published for ``retention`` seconds. Serve

@@ -30,9 +30,14 @@ from tenacity import (
     wait_random,
 )
 
-from ._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError, KeycardError
-from ._keys import ALGORITHMS, VerificationKeys
-from ._tokens import TrustedIssuer
+from keycard_agents._errors import (
+    ConfigurationError,
+    InvalidTokenError,
+    IssuerUnreachableError,
+    KeycardError,
+)
+from keycard_agents._jose._jwt import TrustedIssuer
+from keycard_agents._jose._keys import ALGORITHMS, VerificationKeys
 
 __all__ = ["JWKSCache", "metadata_url_for"]
 
@@ -93,7 +98,7 @@ def _again(exc: KeycardError) -> KeycardError:
 
 
 class JWKSCache:
-    """A :class:`~keycard_agents._tokens.KeyResolver` that fetches issuers' JWKS.
+    """A :class:`~keycard_agents._jose._jwt.KeyResolver` that fetches issuers' JWKS.
 
     Keys are fetched on first use and cached ``ttl`` seconds. A token naming an
     unknown ``kid`` causes one refetch, at most once per ``min_refresh_interval``

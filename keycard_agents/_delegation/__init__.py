@@ -1,0 +1,1 @@
+"""Delegated calls from skills: the handles behind ``ctx.dependency(name)`` and their provider."""

@@ -1,0 +1,1 @@
+"""Observability: OpenTelemetry spans and W3C trace context propagation."""
