@@ -41,7 +41,7 @@ from keycard_agents import (
     skill,
 )
 from keycard_agents._a2a.types import SendMessageRequest
-from keycard_agents._agent._context import Caller
+from keycard_agents._oauth._resource_server import Caller
 
 AUDIENCE = "https://agent.bench.example"
 STS = "https://sts.bench.example"

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from keycard_agents._agent._agent import Agent as Agent
-from keycard_agents._agent._agent import AgentDependency as AgentDependency
-from keycard_agents._agent._agent import Dependency as Dependency
-from keycard_agents._agent._agent import HttpDependency as HttpDependency
-from keycard_agents._agent._agent import McpDependency as McpDependency
 from keycard_agents._agent._agent import Skill as Skill
 from keycard_agents._agent._agent import SkillCall as SkillCall
 from keycard_agents._agent._agent import skill as skill
 from keycard_agents._agent._card import DELEGATION_EXTENSION_URI as DELEGATION_EXTENSION_URI
 from keycard_agents._agent._card import build_agent_card as build_agent_card
 from keycard_agents._agent._card import protected_resource_metadata as protected_resource_metadata
-from keycard_agents._agent._context import Caller as Caller
 from keycard_agents._agent._context import Context as Context
 from keycard_agents._agent._context import DelegationProvider as DelegationProvider
+from keycard_agents._agent._dependencies import AgentDependency as AgentDependency
+from keycard_agents._agent._dependencies import Dependency as Dependency
+from keycard_agents._agent._dependencies import HttpDependency as HttpDependency
+from keycard_agents._agent._dependencies import McpDependency as McpDependency
 from keycard_agents._agent._grant import AccessContext as AccessContext
 from keycard_agents._agent._grant import ResourceError as ResourceError
 from keycard_agents._agent._grant import grant as grant
@@ -65,14 +64,12 @@ from keycard_agents._errors import TraceNotFoundError as TraceNotFoundError
 from keycard_agents._errors import TransportError as TransportError
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE as ACCESS_TOKEN_TYPE
 from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE as CLIENT_ASSERTION_TYPE
-from keycard_agents._jose._jwt import KeyResolver as KeyResolver
-from keycard_agents._jose._jwt import StaticKeys as StaticKeys
-from keycard_agents._jose._jwt import TokenVerifier as TokenVerifier
-from keycard_agents._jose._jwt import TrustedIssuer as TrustedIssuer
 from keycard_agents._jose._jwt import verify_jwt as verify_jwt
 from keycard_agents._jose._keys import ALGORITHMS as ALGORITHMS
+from keycard_agents._jose._keys import KeyResolver as KeyResolver
 from keycard_agents._jose._keys import KeyStore as KeyStore
 from keycard_agents._jose._keys import SigningKey as SigningKey
+from keycard_agents._jose._keys import StaticKeys as StaticKeys
 from keycard_agents._jose._principal import Actor as Actor
 from keycard_agents._jose._principal import ActorChain as ActorChain
 from keycard_agents._jose._principal import Principal as Principal
@@ -88,6 +85,9 @@ from keycard_agents._oauth._exchange import TokenExchangeClient as TokenExchange
 from keycard_agents._oauth._inspect import TokenReport as TokenReport
 from keycard_agents._oauth._inspect import inspect_token as inspect_token
 from keycard_agents._oauth._jwks import JWKSCache as JWKSCache
+from keycard_agents._oauth._jwks import TrustedIssuer as TrustedIssuer
+from keycard_agents._oauth._resource_server import Caller as Caller
+from keycard_agents._oauth._verifier import TokenVerifier as TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime as TaskRuntime
 from keycard_agents._runtime._store import CapacityExceededError as CapacityExceededError
 from keycard_agents._runtime._store import MemoryTaskStore as MemoryTaskStore
@@ -96,8 +96,7 @@ from keycard_agents._runtime._store import TaskStore as TaskStore
 from keycard_agents._server import AgentMount as AgentMount
 from keycard_agents._server import create_app as create_app
 from keycard_agents._server import serve as serve
-
-__version__ = "0.1.0.dev0"
+from keycard_agents._version import __version__ as __version__
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",

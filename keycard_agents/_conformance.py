@@ -22,20 +22,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 
 import anyio
 import httpx
 from joserfc.jwk import OKPKey
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._jose._jwt import (
-    ACCESS_TOKEN_TYPE,
-    CLIENT_ASSERTION_TYPE,
-    StaticKeys,
-    verify_jwt,
-)
-from keycard_agents._jose._keys import SigningKey
+from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, CLIENT_ASSERTION_TYPE, verify_jwt
+from keycard_agents._jose._keys import SigningKey, StaticKeys
 from keycard_agents._jose._principal import ActorChain
 
 if sys.version_info >= (3, 11):
@@ -572,7 +567,6 @@ def _description(response: httpx.Response) -> str:
 
 
 def _basic(client_id: str, secret: str) -> str:
-    from urllib.parse import quote_plus
 
     raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")

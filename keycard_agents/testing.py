@@ -30,20 +30,23 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import uvicorn
 from pydantic import ValidationError
 
 from keycard_agents._a2a.types import Message, Part, Role
 from keycard_agents._agent._agent import Agent
-from keycard_agents._agent._context import Caller, Context, DelegationProvider
+from keycard_agents._agent._context import Context, DelegationProvider
 from keycard_agents._agent._grant import MOCK_ACCESS, ResourceError, mock_factory
 from keycard_agents._client._agent_client import AgentClient
 from keycard_agents._delegation._provider import TokenExchangeDelegation
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._jose._jwt import TokenVerifier
 from keycard_agents._jose._principal import Actor, ActorChain, Principal
 from keycard_agents._oauth._credentials import ClientSecret, WebIdentity
 from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
+from keycard_agents._server import create_app
 from keycard_agents._server._app import AGENT_JWKS_PATH
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import (
@@ -299,7 +302,6 @@ async def open_local_agents(
     that routes by origin. ``transports`` adds or replaces routes (an
     ``httpx.MockTransport`` for a fake API, or for a token service that is down).
     """
-    from keycard_agents._server import create_app
 
     router = _Router()
     router.add(sts.issuer, httpx.ASGITransport(app=sts.app))
@@ -351,7 +353,6 @@ def serve_on_loopback(
     app: Any, sock: socket.socket, *, start_timeout: float = 10.0, stop_timeout: float = 10.0
 ) -> Iterator[None]:
     """Serve ``app`` with uvicorn on ``sock`` in a thread; stop it on exit (bounded waits)."""
-    import uvicorn
 
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)

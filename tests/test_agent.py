@@ -11,20 +11,19 @@ import pytest
 from pydantic import BaseModel
 
 from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
+from keycard_agents._a2a.parts import to_parts
 from keycard_agents._a2a.types import Message, Part, Role
-from keycard_agents._agent._agent import (
-    Agent,
+from keycard_agents._agent._agent import Agent, SkillCall, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import (
     AgentDependency,
     Dependency,
     HttpDependency,
     McpDependency,
-    SkillCall,
-    skill,
-    to_parts,
 )
-from keycard_agents._agent._context import Caller, Context
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._principal import Actor, ActorChain, Principal
+from keycard_agents._oauth._resource_server import Caller
 
 
 class Itinerary(BaseModel):

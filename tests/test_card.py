@@ -10,13 +10,7 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from keycard_agents._a2a.types import AgentCard, AgentProvider, dump
-from keycard_agents._agent._agent import (
-    Agent,
-    AgentDependency,
-    HttpDependency,
-    McpDependency,
-    skill,
-)
+from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._card import (
     DELEGATION_EXTENSION_URI,
     authorization_server_metadata_url,
@@ -24,6 +18,7 @@ from keycard_agents._agent._card import (
     protected_resource_metadata,
 )
 from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import AgentDependency, HttpDependency, McpDependency
 from keycard_agents._errors import ConfigurationError
 
 URL = "http://127.0.0.1:9001"

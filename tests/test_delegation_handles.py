@@ -11,15 +11,14 @@ import pytest
 from test_delegation_support import MAIL, PLANNER, USER_SCOPES, WEATHER, Planner, chain_agents
 
 from keycard_agents._a2a.types import Task, TaskState
-from keycard_agents._agent._agent import (
-    Agent,
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import (
     AgentDependency,
     Dependency,
     HttpDependency,
     McpDependency,
-    skill,
 )
-from keycard_agents._agent._context import Caller, Context
 from keycard_agents._agent._grant import AccessContext, grant
 from keycard_agents._client._agent_client import call_message
 from keycard_agents._delegation._provider import (
@@ -38,6 +37,7 @@ from keycard_agents._errors import (
 )
 from keycard_agents._oauth._credentials import ClientSecret
 from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._server import create_app
 from keycard_agents.testing import LocalTokenService, make_context, open_local_agents
 

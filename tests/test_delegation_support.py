@@ -11,8 +11,9 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from keycard_agents._agent._agent import Agent, AgentDependency, HttpDependency, skill
+from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import AgentDependency, HttpDependency
 from keycard_agents._agent._grant import AccessContext, grant
 
 A_URL = "http://127.0.0.1:9101"

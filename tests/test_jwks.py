@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError
-from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
 from keycard_agents._jose._keys import SigningKey
-from keycard_agents._oauth._jwks import JWKSCache, metadata_url_for
+from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer, metadata_url_for
+from keycard_agents._oauth._verifier import TokenVerifier
 
 ISS = "https://as.test"
 AUD = "https://calendar.test"

@@ -14,11 +14,12 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._jose._jwt import StaticKeys, verify_jwt
+from keycard_agents._jose._jwt import verify_jwt
 from keycard_agents._jose._keys import (
     ALGORITHMS,
     KeyStore,
     SigningKey,
+    StaticKeys,
     VerificationKeys,
     allowed_algorithms,
     key_fits_algorithm,

@@ -22,9 +22,10 @@ from keycard_agents._a2a.types import Part
 from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
 from keycard_agents._oauth._credentials import ClientSecret
 from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._oauth._jwks import TrustedIssuer
+from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents.mcp import McpAgent, McpConnector, McpServer, create_mcp_server, mcp_app
 from keycard_agents.sts import TokenService
@@ -266,7 +267,8 @@ import anyio
 
 from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
-from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
+from keycard_agents._oauth._jwks import TrustedIssuer
+from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents.mcp import serve_mcp_stdio
 
 

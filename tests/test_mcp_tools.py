@@ -34,9 +34,10 @@ from keycard_agents._a2a.types import TaskState
 from keycard_agents._agent._agent import skill
 from keycard_agents._agent._context import Context
 from keycard_agents._delegation._provider import TokenExchangeDelegation
-from keycard_agents._jose._jwt import TokenVerifier, TrustedIssuer
 from keycard_agents._oauth._credentials import ClientSecret
 from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents._oauth._jwks import TrustedIssuer
+from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server import create_app
 from keycard_agents.mcp import (
@@ -180,7 +181,7 @@ async def open_assistant(
 
 
 def _caller(token: str) -> Any:
-    from keycard_agents._agent._context import Caller
+    from keycard_agents._oauth._resource_server import Caller
 
     return Caller(principal=None, token=token)
 
@@ -368,8 +369,8 @@ async def test_tool_catalog_is_cached_until_refreshed(world: World) -> None:
 
 
 async def test_anonymous_caller_cannot_reach_an_mcp_server(world: World) -> None:
-    from keycard_agents._agent._context import Caller
     from keycard_agents._errors import AuthenticationError
+    from keycard_agents._oauth._resource_server import Caller
 
     exchange = TokenExchangeClient(
         issuer=world.issuer, credential=ClientSecret("agent-a", SECRET_A), retries=0
@@ -395,7 +396,7 @@ async def test_the_default_delegation_provider_serves_mcp_dependencies(world: Wo
 
 
 async def test_errors_inside_a_session_block_come_out_unwrapped(world: World) -> None:
-    from keycard_agents._agent._context import TaskInterrupt
+    from keycard_agents._a2a.interrupt import TaskInterrupt
 
     exchange = TokenExchangeClient(
         issuer=world.issuer, credential=ClientSecret("agent-a", SECRET_A), retries=0

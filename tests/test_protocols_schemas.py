@@ -15,15 +15,10 @@ import pytest
 from pydantic import BaseModel
 
 from keycard_agents._a2a.types import dump
-from keycard_agents._agent._agent import (
-    Agent,
-    AgentDependency,
-    HttpDependency,
-    McpDependency,
-    skill,
-)
+from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._card import DELEGATION_EXTENSION_URI, build_agent_card
 from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import AgentDependency, HttpDependency, McpDependency
 from keycard_agents._jose._claims import protocol_schemas
 
 ROOT = Path(__file__).resolve().parent.parent

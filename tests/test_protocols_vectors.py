@@ -23,7 +23,8 @@ from keycard_agents._conformance import (
     run_exchange_vectors,
 )
 from keycard_agents._errors import InsufficientScopeError, InvalidTokenError
-from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
+from keycard_agents._jose._keys import StaticKeys
+from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents.sts import TokenService, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

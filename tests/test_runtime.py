@@ -30,14 +30,16 @@ from keycard_agents._a2a.types import (
     Task,
     TaskState,
 )
-from keycard_agents._agent._agent import Agent, AgentDependency, Dependency, skill
-from keycard_agents._agent._context import Caller, Context
+from keycard_agents._agent._agent import Agent, skill
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import AgentDependency, Dependency
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
     InsufficientScopeError,
 )
 from keycard_agents._jose._principal import Principal
+from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._runtime._runtime import SHUTTING_DOWN, TaskRuntime
 from keycard_agents._runtime._store import CapacityExceededError, MemoryTaskStore, TaskRecord
 

@@ -282,7 +282,7 @@ async def test_agent_without_anonymous_skills_refuses_before_parsing() -> None:
 
 
 async def test_tokens_from_the_embedded_token_service(tmp_path: Any) -> None:
-    from keycard_agents._jose._jwt import TokenVerifier
+    from keycard_agents._oauth._verifier import TokenVerifier
     from keycard_agents.sts import TokenService, TokenServiceConfig
 
     service = TokenService(TokenServiceConfig(issuer="https://sts.test", key_dir=tmp_path))

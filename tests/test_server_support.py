@@ -16,7 +16,8 @@ from joserfc.jwk import ECKey
 
 from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
-from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
+from keycard_agents._jose._keys import StaticKeys
+from keycard_agents._oauth._verifier import TokenVerifier
 
 ISSUER = "https://issuer.test"
 AGENT_URL = "http://agent.test"

@@ -20,14 +20,9 @@ from keycard_agents._errors import (
     InvalidTokenError,
     IssuerUnreachableError,
 )
-from keycard_agents._jose._jwt import (
-    ACCESS_TOKEN_TYPE,
-    CLIENT_ASSERTION_TYPE,
-    StaticKeys,
-    TokenVerifier,
-    verify_jwt,
-)
-from keycard_agents._jose._keys import ALGORITHMS, KeyStore, SigningKey, jws_registry
+from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, CLIENT_ASSERTION_TYPE, verify_jwt
+from keycard_agents._jose._keys import ALGORITHMS, KeyStore, SigningKey, StaticKeys, jws_registry
+from keycard_agents._oauth._verifier import TokenVerifier
 
 ISS = "https://issuer.test"
 AUD = "https://calendar.test"

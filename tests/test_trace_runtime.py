@@ -8,7 +8,7 @@ import pytest
 
 from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
 from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Caller, Context
+from keycard_agents._agent._context import Context
 from keycard_agents._audit._agent_records import (
     AgentAuditRecord,
     AuditRecorder,
@@ -16,6 +16,7 @@ from keycard_agents._audit._agent_records import (
 )
 from keycard_agents._audit._trail import AuditTrail
 from keycard_agents._jose._principal import Actor, ActorChain, Principal
+from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._runtime._runtime import TaskRuntime
 
 pytestmark = pytest.mark.anyio

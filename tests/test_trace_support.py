@@ -20,8 +20,9 @@ from keycard_agents._audit._agent_records import (
     AuditRecorder,
     MemoryAgentAuditStore,
 )
-from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
+from keycard_agents._jose._keys import StaticKeys
 from keycard_agents._jose._principal import Principal
+from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents.sts import hash_secret
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
-from pydantic_core import to_jsonable_python
 
 from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
+from keycard_agents._a2a.parts import to_parts
 from keycard_agents._a2a.types import AgentProvider, Message, Part
 from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import Dependency
 from keycard_agents._errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -38,134 +39,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Agent",
-    "AgentDependency",
-    "Dependency",
-    "HttpDependency",
-    "McpDependency",
+    "AppFactory",
     "Skill",
     "SkillCall",
+    "register_app_factory",
     "skill",
-    "to_parts",
 ]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+#: Builds the ASGI app serving an agent: ``(agent, **options) -> app``. The server layer
+#: above registers ``create_app`` here (see :func:`register_app_factory`), so that
+#: :meth:`Agent.asgi_app` needs no import of it.
+AppFactory = Callable[..., "ASGIApp"]
+_APP_FACTORY: AppFactory | None = None
+
+
+def register_app_factory(factory: AppFactory) -> None:
+    """Make ``factory`` what :meth:`Agent.asgi_app` calls (the server registers ``create_app``)."""
+    global _APP_FACTORY
+    _APP_FACTORY = factory
+
+
 _SKILL_MARK = "__keycard_skill__"
-
-
-# ---------------------------------------------------------------------- dependencies
-
-
-@dataclass(frozen=True, init=False)
-class Dependency:
-    """Something the agent calls on the user's behalf, with the scopes it needs there."""
-
-    kind: ClassVar[str] = ""
-    name: str
-    scopes: tuple[str, ...]
-    description: str | None
-
-    def __init__(
-        self, name: str, *, scopes: Sequence[str] = (), description: str | None = None
-    ) -> None:
-        if not name:
-            raise ConfigurationError("a dependency needs a non-empty name", setting="name")
-        if isinstance(scopes, str):
-            raise ConfigurationError(
-                f"dependency {name!r}: scopes must be a list of strings, not one string",
-                setting="scopes",
-            )
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "scopes", tuple(scopes))
-        object.__setattr__(self, "description", description)
-
-    @property
-    def target(self) -> str | None:
-        """The URL or resource this dependency is called at (``None``: resolved by name)."""
-        return None
-
-    def to_params(self) -> dict[str, Any]:
-        """This dependency as published in the delegation extension's ``params``."""
-        params: dict[str, Any] = {"kind": self.kind, "name": self.name, "scopes": list(self.scopes)}
-        if self.description:
-            params["description"] = self.description
-        return params
-
-
-@dataclass(frozen=True, init=False)
-class AgentDependency(Dependency):
-    """Another A2A agent, by URL or by name (resolved by the delegation layer)."""
-
-    kind: ClassVar[str] = "agent"
-    url: str | None
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        url: str | None = None,
-        scopes: Sequence[str] = (),
-        description: str | None = None,
-    ) -> None:
-        super().__init__(name, scopes=scopes, description=description)
-        object.__setattr__(self, "url", url)
-
-    @property
-    def target(self) -> str | None:
-        return self.url
-
-    def to_params(self) -> dict[str, Any]:
-        params = super().to_params()
-        if self.url is not None:
-            params["url"] = self.url
-        return params
-
-
-@dataclass(frozen=True, init=False)
-class McpDependency(Dependency):
-    """An MCP server reached over streamable HTTP at ``url``."""
-
-    kind: ClassVar[str] = "mcp"
-    url: str
-
-    def __init__(
-        self, name: str, *, url: str, scopes: Sequence[str] = (), description: str | None = None
-    ) -> None:
-        super().__init__(name, scopes=scopes, description=description)
-        object.__setattr__(self, "url", url)
-
-    @property
-    def target(self) -> str:
-        return self.url
-
-    def to_params(self) -> dict[str, Any]:
-        return {**super().to_params(), "url": self.url}
-
-
-@dataclass(frozen=True, init=False)
-class HttpDependency(Dependency):
-    """An HTTP API identified by its resource URL (RFC 8707 ``resource``)."""
-
-    kind: ClassVar[str] = "http"
-    resource: str
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        resource: str,
-        scopes: Sequence[str] = (),
-        description: str | None = None,
-    ) -> None:
-        super().__init__(name, scopes=scopes, description=description)
-        object.__setattr__(self, "resource", resource)
-
-    @property
-    def target(self) -> str:
-        return self.resource
-
-    def to_params(self) -> dict[str, Any]:
-        return {**super().to_params(), "resource": self.resource}
 
 
 # ---------------------------------------------------------------------------- skills
@@ -329,30 +225,6 @@ class Skill:
                 "its return annotation"
             ) from exc
         return to_parts(data)
-
-
-def to_parts(content: Any, *, media_type: str | None = None) -> list[Part]:
-    """Content as A2A parts: str → text, bytes → raw, Part(s) as is, anything else → data."""
-    if content is None:
-        return []
-    if isinstance(content, Part):
-        return [content]
-    if isinstance(content, (list, tuple)) and content and all(isinstance(p, Part) for p in content):
-        return list(content)
-    if isinstance(content, str):
-        return [Part(text=content, media_type=media_type)]
-    if isinstance(content, (bytes, bytearray)):
-        return [Part(raw=bytes(content), media_type=media_type or "application/octet-stream")]
-    if isinstance(content, BaseModel):
-        data = content.model_dump(mode="json", by_alias=True)
-    else:
-        try:
-            data = to_jsonable_python(content)
-        except Exception as exc:  # pydantic_core raises its own serialization error
-            raise InvalidAgentResponseError(
-                f"cannot send a {type(content).__name__} as JSON data"
-            ) from exc
-    return [Part(data=data, media_type=media_type or "application/json")]
 
 
 def _first_paragraph(doc: str | None) -> str:
@@ -626,9 +498,13 @@ class Agent:
         Options are those of :func:`keycard_agents.create_app`. When mounting under a
         path, use :class:`keycard_agents.AgentMount` and run the app's lifespan.
         """
-        from keycard_agents._server import create_app
-
-        return create_app(self, **options)
+        if _APP_FACTORY is None:  # pragma: no cover - importing keycard_agents registers it
+            raise ConfigurationError(
+                "no ASGI app factory is registered: import keycard_agents (its server "
+                "registers create_app) before calling Agent.asgi_app()",
+                setting="asgi_app",
+            )
+        return _APP_FACTORY(self, **options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.agent_name!r}, url={self.url!r})"

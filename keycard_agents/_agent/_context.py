@@ -11,37 +11,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from keycard_agents._a2a.interrupt import TaskInterrupt
+from keycard_agents._a2a.parts import to_parts
 from keycard_agents._a2a.types import Message, Part, Role, TaskState
+from keycard_agents._agent._dependencies import Dependency
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._principal import ActorChain, Principal
+from keycard_agents._oauth._resource_server import Caller
 
-if TYPE_CHECKING:
-    from keycard_agents._agent._agent import Dependency
-
-__all__ = ["Caller", "Context", "DelegationProvider", "TaskInterrupt", "TaskSink"]
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling, as established by the server after verifying the bearer token.
-
-    ``principal`` is ``None`` for an anonymous call (allowed only for skills declared
-    ``anonymous=True``). ``token`` is the inbound bearer token, kept for token exchange by
-    the delegation layer; it is never shown in a repr, a log line or an error.
-    """
-
-    principal: Principal | None
-    token: str | None = field(default=None, repr=False)
-
-    @property
-    def owner(self) -> str | None:
-        """The key that tasks of this caller are stored under (issuer and subject)."""
-        if self.principal is None:
-            return None
-        return f"{self.principal.issuer} {self.principal.user}"
+__all__ = ["Context", "DelegationProvider", "TaskSink"]
 
 
 class DelegationProvider(Protocol):
@@ -67,19 +47,6 @@ class TaskSink(Protocol):
         description: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> None: ...
-
-
-class TaskInterrupt(BaseException):
-    """Raised by :meth:`Context.ask_input` and :meth:`Context.require_auth`.
-
-    A ``BaseException`` so a skill's ``except Exception`` does not swallow it; the
-    runtime catches it and ends the run in ``state`` with ``message`` as the status.
-    """
-
-    def __init__(self, state: TaskState, text: str) -> None:
-        super().__init__(state.value)
-        self.state = state
-        self.text = text
 
 
 def _text_of(message: Message) -> str:
@@ -176,8 +143,6 @@ class Context:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Emit an artifact: text (``str``), bytes, JSON data (pydantic models too) or parts."""
-        from keycard_agents._agent._agent import to_parts
-
         parts = to_parts(content, media_type=media_type)
         if not parts:
             raise ConfigurationError("an artifact needs content; got None", setting="content")

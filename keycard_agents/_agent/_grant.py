@@ -18,7 +18,8 @@ from typing import Any, Literal, TypeVar
 
 import anyio
 
-from keycard_agents._agent._context import Context, TaskInterrupt
+from keycard_agents._a2a.interrupt import TaskInterrupt
+from keycard_agents._agent._context import Context
 from keycard_agents._errors import (
     ConfigurationError,
     KeycardError,

@@ -18,6 +18,7 @@ from keycard_agents._demo import add_demo_command
 from keycard_agents._errors import KeycardError
 from keycard_agents._server._command import add_serve_command
 from keycard_agents._sts._command import add_sts_command
+from keycard_agents._version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -37,8 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keycard-agents",
         description="Agent-to-agent delegation with RFC 8693 token exchange.",
     )
-    from keycard_agents import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:

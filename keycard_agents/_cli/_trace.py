@@ -18,6 +18,18 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+import anyio
+import httpx
+
+from keycard_agents._audit._agent_records import JsonlAgentAuditStore
+from keycard_agents._audit._render import render_text, should_colour, to_dot, to_json, to_mermaid
+from keycard_agents._audit._sts_records import JsonlAuditStore
+from keycard_agents._audit._trail import AuditTrail
+from keycard_agents._audit._tree import DelegationTree, build_tree
+from keycard_agents._errors import InvalidTokenError, TraceNotFoundError
+from keycard_agents._oauth._inspect import inspect_token, looks_like_jwt, render_report
+from keycard_agents._sts._config import load_config
+
 __all__ = ["add_token_command", "add_trace_command", "run_token_inspect", "run_trace"]
 
 ADMIN_TOKEN_ENV = "KEYCARD_ADMIN_TOKEN"  # noqa: S105 (a variable name)
@@ -104,7 +116,6 @@ def _token_help(parser: argparse.ArgumentParser) -> Any:
 
 
 def _paint(stream: IO[str]) -> Any:
-    from keycard_agents._audit._render import should_colour
 
     colour = should_colour(stream)
     codes = {"red": "31", "green": "32", "bold": "1", "dim": "2"}
@@ -131,7 +142,6 @@ class _InputError(Exception):
 
 
 def _load_tree_file(path: Path) -> Any:
-    from keycard_agents._audit._tree import DelegationTree
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -145,10 +155,6 @@ def _load_tree_file(path: Path) -> Any:
 
 
 def _fetch_tree(url: str, txn: str, token: str | None) -> Any:
-    import httpx
-
-    from keycard_agents._audit._tree import DelegationTree
-    from keycard_agents._errors import TraceNotFoundError
 
     if token is None:
         raise _InputError(
@@ -172,11 +178,6 @@ def _fetch_tree(url: str, txn: str, token: str | None) -> Any:
 
 
 async def _tree_from_files(txn: str, config: Path | None, audits: list[Path]) -> Any:
-    from keycard_agents._audit._agent_records import JsonlAgentAuditStore
-    from keycard_agents._audit._sts_records import JsonlAuditStore
-    from keycard_agents._audit._trail import AuditTrail
-    from keycard_agents._errors import TraceNotFoundError
-    from keycard_agents._sts._config import load_config
 
     names: dict[str, str] = {}
     files = list(audits)
@@ -203,22 +204,11 @@ async def _tree_from_files(txn: str, config: Path | None, audits: list[Path]) ->
     if not entries:
         shown = ", ".join(str(p) for p in files)
         raise TraceNotFoundError(f"no audit record for txn {txn!r} in {shown}")
-    from keycard_agents._audit._tree import build_tree
 
     return build_tree(txn, entries, names=names)
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    import anyio
-
-    from keycard_agents._audit._render import (
-        render_text,
-        should_colour,
-        to_dot,
-        to_json,
-        to_mermaid,
-    )
-    from keycard_agents._errors import TraceNotFoundError
 
     sources = sum(
         x is not None and x != [] for x in (args.config, args.audit or None, args.tree, args.url)
@@ -259,7 +249,6 @@ def run_trace(args: argparse.Namespace) -> int:
 
 
 def _read_token(source: str) -> str:
-    from keycard_agents._oauth._inspect import looks_like_jwt
 
     if source == "-":
         if sys.stdin.isatty():
@@ -287,10 +276,6 @@ def _read_token(source: str) -> str:
 
 
 def run_token_inspect(args: argparse.Namespace) -> int:
-    import anyio
-
-    from keycard_agents._errors import InvalidTokenError
-    from keycard_agents._oauth._inspect import inspect_token, render_report
 
     try:
         token = _read_token(args.file)

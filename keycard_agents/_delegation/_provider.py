@@ -23,8 +23,14 @@ import httpx
 from opentelemetry.trace import SpanKind, get_current_span
 
 from keycard_agents._a2a.types import AgentCard, Message, StreamResponse, Task, TaskState
-from keycard_agents._agent._agent import AgentDependency, Dependency, HttpDependency, McpDependency
-from keycard_agents._agent._context import Caller, Context
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import (
+    AgentDependency,
+    Dependency,
+    HttpDependency,
+    McpDependency,
+)
+from keycard_agents._audit._calls import CallRecord, audited_call
 from keycard_agents._client._agent_client import AgentClient, CardCache, ResourceMetadata
 from keycard_agents._errors import (
     ConfigurationError,
@@ -33,14 +39,14 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
+from keycard_agents._oauth._credentials import credential_from_env, resolve_issuer
 from keycard_agents._oauth._discovery import same_origin
 from keycard_agents._oauth._exchange import ExchangedToken, TokenExchangeClient
+from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_SCOPES_REQUESTED,
     ATTR_TARGET,
-    CallRecord,
-    audited_call,
     inject_context,
     set_attributes,
     set_grant,
@@ -563,7 +569,6 @@ def delegation_for(
     trusted: Sequence[str] | None = getattr(agent, "trusted_issuers", None)
 
     def build() -> TokenExchangeClient:
-        from keycard_agents._oauth._credentials import credential_from_env, resolve_issuer
 
         issuer = agent.issuer or resolve_issuer()
         return TokenExchangeClient(

@@ -15,8 +15,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from keycard_agents._agent._agent import Agent, AgentDependency, McpDependency, skill
+from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import AgentDependency, McpDependency
+from keycard_agents._oauth._verifier import TokenVerifier
 
 __all__ = [
     "USER_SCOPES",
@@ -151,13 +153,13 @@ def travel_tools_server(*, resource: str, issuer: str) -> Any:
     ``resource`` is its streamable HTTP endpoint URL (the audience tokens must carry).
     Returns the ``MCPServer``; serve ``server.streamable_http_app()``.
     """
+    # The optional ``mcp`` extra: imported only when the demo runs its MCP server.
     from mcp.server.auth.settings import AuthSettings
     from mcp.server.mcpserver import MCPServer
     from mcp_types import ToolAnnotations
     from pydantic import AnyHttpUrl
 
-    from keycard_agents._jose._jwt import TokenVerifier
-    from keycard_agents.mcp import McpBearerVerifier
+    from keycard_agents._mcp._server import McpBearerVerifier
 
     verifier = TokenVerifier(issuers=[issuer])
 

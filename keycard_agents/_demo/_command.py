@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from keycard_agents._demo._run import DEFAULT_REQUEST, run_demo
+
 __all__ = ["add_demo_command", "run_demo_command"]
 
 
@@ -41,7 +43,6 @@ def add_demo_command(subparsers: Any) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from keycard_agents._demo._run import DEFAULT_REQUEST, run_demo
 
     return run_demo(
         keep_running=args.keep_running,

@@ -26,8 +26,35 @@ from typing import Any, TextIO
 import anyio
 import httpx
 
+from keycard_agents._audit._agent_records import AuditRecorder, MemoryAgentAuditStore
+from keycard_agents._audit._render import render_text, should_colour
+from keycard_agents._client._agent_client import open_agent_client, task_result
+from keycard_agents._delegation._provider import delegation_for
+from keycard_agents._demo._agents import (
+    TOOL_SCOPES,
+    TRAVEL_SCOPES,
+    USER_SCOPES,
+    WEATHER_SCOPES,
+    build_agents,
+    travel_tools_server,
+)
 from keycard_agents._demo._services import RunningServer, bind_loopback, start_server, stopping
+from keycard_agents._demo._signin import sign_in
 from keycard_agents._errors import ConfigurationError
+from keycard_agents._oauth._credentials import ApplicationCredential, ClientSecret, WebIdentity
+from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents._runtime._runtime import TaskRuntime
+from keycard_agents._server import create_app
+from keycard_agents._sts._app import TokenService
+from keycard_agents._sts._config import (
+    AdminConfig,
+    DevUser,
+    PublicClient,
+    RegisteredAgent,
+    RegisteredResource,
+    TokenServiceConfig,
+)
+from keycard_agents._sts._secrets import hash_secret
 
 __all__ = ["DEFAULT_REQUEST", "DemoDependencyError", "run_demo"]
 
@@ -119,25 +146,6 @@ def _with_closers(app: Any, closers: list[Callable[[], Any]]) -> Any:
 
 
 def _configure(urls: dict[str, str], workdir: str) -> _Cast:
-    from keycard_agents._audit._agent_records import MemoryAgentAuditStore
-    from keycard_agents._demo._agents import (
-        TOOL_SCOPES,
-        TRAVEL_SCOPES,
-        USER_SCOPES,
-        WEATHER_SCOPES,
-        build_agents,
-    )
-    from keycard_agents._oauth._credentials import ApplicationCredential, ClientSecret, WebIdentity
-    from keycard_agents._sts._app import TokenService
-    from keycard_agents._sts._config import (
-        AdminConfig,
-        DevUser,
-        PublicClient,
-        RegisteredAgent,
-        RegisteredResource,
-        TokenServiceConfig,
-    )
-    from keycard_agents._sts._secrets import hash_secret
 
     issuer = urls["token service"]
     agents = build_agents(
@@ -218,10 +226,6 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
 
 
 def _agent_app(agent: Any, store: Any) -> Any:
-    from keycard_agents._audit._agent_records import AuditRecorder
-    from keycard_agents._delegation._provider import delegation_for
-    from keycard_agents._runtime._runtime import TaskRuntime
-    from keycard_agents._server import create_app
 
     delegation = delegation_for(agent)
     recorder = AuditRecorder(agent=agent.agent_name, resource=agent.url, store=store)
@@ -230,7 +234,6 @@ def _agent_app(agent: Any, store: Any) -> Any:
 
 
 def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
-    from keycard_agents._demo._agents import travel_tools_server
 
     tools = travel_tools_server(resource=cast.urls["travel-tools"], issuer=cast.issuer)
     apps: dict[str, Callable[[], Any]] = {
@@ -257,10 +260,6 @@ def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
 
 
 async def _drive(cast: _Cast, request: str) -> tuple[str, Any, Any, tuple[str, ...]]:
-    from keycard_agents._client._agent_client import open_agent_client, task_result
-    from keycard_agents._demo._agents import USER_SCOPES
-    from keycard_agents._demo._signin import sign_in
-    from keycard_agents._jose._jwt import TokenVerifier
 
     planner = cast.urls["planner"]
     with anyio.fail_after(_STEP_TIMEOUT):
@@ -357,7 +356,6 @@ def run_demo(
     ``port_base`` picks consecutive ports (default: free ports); ``keep_running`` waits
     for SIGINT / SIGTERM (or ``stop`` to be set) before stopping the services.
     """
-    from keycard_agents._audit._render import render_text, should_colour
 
     stream = out if out is not None else sys.stdout
     say = _Printer(stream, should_colour(stream))

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
+
 from keycard_agents._errors import ConfigurationError
 
 __all__ = ["PortUnavailableError", "RunningServer", "bind_loopback", "start_server"]
@@ -92,7 +94,6 @@ def start_server(
     clock: Callable[[], float] = time.monotonic,
 ) -> RunningServer:
     """Serve ``app`` on ``sock`` in a thread and wait (at most ``timeout`` s) until it runs."""
-    import uvicorn
 
     config = uvicorn.Config(
         app,

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from keycard_agents._a2a.types import AgentCard
+
 __all__ = [
     "SCHEMA_BASE_URI",
     "ActClaim",
@@ -181,7 +183,6 @@ def _schema(model: type[BaseModel], name: str, title: str) -> dict[str, Any]:
 
 def protocol_schemas() -> dict[str, dict[str, Any]]:
     """The schemas of ``protocols/schemas/``, by file name, generated from the models."""
-    from keycard_agents._a2a.types import AgentCard
 
     return {
         "agent-card.schema.json": _schema(AgentCard, "agent-card.schema.json", "A2A Agent Card"),

@@ -8,15 +8,12 @@ of RFC 8707 / RFC 9068 §4 (``aud`` must name this resource).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from joserfc import jws
 from joserfc.errors import (
@@ -25,31 +22,28 @@ from joserfc.errors import (
     MissingCritHeaderError,
     UnsupportedHeaderError,
 )
-from joserfc.jwk import Key, KeySet
+from joserfc.jwk import Key
 
-from keycard_agents._errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
+from keycard_agents._errors import InvalidTokenError
 from keycard_agents._jose._keys import (
-    _EDDSA_NAMES,
     ALGORITHMS,
-    VerificationKeys,
-    _import_jwk,
-    _show,
+    EDDSA_NAMES,
+    KeyResolver,
     allowed_algorithms,
+    import_jwk,
     jws_registry,
     key_fits_algorithm,
+    show_untrusted,
 )
-from keycard_agents._jose._principal import Principal
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "CLIENT_ASSERTION_TYPE",
-    "KeyResolver",
-    "StaticKeys",
-    "TokenVerifier",
-    "TrustedIssuer",
+    "DEFAULT_REQUIRED_CLAIMS",
+    "check_audience",
+    "check_times",
+    "registry_for",
+    "verify_compact",
     "verify_jwt",
 ]
 
@@ -58,74 +52,10 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
 #: ``typ`` of RFC 7523 client assertions (draft-ietf-oauth-rfc7523bis).
 CLIENT_ASSERTION_TYPE = "client-authentication+jwt"
 
-_DEFAULT_REQUIRED = ("iss", "sub", "aud", "exp", "iat", "jti")
+DEFAULT_REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
 _COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _STRING_CLAIMS = ("iss", "sub", "jti", "scope", "client_id", "txn", "azp")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
-
-
-class KeyResolver(Protocol):
-    """Finds the public key that verifies a token of ``issuer``.
-
-    ``resolve`` raises :class:`InvalidTokenError` with ``check="unknown_key"`` when the
-    issuer has no such key, or :class:`IssuerUnreachableError` when its keys could
-    not be fetched. ``known`` answers, without I/O, whether ``kid`` is still served
-    (used to keep cached verifications honest after a key is withdrawn).
-    """
-
-    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key: ...
-
-    def known(self, *, issuer: str, kid: str | None) -> bool: ...
-
-
-class StaticKeys:
-    """A :class:`KeyResolver` over fixed keys: ``StaticKeys({issuer: jwks_or_KeySet})``."""
-
-    def __init__(
-        self,
-        keys: Mapping[str, Mapping[str, Any] | KeySet],
-        *,
-        algorithms: Collection[str] = ALGORITHMS,
-    ) -> None:
-        self._keys: dict[str, VerificationKeys] = {}
-        for issuer, jwks in keys.items():
-            try:
-                self._keys[issuer] = VerificationKeys.from_jwks(
-                    jwks, algorithms=algorithms, source=f"JWKS of issuer {issuer!r}"
-                )
-            except ValueError as exc:
-                raise ConfigurationError(str(exc), setting="keys") from exc
-
-    @property
-    def issuers(self) -> tuple[str, ...]:
-        return tuple(self._keys)
-
-    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
-        keys = self._keys.get(issuer)
-        if keys is None:
-            raise InvalidTokenError(
-                f"issuer {issuer!r} has no configured keys", check="unknown_key"
-            )
-        return keys.find(issuer=issuer, kid=kid, alg=alg)
-
-    def known(self, *, issuer: str, kid: str | None) -> bool:
-        keys = self._keys.get(issuer)
-        return keys is not None and kid is not None and kid in keys
-
-
-@dataclass(frozen=True)
-class TrustedIssuer:
-    """An issuer whose tokens are accepted, and where its keys come from.
-
-    Keys come from ``jwks`` (inline, no network), else ``jwks_uri``, else the
-    ``jwks_uri`` of its RFC 8414 metadata at ``metadata_url`` (default: the
-    well-known URL, with RFC 8414 §3.1 path insertion for issuers with a path).
-    """
-
-    issuer: str
-    jwks_uri: str | None = None
-    metadata_url: str | None = None
-    jwks: Mapping[str, Any] | None = None
 
 
 def _fail(check: str, message: str) -> InvalidTokenError:
@@ -238,20 +168,20 @@ def _check_claims(
         isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
     ):
         raise _fail("claims", "token claim 'aud' must be a string or a list of strings")
-    _check_audience(aud, audience)
-    _check_times(claims, leeway=leeway, now=now)
+    check_audience(aud, audience)
+    check_times(claims, leeway=leeway, now=now)
     if "act" in claims:
         _check_act(claims["act"], max_actor_depth)
 
 
-def _check_audience(aud: str | list[str] | None, audience: str) -> None:
+def check_audience(aud: str | list[str] | None, audience: str) -> None:
     if aud == audience or (isinstance(aud, list) and audience in aud):
         return
-    shown = _show(aud if isinstance(aud, str) else aud or "")
+    shown = show_untrusted(aud if isinstance(aud, str) else aud or "")
     raise _fail("audience", f"token audience {shown} is not this resource {audience!r}")
 
 
-def _check_times(claims: Mapping[str, Any], *, leeway: float, now: float) -> None:
+def check_times(claims: Mapping[str, Any], *, leeway: float, now: float) -> None:
     exp = claims.get("exp")
     if exp is not None and now > exp + leeway:
         raise _fail(
@@ -277,9 +207,9 @@ def _check_times(claims: Mapping[str, Any], *, leeway: float, now: float) -> Non
 
 def _verification_key(key: Key, alg: str) -> Key:
     """``EdDSA`` and ``Ed25519`` name one signature: let either key verify either header."""
-    if key.alg and key.alg != alg and alg in _EDDSA_NAMES:
+    if key.alg and key.alg != alg and alg in EDDSA_NAMES:
         data = {k: v for k, v in key.as_dict(private=False).items() if k != "alg"}
-        return _import_jwk(data)
+        return import_jwk(data)
     return key
 
 
@@ -295,7 +225,7 @@ async def verify_jwt(
     max_bytes: int = 8192,
     max_actor_depth: int = 5,
     clock: Callable[[], float] = time.time,
-    required_claims: Collection[str] = _DEFAULT_REQUIRED,
+    required_claims: Collection[str] = DEFAULT_REQUIRED_CLAIMS,
 ) -> dict[str, Any]:
     """Verify a signed JWT and validate its claims; return the claims.
 
@@ -308,14 +238,14 @@ async def verify_jwt(
     """
     allowed = allowed_algorithms(algorithms)
     types = {_normalize_typ(t) for t in token_types}
-    claims, _ = await _verify(
+    claims, _ = await verify_compact(
         token,
         keys=keys,
         issuers=issuers,
         audience=audience,
         types=types,
         allowed=allowed,
-        registry=_registry_for(allowed),
+        registry=registry_for(allowed),
         leeway=leeway,
         max_bytes=max_bytes,
         max_actor_depth=max_actor_depth,
@@ -328,14 +258,14 @@ async def verify_jwt(
 _REGISTRIES: dict[frozenset[str], jws.JWSRegistry] = {}
 
 
-def _registry_for(allowed: frozenset[str]) -> jws.JWSRegistry:
+def registry_for(allowed: frozenset[str]) -> jws.JWSRegistry:
     registry = _REGISTRIES.get(allowed)
     if registry is None:
         registry = _REGISTRIES[allowed] = jws_registry(allowed)
     return registry
 
 
-async def _verify(
+async def verify_compact(
     token: str,
     *,
     keys: KeyResolver,
@@ -356,13 +286,14 @@ async def _verify(
     if alg not in allowed:
         raise _fail(
             "algorithm",
-            f"token algorithm {_show(alg)} is not allowed; accepted: {', '.join(sorted(allowed))}",
+            f"token algorithm {show_untrusted(alg)} is not allowed; "
+            f"accepted: {', '.join(sorted(allowed))}",
         )
 
     typ = header.get("typ")
     if not isinstance(typ, str) or _normalize_typ(typ) not in types:
         expected = " or ".join(repr(t) for t in sorted(types))
-        got = "no 'typ' header" if typ is None else f"type {_show(typ)}"
+        got = "no 'typ' header" if typ is None else f"type {show_untrusted(typ)}"
         raise _fail("type", f"token has {got}; expected {expected}")
 
     claims = _claims(obj)
@@ -372,7 +303,7 @@ async def _verify(
     if iss not in issuers:
         raise _fail(
             "issuer",
-            f"token issuer {_show(iss)} is not trusted here; trusted: "
+            f"token issuer {show_untrusted(iss)} is not trusted here; trusted: "
             f"{', '.join(repr(i) for i in issuers) or 'none'}",
         )
 
@@ -381,7 +312,7 @@ async def _verify(
     if not key_fits_algorithm(key, alg):
         raise _fail(
             "algorithm",
-            f"token algorithm {alg} does not fit its key {_show(kid)} ({key.key_type}"
+            f"token algorithm {alg} does not fit its key {show_untrusted(kid)} ({key.key_type}"
             f"{'' if not key.alg else ', alg ' + key.alg})",
         )
     try:
@@ -395,7 +326,7 @@ async def _verify(
     if not valid:
         raise _fail(
             "signature",
-            f"token signature does not verify with key {_show(kid)} of issuer {iss!r}",
+            f"token signature does not verify with key {show_untrusted(kid)} of issuer {iss!r}",
         )
 
     _check_claims(
@@ -407,154 +338,3 @@ async def _verify(
         max_actor_depth=max_actor_depth,
     )
     return claims, kid
-
-
-@dataclass(frozen=True)
-class _Verified:
-    principal: Principal
-    issuer: str
-    kid: str | None
-
-
-class TokenVerifier:
-    """Verifies access tokens (``typ`` ``at+jwt``) for a resource; caches successes.
-
-    ``keys=None`` builds a :class:`~keycard_agents._oauth._jwks.JWKSCache` from the
-    issuers (``str`` entries are discovered via RFC 8414 metadata). A token seen
-    again is served from a bounded LRU cache keyed by its SHA-256, after re-checking
-    its lifetime against the clock, the requested audience and that its key is still
-    served by the resolver.
-    """
-
-    def __init__(
-        self,
-        *,
-        issuers: Sequence[str | TrustedIssuer],
-        keys: KeyResolver | None = None,
-        leeway: float = 60.0,
-        max_bytes: int = 8192,
-        max_actor_depth: int = 5,
-        algorithms: Sequence[str] = ALGORITHMS,
-        clock: Callable[[], float] = time.time,
-        http_client: httpx.AsyncClient | None = None,
-        cache_size: int = 4096,
-    ) -> None:
-        trusted = [TrustedIssuer(i) if isinstance(i, str) else i for i in issuers]
-        if not trusted:
-            raise ConfigurationError("at least one trusted issuer is required", setting="issuers")
-        if leeway < 0 or max_bytes <= 0 or max_actor_depth < 0 or cache_size < 0:
-            raise ConfigurationError(
-                "leeway, max_bytes, max_actor_depth and cache_size must not be negative"
-            )
-        self._issuers = frozenset(t.issuer for t in trusted)
-        self._issuer_list = tuple(t.issuer for t in trusted)
-        self._allowed = allowed_algorithms(algorithms)
-        self._registry = _registry_for(self._allowed)
-        self._leeway = leeway
-        self._max_bytes = max_bytes
-        self._max_actor_depth = max_actor_depth
-        self._clock = clock
-        self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
-        self._cache_size = cache_size
-        self._owned: Any = None
-        if keys is None:
-            from keycard_agents._oauth._jwks import JWKSCache
-
-            cache = JWKSCache(issuers=trusted, http_client=http_client, algorithms=self._allowed)
-            self._owned = cache
-            keys = cache
-        self._keys: KeyResolver = keys
-
-    @property
-    def keys(self) -> KeyResolver:
-        return self._keys
-
-    @property
-    def issuers(self) -> tuple[str, ...]:
-        return self._issuer_list
-
-    async def verify(
-        self, token: str, *, audience: str, required_scopes: Iterable[str] = ()
-    ) -> Principal:
-        """Verify ``token`` for the resource ``audience``; return its :class:`Principal`.
-
-        Raises :class:`InvalidTokenError` (HTTP 401) or
-        :class:`InsufficientScopeError` (HTTP 403) when a required scope is missing.
-        """
-        digest = self._digest(token)
-        principal = None if digest is None else self._cached(digest, audience)
-        if principal is None:
-            claims, kid = await _verify(
-                token,
-                keys=self._keys,
-                issuers=self._issuers,
-                audience=audience,
-                types=_ACCESS_TYPES,
-                allowed=self._allowed,
-                registry=self._registry,
-                leeway=self._leeway,
-                max_bytes=self._max_bytes,
-                max_actor_depth=self._max_actor_depth,
-                now=self._clock(),
-                required_claims=_DEFAULT_REQUIRED,
-            )
-            principal = Principal.from_claims(claims)
-            if digest is not None:
-                self._remember(digest, principal, kid=kid)
-        required = tuple(required_scopes)
-        if required:
-            missing = tuple(s for s in required if s not in principal.scopes)
-            if missing:
-                raise InsufficientScopeError(
-                    f"token lacks the scope(s) {' '.join(missing)} this operation requires "
-                    f"(required: {' '.join(required)}; granted: "
-                    f"{' '.join(sorted(principal.scopes)) or 'none'})",
-                    required=required,
-                    missing=missing,
-                )
-        return principal
-
-    def _digest(self, token: str) -> bytes | None:
-        """The cache key of ``token`` (its SHA-256), computed once per request."""
-        if not self._cache_size or not isinstance(token, str):
-            return None
-        return hashlib.sha256(token.encode("utf-8", "replace")).digest()
-
-    def _cached(self, digest: bytes, audience: str) -> Principal | None:
-        entry = self._cache.get(digest)
-        if entry is None:
-            return None
-        principal = entry.principal
-        try:
-            _check_times(principal.claims, leeway=self._leeway, now=self._clock())
-        except InvalidTokenError:
-            del self._cache[digest]
-            raise
-        if not self._keys.known(issuer=entry.issuer, kid=entry.kid):
-            del self._cache[digest]
-            return None
-        _check_audience(principal.claims.get("aud"), audience)
-        self._cache.move_to_end(digest)
-        return principal
-
-    def _remember(self, digest: bytes, principal: Principal, *, kid: str | None) -> None:
-        if kid is None:
-            return
-        self._cache[digest] = _Verified(principal, principal.issuer, kid)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
-    def clear_cache(self) -> None:
-        """Forget every cached verification."""
-        self._cache.clear()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client of the key cache this verifier created, if any."""
-        if self._owned is not None:
-            await self._owned.aclose()
-
-    def __repr__(self) -> str:
-        return f"TokenVerifier(issuers={list(self._issuer_list)!r})"
-
-
-_ACCESS_TYPES = frozenset({ACCESS_TOKEN_TYPE})

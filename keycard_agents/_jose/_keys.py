@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from joserfc import jwt
 from joserfc.errors import JoseError, UnsupportedAlgorithmError
@@ -33,15 +33,19 @@ from keycard_agents._errors import ConfigurationError, InvalidTokenError
 if TYPE_CHECKING:
     from joserfc._rfc7515.model import JWSAlgModel
 
-    from keycard_agents._jose._jwt import KeyResolver
-
 __all__ = [
     "ALGORITHMS",
+    "EDDSA_NAMES",
+    "KeyResolver",
     "KeyStore",
     "SigningKey",
+    "StaticKeys",
     "VerificationKeys",
     "allowed_algorithms",
+    "import_jwk",
+    "jws_registry",
     "key_fits_algorithm",
+    "show_untrusted",
 ]
 
 logger = logging.getLogger("keycard_agents.keys")
@@ -65,7 +69,7 @@ _ALG_KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "EdDSA": ("OKP", "Ed25519"),
     "Ed25519": ("OKP", "Ed25519"),
 }
-_EDDSA_NAMES = frozenset({"EdDSA", "Ed25519"})
+EDDSA_NAMES = frozenset({"EdDSA", "Ed25519"})
 _MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
@@ -107,8 +111,8 @@ def allowed_algorithms(algorithms: Collection[str]) -> frozenset[str]:
         )
     if not names:
         raise ConfigurationError("the algorithm allow-list is empty", setting="algorithms")
-    if names & _EDDSA_NAMES:
-        names |= _EDDSA_NAMES
+    if names & EDDSA_NAMES:
+        names |= EDDSA_NAMES
     return frozenset(names)
 
 
@@ -131,7 +135,7 @@ def key_fits_algorithm(key: Key, alg: str) -> bool:
     if isinstance(key, RSAKey) and key.public_key.key_size < _MIN_RSA_BITS:
         return False
     own = key.alg
-    return not own or own == alg or (own in _EDDSA_NAMES and alg in _EDDSA_NAMES)
+    return not own or own == alg or (own in EDDSA_NAMES and alg in EDDSA_NAMES)
 
 
 def _public_dict(jwk: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,7 +204,7 @@ class VerificationKeys:
             key = self._by_kid.get(kid)
             if key is None:
                 raise InvalidTokenError(
-                    f"token key id {_show(kid)} is not among the keys of issuer "
+                    f"token key id {show_untrusted(kid)} is not among the keys of issuer "
                     f"{issuer!r} (known: {', '.join(self._by_kid) or 'none'}); the issuer "
                     "may have rotated its keys, or the token was not issued by it",
                     check="unknown_key",
@@ -214,6 +218,55 @@ class VerificationKeys:
                 check="unknown_key",
             )
         return fitting[0]
+
+
+class KeyResolver(Protocol):
+    """Finds the public key that verifies a token of ``issuer``.
+
+    ``resolve`` raises :class:`InvalidTokenError` with ``check="unknown_key"`` when the
+    issuer has no such key, or :class:`IssuerUnreachableError` when its keys could
+    not be fetched. ``known`` answers, without I/O, whether ``kid`` is still served
+    (used to keep cached verifications honest after a key is withdrawn).
+    """
+
+    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key: ...
+
+    def known(self, *, issuer: str, kid: str | None) -> bool: ...
+
+
+class StaticKeys:
+    """A :class:`KeyResolver` over fixed keys: ``StaticKeys({issuer: jwks_or_KeySet})``."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, Mapping[str, Any] | KeySet],
+        *,
+        algorithms: Collection[str] = ALGORITHMS,
+    ) -> None:
+        self._keys: dict[str, VerificationKeys] = {}
+        for issuer, jwks in keys.items():
+            try:
+                self._keys[issuer] = VerificationKeys.from_jwks(
+                    jwks, algorithms=algorithms, source=f"JWKS of issuer {issuer!r}"
+                )
+            except ValueError as exc:
+                raise ConfigurationError(str(exc), setting="keys") from exc
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
+        keys = self._keys.get(issuer)
+        if keys is None:
+            raise InvalidTokenError(
+                f"issuer {issuer!r} has no configured keys", check="unknown_key"
+            )
+        return keys.find(issuer=issuer, kid=kid, alg=alg)
+
+    def known(self, *, issuer: str, kid: str | None) -> bool:
+        keys = self._keys.get(issuer)
+        return keys is not None and kid is not None and kid in keys
 
 
 def _import_public(member: Mapping[str, Any], allowed: frozenset[str], where: str) -> Key | None:
@@ -233,7 +286,7 @@ def _import_public(member: Mapping[str, Any], allowed: frozenset[str], where: st
         logger.debug("skipping %s: RSA key shorter than %d bits", where, _MIN_RSA_BITS)
         return None
     try:
-        key = _import_jwk(_public_dict(member))
+        key = import_jwk(_public_dict(member))
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{where} is not a valid {kty} key: {exc}") from exc
     if not any(key_fits_algorithm(key, a) for a in allowed):
@@ -260,13 +313,13 @@ def _rsa_bits(modulus: object) -> int:
     return int.from_bytes(raw, "big").bit_length()
 
 
-def _import_jwk(data: Mapping[str, Any]) -> Key:
+def import_jwk(data: Mapping[str, Any]) -> Key:
     """Import a JWK dict of type EC, RSA or OKP (KeyError for any other ``kty``)."""
     key: Key = _KEY_CLASSES[str(data.get("kty"))].import_key(dict(data))
     return key
 
 
-def _show(value: object, limit: int = 80) -> str:
+def show_untrusted(value: object, limit: int = 80) -> str:
     """A value from an untrusted token, quoted and bounded for a message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -335,7 +388,7 @@ class SigningKey:
         if kty not in _KEY_CLASSES:
             raise ConfigurationError(f"unsupported private key type {kty!r}; use EC, OKP or RSA")
         try:
-            key = _import_jwk(jwk)
+            key = import_jwk(jwk)
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise ConfigurationError(f"invalid private {kty} JWK: {type(exc).__name__}") from exc
         chosen = alg or jwk.get("alg")

@@ -32,19 +32,21 @@ from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from keycard_agents._agent._agent import McpDependency
-from keycard_agents._agent._context import Caller, Context, DelegationProvider, TaskInterrupt
+from keycard_agents._a2a.interrupt import TaskInterrupt
+from keycard_agents._agent._context import Context, DelegationProvider
+from keycard_agents._agent._dependencies import McpDependency
+from keycard_agents._audit._calls import audited_call
 from keycard_agents._errors import AuthenticationError, ConfigurationError, KeycardError
 from keycard_agents._mcp._discovery import discover_resource
 from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
+from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_OUTCOME,
     ATTR_SCOPES_REQUESTED,
     ATTR_TARGET,
     ATTR_TOOL,
-    audited_call,
     inject_context,
     set_attributes,
     span,
@@ -56,7 +58,7 @@ else:  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
-    from keycard_agents._agent._agent import Dependency
+    from keycard_agents._agent._dependencies import Dependency
     from keycard_agents._oauth._exchange import ExchangedToken
 
 __all__ = ["McpConnector", "McpServerHandle", "McpSession", "TokenExchanger", "TokenSource"]

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
-from keycard_agents._agent._agent import Dependency, McpDependency
-from keycard_agents._agent._context import Caller, Context
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import Dependency, McpDependency
+from keycard_agents._delegation._provider import register_handle_factory
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._mcp._client import McpConnector, McpServerHandle
+from keycard_agents._oauth._resource_server import Caller
 
 if TYPE_CHECKING:
     from keycard_agents._delegation._provider import TokenExchangeDelegation
@@ -52,11 +54,6 @@ def _handle(
     )
 
 
-def register() -> bool:
-    """Register with the delegation provider; ``False`` when it is not available."""
-    try:
-        from keycard_agents._delegation._provider import register_handle_factory
-    except ImportError:  # pragma: no cover - the core always ships it
-        return False
+def register() -> None:
+    """Register the MCP handle factory with the default delegation provider."""
     register_handle_factory("mcp", _handle)
-    return True

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,7 +34,7 @@ from mcp.server.mcpserver import MCPServer
 from keycard_agents._a2a.errors import A2AError
 from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
 from keycard_agents._agent._agent import Agent, Skill
-from keycard_agents._agent._context import Caller, DelegationProvider
+from keycard_agents._agent._context import DelegationProvider
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -41,6 +42,9 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._jose._principal import Principal
+from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents._runtime._runtime import TaskRuntime
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -314,14 +318,11 @@ def create_mcp_server(
                     "no verifier and no issuer to trust: pass verifier= or Agent(issuer=...)",
                     setting="issuer",
                 )
-            from keycard_agents._jose._jwt import TokenVerifier
 
             verifier = TokenVerifier(issuers=[issuer])
         bearer = McpBearerVerifier(verifier, resource=resource)
     run_runtime = runtime is None
     if runtime is None:
-        from keycard_agents._runtime._runtime import TaskRuntime
-
         runtime = TaskRuntime(agent, delegation=delegation)
     return AgentMcpServer(
         agent,
@@ -365,7 +366,6 @@ async def serve_mcp_stdio(
     as its user and downstream calls are exchanged from it. Without one, only anonymous
     skills can be called.
     """
-    import os
 
     token = stdio_token or os.environ.get(STDIO_TOKEN_ENV) or None
     server = create_mcp_server(

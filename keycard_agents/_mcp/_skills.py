@@ -21,12 +21,15 @@ import jsonschema  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from keycard_agents._a2a.errors import InvalidParamsError
+from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._a2a.types import Part, TaskState
-from keycard_agents._agent._agent import Agent, McpDependency, Skill
-from keycard_agents._agent._context import Caller, Context, TaskInterrupt
+from keycard_agents._agent._agent import Agent, Skill
+from keycard_agents._agent._context import Context
+from keycard_agents._agent._dependencies import McpDependency
 from keycard_agents._errors import ConfigurationError, InteractionRequiredError
 from keycard_agents._mcp._errors import McpToolError
 from keycard_agents._mcp._results import McpTool, McpToolResult
+from keycard_agents._oauth._resource_server import Caller
 
 if TYPE_CHECKING:
     from keycard_agents._mcp._client import McpConnector

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from keycard_agents._errors import InvalidTokenError, KeycardError
-from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, TrustedIssuer, verify_jwt
-from keycard_agents._oauth._jwks import JWKSCache
+from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
+from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
 
 __all__ = ["TokenReport", "decode_unverified", "inspect_token", "looks_like_jwt", "render_report"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,10 +36,9 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     KeycardError,
 )
-from keycard_agents._jose._jwt import TrustedIssuer
 from keycard_agents._jose._keys import ALGORITHMS, VerificationKeys
 
-__all__ = ["JWKSCache", "metadata_url_for"]
+__all__ = ["JWKSCache", "TrustedIssuer", "metadata_url_for"]
 
 logger = logging.getLogger("keycard_agents.jwks")
 
@@ -67,6 +66,21 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:
         port = -1
     return scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """An issuer whose tokens are accepted, and where its keys come from.
+
+    Keys come from ``jwks`` (inline, no network), else ``jwks_uri``, else the
+    ``jwks_uri`` of its RFC 8414 metadata at ``metadata_url`` (default: the
+    well-known URL, with RFC 8414 §3.1 path insertion for issuers with a path).
+    """
+
+    issuer: str
+    jwks_uri: str | None = None
+    metadata_url: str | None = None
+    jwks: Mapping[str, Any] | None = None
 
 
 class _Retryable(Exception):
@@ -98,7 +112,7 @@ def _again(exc: KeycardError) -> KeycardError:
 
 
 class JWKSCache:
-    """A :class:`~keycard_agents._jose._jwt.KeyResolver` that fetches issuers' JWKS.
+    """A :class:`~keycard_agents._jose._keys.KeyResolver` that fetches issuers' JWKS.
 
     Keys are fetched on first use and cached ``ttl`` seconds. A token naming an
     unknown ``kid`` causes one refetch, at most once per ``min_refresh_interval``

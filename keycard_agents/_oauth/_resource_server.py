@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from keycard_agents._agent._context import Caller
 from keycard_agents._errors import (
     AuthenticationError,
     InsufficientScopeError,
@@ -33,6 +32,7 @@ __all__ = [
     "AuthFailure",
     "BearerAuthenticator",
     "BearerVerifier",
+    "Caller",
     "MissingCredentialsError",
     "auth_failure",
     "bearer_token",
@@ -42,6 +42,26 @@ __all__ = [
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # Generous upper bound on the header; the token layer applies its own token size limit.
 _MAX_AUTHORIZATION = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as established by the server after verifying the bearer token.
+
+    ``principal`` is ``None`` for an anonymous call (allowed only for skills declared
+    ``anonymous=True``). ``token`` is the inbound bearer token, kept for token exchange by
+    the delegation layer; it is never shown in a repr, a log line or an error.
+    """
+
+    principal: Principal | None
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def owner(self) -> str | None:
+        """The key that tasks of this caller are stored under (issuer and subject)."""
+        if self.principal is None:
+            return None
+        return f"{self.principal.issuer} {self.principal.user}"
 
 
 class BearerVerifier(Protocol):

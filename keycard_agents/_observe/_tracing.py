@@ -17,11 +17,10 @@ by their message.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -32,9 +31,6 @@ from opentelemetry.util.types import AttributeValue
 
 from keycard_agents._errors import DelegationDeniedError, KeycardError
 from keycard_agents._jose._principal import Principal
-
-if TYPE_CHECKING:
-    from keycard_agents._audit._agent_records import AuditRecorder
 
 __all__ = [
     "ATTR_ACTORS",
@@ -57,11 +53,8 @@ __all__ = [
     "ATTR_TXN",
     "ATTR_USER",
     "TRACER_NAME",
-    "CallRecord",
     "acting_for",
-    "audited_call",
     "current_principal",
-    "current_recorder",
     "describe_a2a_call",
     "describe_a2a_result",
     "get_tracer",
@@ -80,8 +73,6 @@ __all__ = [
 ]
 
 TRACER_NAME = "keycard_agents"
-
-logger = logging.getLogger("keycard_agents.audit")
 
 ATTR_TXN = "keycard.txn"
 ATTR_USER = "keycard.user"
@@ -106,11 +97,9 @@ ATTR_JTI = "keycard.jti"
 _ERROR_TYPE: Final = "error.type"
 _RPC_ERROR_CODE: Final = "rpc.jsonrpc.error_code"
 
-# The verified principal the current task acts for and the agent's audit recorder (set by
-# the runtime around a skill), so that spans and audit records of outbound calls carry the
-# user, chain and txn without being told.
+# The verified principal the current task acts for (set by the runtime around a skill), so
+# that spans and audit records of outbound calls carry the user, chain and txn untold.
 _PRINCIPAL: ContextVar[Principal | None] = ContextVar("keycard_agents.principal", default=None)
-_RECORDER: ContextVar[AuditRecorder | None] = ContextVar("keycard_agents.recorder", default=None)
 
 _tracer_cache: tuple[TracerProvider, Tracer, bool] | None = None
 
@@ -145,24 +134,15 @@ def current_principal() -> Principal | None:
     return _PRINCIPAL.get()
 
 
-def current_recorder() -> AuditRecorder | None:
-    """The audit recorder of the agent whose skill runs in the current task, else ``None``."""
-    return _RECORDER.get()
-
-
 @contextmanager
-def acting_for(
-    principal: Principal | None, *, recorder: AuditRecorder | None = None
-) -> Iterator[None]:
-    """Make ``principal`` the :func:`current_principal` and ``recorder`` the
-    :func:`current_recorder` for the block (and for tasks it starts)."""
-    reset_principal = _PRINCIPAL.set(principal)
-    reset_recorder = _RECORDER.set(recorder)
+def acting_for(principal: Principal | None) -> Iterator[None]:
+    """Make ``principal`` the :func:`current_principal` for the block (and for tasks it
+    starts)."""
+    reset = _PRINCIPAL.set(principal)
     try:
         yield
     finally:
-        _RECORDER.reset(reset_recorder)
-        _PRINCIPAL.reset(reset_principal)
+        _PRINCIPAL.reset(reset)
 
 
 def principal_attributes(principal: Principal | None) -> dict[str, AttributeValue]:
@@ -400,101 +380,3 @@ def inject_context(
     ``context`` defaults to the current one.
     """
     propagate.inject(headers, context=context)
-
-
-# -- the agent's audit record of its outbound calls -----------------------------------------
-
-
-class CallRecord:
-    """What the caller learns while an outbound call runs (see :func:`audited_call`).
-
-    Set ``target`` once the resource is known (an agent's RFC 9728 ``resource``),
-    ``scopes_granted`` once a token was issued, ``outcome`` when the call succeeded in
-    some other way than ``completed`` (for example ``input_required``).
-    """
-
-    __slots__ = ("outcome", "scopes_granted", "target")
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.scopes_granted: Sequence[str] | None = None
-        self.outcome = "completed"
-
-
-@asynccontextmanager
-async def audited_call(
-    *, target: str, dependency: str | None, scopes_requested: Sequence[str] | None
-) -> AsyncIterator[CallRecord]:
-    """Record one outbound call in the current agent's audit trail, if it keeps one.
-
-    Outcomes: ``completed`` (or what the block sets), ``denied`` when the token service
-    refused the exchange (with its OAuth ``error`` and ``error_description``), the state
-    of a remote task that did not complete, ``auth_required`` / ``input_required`` when
-    the task was interrupted, else ``failed``. A cancelled call is not recorded, and a
-    failing audit store never fails the call.
-    """
-    from keycard_agents._agent._context import TaskInterrupt  # import cycle
-
-    recorder = _RECORDER.get()
-    call = CallRecord(target)
-    if recorder is None:
-        yield call
-        return
-    started = recorder.now()
-    error: str | None = None
-    reason: str | None = None
-    try:
-        yield call
-    except TaskInterrupt as interrupt:
-        call.outcome = interrupt.state.value.removeprefix("TASK_STATE_").lower()
-        await _record_call(recorder, call, dependency, scopes_requested, started, None, None)
-        raise
-    except Exception as exc:
-        call.outcome, error, reason = _failure(exc)
-        await _record_call(recorder, call, dependency, scopes_requested, started, error, reason)
-        raise
-    await _record_call(recorder, call, dependency, scopes_requested, started, None, None)
-
-
-def _failure(exc: Exception) -> tuple[str, str | None, str | None]:
-    """(outcome, error, reason) of a failed call; only our own messages become a reason."""
-    if isinstance(exc, DelegationDeniedError):
-        return "denied", exc.error, exc.error_description[:500] or None
-    state = getattr(exc, "state", None)
-    if isinstance(exc, KeycardError) and isinstance(state, str):  # a remote task's end
-        outcome = state.removeprefix("TASK_STATE_").lower()
-        remote_reason = getattr(exc, "reason", None)
-        return outcome, None, remote_reason[:500] if isinstance(remote_reason, str) else None
-    if isinstance(exc, KeycardError):
-        code = getattr(exc, "error", None)
-        return "failed", code if isinstance(code, str) else type(exc).__name__, str(exc)[:500]
-    return "failed", type(exc).__name__, None
-
-
-async def _record_call(
-    recorder: AuditRecorder,
-    call: CallRecord,
-    dependency: str | None,
-    scopes_requested: Sequence[str] | None,
-    started: float,
-    error: str | None,
-    reason: str | None,
-) -> None:
-    try:
-        await recorder.record_call(
-            principal=_PRINCIPAL.get(),
-            target=call.target,
-            outcome=call.outcome,
-            started=started,
-            dependency=dependency,
-            scopes_requested=scopes_requested,
-            scopes_granted=call.scopes_granted,
-            error=error,
-            reason=reason,
-        )
-    except Exception as exc:
-        logger.warning(
-            "could not record a call to %s in the audit trail (%s)",
-            call.target,
-            type(exc).__name__,
-        )

@@ -41,6 +41,7 @@ from keycard_agents._a2a.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
+from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._a2a.types import (
     Artifact,
     CancelTaskRequest,
@@ -60,14 +61,16 @@ from keycard_agents._a2a.types import (
     TaskStatusUpdateEvent,
 )
 from keycard_agents._agent._agent import Agent, Skill
-from keycard_agents._agent._context import Caller, Context, DelegationProvider, TaskInterrupt
+from keycard_agents._agent._context import Context, DelegationProvider
 from keycard_agents._audit._agent_records import AuditRecorder
+from keycard_agents._audit._calls import recording
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
     InsufficientScopeError,
     KeycardError,
 )
+from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._observe._tracing import (
     ATTR_SKILL,
     ATTR_TASK_ID,
@@ -83,7 +86,7 @@ if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
 else:  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Caller", "TaskRuntime"]
+__all__ = ["TaskRuntime"]
 
 logger = logging.getLogger("keycard_agents.runtime")
 
@@ -352,7 +355,8 @@ class TaskRuntime:
     async def _run(self, live: _LiveTask, skill: Skill, arguments: dict[str, Any]) -> None:
         principal = live.caller.principal
         with (
-            acting_for(principal, recorder=self.recorder),
+            acting_for(principal),
+            recording(self.recorder),
             span(
                 f"skill {skill.id}",
                 principal=principal,

@@ -31,10 +31,15 @@ from starlette.types import ASGIApp, Scope
 
 from keycard_agents._a2a.errors import A2AError, MethodNotFoundError
 from keycard_agents._a2a.types import AgentCard, dump
-from keycard_agents._agent._context import Caller
+from keycard_agents._agent._agent import register_app_factory
+from keycard_agents._agent._card import build_agent_card, protected_resource_metadata
 from keycard_agents._audit._agent_records import AuditRecorder
+from keycard_agents._delegation._provider import delegation_for
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier
+from keycard_agents._oauth._credentials import ENV_CLIENT_ID
+from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier, Caller
+from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server._dispatch import A2ARuntime, Dispatcher
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
@@ -171,9 +176,6 @@ def create_app(
         verifier = _default_verifier(agent)
         owned.append(verifier)
     if runtime is None:
-        from keycard_agents._delegation._provider import delegation_for
-        from keycard_agents._runtime._runtime import TaskRuntime
-
         # Calls to dependencies use tokens exchanged by the agent's own client; the
         # credential is only looked up when a skill first calls a dependency.
         delegation = delegation_for(agent)
@@ -276,7 +278,6 @@ def _client_id(agent: Agent, runtime: A2ARuntime) -> str:
         client_id = getattr(credential, "client_id", None)
         if isinstance(client_id, str) and client_id:
             return client_id
-    from keycard_agents._oauth._credentials import ENV_CLIENT_ID
 
     from_env = os.environ.get(ENV_CLIENT_ID)
     if from_env:
@@ -291,19 +292,16 @@ def _default_verifier(agent: Agent) -> BearerVerifier:
             "token_endpoint=...) or create_app(agent, verifier=...)",
             setting="issuer",
         )
-    from keycard_agents._jose._jwt import TokenVerifier
 
     return TokenVerifier(issuers=[agent.issuer])
 
 
 def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
-    from keycard_agents._agent._card import build_agent_card
 
     return build_agent_card(agent, base_url=base_url, extended_agent_card=extended)
 
 
 def _default_metadata(agent: Agent, base_url: str) -> Mapping[str, Any]:
-    from keycard_agents._agent._card import protected_resource_metadata
 
     return protected_resource_metadata(agent, resource=base_url)
 
@@ -334,3 +332,6 @@ class AgentMount(Mount):
                 }
                 return Match.FULL, child
         return super().matches(scope)
+
+
+register_app_factory(create_app)  # Agent.asgi_app() builds its app with create_app

@@ -13,8 +13,10 @@ import os
 import sys
 from typing import Any
 
+from keycard_agents._agent._agent import Agent
 from keycard_agents._errors import ConfigurationError, KeycardError
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE
+from keycard_agents._server._serve import serve
 
 __all__ = [
     "add_serve_arguments",
@@ -64,7 +66,6 @@ def load_agent(
     token_endpoint: str | None = None,
 ) -> Any:
     """Import ``module:attribute`` and return an agent instance."""
-    from keycard_agents._agent._agent import Agent
 
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
@@ -107,7 +108,6 @@ def load_agent(
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``keycard-agents serve``; the process exit status."""
-    from keycard_agents._server._serve import serve
 
     try:
         agent = load_agent(

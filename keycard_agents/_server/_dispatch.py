@@ -39,9 +39,8 @@ from keycard_agents._a2a.types import (
     Task,
     dump,
 )
-from keycard_agents._agent._context import Caller
 from keycard_agents._errors import AuthenticationError
-from keycard_agents._oauth._resource_server import MissingCredentialsError
+from keycard_agents._oauth._resource_server import Caller, MissingCredentialsError
 from keycard_agents._observe._tracing import set_task_outcome
 
 __all__ = [

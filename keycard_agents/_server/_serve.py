@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import uvicorn
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._server._app import create_app
@@ -91,7 +92,6 @@ def serve(
 
 
 def _serve_uvicorn(app: Starlette, *, host: str, port: int, log_level: str) -> None:
-    import uvicorn
 
     close_runtime = _close_runtime(app)
 
@@ -118,7 +118,7 @@ def _serve_uvicorn(app: Starlette, *, host: str, port: int, log_level: str) -> N
 
 
 def _serve_hypercorn_trio(app: Starlette, *, host: str, port: int) -> None:
-    try:
+    try:  # the optional ``trio`` extra, imported only when serving on trio
         import trio
         from hypercorn.config import Config
         from hypercorn.trio import serve as hypercorn_serve

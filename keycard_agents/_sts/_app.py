@@ -26,9 +26,8 @@ from starlette.responses import JSONResponse, Response
 from keycard_agents._audit._sts_records import AuditStore, JsonlAuditStore, MemoryAuditStore
 from keycard_agents._audit._trail import AuditTrail
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._jose._jwt import KeyResolver, StaticKeys, TrustedIssuer
-from keycard_agents._jose._keys import KeyStore
-from keycard_agents._oauth._jwks import JWKSCache
+from keycard_agents._jose._keys import KeyResolver, KeyStore, StaticKeys
+from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
 from keycard_agents._sts._auditpage import AuditPage
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import ClientAuthenticator

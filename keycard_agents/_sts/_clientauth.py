@@ -26,7 +26,8 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     OAuthError,
 )
-from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE, KeyResolver, verify_jwt
+from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE, verify_jwt
+from keycard_agents._jose._keys import KeyResolver
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import ClientAuthError, Form
 from keycard_agents._sts._secrets import hash_secret, verify_secret

@@ -13,6 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from keycard_agents._errors import ConfigurationError
+from keycard_agents._jose._keys import KeyStore
+from keycard_agents._sts._app import TokenService
+from keycard_agents._sts._config import check_url, load_config
+from keycard_agents._sts._secrets import hash_secret
+
 __all__ = ["add_sts_command"]
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -50,7 +58,6 @@ def run_sts(args: argparse.Namespace) -> int:
 
 
 def _hash_secret() -> int:
-    from keycard_agents._sts._secrets import hash_secret
 
     if sys.stdin.isatty():
         secret = getpass.getpass("secret to hash: ")
@@ -64,9 +71,6 @@ def _hash_secret() -> int:
 
 
 def _rotate_key(config_path: Path) -> int:
-    from keycard_agents._errors import ConfigurationError
-    from keycard_agents._jose._keys import KeyStore
-    from keycard_agents._sts._config import load_config
 
     config = load_config(config_path)
     if config.key_dir is None:
@@ -93,11 +97,6 @@ def _rotate_key(config_path: Path) -> int:
 
 
 def _serve(config_path: Path | None, *, host: str, port: int) -> int:
-    import uvicorn
-
-    from keycard_agents._errors import ConfigurationError
-    from keycard_agents._sts._app import TokenService
-    from keycard_agents._sts._config import check_url, load_config
 
     if config_path is None:
         raise ConfigurationError("sts: pass --config FILE (see examples/sts.toml)")

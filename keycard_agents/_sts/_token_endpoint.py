@@ -26,8 +26,8 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     OAuthError,
 )
-from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, KeyResolver, verify_jwt
-from keycard_agents._jose._keys import KeyStore
+from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
+from keycard_agents._jose._keys import KeyResolver, KeyStore
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
 from keycard_agents._sts._config import TokenServiceConfig

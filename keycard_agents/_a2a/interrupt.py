@@ -1,0 +1,25 @@
+"""Interrupting a running task: the signal a skill raises to stop in an interrupted state.
+
+A2A 1.0 §4.1.3: a task stops in ``TASK_STATE_INPUT_REQUIRED`` when the agent needs the
+client's input and in ``TASK_STATE_AUTH_REQUIRED`` when it needs a credential or consent;
+the client's next message on the task resumes it.
+"""
+
+from __future__ import annotations
+
+from keycard_agents._a2a.types import TaskState
+
+__all__ = ["TaskInterrupt"]
+
+
+class TaskInterrupt(BaseException):
+    """Raised by :meth:`Context.ask_input` and :meth:`Context.require_auth`.
+
+    A ``BaseException`` so a skill's ``except Exception`` does not swallow it; the
+    runtime catches it and ends the run in ``state`` with ``message`` as the status.
+    """
+
+    def __init__(self, state: TaskState, text: str) -> None:
+        super().__init__(state.value)
+        self.state = state
+        self.text = text
