@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import AnyHttpUrl
+
 from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
 from keycard_agents._agent._dependencies import AgentDependency, McpDependency
@@ -157,7 +159,6 @@ def travel_tools_server(*, resource: str, issuer: str) -> Any:
     from mcp.server.auth.settings import AuthSettings
     from mcp.server.mcpserver import MCPServer
     from mcp_types import ToolAnnotations
-    from pydantic import AnyHttpUrl
 
     from keycard_agents._mcp._server import McpBearerVerifier
 
