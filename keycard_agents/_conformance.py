@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlencode
 
 import anyio
 import httpx
@@ -32,6 +32,7 @@ from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, CLIENT_ASSERTION_TYPE, verify_jwt
 from keycard_agents._jose._keys import SigningKey, StaticKeys
 from keycard_agents._jose._principal import ActorChain
+from keycard_agents._oauth._urls import authorization_server_metadata_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -231,14 +232,6 @@ class _SetupFailed(Exception):
     """A token the vector builds on could not be obtained."""
 
 
-def _metadata_url(issuer: str) -> str:
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    return urlunsplit(
-        (parts.scheme, parts.netloc, "/.well-known/oauth-authorization-server" + path, "", "")
-    )
-
-
 def _unverified(token: str) -> dict[str, Any]:
     try:
         payload = token.split(".")[1]
@@ -283,7 +276,7 @@ class _Runner:
         self.default_kid = default.kid
 
     async def prepare(self) -> None:
-        url = _metadata_url(self.settings.issuer)
+        url = authorization_server_metadata_url(self.settings.issuer)
         try:
             meta = (await self.http.get(url)).json()
             if not isinstance(meta, dict) or meta.get("issuer") != self.settings.issuer:

@@ -28,6 +28,7 @@ from keycard_agents._a2a.errors import TaskNotFoundError as TaskNotFoundError
 from keycard_agents._a2a.errors import UnsupportedOperationError as UnsupportedOperationError
 from keycard_agents._a2a.errors import VersionNotSupportedError as VersionNotSupportedError
 from keycard_agents._a2a.types import A2A_PROTOCOL_VERSION as A2A_PROTOCOL_VERSION
+from keycard_agents._a2a.types import AGENT_CARD_PATH as AGENT_CARD_PATH
 from keycard_agents._a2a.types import INTERRUPTED_STATES as INTERRUPTED_STATES
 from keycard_agents._a2a.types import TERMINAL_STATES as TERMINAL_STATES
 from keycard_agents._a2a.types import AgentCapabilities as AgentCapabilities
@@ -80,6 +81,7 @@ from keycard_agents._a2a.types import dump as dump
 
 __all__ = [
     "A2A_PROTOCOL_VERSION",
+    "AGENT_CARD_PATH",
     "INTERRUPTED_STATES",
     "TERMINAL_STATES",
     "A2AError",

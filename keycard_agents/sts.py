@@ -12,8 +12,8 @@ from keycard_agents._audit._sts_records import AuditRecord as AuditRecord
 from keycard_agents._audit._sts_records import AuditStore as AuditStore
 from keycard_agents._audit._sts_records import JsonlAuditStore as JsonlAuditStore
 from keycard_agents._audit._sts_records import MemoryAuditStore as MemoryAuditStore
+from keycard_agents._oauth._pkce import pkce_challenge as pkce_challenge
 from keycard_agents._sts._app import TokenService as TokenService
-from keycard_agents._sts._authorize import pkce_challenge as pkce_challenge
 from keycard_agents._sts._config import AdminConfig as AdminConfig
 from keycard_agents._sts._config import DevUser as DevUser
 from keycard_agents._sts._config import Lifetimes as Lifetimes

@@ -13,7 +13,6 @@ from keycard_agents._a2a.types import AgentCard, AgentProvider, dump
 from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._card import (
     DELEGATION_EXTENSION_URI,
-    authorization_server_metadata_url,
     build_agent_card,
     protected_resource_metadata,
 )
@@ -209,21 +208,6 @@ def test_card_configuration_errors() -> None:
         build_agent_card(Planner())
     with pytest.raises(ConfigurationError, match="token endpoint"):
         build_agent_card(Planner(url=URL), issuer=ISSUER)
-
-
-@pytest.mark.parametrize(
-    ("issuer", "expected"),
-    [
-        ("https://as.test", "https://as.test/.well-known/oauth-authorization-server"),
-        ("https://as.test/", "https://as.test/.well-known/oauth-authorization-server"),
-        (
-            "https://as.test/tenant/1",
-            "https://as.test/.well-known/oauth-authorization-server/tenant/1",
-        ),
-    ],
-)
-def test_rfc8414_metadata_url(issuer: str, expected: str) -> None:
-    assert authorization_server_metadata_url(issuer) == expected
 
 
 def test_protected_resource_metadata() -> None:

@@ -13,7 +13,9 @@ import pytest
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError
 from keycard_agents._jose._keys import SigningKey
-from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer, metadata_url_for
+from keycard_agents._oauth._http import MAX_DOCUMENT_BYTES
+from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
+from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._oauth._verifier import TokenVerifier
 
 ISS = "https://as.test"
@@ -34,7 +36,9 @@ class Issuer:
 
     def __init__(self, issuer: str = ISS, *, metadata_path: str | None = None) -> None:
         self.issuer = issuer
-        self.metadata_path = metadata_path or httpx.URL(metadata_url_for(issuer)).path
+        self.metadata_path = (
+            metadata_path or httpx.URL(authorization_server_metadata_url(issuer)).path
+        )
         self.keys = [SigningKey.generate("ES256")]
         self.metadata: dict[str, Any] = {"issuer": issuer, "jwks_uri": f"{ISS}/jwks"}
         self.requests: Counter[str] = Counter()
@@ -66,18 +70,6 @@ def cache(issuer: Issuer, *, config: TrustedIssuer | None = None, **options: Any
     options.setdefault("backoff", 0)
     return JWKSCache(
         issuers=[config or TrustedIssuer(issuer.issuer)], http_client=issuer.client(), **options
-    )
-
-
-def test_metadata_url_path_insertion() -> None:
-    assert metadata_url_for("https://as.test") == (
-        "https://as.test/.well-known/oauth-authorization-server"
-    )
-    assert metadata_url_for("https://as.test/") == (
-        "https://as.test/.well-known/oauth-authorization-server"
-    )
-    assert metadata_url_for("https://as.test:8443/tenants/a/") == (
-        "https://as.test:8443/.well-known/oauth-authorization-server/tenants/a"
     )
 
 
@@ -353,7 +345,7 @@ async def test_4xx_is_not_retried() -> None:
             "not a valid EC",
         ),
         ("jwks", b'{"keys": [{"kty": "oct", "k": "AAAA"}]}', "no signature key"),
-        ("jwks", b"x" * (600 * 1024), "larger than"),
+        ("jwks", b"x" * (MAX_DOCUMENT_BYTES + 1), "larger than"),
     ],
 )
 async def test_malformed_documents(where: str, body: bytes, reason: str) -> None:

@@ -27,9 +27,10 @@ from keycard_agents._agent._context import Context
 from keycard_agents._agent._dependencies import AgentDependency
 from keycard_agents._errors import ConfigurationError, InteractionRequiredError, TransportError
 from keycard_agents._mcp._client import McpConnector, McpServerHandle, _DelegatedAuth, _leaf
-from keycard_agents._mcp._discovery import discover_resource, metadata_url, same_resource
+from keycard_agents._mcp._discovery import discover_resource
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
 from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._oauth._urls import protected_resource_metadata_url
 from keycard_agents.mcp import (
     McpAgent,
     McpServer,
@@ -45,15 +46,6 @@ URL = "https://tools.test/mcp"
 # -- RFC 9728 discovery --------------------------------------------------------------
 
 
-def test_metadata_url_inserts_the_well_known_path() -> None:
-    assert metadata_url(URL) == "https://tools.test/.well-known/oauth-protected-resource/mcp"
-    assert metadata_url("https://tools.test/") == (
-        "https://tools.test/.well-known/oauth-protected-resource"
-    )
-    assert same_resource("HTTPS://Tools.test:443/mcp/", URL)
-    assert not same_resource("https://tools.test/other", URL)
-
-
 def _client(handler: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(handler))
 
@@ -61,7 +53,7 @@ def _client(handler: Any) -> httpx.AsyncClient:
 @pytest.mark.anyio
 async def test_discovery_reads_the_well_known_document() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url == metadata_url(URL)
+        assert request.url == protected_resource_metadata_url(URL)
         return httpx.Response(
             200, json={"resource": URL, "authorization_servers": ["https://as.test"], "x": 1}
         )
@@ -77,7 +69,7 @@ async def test_discovery_falls_back_to_the_challenge() -> None:
     other = "https://tools.test/meta/doc"
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url == metadata_url(URL):
+        if request.url == protected_resource_metadata_url(URL):
             return httpx.Response(404)
         if request.method == "POST":
             challenge = f'Bearer error="invalid_token", resource_metadata="{other}"'

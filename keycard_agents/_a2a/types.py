@@ -34,6 +34,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "A2A_PROTOCOL_VERSION",
+    "AGENT_CARD_PATH",
     "INTERRUPTED_STATES",
     "TERMINAL_STATES",
     "APIKeySecurityScheme",
@@ -86,6 +87,8 @@ __all__ = [
 ]
 
 A2A_PROTOCOL_VERSION = "1.0"
+#: Where an agent publishes its Agent Card, under its URL (A2A 1.0 §8.2, RFC 8615).
+AGENT_CARD_PATH = "/.well-known/agent-card.json"
 
 
 class ProtocolBinding:

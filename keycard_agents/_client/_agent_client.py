@@ -13,7 +13,6 @@ and ``ETag`` revalidation of those documents) and RFC 6750 §3 (reading the
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -28,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from keycard_agents._a2a import errors as a2a_errors
 from keycard_agents._a2a.errors import A2AError, InvalidAgentResponseError
 from keycard_agents._a2a.types import (
+    AGENT_CARD_PATH,
     AgentCard,
     ListTasksResponse,
     Message,
@@ -45,13 +45,18 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
+from keycard_agents._oauth._challenge import bearer_challenge
 from keycard_agents._oauth._discovery import (
     CardCache,
     CardCacheStats,
     DocumentMissingError,
     ResourceMetadata,
-    describe_error,
     parse_metadata,
+)
+from keycard_agents._oauth._http import describe_error
+from keycard_agents._oauth._urls import (
+    protected_resource_metadata_url,
+    resource_metadata_url_under,
     same_origin,
 )
 from keycard_agents._observe._tracing import (
@@ -64,8 +69,6 @@ from keycard_agents._observe._tracing import (
 )
 
 __all__ = [
-    "AGENT_CARD_PATH",
-    "PROTECTED_RESOURCE_PATH",
     "AgentClient",
     "CardCache",
     "CardCacheStats",
@@ -73,13 +76,10 @@ __all__ = [
     "TokenProvider",
     "call_message",
     "open_agent_client",
-    "parse_challenge",
     "task_result",
     "text_message",
 ]
 
-AGENT_CARD_PATH = "/.well-known/agent-card.json"
-PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
 A2A_VERSION = "1.0"
 _MAX_EVENTS_AFTER_FAILURE = 100
 _ERROR_CLASSES: dict[int, type[A2AError]] = {
@@ -91,7 +91,6 @@ _ERROR_CLASSES: dict[int, type[A2AError]] = {
     )
     if issubclass(cls, A2AError) and cls is not A2AError
 }
-_CHALLENGE_PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 TokenProvider = Callable[[], Awaitable[str]]
 _M = TypeVar("_M", bound=BaseModel)
@@ -183,15 +182,8 @@ def task_result(task: Task | Message) -> Any:
 # -------------------------------------------------------------------------- errors
 
 
-def parse_challenge(header: str | None) -> dict[str, str]:
-    """The parameters of a ``Bearer`` ``WWW-Authenticate`` challenge (RFC 6750 §3)."""
-    if not header:
-        return {}
-    return {k.lower(): v.replace('\\"', '"') for k, v in _CHALLENGE_PARAM.findall(header)}
-
-
 def _refused(response: httpx.Response, what: str) -> RemoteAuthenticationError:
-    params = parse_challenge(response.headers.get("www-authenticate"))
+    params = bearer_challenge(response.headers.get("www-authenticate"))
     error = params.get("error")
     description = params.get("error_description")
     detail = f"{error}: {description}" if error and description else error or description
@@ -318,12 +310,10 @@ class AgentClient:
         and, failing that, at the RFC 9728 §3.1 location (well-known segment before the
         path).
         """
-        parts = urlsplit(self.url)
-        candidates = [self.url + PROTECTED_RESOURCE_PATH]
-        if parts.path not in ("", "/"):
-            candidates.append(
-                f"{parts.scheme}://{parts.netloc}{PROTECTED_RESOURCE_PATH}{parts.path}"
-            )
+        candidates = [resource_metadata_url_under(self.url)]
+        standard = protected_resource_metadata_url(self.url)
+        if standard != candidates[0]:
+            candidates.append(standard)
         for index, url in enumerate(candidates):
             try:
                 data = await self._cards.get_json(self._http, url, request_timeout=self._timeout)

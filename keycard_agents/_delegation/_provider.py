@@ -40,9 +40,9 @@ from keycard_agents._errors import (
     TransportError,
 )
 from keycard_agents._oauth._credentials import credential_from_env, resolve_issuer
-from keycard_agents._oauth._discovery import same_origin
 from keycard_agents._oauth._exchange import ExchangedToken, TokenExchangeClient
 from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._oauth._urls import same_origin
 from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_SCOPES_REQUESTED,

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import anyio
 import httpx
 
+from keycard_agents._a2a.types import AGENT_CARD_PATH
 from keycard_agents._audit._agent_records import AuditRecorder, MemoryAgentAuditStore
 from keycard_agents._audit._render import render_text, should_colour
 from keycard_agents._client._agent_client import open_agent_client, task_result
@@ -42,6 +43,10 @@ from keycard_agents._demo._services import RunningServer, bind_loopback, start_s
 from keycard_agents._demo._signin import sign_in
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._oauth._credentials import ApplicationCredential, ClientSecret, WebIdentity
+from keycard_agents._oauth._urls import (
+    authorization_server_metadata_url,
+    protected_resource_metadata_url,
+)
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server import create_app
@@ -291,11 +296,10 @@ def _chains(tree: Any) -> list[str]:
 def _where_next(cast: _Cast, say: _Printer, *, keep_running: bool, txn: str) -> None:
     say.heading("Where to look next")
     for name in ("planner", "travel", "weather"):
-        say(f"  {name + ' card':<16}{cast.urls[name]}/.well-known/agent-card.json")
-    tools = cast.urls["travel-tools"]
-    base, _, path = tools.partition("://")[2].partition("/")
-    say(f"  {'MCP metadata':<16}http://{base}/.well-known/oauth-protected-resource/{path}")
-    say(f"  {'token service':<16}{cast.issuer}/.well-known/oauth-authorization-server")
+        say(f"  {name + ' card':<16}{cast.urls[name]}{AGENT_CARD_PATH}")
+    tools = protected_resource_metadata_url(cast.urls["travel-tools"])
+    say(f"  {'MCP metadata':<16}{tools}")
+    say(f"  {'token service':<16}{authorization_server_metadata_url(cast.issuer)}")
     say(f"  {'audit page':<16}{cast.issuer}/audit")
     say(f"  {'this request':<16}{cast.issuer}/audit/txn/{txn}")
     if keep_running:

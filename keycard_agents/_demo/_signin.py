@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from keycard_agents._errors import KeycardError
-from keycard_agents._sts._authorize import pkce_challenge
+from keycard_agents._oauth._pkce import pkce_challenge
 
 __all__ = ["DemoStepError", "sign_in"]
 

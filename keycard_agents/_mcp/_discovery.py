@@ -10,21 +10,20 @@ the ``resource`` found is what the agent asks the token service for (RFC 8707).
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
 
 from keycard_agents._mcp._errors import McpServerError
+from keycard_agents._oauth._challenge import bearer_challenge
+from keycard_agents._oauth._http import DocumentTooLargeError, read_document
+from keycard_agents._oauth._urls import protected_resource_metadata_url, same_resource
 
-__all__ = ["ProtectedResource", "discover_resource", "metadata_url", "same_resource"]
-
-WELL_KNOWN = "/.well-known/oauth-protected-resource"
-_CHALLENGE_PARAM = re.compile(r'resource_metadata\s*=\s*"([^"]*)"')
+__all__ = ["ProtectedResource", "discover_resource"]
 
 
 @dataclass(frozen=True)
@@ -34,27 +33,6 @@ class ProtectedResource:
     resource: str
     authorization_servers: tuple[str, ...] = ()
     scopes_supported: tuple[str, ...] = ()
-
-
-def metadata_url(resource: str) -> str:
-    """RFC 9728 §3.1: ``https://h/mcp`` → ``https://h/.well-known/oauth-protected-resource/mcp``."""
-    parts = urlsplit(resource)
-    path = parts.path if parts.path != "/" else ""
-    return urlunsplit((parts.scheme, parts.netloc, WELL_KNOWN + path, parts.query, ""))
-
-
-def _normal(url: str) -> tuple[str, str, str, str]:
-    parts = urlsplit(url)
-    netloc = parts.netloc.lower()
-    default = {"http": ":80", "https": ":443"}.get(parts.scheme.lower())
-    if default and netloc.endswith(default):
-        netloc = netloc[: -len(default)]
-    return parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query
-
-
-def same_resource(a: str, b: str) -> bool:
-    """Equal as resource identifiers: scheme/host case, default port and a trailing slash aside."""
-    return _normal(a) == _normal(b)
 
 
 def _parse(body: Any, *, url: str, server: str) -> ProtectedResource:
@@ -86,12 +64,19 @@ def _parse(body: Any, *, url: str, server: str) -> ProtectedResource:
 
 
 async def _get_json(http: httpx.AsyncClient, url: str, server: str) -> tuple[int, Any]:
-    response = await http.get(url, headers={"Accept": "application/json"})
-    if response.status_code != 200:
-        return response.status_code, None
+    async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
+        if response.status_code != 200:
+            return response.status_code, None
+        try:
+            body = await read_document(response)
+        except DocumentTooLargeError as exc:
+            raise McpServerError(
+                f"MCP server {server!r}: its protected resource metadata at {url}: {exc}",
+                server=server,
+            ) from exc
     try:
-        return 200, response.json()
-    except ValueError as exc:
+        return 200, json.loads(body)
+    except (ValueError, RecursionError) as exc:
         raise McpServerError(
             f"MCP server {server!r}: its protected resource metadata is not JSON", server=server
         ) from exc
@@ -107,7 +92,7 @@ async def discover_resource(
     """
     try:
         with anyio.fail_after(time_limit):
-            status, body = await _get_json(http, metadata_url(url), server)
+            status, body = await _get_json(http, protected_resource_metadata_url(url), server)
             if status == 200:
                 return _parse(body, url=url, server=server)
             probe = await http.post(
@@ -115,9 +100,10 @@ async def discover_resource(
                 json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
                 headers={"Accept": "application/json, text/event-stream"},
             )
-            match = _CHALLENGE_PARAM.search(probe.headers.get("www-authenticate", ""))
-            if probe.status_code == 401 and match:
-                status, body = await _get_json(http, match.group(1), server)
+            challenge = bearer_challenge(probe.headers.get("www-authenticate"))
+            pointed = challenge.get("resource_metadata")
+            if probe.status_code == 401 and pointed:
+                status, body = await _get_json(http, pointed, server)
                 if status == 200:
                     return _parse(body, url=url, server=server)
     except TimeoutError as exc:
@@ -134,7 +120,7 @@ async def discover_resource(
         ) from exc
     raise McpServerError(
         f"MCP server {server!r} publishes no protected resource metadata (RFC 9728) at "
-        f"{metadata_url(url)} nor in a 401 challenge (last status {status}); set the "
-        "dependency's resource= explicitly if the server cannot publish it",
+        f"{protected_resource_metadata_url(url)} nor in a 401 challenge (last status "
+        f"{status}); set the dependency's resource= explicitly if the server cannot publish it",
         server=server,
     )

@@ -8,59 +8,32 @@ metadata describes the resource it was fetched for.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
 from keycard_agents._a2a.errors import InvalidAgentResponseError
 from keycard_agents._errors import TransportError
+from keycard_agents._oauth._http import (
+    DocumentTooLargeError,
+    describe_error,
+    freshness,
+    read_document,
+)
+from keycard_agents._oauth._urls import same_resource
 
 __all__ = [
     "CardCache",
     "CardCacheStats",
     "DocumentMissingError",
     "ResourceMetadata",
-    "describe_error",
     "parse_metadata",
-    "same_origin",
 ]
-
-_MAX_DOCUMENT_BYTES = 1024 * 1024
-
-
-def describe_error(exc: Exception) -> str:
-    """``ConnectError: details`` for a message (library errors carry no secrets here)."""
-    detail = str(exc)
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-
-def same_origin(a: str, b: str) -> bool:
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme.lower(), pa.netloc.lower()) == (pb.scheme.lower(), pb.netloc.lower())
-
-
-def _freshness(response: httpx.Response) -> tuple[bool, float]:
-    """(may store, seconds fresh) from ``Cache-Control`` and ``Age`` (RFC 9111 §5.2)."""
-    directives: dict[str, str | None] = {}
-    for item in response.headers.get("cache-control", "").split(","):
-        name, _, value = item.strip().partition("=")
-        if name:
-            directives[name.lower()] = value.strip('"') or None
-    if "no-store" in directives:
-        return False, 0.0
-    if "no-cache" in directives:
-        return True, 0.0
-    try:
-        max_age = float(directives.get("max-age") or 0)
-        age = float(response.headers.get("age", "0"))
-    except ValueError:
-        return True, 0.0
-    return True, max(0.0, max_age - max(0.0, age))
 
 
 @dataclass
@@ -111,10 +84,15 @@ class CardCache:
                 headers["If-None-Match"] = cached.etag
             self.stats.fetches += 1
             try:
-                response = await http.get(url, headers=headers, timeout=request_timeout)
+                async with http.stream(
+                    "GET", url, headers=headers, timeout=request_timeout
+                ) as response:
+                    body = await read_document(response) if response.status_code == 200 else b""
             except httpx.HTTPError as exc:
                 raise TransportError(f"GET {url} failed: {describe_error(exc)}") from exc
-            store, fresh = _freshness(response)
+            except DocumentTooLargeError as exc:
+                raise InvalidAgentResponseError(f"{url}: {exc}") from exc
+            store, fresh = freshness(response)
             if response.status_code == 304 and cached is not None:
                 self.stats.revalidated += 1
                 cached.fresh_until = now + fresh
@@ -122,11 +100,9 @@ class CardCache:
                 return cached.data
             if response.status_code != 200:
                 raise DocumentMissingError(url, response.status_code)
-            if len(response.content) > _MAX_DOCUMENT_BYTES:
-                raise InvalidAgentResponseError(f"{url} is larger than {_MAX_DOCUMENT_BYTES} bytes")
             try:
-                data = response.json()
-            except ValueError as exc:
+                data = json.loads(body)
+            except (ValueError, RecursionError) as exc:
                 raise InvalidAgentResponseError(f"{url} did not answer JSON") from exc
             if store:
                 if len(self._documents) >= self._max_entries:
@@ -154,17 +130,13 @@ class ResourceMetadata:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def _same_resource(a: str, b: str) -> bool:
-    return a.rstrip("/") == b.rstrip("/")
-
-
 def parse_metadata(data: Any, *, url: str, expected: str) -> ResourceMetadata:
     if not isinstance(data, dict):
         raise InvalidAgentResponseError(f"resource metadata at {url} is not a JSON object")
     resource = data.get("resource")
     servers = data.get("authorization_servers", [])
     scopes = data.get("scopes_supported", [])
-    if not isinstance(resource, str) or not _same_resource(resource, expected):
+    if not isinstance(resource, str) or not same_resource(resource, expected):
         # RFC 9728 §3.3: metadata for another resource must not be used.
         raise InvalidAgentResponseError(
             f"resource metadata at {url} is for {str(resource)[:100]!r}, not {expected!r}"

@@ -24,7 +24,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -44,6 +43,14 @@ from keycard_agents._errors import (
     TransportError,
 )
 from keycard_agents._oauth._credentials import ApplicationCredential
+from keycard_agents._oauth._http import (
+    DocumentTooLargeError,
+    describe_error,
+    is_retryable_status,
+    read_document,
+    retry_after,
+)
+from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._observe._tracing import (
     ATTR_CACHE,
     ATTR_SCOPES_GRANTED,
@@ -378,21 +385,29 @@ class TokenExchangeClient:
         return await self._with_retries(attempt, url=endpoint, error=TransportError)
 
     async def _fetch_metadata(self) -> dict[str, Any]:
-        url = _metadata_url(self.issuer)
+        url = authorization_server_metadata_url(self.issuer)
 
         async def attempt() -> dict[str, Any]:
             self.stats.metadata_fetches += 1
-            response = await self._http.get(url, headers={"Accept": "application/json"})
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _Retryable(f"HTTP {response.status_code}", retry_after=_retry_after(response))
-            if response.status_code != 200:
-                raise IssuerUnreachableError(
-                    f"token service metadata at {url} answered HTTP {response.status_code}; "
-                    "check the issuer URL"
-                )
+            headers = {"Accept": "application/json"}
+            async with self._http.stream("GET", url, headers=headers) as response:
+                status = response.status_code
+                if is_retryable_status(status):
+                    raise _Retryable(f"HTTP {status}", retry_after=retry_after(response))
+                if status != 200:
+                    raise IssuerUnreachableError(
+                        f"token service metadata at {url} answered HTTP {status}; "
+                        "check the issuer URL"
+                    )
+                try:
+                    raw = await read_document(response)
+                except DocumentTooLargeError as exc:
+                    raise IssuerUnreachableError(
+                        f"token service metadata at {url}: {exc}; check the issuer URL"
+                    ) from exc
             try:
-                body = response.json()
-            except ValueError as exc:
+                body = json.loads(raw)
+            except (ValueError, RecursionError) as exc:
                 raise IssuerUnreachableError(
                     f"token service metadata at {url} is not JSON; check the issuer URL"
                 ) from exc
@@ -425,7 +440,7 @@ class TokenExchangeClient:
                     except TimeoutError as exc:
                         raise _Retryable(f"no answer within {self._timeout:g} s") from exc
                     except httpx.TransportError as exc:
-                        raise _Retryable(_describe(exc)) from exc
+                        raise _Retryable(describe_error(exc)) from exc
         except _Retryable as exc:
             raise error(
                 f"token service at {url} unreachable after {attempts} attempts: {exc.reason}"
@@ -449,13 +464,6 @@ class TokenExchangeClient:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _metadata_url(issuer: str) -> str:
-    """RFC 8414 §3.1: the well-known segment goes between the host and the path."""
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{path}"
 
 
 def _check_metadata(body: Any, *, issuer: str, url: str) -> dict[str, Any]:
@@ -485,8 +493,8 @@ def _parse_token_response(
     grant: str,
 ) -> ExchangedToken:
     status = response.status_code
-    if status == 429 or status >= 500:
-        raise _Retryable(f"HTTP {status}", retry_after=_retry_after(response))
+    if is_retryable_status(status):
+        raise _Retryable(f"HTTP {status}", retry_after=retry_after(response))
     try:
         body = response.json()
     except ValueError:
@@ -593,25 +601,6 @@ def _check_resource(resource: str) -> None:
             f"resource {resource!r} must be an absolute URL without fragment (RFC 8707 §2)",
             setting="resource",
         )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _describe(exc: httpx.TransportError) -> str:
-    detail = str(exc)
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _short(value: Any) -> str:

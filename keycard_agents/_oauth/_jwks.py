@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -37,35 +36,16 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._jose._keys import ALGORITHMS, VerificationKeys
+from keycard_agents._oauth._http import DocumentTooLargeError, is_retryable_status, read_document
+from keycard_agents._oauth._urls import (
+    authorization_server_metadata_url,
+    openid_configuration_url,
+    same_origin,
+)
 
-__all__ = ["JWKSCache", "TrustedIssuer", "metadata_url_for"]
+__all__ = ["JWKSCache", "TrustedIssuer"]
 
 logger = logging.getLogger("keycard_agents.jwks")
-
-_MAX_DOCUMENT_BYTES = 512 * 1024
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def metadata_url_for(issuer: str) -> str:
-    """The RFC 8414 §3.1 metadata URL: ``/.well-known/oauth-authorization-server``
-    inserted between the host and the issuer's path (a trailing ``/`` is dropped)."""
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{path}"
-
-
-def _oidc_url_for(issuer: str) -> str:
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:
-        port = -1
-    return scheme, (parts.hostname or "").lower(), port
 
 
 @dataclass(frozen=True)
@@ -84,7 +64,7 @@ class TrustedIssuer:
 
 
 class _Retryable(Exception):
-    """A failure worth another try: a transport error or a 5xx answer."""
+    """A failure worth another try: a transport error, a 429 or a 5xx answer."""
 
 
 class _Unreachable(Exception):
@@ -287,7 +267,7 @@ class JWKSCache:
 
     async def _discover(self, state: _IssuerState) -> str:
         config = state.config
-        url = config.metadata_url or metadata_url_for(config.issuer)
+        url = config.metadata_url or authorization_server_metadata_url(config.issuer)
         try:
             metadata = await self._get_json(state, url, what="metadata", missing_ok=True)
         except _Missing:
@@ -296,14 +276,14 @@ class JWKSCache:
                     f"could not reach issuer {config.issuer}: metadata at {url} "
                     "answered 404; check metadata_url"
                 ) from None
-            url = _oidc_url_for(config.issuer)
+            url = openid_configuration_url(config.issuer)
             try:
                 metadata = await self._get_json(state, url, what="metadata", missing_ok=True)
             except _Missing:
                 raise IssuerUnreachableError(
                     f"could not reach issuer {config.issuer}: neither "
-                    f"{metadata_url_for(config.issuer)} (RFC 8414) nor {url} (OpenID "
-                    "Connect) exists; set jwks_uri or metadata_url for this issuer"
+                    f"{authorization_server_metadata_url(config.issuer)} (RFC 8414) nor {url} "
+                    "(OpenID Connect) exists; set jwks_uri or metadata_url for this issuer"
                 ) from None
         if metadata.get("issuer") != config.issuer:
             raise ConfigurationError(
@@ -317,7 +297,7 @@ class JWKSCache:
             raise IssuerUnreachableError(
                 f"could not use issuer {config.issuer}: metadata at {url} has no jwks_uri"
             )
-        if _origin(jwks_uri) != _origin(config.issuer):
+        if not same_origin(jwks_uri, config.issuer):
             raise ConfigurationError(
                 f"metadata of issuer {config.issuer} points its jwks_uri to another origin "
                 f"({jwks_uri}); refusing to fetch keys there. If that is intended, set "
@@ -374,26 +354,16 @@ class JWKSCache:
                 "GET", url, headers={"Accept": "application/json"}, timeout=self._timeout
             ) as response:
                 status = response.status_code
-                if status >= 500:
+                if is_retryable_status(status):
                     raise _Retryable(f"HTTP {status}")
                 if status == 404 and missing_ok:
                     raise _Missing
                 if status != 200:
                     raise _Unreachable(f"answered HTTP {status}, expected 200")
-                body = bytearray()
-                chunks = response.aiter_bytes()
                 try:
-                    async for chunk in chunks:
-                        body += chunk
-                        if len(body) > _MAX_DOCUMENT_BYTES:
-                            raise _Unreachable(
-                                f"document is larger than {_MAX_DOCUMENT_BYTES} bytes"
-                            )
-                finally:
-                    aclose = getattr(chunks, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-                return bytes(body)
+                    return await read_document(response)
+                except DocumentTooLargeError as exc:
+                    raise _Unreachable(str(exc)) from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
         except httpx.HTTPError as exc:

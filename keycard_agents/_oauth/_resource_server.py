@@ -27,6 +27,7 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._jose._principal import Principal
+from keycard_agents._oauth._challenge import quote as _quote
 
 __all__ = [
     "AuthFailure",
@@ -96,11 +97,6 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
             check="malformed",
         )
     return token
-
-
-def _quote(value: str) -> str:
-    # RFC 7235 quoted-string; the values we put here are ASCII without controls.
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)

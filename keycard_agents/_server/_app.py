@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from keycard_agents._a2a.errors import A2AError, MethodNotFoundError
-from keycard_agents._a2a.types import AgentCard, dump
+from keycard_agents._a2a.types import AGENT_CARD_PATH, AgentCard, dump
 from keycard_agents._agent._agent import register_app_factory
 from keycard_agents._agent._card import build_agent_card, protected_resource_metadata
 from keycard_agents._audit._agent_records import AuditRecorder
@@ -38,6 +38,7 @@ from keycard_agents._delegation._provider import delegation_for
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._oauth._credentials import ENV_CLIENT_ID
 from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier, Caller
+from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_metadata_url_under
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server._dispatch import A2ARuntime, Dispatcher
@@ -49,15 +50,11 @@ if TYPE_CHECKING:
     from keycard_agents._agent._agent import Agent
 
 __all__ = [
-    "AGENT_CARD_PATH",
     "AGENT_JWKS_PATH",
-    "PROTECTED_RESOURCE_PATH",
     "AgentMount",
     "create_app",
 ]
 
-AGENT_CARD_PATH = "/.well-known/agent-card.json"
-PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
 #: Where an agent whose credential is a key pair (``WebIdentity``) publishes its public
 #: keys, so the token service can verify its ``private_key_jwt`` assertions (RFC 7523).
 AGENT_JWKS_PATH = "/.well-known/jwks.json"
@@ -185,7 +182,7 @@ def create_app(
     authenticator = BearerAuthenticator(
         verifier=verifier,
         audience=base_url,
-        resource_metadata_url=base_url + PROTECTED_RESOURCE_PATH,
+        resource_metadata_url=resource_metadata_url_under(base_url),
         anonymous_allowed=any(s.anonymous for s in agent.skills.values()),
     )
     dispatcher = Dispatcher(runtime=runtime, extended_card=extended_card)
@@ -212,7 +209,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_PATH, card_route.handle, methods=["GET"], name="agent-card"),
         Route(
-            PROTECTED_RESOURCE_PATH,
+            PROTECTED_RESOURCE_WELL_KNOWN,
             metadata_route.handle,
             methods=["GET"],
             name="resource-metadata",

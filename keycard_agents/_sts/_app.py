@@ -28,6 +28,7 @@ from keycard_agents._audit._trail import AuditTrail
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jose._keys import KeyResolver, KeyStore, StaticKeys
 from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
+from keycard_agents._oauth._urls import AUTHORIZATION_SERVER_WELL_KNOWN
 from keycard_agents._sts._auditpage import AuditPage
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import ClientAuthenticator
@@ -321,7 +322,7 @@ class TokenService:
             return JSONResponse(self.keys.public_jwks(), headers={"Cache-Control": "max-age=60"})
 
         routes: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str]]] = [
-            ("/.well-known/oauth-authorization-server", metadata, ["GET"]),
+            (AUTHORIZATION_SERVER_WELL_KNOWN, metadata, ["GET"]),
             ("/jwks.json", jwks, ["GET"]),
             ("/token", self.token_endpoint.handle, ["POST"]),
             ("/authorize", self.login.authorize_get, ["GET"]),

@@ -9,7 +9,6 @@ the client, redirect URI, code challenge and resource.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import html
@@ -24,11 +23,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from keycard_agents._errors import OAuthError
+from keycard_agents._oauth._pkce import pkce_challenge
 from keycard_agents._sts._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import Form, read_form
 from keycard_agents._sts._secrets import verify_secret
 
-__all__ = ["AuthCode", "CodeStore", "LoginFlow", "pkce_challenge", "scope_string"]
+__all__ = ["AuthCode", "CodeStore", "LoginFlow", "scope_string"]
 
 _VERIFIER_RE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 _CHALLENGE_RE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
@@ -43,12 +43,6 @@ _PARAMS = (
     "resource",
 )
 _MAX_QUERY = 8192
-
-
-def pkce_challenge(verifier: str) -> str:
-    """The RFC 7636 §4.2 ``S256`` code challenge of ``verifier``."""
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def scope_string(scopes: tuple[str, ...]) -> str:

@@ -17,6 +17,7 @@ import uvicorn
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._keys import KeyStore
+from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import check_url, load_config
 from keycard_agents._sts._secrets import hash_secret
@@ -121,7 +122,7 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
         )
     print(f"keycard-agents token service: issuer {service.issuer}", flush=True)
     print(
-        f"  metadata {service.issuer.rstrip('/')}/.well-known/oauth-authorization-server",
+        f"  metadata {authorization_server_metadata_url(service.issuer)}",
         flush=True,
     )
     if service.audit_page is not None:
