@@ -63,7 +63,7 @@ def no_kind_fields(value: Any) -> None:
 
 
 def check_card_rules(card: dict[str, Any], url: str) -> None:
-    """A2A 1.0 Agent Card field rules (spec §8 / DESIGN §5)."""
+    """A2A 1.0 Agent Card field rules (A2A spec §8)."""
     for field in (
         "name",
         "description",

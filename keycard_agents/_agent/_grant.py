@@ -1,4 +1,4 @@
-"""The ``grant`` pattern (DESIGN §8): a skill receives tokens for several resources at once.
+"""The ``grant`` pattern of hosted Keycard's SDK: a skill receives tokens for several resources.
 
 ``@grant(...)`` names declared dependencies (by name or resource URL, RFC 8707 §2); before
 the skill runs, one RFC 8693 §2.1 exchange per resource runs concurrently, and the skill

@@ -1,7 +1,7 @@
 """Append-only stores of audit records: a bounded in-memory log and a JSON Lines file.
 
 One implementation for both halves of the audit trail: the token service's decisions
-(``_sts._audit.AuditRecord``) and each agent's own records (``_trace._records``). A
+(``_sts_records.AuditRecord``) and each agent's own records (``_agent_records``). A
 record type brings its own ``matches(...)`` for the query filters; records are pydantic
 models holding identifiers only, never a token.
 """

@@ -1,4 +1,4 @@
-"""The token service's audit trail (DESIGN §4 step 7).
+"""The token service's audit trail (protocols/delegation-profile.md §5: one record per request).
 
 One :class:`AuditRecord` per issuance and per denial at the token endpoint:
 who (user), through which agents (RFC 8693 §4.1 ``act`` chain, current first),

@@ -1,6 +1,6 @@
 """One query API over the whole audit trail: token service plus agents.
 
-Merges the token service's decisions (DESIGN §4 step 7: one record per issuance or
+Merges the token service's decisions (protocols/delegation-profile.md §5: one record per issuance or
 denial at the RFC 8693 token endpoint) with each agent's record of the calls it served
 and made, queryable by ``txn``, user, agent and time range, and builds the delegation
 tree of a transaction from them.

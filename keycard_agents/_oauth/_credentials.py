@@ -7,7 +7,7 @@ draft-ietf-oauth-rfc7523bis, ``aud`` = the issuer identifier), and a projected w
 token sent as a client assertion (RFC 7521 §4.2). The public key set a ``WebIdentity``
 publishes follows RFC 7517 §5 with RFC 7638 thumbprints as ``kid``.
 
-Also resolves the configuration the way hosted Keycard does (DESIGN §8): explicit
+Also resolves the configuration the way hosted Keycard does (docs/configuration.md): explicit
 arguments first, then ``KEYCARD_*`` environment variables; every contradiction fails at
 start-up with a :class:`ConfigurationError` naming the setting.
 """

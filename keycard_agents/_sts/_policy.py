@@ -1,4 +1,4 @@
-"""Delegation policy for token exchange: DESIGN §4 checks 3 to 6.
+"""Delegation policy for token exchange: protocols/delegation-profile.md §5, checks 3 to 6.
 
 RFC 8693 §1.1 / §4.1 (``act`` chains: the new actor wraps the subject's chain),
 §4.4 (``may_act`` names who may act first), §2.2.2 (``invalid_target``,

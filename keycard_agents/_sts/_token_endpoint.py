@@ -3,8 +3,9 @@
 RFC 6749 §4.1.3 / §4.4 / §5.1 / §5.2 (authorization code, client credentials,
 responses and errors), RFC 8693 §2.1-§2.2 (token exchange request, response and
 errors; ``act`` per §4.1), RFC 8707 §2 (``resource``), RFC 9068 §2 (``at+jwt``
-access token claims). The exchange checks run in the order of DESIGN §4; each
-request, issued or denied, leaves exactly one audit record.
+access token claims). The exchange checks run in the order of
+protocols/delegation-profile.md §5; each request, issued or denied, leaves exactly one
+audit record.
 """
 
 from __future__ import annotations
