@@ -25,9 +25,8 @@ import anyio
 import httpx
 from _common import HOST, Plan, ServerSpec, free_port, percentile, running_servers, summarize
 
-from keycard_agents import TokenExchangeClient, WebIdentity
-from keycard_agents._client._agent_client import AgentClient, CardCache
-from keycard_agents._jose._keys import KeyStore
+from keycard_agents import AgentClient, CardCache, WebIdentity
+from keycard_agents.auth import KeyStore, TokenExchangeClient
 
 HOPS = 5
 CLI = "import sys; from keycard_agents._cli import main; sys.exit(main())"

@@ -30,18 +30,10 @@ import httpx
 from _common import REPO, Plan, rss_bytes
 from _issuer import ISSUER, BenchIssuer
 
-from keycard_agents import (
-    Agent,
-    ClientSecret,
-    MemoryTaskStore,
-    StaticKeys,
-    TaskRuntime,
-    TokenExchangeClient,
-    TokenVerifier,
-    skill,
-)
-from keycard_agents._a2a.types import SendMessageRequest
-from keycard_agents._oauth._resource_server import Caller
+from keycard_agents import Agent, Caller, ClientSecret, skill
+from keycard_agents.a2a import SendMessageRequest
+from keycard_agents.auth import StaticKeys, TokenExchangeClient, TokenVerifier
+from keycard_agents.runtime import MemoryTaskStore, TaskRuntime
 
 AUDIENCE = "https://agent.bench.example"
 STS = "https://sts.bench.example"

@@ -34,8 +34,8 @@ from _common import (
     wrk,
 )
 
-from keycard_agents import TokenExchangeClient, WebIdentity
-from keycard_agents._jose._keys import KeyStore
+from keycard_agents import WebIdentity
+from keycard_agents.auth import KeyStore, TokenExchangeClient
 
 A = "https://agent-a.bench.example"
 B = "https://agent-b.bench.example"

@@ -24,7 +24,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
-from keycard_agents import InvalidTokenError, StaticKeys, TokenVerifier
+from keycard_agents import InvalidTokenError
+from keycard_agents.auth import StaticKeys, TokenVerifier
 
 AUDIENCE = "https://agent.bench.example"
 

@@ -20,7 +20,10 @@ from typing import Any
 import httpx
 
 from keycard_agents import (
+    Agent,
+    AgentClient,
     AgentDependency,
+    CardCache,
     Context,
     InvalidTokenError,
     Principal,
@@ -28,8 +31,6 @@ from keycard_agents import (
     create_app,
     skill,
 )
-from keycard_agents._agent._agent import Agent
-from keycard_agents._client._agent_client import AgentClient, CardCache
 
 HOST = "127.0.0.1"
 

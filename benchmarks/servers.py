@@ -35,7 +35,8 @@ def agent_url(port: int) -> str:
 
 
 def keycard_app(port: int, work: Path, *, auth: bool) -> Any:
-    from keycard_agents import Agent, StaticKeys, TokenVerifier, create_app, skill
+    from keycard_agents import Agent, create_app, skill
+    from keycard_agents.auth import StaticKeys, TokenVerifier
 
     class BenchEcho(Agent):
         name = "Bench echo"

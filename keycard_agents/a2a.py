@@ -2,6 +2,8 @@
 
 Models are ProtoJSON-shaped pydantic models (camelCase, enum strings); use
 :func:`dump` to serialize one. Errors carry their JSON-RPC ``code`` and HTTP status.
+:func:`build_agent_card` is the card an agent publishes, with our delegation extension
+(:data:`DELEGATION_EXTENSION_URI`).
 """
 
 from __future__ import annotations
@@ -78,10 +80,13 @@ from keycard_agents._a2a.types import TaskState as TaskState
 from keycard_agents._a2a.types import TaskStatus as TaskStatus
 from keycard_agents._a2a.types import TaskStatusUpdateEvent as TaskStatusUpdateEvent
 from keycard_agents._a2a.types import dump as dump
+from keycard_agents._agent._card import DELEGATION_EXTENSION_URI as DELEGATION_EXTENSION_URI
+from keycard_agents._agent._card import build_agent_card as build_agent_card
 
 __all__ = [
     "A2A_PROTOCOL_VERSION",
     "AGENT_CARD_PATH",
+    "DELEGATION_EXTENSION_URI",
     "INTERRUPTED_STATES",
     "TERMINAL_STATES",
     "A2AError",
@@ -145,5 +150,6 @@ __all__ = [
     "TaskStatusUpdateEvent",
     "UnsupportedOperationError",
     "VersionNotSupportedError",
+    "build_agent_card",
     "dump",
 ]

@@ -11,10 +11,10 @@ Importing ``keycard_agents`` never imports this module or the ``mcp`` SDK.
 
 from __future__ import annotations
 
-from keycard_agents._errors import ConfigurationError
+from keycard_agents._errors import ConfigurationError as _ConfigurationError
 
 
-class McpNotInstalledError(ConfigurationError, ImportError):
+class McpNotInstalledError(_ConfigurationError, ImportError):
     """The ``mcp`` SDK is not installed (install ``keycard-agents[mcp]``)."""
 
 

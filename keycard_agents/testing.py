@@ -36,7 +36,8 @@ from pydantic import ValidationError
 from keycard_agents._a2a.types import Message, Part, Role
 from keycard_agents._agent._agent import Agent
 from keycard_agents._agent._context import Context, DelegationProvider
-from keycard_agents._agent._grant import MOCK_ACCESS, ResourceError, mock_factory
+from keycard_agents._agent._grant import MOCK_ACCESS as _MOCK_ACCESS
+from keycard_agents._agent._grant import ResourceError, mock_factory
 from keycard_agents._client._agent_client import AgentClient
 from keycard_agents._delegation._provider import TokenExchangeDelegation
 from keycard_agents._errors import ConfigurationError
@@ -47,7 +48,7 @@ from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server import create_app
-from keycard_agents._server._app import AGENT_JWKS_PATH
+from keycard_agents._server._app import AGENT_JWKS_PATH as _AGENT_JWKS_PATH
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import (
     Lifetimes,
@@ -175,7 +176,7 @@ class LocalTokenService:
                 self._secrets.pop(client_id)
                 authentication = {
                     "auth": "private_key_jwt",
-                    "jwks_uri": str(agent.url) + AGENT_JWKS_PATH,
+                    "jwks_uri": str(agent.url) + _AGENT_JWKS_PATH,
                 }
             registered.append(
                 RegisteredAgent(
@@ -465,8 +466,8 @@ def mock_access_context(
         errors=dict(errors or {}),
         expires_at=time.time() + expires_in,
     )
-    reset = MOCK_ACCESS.set(build)
+    reset = _MOCK_ACCESS.set(build)
     try:
         yield
     finally:
-        MOCK_ACCESS.reset(reset)
+        _MOCK_ACCESS.reset(reset)

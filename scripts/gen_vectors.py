@@ -25,7 +25,8 @@ from typing import Any
 
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from keycard_agents._jose._keys import SigningKey, jws_registry
+from keycard_agents._jose._keys import jws_registry
+from keycard_agents.auth import SigningKey
 from keycard_agents.sts import hash_secret, verify_secret
 
 ROOT = Path(__file__).resolve().parent.parent

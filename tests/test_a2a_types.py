@@ -11,8 +11,9 @@ from a2a.types import a2a_pb2
 from google.protobuf import json_format
 from pydantic import BaseModel, ValidationError
 
+from keycard_agents import KeycardError
 from keycard_agents._a2a import errors, types
-from keycard_agents._a2a.types import (
+from keycard_agents.a2a import (
     Artifact,
     JSONRPCRequest,
     JSONRPCResponse,
@@ -28,7 +29,6 @@ from keycard_agents._a2a.types import (
     TaskStatus,
     dump,
 )
-from keycard_agents._errors import KeycardError
 
 WIRE_MODELS = [
     obj

@@ -10,20 +10,23 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel
 
-from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
-from keycard_agents._a2a.parts import to_parts
-from keycard_agents._a2a.types import Message, Part, Role
-from keycard_agents._agent._agent import Agent, SkillCall, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import (
+from keycard_agents import (
+    Actor,
+    ActorChain,
+    Agent,
     AgentDependency,
+    Caller,
+    ConfigurationError,
+    Context,
     Dependency,
     HttpDependency,
     McpDependency,
+    Principal,
+    SkillCall,
+    skill,
 )
-from keycard_agents._errors import ConfigurationError
-from keycard_agents._jose._principal import Actor, ActorChain, Principal
-from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._a2a.parts import to_parts
+from keycard_agents.a2a import InvalidAgentResponseError, InvalidParamsError, Message, Part, Role
 
 
 class Itinerary(BaseModel):
@@ -124,8 +127,8 @@ def test_skills_in_modules_without_future_annotations() -> None:
     source = textwrap.dedent(
         """
         from pydantic import BaseModel
-        from keycard_agents._agent._agent import Agent, skill
-        from keycard_agents._agent._context import Context
+        from keycard_agents import Agent, skill
+        from keycard_agents import Context
 
         class Out(BaseModel):
             total: float

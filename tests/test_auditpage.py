@@ -11,8 +11,8 @@ import pytest
 from test_sts_support import ISSUER, T0, D, open_world
 from test_trace_support import ADMIN, ADMIN_TOKEN, run_scenario
 
-from keycard_agents._audit._agent_records import AgentAuditRecord
-from keycard_agents._errors import ConfigurationError
+from keycard_agents import ConfigurationError
+from keycard_agents.audit import AgentAuditRecord
 from keycard_agents.sts import parse_config
 
 pytestmark = pytest.mark.anyio

@@ -9,16 +9,23 @@ from a2a.types import a2a_pb2
 from google.protobuf import json_format
 from pydantic import BaseModel
 
-from keycard_agents._a2a.types import AgentCard, AgentProvider, dump
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._card import (
-    DELEGATION_EXTENSION_URI,
-    build_agent_card,
-    protected_resource_metadata,
+from keycard_agents import (
+    Agent,
+    AgentDependency,
+    ConfigurationError,
+    Context,
+    HttpDependency,
+    McpDependency,
+    skill,
 )
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import AgentDependency, HttpDependency, McpDependency
-from keycard_agents._errors import ConfigurationError
+from keycard_agents.a2a import (
+    DELEGATION_EXTENSION_URI,
+    AgentCard,
+    AgentProvider,
+    build_agent_card,
+    dump,
+)
+from keycard_agents.auth import protected_resource_metadata
 
 URL = "http://127.0.0.1:9001"
 ISSUER = "http://127.0.0.1:9000"

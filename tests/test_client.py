@@ -15,28 +15,32 @@ import anyio
 import httpx
 import pytest
 
-from keycard_agents._a2a.errors import (
-    InternalError,
-    InvalidAgentResponseError,
-    InvalidParamsError,
-    TaskNotFoundError,
-    UnsupportedOperationError,
-)
-from keycard_agents._a2a.types import Message, Part, Role, Task, TaskState, TaskStatus
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._client._agent_client import (
+from keycard_agents import (
+    Agent,
     AgentClient,
     CardCache,
-    call_message,
-    open_agent_client,
-    task_result,
-)
-from keycard_agents._errors import (
     ConfigurationError,
+    Context,
     RemoteAuthenticationError,
     RemoteTaskError,
     TransportError,
+    call_message,
+    open_agent_client,
+    skill,
+    task_result,
+)
+from keycard_agents.a2a import (
+    InternalError,
+    InvalidAgentResponseError,
+    InvalidParamsError,
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskNotFoundError,
+    TaskState,
+    TaskStatus,
+    UnsupportedOperationError,
 )
 from keycard_agents.testing import LocalTokenService, open_local_agents
 

@@ -15,9 +15,8 @@ import httpx
 import pytest
 from test_delegation_support import USER_SCOPES, Chain, chain_agents
 
-from keycard_agents._a2a.types import Task, TaskState
-from keycard_agents._client._agent_client import task_result
-from keycard_agents._errors import RemoteTaskError
+from keycard_agents import RemoteTaskError, task_result
+from keycard_agents.a2a import Task, TaskState
 from keycard_agents.testing import LocalAgents, LocalTokenService, open_local_agents
 
 pytestmark = pytest.mark.anyio
@@ -43,7 +42,7 @@ async def run(net: LocalAgents, agents: Chain, token: str, skill: str) -> Task:
 
 
 def _call(skill: str) -> Any:
-    from keycard_agents._client._agent_client import call_message
+    from keycard_agents import call_message
 
     return call_message(skill)
 

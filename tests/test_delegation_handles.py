@@ -10,35 +10,35 @@ import httpx
 import pytest
 from test_delegation_support import MAIL, PLANNER, USER_SCOPES, WEATHER, Planner, chain_agents
 
-from keycard_agents._a2a.types import Task, TaskState
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import (
+from keycard_agents import (
+    AccessContext,
+    Agent,
     AgentDependency,
+    Caller,
+    ClientSecret,
+    ConfigurationError,
+    Context,
     Dependency,
     HttpDependency,
+    InteractionRequiredError,
+    InvalidTokenError,
     McpDependency,
+    TransportError,
+    call_message,
+    create_app,
+    grant,
+    skill,
 )
-from keycard_agents._agent._grant import AccessContext, grant
-from keycard_agents._client._agent_client import call_message
-from keycard_agents._delegation._provider import (
-    _FACTORIES,
+from keycard_agents._delegation._provider import _FACTORIES
+from keycard_agents.a2a import Task, TaskState
+from keycard_agents.auth import TokenExchangeClient
+from keycard_agents.delegation import (
     DelegatedTokens,
     HttpApiHandle,
     TokenExchangeDelegation,
     delegation_for,
     register_handle_factory,
 )
-from keycard_agents._errors import (
-    ConfigurationError,
-    InteractionRequiredError,
-    InvalidTokenError,
-    TransportError,
-)
-from keycard_agents._oauth._credentials import ClientSecret
-from keycard_agents._oauth._exchange import TokenExchangeClient
-from keycard_agents._oauth._resource_server import Caller
-from keycard_agents._server import create_app
 from keycard_agents.testing import LocalTokenService, make_context, open_local_agents
 
 pytestmark = pytest.mark.anyio

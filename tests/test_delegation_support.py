@@ -11,10 +11,15 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import AgentDependency, HttpDependency
-from keycard_agents._agent._grant import AccessContext, grant
+from keycard_agents import (
+    AccessContext,
+    Agent,
+    AgentDependency,
+    Context,
+    HttpDependency,
+    grant,
+    skill,
+)
 
 A_URL = "http://127.0.0.1:9101"
 B_URL = "http://127.0.0.1:9102"
@@ -124,7 +129,7 @@ def chain_agents(
         @skill(scopes=["a.use"])
         async def replay(self, ctx: Context) -> str:
             """Send the token obtained for Middle to Collector."""
-            from keycard_agents._client._agent_client import AgentClient
+            from keycard_agents import AgentClient
 
             token = await ctx.dependency("middle").token()
             handle = ctx.dependency("collector")

@@ -477,7 +477,8 @@ def test_configuration_lists_every_environment_variable() -> None:
 
 
 def argument_tables() -> list[tuple[str, dict[str, str]]]:
-    from keycard_agents import Agent, TokenExchangeClient, TokenVerifier, create_app, serve
+    from keycard_agents import Agent, create_app, serve
+    from keycard_agents.auth import TokenExchangeClient, TokenVerifier
 
     serving = keyword_defaults(serve, skip=frozenset({"agent"}))
     serving.update(keyword_defaults(create_app, skip=frozenset({"agent"})))
@@ -592,7 +593,7 @@ def test_troubleshooting_names_every_error_code() -> None:
 
 
 def test_troubleshooting_gives_each_a2a_error_its_code_and_status() -> None:
-    from keycard_agents._a2a.errors import A2AError
+    from keycard_agents.a2a import A2AError
 
     rows: dict[str, tuple[str, ...]] = {}
     for found in tables(TROUBLESHOOTING):

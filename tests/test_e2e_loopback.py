@@ -17,8 +17,7 @@ import httpx
 import pytest
 from test_delegation_support import USER_SCOPES, Chain, chain_agents
 
-from keycard_agents._client._agent_client import open_agent_client
-from keycard_agents._server import create_app
+from keycard_agents import create_app, open_agent_client
 from keycard_agents.testing import LocalTokenService, free_loopback_socket, serve_on_loopback
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

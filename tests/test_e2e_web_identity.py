@@ -13,9 +13,15 @@ import anyio
 import httpx
 import pytest
 
-from keycard_agents import Agent, AgentDependency, Context, WebIdentity, skill
-from keycard_agents._client._agent_client import open_agent_client
-from keycard_agents._server import create_app
+from keycard_agents import (
+    Agent,
+    AgentDependency,
+    Context,
+    WebIdentity,
+    create_app,
+    open_agent_client,
+    skill,
+)
 from keycard_agents.testing import LocalTokenService, free_loopback_socket, serve_on_loopback
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -18,22 +18,18 @@ from anyio import wait_all_tasks_blocked
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from keycard_agents._errors import (
+from keycard_agents import (
+    ClientSecret,
     ConfigurationError,
     DelegationDeniedError,
     InteractionRequiredError,
     InvalidTokenError,
-    InvalidTokenResponseError,
     IssuerUnreachableError,
     TransportError,
+    WebIdentity,
 )
-from keycard_agents._oauth._credentials import ClientSecret, WebIdentity
-from keycard_agents._oauth._exchange import (
-    ACCESS_TOKEN_TYPE_URN,
-    TOKEN_EXCHANGE_GRANT,
-    ExchangedToken,
-    TokenExchangeClient,
-)
+from keycard_agents._oauth._exchange import ACCESS_TOKEN_TYPE_URN, TOKEN_EXCHANGE_GRANT
+from keycard_agents.auth import ExchangedToken, InvalidTokenResponseError, TokenExchangeClient
 from keycard_agents.sts import TokenService, hash_secret, parse_config
 
 ISSUER = "https://sts.example"

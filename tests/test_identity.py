@@ -14,17 +14,17 @@ from joserfc import jwt
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet
 
-from keycard_agents._errors import ConfigurationError
-from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
-from keycard_agents._oauth._credentials import (
-    CLIENT_ASSERTION_TYPE_JWT_BEARER,
+from keycard_agents import (
     ApplicationCredential,
     ClientSecret,
+    ConfigurationError,
     WebIdentity,
     WorkloadIdentity,
     credential_from_env,
     resolve_issuer,
 )
+from keycard_agents._oauth._credentials import CLIENT_ASSERTION_TYPE_JWT_BEARER
+from keycard_agents.auth import CLIENT_ASSERTION_TYPE
 
 ISSUER = "https://sts.example"
 ENDPOINT = "https://sts.example/token"

@@ -35,7 +35,7 @@ from google.protobuf import json_format
 from starlette.applications import Starlette
 from test_server_support import AGENT_URL, ISSUER, EchoAgent, TokenMinter
 
-from keycard_agents._server import create_app
+from keycard_agents import create_app
 
 pytestmark = pytest.mark.anyio
 

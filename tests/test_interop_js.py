@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from test_server_support import ISSUER, EchoAgent, TokenMinter
 
-from keycard_agents._server import create_app
+from keycard_agents import create_app
 
 JS_DIR = Path(__file__).parent / "interop_js"
 NODE = shutil.which("node")

@@ -11,12 +11,10 @@ import anyio
 import httpx
 import pytest
 
-from keycard_agents._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError
-from keycard_agents._jose._keys import SigningKey
+from keycard_agents import ConfigurationError, InvalidTokenError, IssuerUnreachableError
 from keycard_agents._oauth._http import MAX_DOCUMENT_BYTES
-from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
 from keycard_agents._oauth._urls import authorization_server_metadata_url
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents.auth import JWKSCache, SigningKey, TokenVerifier, TrustedIssuer
 
 ISS = "https://as.test"
 AUD = "https://calendar.test"

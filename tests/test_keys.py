@@ -13,17 +13,9 @@ from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._jose._jwt import verify_jwt
-from keycard_agents._jose._keys import (
-    ALGORITHMS,
-    KeyStore,
-    SigningKey,
-    StaticKeys,
-    VerificationKeys,
-    allowed_algorithms,
-    key_fits_algorithm,
-)
+from keycard_agents import ConfigurationError, InvalidTokenError
+from keycard_agents._jose._keys import VerificationKeys, allowed_algorithms, key_fits_algorithm
+from keycard_agents.auth import ALGORITHMS, KeyStore, SigningKey, StaticKeys, verify_jwt
 
 ISS = "https://sts.test"
 NOW = 1_700_000_000

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from test_mcp_support import AGENT_A, SECRET_A, ServerThread, free_port, make_sts
 
-from keycard_agents._oauth._credentials import ClientSecret
-from keycard_agents._oauth._exchange import TokenExchangeClient
-from keycard_agents._oauth._resource_server import Caller
+from keycard_agents import Caller, ClientSecret
+from keycard_agents.auth import TokenExchangeClient
 from keycard_agents.mcp import McpConnector, McpServer, McpServerError, McpTokenRejectedError
 from keycard_agents.sts import TokenService
 

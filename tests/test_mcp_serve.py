@@ -18,16 +18,18 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from test_mcp_support import SECRET_A, ServerThread, free_port, make_sts
 
-from keycard_agents._a2a.types import Part
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._errors import ConfigurationError, InvalidTokenError
-from keycard_agents._oauth._credentials import ClientSecret
-from keycard_agents._oauth._exchange import TokenExchangeClient
-from keycard_agents._oauth._jwks import TrustedIssuer
-from keycard_agents._oauth._verifier import TokenVerifier
-from keycard_agents._runtime._runtime import TaskRuntime
+from keycard_agents import (
+    Agent,
+    ClientSecret,
+    ConfigurationError,
+    Context,
+    InvalidTokenError,
+    skill,
+)
+from keycard_agents.a2a import Part
+from keycard_agents.auth import TokenExchangeClient, TokenVerifier, TrustedIssuer
 from keycard_agents.mcp import McpAgent, McpConnector, McpServer, create_mcp_server, mcp_app
+from keycard_agents.runtime import TaskRuntime
 from keycard_agents.sts import TokenService
 
 pytestmark = pytest.mark.anyio
@@ -265,10 +267,8 @@ import sys
 
 import anyio
 
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._oauth._jwks import TrustedIssuer
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents import Agent, Context, skill
+from keycard_agents.auth import TokenVerifier, TrustedIssuer
 from keycard_agents.mcp import serve_mcp_stdio
 
 

@@ -26,8 +26,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
-from keycard_agents._oauth._jwks import TrustedIssuer
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents.auth import TokenVerifier, TrustedIssuer
 from keycard_agents.mcp import McpBearerVerifier
 from keycard_agents.sts import TokenService, hash_secret, parse_config
 

@@ -30,16 +30,10 @@ from test_mcp_support import (
     notes_server,
 )
 
-from keycard_agents._a2a.types import TaskState
-from keycard_agents._agent._agent import skill
-from keycard_agents._agent._context import Context
-from keycard_agents._delegation._provider import TokenExchangeDelegation
-from keycard_agents._oauth._credentials import ClientSecret
-from keycard_agents._oauth._exchange import TokenExchangeClient
-from keycard_agents._oauth._jwks import TrustedIssuer
-from keycard_agents._oauth._verifier import TokenVerifier
-from keycard_agents._runtime._runtime import TaskRuntime
-from keycard_agents._server import create_app
+from keycard_agents import ClientSecret, Context, create_app, skill
+from keycard_agents.a2a import TaskState
+from keycard_agents.auth import TokenExchangeClient, TokenVerifier, TrustedIssuer
+from keycard_agents.delegation import TokenExchangeDelegation
 from keycard_agents.mcp import (
     McpAgent,
     McpConnector,
@@ -48,6 +42,7 @@ from keycard_agents.mcp import (
     McpTokenRejectedError,
     connector_for,
 )
+from keycard_agents.runtime import TaskRuntime
 from keycard_agents.sts import TokenService
 
 pytestmark = pytest.mark.anyio
@@ -181,7 +176,7 @@ async def open_assistant(
 
 
 def _caller(token: str) -> Any:
-    from keycard_agents._oauth._resource_server import Caller
+    from keycard_agents import Caller
 
     return Caller(principal=None, token=token)
 
@@ -369,8 +364,7 @@ async def test_tool_catalog_is_cached_until_refreshed(world: World) -> None:
 
 
 async def test_anonymous_caller_cannot_reach_an_mcp_server(world: World) -> None:
-    from keycard_agents._errors import AuthenticationError
-    from keycard_agents._oauth._resource_server import Caller
+    from keycard_agents import AuthenticationError, Caller
 
     exchange = TokenExchangeClient(
         issuer=world.issuer, credential=ClientSecret("agent-a", SECRET_A), retries=0

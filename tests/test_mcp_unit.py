@@ -19,24 +19,31 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
-from keycard_agents._a2a.errors import InvalidParamsError
+from keycard_agents import (
+    AgentDependency,
+    Caller,
+    ConfigurationError,
+    Context,
+    InteractionRequiredError,
+    TransportError,
+    skill,
+)
 from keycard_agents._a2a.interrupt import TaskInterrupt
-from keycard_agents._a2a.types import Message, Part, Role, TaskState
-from keycard_agents._agent._agent import skill
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import AgentDependency
-from keycard_agents._errors import ConfigurationError, InteractionRequiredError, TransportError
-from keycard_agents._mcp._client import McpConnector, McpServerHandle, _DelegatedAuth, _leaf
-from keycard_agents._mcp._discovery import discover_resource
-from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
-from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._mcp._client import _DelegatedAuth, _leaf
+from keycard_agents._mcp._results import result_from_mcp, tool_from_mcp
 from keycard_agents._oauth._urls import protected_resource_metadata_url
+from keycard_agents.a2a import InvalidParamsError, Message, Part, Role, TaskState
 from keycard_agents.mcp import (
     McpAgent,
+    McpConnector,
     McpServer,
     McpServerError,
+    McpServerHandle,
+    McpTool,
     McpToolError,
+    McpToolResult,
     McpToolSkill,
+    discover_resource,
     tool_skill,
 )
 

@@ -21,7 +21,6 @@ from keycard_agents._oauth._http import (
     read_document,
     retry_after,
 )
-from keycard_agents._oauth._pkce import pkce_challenge
 from keycard_agents._oauth._urls import (
     authorization_server_metadata_url,
     openid_configuration_url,
@@ -31,6 +30,7 @@ from keycard_agents._oauth._urls import (
     same_origin,
     same_resource,
 )
+from keycard_agents.sts import pkce_challenge
 
 # -- RFC 8414 §3.1 ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from test_protocols_vectors import VECTORS, conformance_service, open_service
 
+from keycard_agents import ConfigurationError
 from keycard_agents._conformance import (
     add_conformance_arguments,
     format_table,
@@ -22,7 +23,6 @@ from keycard_agents._conformance import (
     run_conformance,
     run_exchange_vectors,
 )
-from keycard_agents._errors import ConfigurationError
 from keycard_agents.sts import TokenService
 
 

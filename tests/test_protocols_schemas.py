@@ -14,12 +14,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from keycard_agents._a2a.types import dump
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._card import DELEGATION_EXTENSION_URI, build_agent_card
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import AgentDependency, HttpDependency, McpDependency
+from keycard_agents import Agent, AgentDependency, Context, HttpDependency, McpDependency, skill
 from keycard_agents._jose._claims import protocol_schemas
+from keycard_agents.a2a import DELEGATION_EXTENSION_URI, build_agent_card, dump
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "protocols" / "schemas"
@@ -129,7 +126,7 @@ def _claims(token: str) -> dict[str, Any]:
 async def test_issued_tokens_match_the_claims_schemas() -> None:
     from test_protocols_vectors import VECTORS, Clock, conformance_service
 
-    from keycard_agents._jose._keys import SigningKey
+    from keycard_agents.auth import SigningKey
 
     alpha = SigningKey.from_jwk(
         json.loads((VECTORS / "keys" / "alpha.private.jwk.json").read_text(encoding="utf-8"))

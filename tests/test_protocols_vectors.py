@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keycard_agents import InsufficientScopeError, InvalidTokenError
 from keycard_agents._conformance import (
     ConformanceSettings,
     VectorResult,
@@ -22,9 +23,7 @@ from keycard_agents._conformance import (
     load_vectors,
     run_exchange_vectors,
 )
-from keycard_agents._errors import InsufficientScopeError, InvalidTokenError
-from keycard_agents._jose._keys import StaticKeys
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents.auth import StaticKeys, TokenVerifier
 from keycard_agents.sts import TokenService, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

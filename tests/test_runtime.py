@@ -9,16 +9,24 @@ from typing import Any
 import anyio
 import pytest
 
-from keycard_agents._a2a.errors import (
-    InternalError,
-    InvalidParamsError,
-    TaskNotCancelableError,
-    TaskNotFoundError,
-    UnsupportedOperationError,
+from keycard_agents import (
+    Agent,
+    AgentDependency,
+    AuthenticationError,
+    Caller,
+    ConfigurationError,
+    Context,
+    Dependency,
+    InsufficientScopeError,
+    Principal,
+    skill,
 )
-from keycard_agents._a2a.types import (
+from keycard_agents._runtime._runtime import SHUTTING_DOWN
+from keycard_agents.a2a import (
     CancelTaskRequest,
     GetTaskRequest,
+    InternalError,
+    InvalidParamsError,
     ListTasksRequest,
     Message,
     Part,
@@ -28,20 +36,12 @@ from keycard_agents._a2a.types import (
     StreamResponse,
     SubscribeToTaskRequest,
     Task,
+    TaskNotCancelableError,
+    TaskNotFoundError,
     TaskState,
+    UnsupportedOperationError,
 )
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import AgentDependency, Dependency
-from keycard_agents._errors import (
-    AuthenticationError,
-    ConfigurationError,
-    InsufficientScopeError,
-)
-from keycard_agents._jose._principal import Principal
-from keycard_agents._oauth._resource_server import Caller
-from keycard_agents._runtime._runtime import SHUTTING_DOWN, TaskRuntime
-from keycard_agents._runtime._store import CapacityExceededError, MemoryTaskStore, TaskRecord
+from keycard_agents.runtime import CapacityExceededError, MemoryTaskStore, TaskRecord, TaskRuntime
 
 pytestmark = pytest.mark.anyio
 

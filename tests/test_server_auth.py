@@ -20,11 +20,15 @@ from test_server_support import (
     text_message,
 )
 
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._errors import InvalidTokenError, IssuerUnreachableError
-from keycard_agents._jose._principal import Principal
+from keycard_agents import (
+    Agent,
+    InvalidTokenError,
+    IssuerUnreachableError,
+    Principal,
+    create_app,
+    skill,
+)
 from keycard_agents._oauth._resource_server import bearer_token
-from keycard_agents._server import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -282,7 +286,7 @@ async def test_agent_without_anonymous_skills_refuses_before_parsing() -> None:
 
 
 async def test_tokens_from_the_embedded_token_service(tmp_path: Any) -> None:
-    from keycard_agents._oauth._verifier import TokenVerifier
+    from keycard_agents.auth import TokenVerifier
     from keycard_agents.sts import TokenService, TokenServiceConfig
 
     service = TokenService(TokenServiceConfig(issuer="https://sts.test", key_dir=tmp_path))

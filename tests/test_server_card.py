@@ -23,7 +23,7 @@ from test_server_support import (
     text_message,
 )
 
-from keycard_agents._server import AgentMount, create_app
+from keycard_agents import AgentMount, create_app
 
 pytestmark = pytest.mark.anyio
 

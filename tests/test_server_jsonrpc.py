@@ -22,7 +22,7 @@ from test_server_support import (
     text_message,
 )
 
-from keycard_agents._server import create_app
+from keycard_agents import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -365,7 +365,7 @@ async def test_extended_card_when_configured() -> None:
     seen: list[str | None] = []
 
     def extended(caller: Any) -> Any:
-        from keycard_agents._a2a.types import AgentCard
+        from keycard_agents.a2a import AgentCard
 
         seen.append(caller.principal.user if caller.principal else None)
         base = application.state.keycard_card()

@@ -21,7 +21,7 @@ from test_server_support import (
     text_message,
 )
 
-from keycard_agents._server import create_app
+from keycard_agents import create_app
 
 pytestmark = pytest.mark.anyio
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 from test_server_support import AGENT_URL, ISSUER, EchoAgent, TokenMinter, bearer, call_message, rpc
 
-from keycard_agents._errors import ConfigurationError
-from keycard_agents._server import add_serve_arguments, create_app, run_serve
+from keycard_agents import ConfigurationError, create_app
+from keycard_agents._server import add_serve_arguments, run_serve
 from keycard_agents._server._command import load_agent
 from keycard_agents._server._serve import default_url
 
@@ -150,8 +150,8 @@ SCRIPT = textwrap.dedent(
     import json, os, sys
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from test_server_support import ISSUER, EchoAgent
-    from keycard_agents._server import serve
-    from keycard_agents._jose._jwt import StaticKeys, TokenVerifier
+    from keycard_agents import serve
+    from keycard_agents.auth import StaticKeys, TokenVerifier
 
     jwks = json.loads(os.environ["TEST_JWKS"])
     verifier = TokenVerifier(issuers=[ISSUER], keys=StaticKeys({ISSUER: jwks}))

@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 import pytest
 
-from keycard_agents._a2a.errors import TaskNotFoundError
 from keycard_agents._server._jsonrpc import _frame as jsonrpc_frame
 from keycard_agents._server._rest import _frame as rest_frame
 from keycard_agents._server._sse import EventStreamResponse, format_event
+from keycard_agents.a2a import TaskNotFoundError
 
 pytestmark = pytest.mark.anyio
 
@@ -127,7 +127,7 @@ async def test_disconnect_from_a_real_stream_leaves_the_task_running() -> None:
         rpc,
     )
 
-    from keycard_agents._server import create_app
+    from keycard_agents import create_app
 
     minter = TokenMinter()
     app = create_app(

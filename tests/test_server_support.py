@@ -14,10 +14,8 @@ import anyio
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._jose._keys import StaticKeys
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents import Agent, Context, skill
+from keycard_agents.auth import StaticKeys, TokenVerifier
 
 ISSUER = "https://issuer.test"
 AGENT_URL = "http://agent.test"

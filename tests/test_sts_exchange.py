@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from test_sts_support import ISSUER, A, B, C, claims_of, open_world
 
-from keycard_agents._jose._keys import StaticKeys
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents.auth import StaticKeys, TokenVerifier
 
 pytestmark = pytest.mark.anyio
 

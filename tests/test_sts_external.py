@@ -20,7 +20,7 @@ from test_sts_support import (
     open_world,
 )
 
-from keycard_agents._jose._keys import SigningKey
+from keycard_agents.auth import SigningKey
 from keycard_agents.sts import AuditRecord, TokenService, parse_config
 
 pytestmark = pytest.mark.anyio

@@ -31,8 +31,7 @@ from test_sts_support import (
 )
 
 from keycard_agents import InvalidTokenError
-from keycard_agents._jose._keys import SigningKey, StaticKeys
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents.auth import SigningKey, StaticKeys, TokenVerifier
 from keycard_agents.sts import pkce_challenge
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,7 @@ import pytest
 from test_sts_support import ISSUER, JWT_BEARER, A, B, Clock, World, claims_of, make_config
 
 from keycard_agents import InvalidTokenError
-from keycard_agents._jose._keys import KeyStore, StaticKeys
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents.auth import KeyStore, StaticKeys, TokenVerifier
 from keycard_agents.sts import TokenService
 
 pytestmark = pytest.mark.anyio

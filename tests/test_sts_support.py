@@ -13,8 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
-from keycard_agents._jose._keys import SigningKey
+from keycard_agents.auth import CLIENT_ASSERTION_TYPE, SigningKey
 from keycard_agents.sts import (
     TokenService,
     TokenServiceConfig,

@@ -12,11 +12,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from test_delegation_support import MAIL, PLANNER, WEATHER, Planner
 
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._agent._grant import ResourceError
-from keycard_agents._errors import ConfigurationError, ResourceAccessError
-from keycard_agents._oauth._exchange import TokenExchangeClient
+from keycard_agents import (
+    Agent,
+    ConfigurationError,
+    Context,
+    ResourceAccessError,
+    ResourceError,
+    skill,
+)
+from keycard_agents.auth import TokenExchangeClient
 from keycard_agents.testing import (
     LocalTokenService,
     client_id_for,
@@ -64,7 +68,7 @@ async def test_mock_access_context_without_tokens_fails_every_resource() -> None
         async def report(self, ctx: Context) -> str:
             return "x"
 
-    from keycard_agents._agent._grant import AccessContext, grant
+    from keycard_agents import AccessContext, grant
 
     seen: list[AccessContext] = []
 
@@ -92,7 +96,7 @@ async def test_mock_access_context_without_tokens_fails_every_resource() -> None
 
 
 async def test_grant_outside_mock_without_delegation_records_errors() -> None:
-    from keycard_agents._agent._grant import AccessContext, grant
+    from keycard_agents import AccessContext, grant
 
     seen: list[AccessContext] = []
 

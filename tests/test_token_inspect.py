@@ -13,9 +13,10 @@ import httpx
 import pytest
 from test_sts_support import ISSUER, T0, A, B, C, make_config, open_world
 
+from keycard_agents import InvalidTokenError
 from keycard_agents._cli import main
-from keycard_agents._errors import InvalidTokenError
-from keycard_agents._oauth._inspect import decode_unverified, inspect_token, looks_like_jwt
+from keycard_agents._oauth._inspect import decode_unverified, looks_like_jwt
+from keycard_agents.auth import inspect_token
 from keycard_agents.sts import TokenService
 
 

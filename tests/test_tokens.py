@@ -14,15 +14,23 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
-from keycard_agents._errors import (
+from keycard_agents import (
     ConfigurationError,
     InsufficientScopeError,
     InvalidTokenError,
     IssuerUnreachableError,
 )
-from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, CLIENT_ASSERTION_TYPE, verify_jwt
-from keycard_agents._jose._keys import ALGORITHMS, KeyStore, SigningKey, StaticKeys, jws_registry
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents._jose._keys import jws_registry
+from keycard_agents.auth import (
+    ACCESS_TOKEN_TYPE,
+    ALGORITHMS,
+    CLIENT_ASSERTION_TYPE,
+    KeyStore,
+    SigningKey,
+    StaticKeys,
+    TokenVerifier,
+    verify_jwt,
+)
 
 ISS = "https://issuer.test"
 AUD = "https://calendar.test"

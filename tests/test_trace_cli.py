@@ -12,8 +12,8 @@ import pytest
 from test_sts_support import A, B, C, D, open_world
 from test_trace_support import run_scenario
 
-from keycard_agents._audit._agent_records import JsonlAgentAuditStore
 from keycard_agents._cli import main
+from keycard_agents.audit import JsonlAgentAuditStore
 from keycard_agents.sts import hash_secret
 
 

@@ -9,15 +9,16 @@ import pytest
 from test_sts_support import D, open_world
 from test_trace_support import run_scenario
 
-from keycard_agents._audit._render import (
-    STATUS_COLOURS,
+from keycard_agents._audit._render import STATUS_COLOURS, should_colour
+from keycard_agents._audit._tree import build_tree
+from keycard_agents.audit import (
+    DelegationTree,
+    TrailEntry,
     render_text,
-    should_colour,
     to_dot,
     to_json,
     to_mermaid,
 )
-from keycard_agents._audit._tree import DelegationTree, TrailEntry, build_tree
 
 
 @pytest.fixture

@@ -6,18 +6,10 @@ from typing import Any
 
 import pytest
 
-from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
-from keycard_agents._agent._agent import Agent, skill
-from keycard_agents._agent._context import Context
-from keycard_agents._audit._agent_records import (
-    AgentAuditRecord,
-    AuditRecorder,
-    MemoryAgentAuditStore,
-)
-from keycard_agents._audit._trail import AuditTrail
-from keycard_agents._jose._principal import Actor, ActorChain, Principal
-from keycard_agents._oauth._resource_server import Caller
-from keycard_agents._runtime._runtime import TaskRuntime
+from keycard_agents import Actor, ActorChain, Agent, Caller, Context, Principal, skill
+from keycard_agents.a2a import Message, Part, Role, SendMessageRequest, Task, TaskState
+from keycard_agents.audit import AgentAuditRecord, AuditRecorder, AuditTrail, MemoryAgentAuditStore
+from keycard_agents.runtime import TaskRuntime
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from keycard_agents._errors import DelegationDeniedError
-from keycard_agents._jose._principal import Actor, ActorChain, Principal
+from keycard_agents import Actor, ActorChain, DelegationDeniedError, Principal
 from keycard_agents._observe._tracing import (
     ATTR_ACTORS,
     ATTR_CHAIN_DEPTH,

@@ -15,14 +15,9 @@ from dataclasses import dataclass
 
 from test_sts_support import ISSUER, A, B, C, D, World, claims_of
 
-from keycard_agents._audit._agent_records import (
-    AgentAuditStore,
-    AuditRecorder,
-    MemoryAgentAuditStore,
-)
-from keycard_agents._jose._keys import StaticKeys
-from keycard_agents._jose._principal import Principal
-from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents import Principal
+from keycard_agents.audit import AgentAuditStore, AuditRecorder, MemoryAgentAuditStore
+from keycard_agents.auth import StaticKeys, TokenVerifier
 from keycard_agents.sts import hash_secret
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"

@@ -9,16 +9,19 @@ import pytest
 from test_sts_support import T0, A, B, C, D, open_world
 from test_trace_support import run_scenario
 
-from keycard_agents._audit._agent_records import (
+from keycard_agents._audit._tree import build_tree
+from keycard_agents.audit import (
     AgentAuditRecord,
     AgentAuditStore,
     AuditRecorder,
+    AuditTrail,
+    ChainSummary,
+    DelegationTree,
     JsonlAgentAuditStore,
     MemoryAgentAuditStore,
+    TraceNotFoundError,
+    TrailEntry,
 )
-from keycard_agents._audit._trail import AuditTrail, ChainSummary
-from keycard_agents._audit._tree import DelegationTree, TrailEntry, build_tree
-from keycard_agents._errors import TraceNotFoundError
 
 pytestmark = pytest.mark.anyio
 

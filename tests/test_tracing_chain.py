@@ -25,9 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util._once import Once
 from test_delegation_support import PLANNER, USER_SCOPES, WEATHER, Planner, chain_agents
 
-from keycard_agents._a2a.types import Task, TaskState
-from keycard_agents._audit._trail import AuditTrail
-from keycard_agents._client._agent_client import call_message
+from keycard_agents import call_message
 from keycard_agents._observe._tracing import (
     ATTR_ACTORS,
     ATTR_CACHE,
@@ -44,6 +42,8 @@ from keycard_agents._observe._tracing import (
     ATTR_USER,
     get_tracer,
 )
+from keycard_agents.a2a import Task, TaskState
+from keycard_agents.audit import AuditTrail
 from keycard_agents.testing import LocalAgents, LocalTokenService, open_local_agents
 
 pytestmark = pytest.mark.anyio

@@ -26,11 +26,11 @@ from keycard_agents import (
     Context,
     HttpDependency,
     KeycardError,
-    TokenVerifier,
     grant,
     open_agent_client,
     skill,
 )
+from keycard_agents.auth import TokenVerifier
 from keycard_agents.testing import LocalTokenService, free_loopback_socket, serve_on_loopback
 
 

@@ -38,12 +38,12 @@ from keycard_agents import (
     Context,
     HttpDependency,
     KeycardError,
-    TokenVerifier,
     credential_from_env,
     open_agent_client,
     resolve_issuer,
     skill,
 )
+from keycard_agents.auth import TokenVerifier
 from keycard_agents.testing import LocalTokenService, serve_on_loopback
 
 ZONE_VARIABLES = ("KEYCARD_ZONE_ID", "KEYCARD_ZONE_URL")

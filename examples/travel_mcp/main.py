@@ -25,11 +25,11 @@ from keycard_agents import (
     AgentDependency,
     Context,
     McpDependency,
-    TokenVerifier,
     open_agent_client,
-    render_text,
     skill,
 )
+from keycard_agents.audit import render_text
+from keycard_agents.auth import TokenVerifier
 from keycard_agents.mcp import McpBearerVerifier
 from keycard_agents.testing import LocalTokenService, free_loopback_socket, serve_on_loopback
 

@@ -328,7 +328,7 @@ class Agent:
     * Delegation (calling dependencies): ``credential`` is how the agent authenticates to
       the token service (default: :func:`~keycard_agents.credential_from_env`, looked up
       when a dependency is first called); ``exchange`` a ready
-      :class:`~keycard_agents.TokenExchangeClient` instead (you close it);
+      :class:`~keycard_agents.auth.TokenExchangeClient` instead (you close it);
       ``trusted_issuers`` the authorization servers a called agent's RFC 9728 metadata may
       name (default: the exchange client's issuer).
     """

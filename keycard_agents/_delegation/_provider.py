@@ -399,7 +399,7 @@ class AgentHandle:
 
 
 class TokenExchangeDelegation:
-    """The :class:`~keycard_agents.DelegationProvider` agents use by default.
+    """The :class:`~keycard_agents.delegation.DelegationProvider` agents use by default.
 
     ``exchange`` is the agent's :class:`TokenExchangeClient`, or a callable building it
     on first use (so a credential is only looked up when a dependency is called).

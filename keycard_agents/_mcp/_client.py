@@ -70,7 +70,7 @@ _T = TypeVar("_T")
 
 
 class TokenExchanger(Protocol):
-    """What the connector needs from :class:`~keycard_agents.TokenExchangeClient`."""
+    """What the connector needs from :class:`~keycard_agents.auth.TokenExchangeClient`."""
 
     async def exchange(
         self,
@@ -83,7 +83,7 @@ class TokenExchanger(Protocol):
 
 
 class TokenSource(Protocol):
-    """Exchanged tokens for one caller (``keycard_agents.DelegatedTokens``)."""
+    """Exchanged tokens for one caller (``keycard_agents.delegation.DelegatedTokens``)."""
 
     async def get(
         self, resource: str, *, scopes: Sequence[str] | None = None, refresh: bool = False
@@ -191,11 +191,11 @@ class _Catalog:
 class McpConnector:
     """Connects an agent's skills to its declared MCP servers with delegated tokens.
 
-    It is a :class:`~keycard_agents.DelegationProvider`: ``ctx.dependency(name)`` of an
+    It is a :class:`~keycard_agents.delegation.DelegationProvider`: ``ctx.dependency(name)`` of an
     :class:`~keycard_agents.McpDependency` returns an :class:`McpServerHandle`; any other
     dependency goes to ``fallback`` (the provider for agents and HTTP APIs).
 
-    ``exchange`` performs RFC 8693 exchanges (a :class:`~keycard_agents.TokenExchangeClient`).
+    ``exchange`` performs RFC 8693 exchanges (a :class:`~keycard_agents.auth.TokenExchangeClient`).
     ``timeout`` bounds each step of an MCP operation (connect, list, call) in seconds.
     ``tools_ttl`` is how long a tool listing is reused. ``http_client`` (core ``httpx``)
     fetches RFC 9728 metadata; ``mcp_http_client`` builds the ``httpx2`` client the MCP

@@ -4,7 +4,7 @@ Each skill becomes a tool whose input schema is the skill's. Over streamable HTT
 tokens (RFC 6750 §2.1) are verified by the agent's own verifier with the MCP endpoint's
 resource as audience (RFC 8707, RFC 9068 §4), the endpoint publishes RFC 9728 metadata,
 and the SDK's ``validate_token_resource`` check is on. A tool call runs the skill as an
-A2A task in the agent's :class:`~keycard_agents.TaskRuntime`, so the skill sees the same
+A2A task in the agent's :class:`~keycard_agents.runtime.TaskRuntime`, so the skill sees the same
 :class:`~keycard_agents.Principal` (user, ``act`` chain, scopes) as over A2A and its own
 downstream calls are delegated as usual.
 
@@ -62,7 +62,7 @@ _INVALID_TOOL_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 class McpBearerVerifier:
     """The MCP SDK's ``TokenVerifier`` backed by a keycard verifier for one resource.
 
-    Every check of :class:`~keycard_agents.TokenVerifier` applies (type, algorithm,
+    Every check of :class:`~keycard_agents.auth.TokenVerifier` applies (type, algorithm,
     issuer, audience = ``resource``, lifetime, ``act`` depth). A rejected token yields
     ``None`` (the SDK answers 401 with a ``resource_metadata`` challenge); the reason is
     logged by check name, never with the token.

@@ -78,7 +78,7 @@ UNARY_METHODS = frozenset(_PARAMS) - STREAMING_METHODS | PUSH_METHODS
 
 
 class A2ARuntime(Protocol):
-    """What the server calls on the task runtime (``keycard_agents.TaskRuntime``)."""
+    """What the server calls on the task runtime (``keycard_agents.runtime.TaskRuntime``)."""
 
     async def send_message(
         self, request: SendMessageRequest, *, caller: Caller

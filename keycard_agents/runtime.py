@@ -1,0 +1,24 @@
+"""The task runtime behind an agent and where its tasks are stored (A2A 1.0 tasks).
+
+:func:`keycard_agents.create_app` builds a :class:`TaskRuntime` with a
+:class:`MemoryTaskStore` by default; pass ``runtime=TaskRuntime(agent, store=...)`` to
+choose the store (any :class:`TaskStore`) or other options.
+"""
+
+from __future__ import annotations
+
+from keycard_agents._runtime._runtime import TaskRuntime as TaskRuntime
+from keycard_agents._runtime._store import CapacityExceededError as CapacityExceededError
+from keycard_agents._runtime._store import MemoryTaskStore as MemoryTaskStore
+from keycard_agents._runtime._store import TaskPage as TaskPage
+from keycard_agents._runtime._store import TaskRecord as TaskRecord
+from keycard_agents._runtime._store import TaskStore as TaskStore
+
+__all__ = [
+    "CapacityExceededError",
+    "MemoryTaskStore",
+    "TaskPage",
+    "TaskRecord",
+    "TaskRuntime",
+    "TaskStore",
+]
