@@ -355,7 +355,11 @@ def serve_on_loopback(
 ) -> Iterator[None]:
     """Serve ``app`` with uvicorn on ``sock`` in a thread; stop it on exit (bounded waits)."""
 
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+    # Idle keep-alive connections outlive httpx's 5 s pool expiry, so a client never reuses a
+    # connection that the server is closing at that moment (a "disconnected" error).
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, timeout_keep_alive=15
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="keycard-test-server", daemon=True

@@ -67,11 +67,9 @@ def ensure_system_packages() -> None:
     say(f"installing system packages: {', '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     quiet = {"stdout": subprocess.DEVNULL, "env": env}
-    try:
-        run(apt, "install", "-y", "--no-install-recommends", *missing, **quiet)
-    except subprocess.CalledProcessError:
-        run(apt, "update", **quiet)
-        run(apt, "install", "-y", "--no-install-recommends", *missing, **quiet)
+    # Refresh the index first: a stale one installs an old browser that the tests reject.
+    run(apt, "update", **quiet)
+    run(apt, "install", "-y", "--no-install-recommends", *missing, **quiet)
 
 
 def main(argv: list[str]) -> int:
@@ -92,7 +90,10 @@ def main(argv: list[str]) -> int:
     ensure_system_packages()
     # Coverage of the library is measured on every run and reported above pytest's summary.
     coverage = ["--cov=keycard_agents", "--cov-report=term:skip-covered"]
-    return subprocess.call([str(PYTHON), "-m", "pytest", *coverage, *rest], cwd=ROOT, env=env)
+    # The 20 slowest tests close the report, so a slow test shows up where it is added.
+    report = ["--durations=20"]
+    pytest = [str(PYTHON), "-m", "pytest", *coverage, *report, *rest]
+    return subprocess.call(pytest, cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":

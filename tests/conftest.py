@@ -1,8 +1,11 @@
-"""Shared test setup: every async test runs on asyncio and on trio."""
+"""Shared test setup: every async test runs on asyncio and on trio, and no test module
+signs a token at import time (see ``import_time_guard``)."""
 
 from __future__ import annotations
 
 import pytest
+from import_time_guard import pytest_collection as pytest_collection
+from import_time_guard import pytest_configure as pytest_configure
 
 
 @pytest.fixture(

@@ -52,14 +52,12 @@ def _assert_full_story(out: str) -> None:
 def test_demo_in_process_runs_the_chain_and_stops_everything(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    started = time.monotonic()
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     _assert_full_story(out)
     assert "admin login" not in out  # the admin credential only with --keep-running
     assert "stopping services ... done" in out
     assert _demo_threads() == []
-    assert time.monotonic() - started < 15
 
 
 @pytest.mark.slow

@@ -80,6 +80,12 @@ async def test_card_is_revalidated_with_etag(deployment: Deployment) -> None:
     assert json.loads(first.content)["name"] == "collector"
 
 
+# Sized for a loaded 2-core machine: 200 chains take about 2 s idle and 10-20 s beside a CPU
+# hog; the deadline only catches a hang, and a failure says how far the run got.
+LOAD_DEADLINE = 240.0
+
+
+@pytest.mark.timeout(LOAD_DEADLINE + 60)
 async def test_many_users_concurrently_never_mix_tokens(deployment: Deployment) -> None:
     agents, sts = deployment.agents, deployment.sts
     users = [f"user{i:02d}" for i in range(20)]
@@ -87,6 +93,7 @@ async def test_many_users_concurrently_never_mix_tokens(deployment: Deployment) 
     requests = [users[i % len(users)] for i in range(200)]
     results: dict[int, tuple[str, dict[str, object]]] = {}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    started = anyio.current_time()
     async with httpx.AsyncClient(limits=limits) as http:
 
         async def one(index: int, user: str) -> None:
@@ -95,11 +102,15 @@ async def test_many_users_concurrently_never_mix_tokens(deployment: Deployment) 
             ) as client:
                 results[index] = (user, await client.call("start"))
 
-        with anyio.fail_after(45):
+        with anyio.move_on_after(LOAD_DEADLINE):
             async with anyio.create_task_group() as group:
                 for index, user in enumerate(requests):
                     group.start_soon(one, index, user)
-    assert len(results) == 200
+    elapsed = anyio.current_time() - started
+    assert len(results) == 200, (
+        f"{len(results)} of 200 chains completed in {elapsed:.1f} s "
+        f"({sts.stats.exchanges} exchanges at the token service)"
+    )
     for user, result in results.values():
         here = result["here"]
         below = result["below"]

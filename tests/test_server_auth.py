@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -127,17 +127,20 @@ async def test_card_and_metadata_need_no_token(client: httpx.AsyncClient) -> Non
 
 
 @pytest.mark.parametrize(
-    ("token", "check"),
+    ("mint", "check"),
     [
-        (MINTER.token(aud="http://other-agent.test"), "audience"),
-        (MINTER.token(lifetime=-3600), "expired"),
-        (MINTER.token(typ="JWT"), "type"),
-        (TokenMinter(kid="test-key").token(), "signature"),
-        (TokenMinter("https://evil.test").token(), "issuer"),
-        ("not-a-jwt", "malformed"),
+        (lambda: MINTER.token(aud="http://other-agent.test"), "audience"),
+        (lambda: MINTER.token(lifetime=-3600), "expired"),
+        (lambda: MINTER.token(typ="JWT"), "type"),
+        (lambda: TokenMinter(kid="test-key").token(), "signature"),
+        (lambda: TokenMinter("https://evil.test").token(), "issuer"),
+        (lambda: "not-a-jwt", "malformed"),
     ],
 )
-async def test_invalid_token(client: httpx.AsyncClient, token: str, check: str) -> None:
+async def test_invalid_token(
+    client: httpx.AsyncClient, mint: Callable[[], str], check: str
+) -> None:
+    token = mint()
     for request in (
         client.build_request("POST", "/", json=send(), headers=bearer(token)),
         client.build_request("GET", "/tasks", headers=bearer(token)),

@@ -26,8 +26,18 @@ from keycard_agents import create_app
 pytestmark = pytest.mark.anyio
 
 MINTER = TokenMinter()
-ALICE = bearer(MINTER.token(sub="alice"))
-BOB = bearer(MINTER.token(sub="bob"))
+
+
+@pytest.fixture
+def alice() -> dict[str, str]:
+    """Alice's bearer header, minted as the test starts (never at import: it would expire)."""
+    return bearer(MINTER.token(sub="alice"))
+
+
+@pytest.fixture
+def bob() -> dict[str, str]:
+    """Bob's bearer header, minted as the test starts."""
+    return bearer(MINTER.token(sub="bob"))
 
 
 def make_app(**options: Any) -> Starlette:
@@ -73,23 +83,25 @@ def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-async def send(client: httpx.AsyncClient, body: dict[str, Any], headers: Any = ALICE) -> Any:
+async def send(client: httpx.AsyncClient, body: dict[str, Any], headers: Any = None) -> Any:
+    if headers is None:  # alice's, minted now
+        headers = bearer(MINTER.token(sub="alice"))
     return await client.post("/message:send", json=body, headers=headers)
 
 
-async def test_send_get_list(client: httpx.AsyncClient) -> None:
+async def test_send_get_list(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     response = await send(client, {"message": text_message("rest")})
     assert response.status_code == 200
     task = response.json()["task"]
     assert task["status"]["state"] == "TASK_STATE_COMPLETED"
-    got = await client.get(f"/tasks/{task['id']}", params={"historyLength": 0}, headers=ALICE)
+    got = await client.get(f"/tasks/{task['id']}", params={"historyLength": 0}, headers=alice)
     assert got.status_code == 200
     assert got.json()["id"] == task["id"]
     assert got.json().get("history", []) == []
     listed = await client.get(
         "/tasks",
         params={"status": "TASK_STATE_COMPLETED", "pageSize": 5, "includeArtifacts": "true"},
-        headers=ALICE,
+        headers=alice,
     )
     assert listed.status_code == 200
     ids = [t["id"] for t in listed.json()["tasks"]]
@@ -97,17 +109,19 @@ async def test_send_get_list(client: httpx.AsyncClient) -> None:
     assert listed.json()["pageSize"] == 5
 
 
-async def test_a2a_json_content_type(client: httpx.AsyncClient) -> None:
+async def test_a2a_json_content_type(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     body = json.dumps({"message": text_message("typed")}).encode()
-    headers = {**ALICE, "content-type": "application/a2a+json"}
+    headers = {**alice, "content-type": "application/a2a+json"}
     response = await client.post("/message:send", content=body, headers=headers)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/a2a+json")
 
 
-async def test_stream_data_lines_are_stream_responses(client: httpx.AsyncClient) -> None:
+async def test_stream_data_lines_are_stream_responses(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
     response = await client.post(
-        "/message:stream", json={"message": text_message("s")}, headers=ALICE
+        "/message:stream", json={"message": text_message("s")}, headers=alice
     )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -120,7 +134,7 @@ async def test_stream_data_lines_are_stream_responses(client: httpx.AsyncClient)
     assert events[-1][1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
 
 
-async def test_cancel_and_subscribe(client: httpx.AsyncClient) -> None:
+async def test_cancel_and_subscribe(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     body = {
         "message": call_message("wait", {"label": 3}),
         "configuration": {"returnImmediately": True},
@@ -129,7 +143,7 @@ async def test_cancel_and_subscribe(client: httpx.AsyncClient) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def subscribe() -> None:
-        response = await client.post(f"/tasks/{task['id']}:subscribe", headers=ALICE)
+        response = await client.post(f"/tasks/{task['id']}:subscribe", headers=alice)
         events.extend(sse_events(response.text))
 
     with anyio.fail_after(10):
@@ -137,30 +151,32 @@ async def test_cancel_and_subscribe(client: httpx.AsyncClient) -> None:
             tg.start_soon(subscribe)
             for _ in range(100):
                 await anyio.lowlevel.checkpoint()
-            canceled = await client.post(f"/tasks/{task['id']}:cancel", headers=ALICE)
+            canceled = await client.post(f"/tasks/{task['id']}:cancel", headers=alice)
     assert canceled.status_code == 200
     assert canceled.json()["status"]["state"] == "TASK_STATE_CANCELED"
     assert events[-1][1]["statusUpdate"]["status"]["state"] == "TASK_STATE_CANCELED"
     again = await client.post(
-        f"/tasks/{task['id']}:cancel", json={"metadata": {"why": "twice"}}, headers=ALICE
+        f"/tasks/{task['id']}:cancel", json={"metadata": {"why": "twice"}}, headers=alice
     )
     status_error(again, 409, "TASK_NOT_CANCELABLE")
-    gone = await client.post(f"/tasks/{task['id']}:subscribe", headers=ALICE)
+    gone = await client.post(f"/tasks/{task['id']}:subscribe", headers=alice)
     status_error(gone, 501, "UNSUPPORTED_OPERATION")
 
 
-async def test_other_users_tasks_are_not_found(client: httpx.AsyncClient) -> None:
+async def test_other_users_tasks_are_not_found(
+    client: httpx.AsyncClient, bob: dict[str, str]
+) -> None:
     task = (await send(client, {"message": text_message("mine")})).json()["task"]
-    status_error(await client.get(f"/tasks/{task['id']}", headers=BOB), 404, "TASK_NOT_FOUND")
-    cancel = await client.post(f"/tasks/{task['id']}:cancel", headers=BOB)
+    status_error(await client.get(f"/tasks/{task['id']}", headers=bob), 404, "TASK_NOT_FOUND")
+    cancel = await client.post(f"/tasks/{task['id']}:cancel", headers=bob)
     status_error(cancel, 404, "TASK_NOT_FOUND")
-    listed = await client.get("/tasks", headers=BOB)
+    listed = await client.get("/tasks", headers=bob)
     assert task["id"] not in [t["id"] for t in listed.json().get("tasks", [])]
 
 
-async def test_errors(client: httpx.AsyncClient) -> None:
+async def test_errors(client: httpx.AsyncClient, alice: dict[str, str]) -> None:
     bad_json = await client.post(
-        "/message:send", content=b"{nope", headers={**ALICE, "content-type": "application/json"}
+        "/message:send", content=b"{nope", headers={**alice, "content-type": "application/json"}
     )
     status_error(bad_json, 400, "PARSE_ERROR")
     not_object = await send(client, [1, 2])  # type: ignore[arg-type]
@@ -169,24 +185,24 @@ async def test_errors(client: httpx.AsyncClient) -> None:
     error = status_error(invalid, 400, "INVALID_PARAMS")
     assert "message.role" in error["message"]
     assert error["details"][1]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
-    bad_query = await client.get("/tasks", params={"pageSize": "many"}, headers=ALICE)
+    bad_query = await client.get("/tasks", params={"pageSize": "many"}, headers=alice)
     status_error(bad_query, 400, "INVALID_PARAMS")
     wrong_type = await client.post(
-        "/message:send", content=b"{}", headers={**ALICE, "content-type": "text/plain"}
+        "/message:send", content=b"{}", headers={**alice, "content-type": "text/plain"}
     )
     status_error(wrong_type, 415, "INVALID_REQUEST")
     too_big = await send(client, {"message": text_message("x" * 5000)})
     error = status_error(too_big, 413, "INVALID_REQUEST")
     assert "4096 bytes" in error["message"]
-    no_version = await client.get("/tasks", headers={"Authorization": ALICE["Authorization"]})
+    no_version = await client.get("/tasks", headers={"Authorization": alice["Authorization"]})
     error = status_error(no_version, 400, "VERSION_NOT_SUPPORTED")
     assert "A2A-Version: 1.0" in error["message"]
     by_query = await client.get(
-        "/tasks?A2A-Version=1.0", headers={"Authorization": ALICE["Authorization"]}
+        "/tasks?A2A-Version=1.0", headers={"Authorization": alice["Authorization"]}
     )
     assert by_query.status_code == 200
     status_error(
-        await client.get("/extendedAgentCard", headers=ALICE),
+        await client.get("/extendedAgentCard", headers=alice),
         400,
         ("EXTENDED_AGENT_CARD_NOT_CONFIGURED"),
     )
@@ -196,14 +212,15 @@ async def test_errors(client: httpx.AsyncClient) -> None:
         ("GET", "/tasks/t/pushNotificationConfigs/c"),
         ("DELETE", "/tasks/t/pushNotificationConfigs/c"),
     ):
-        response = await client.request(method, path, headers=ALICE)
+        response = await client.request(method, path, headers=alice)
         status_error(response, 400, "PUSH_NOTIFICATION_NOT_SUPPORTED")
 
 
 async def test_stream_errors_before_first_event_are_plain_responses(
     client: httpx.AsyncClient,
+    alice: dict[str, str],
 ) -> None:
-    response = await client.post("/tasks/nope:subscribe", headers=ALICE)
+    response = await client.post("/tasks/nope:subscribe", headers=alice)
     status_error(response, 404, "TASK_NOT_FOUND")
     assert response.headers["content-type"].startswith("application/json")
 
