@@ -2,7 +2,8 @@
 """Bootstrap and run keycard-agents from a fresh clone.
 
     python3 scripts/dev.py demo      # the local delegation demo
-    python3 scripts/dev.py test      # the whole test suite
+    python3 scripts/dev.py test      # lint (ruff, ruff format, mypy --strict), then the suite
+    python3 scripts/dev.py lint      # only the lint steps
 
 Creates ``.venv`` beside this repository, installs the package with its test
 dependencies (again only when ``pyproject.toml`` changed), installs the system
@@ -72,8 +73,30 @@ def ensure_system_packages() -> None:
     run(apt, "install", "-y", "--no-install-recommends", *missing, **quiet)
 
 
+#: The lint gate, in order: each must pass before the test suite runs.
+LINT_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ruff check", ("-m", "ruff", "check", ".")),
+    ("ruff format --check", ("-m", "ruff", "format", "--check", ".")),
+    ("mypy --strict keycard_agents tests", ("-m", "mypy", "--strict", "keycard_agents", "tests")),
+)
+
+
+def lint(env: dict[str, str]) -> int:
+    """Run every lint step (all of them, so one run shows every problem); 0 when all pass."""
+    failed = []
+    for name, args in LINT_STEPS:
+        say(f"lint: {name}")
+        if subprocess.call([str(PYTHON), *args], cwd=ROOT, env=env) != 0:
+            failed.append(name)
+    if failed:
+        say(f"lint FAILED: {', '.join(failed)}; fix these before the tests run")
+        return 1
+    say("lint passed")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "install"}:
+    if not argv or argv[0] not in {"demo", "test", "lint", "install"}:
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -86,8 +109,11 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         exe = BIN / "keycard-agents"
         return subprocess.call([str(exe), "demo", *rest], cwd=ROOT, env=env)
-    # test
+    status = lint(env)
+    if command == "lint" or status != 0:
+        return status
     ensure_system_packages()
+    say("tests: pytest")
     # Coverage of the library is measured on every run and reported above pytest's summary.
     coverage = ["--cov=keycard_agents", "--cov-report=term:skip-covered"]
     # The 20 slowest tests close the report, so a slow test shows up where it is added.

@@ -50,8 +50,8 @@ def _guard(sign: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    joserfc.jwt.encode = _guard(joserfc.jwt.encode)  # type: ignore[assignment]
-    joserfc.jws.serialize_compact = _guard(joserfc.jws.serialize_compact)  # type: ignore[assignment]
+    joserfc.jwt.encode = _guard(joserfc.jwt.encode)
+    joserfc.jws.serialize_compact = _guard(joserfc.jws.serialize_compact)
 
 
 @pytest.hookimpl(wrapper=True)

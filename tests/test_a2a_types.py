@@ -15,6 +15,7 @@ from keycard_agents import KeycardError
 from keycard_agents._a2a import errors, types
 from keycard_agents.a2a import (
     Artifact,
+    JSONRPCError,
     JSONRPCRequest,
     JSONRPCResponse,
     ListTasksRequest,
@@ -220,7 +221,9 @@ def test_jsonrpc_envelopes() -> None:
         "id": "a",
         "result": None,
     }
-    failure = JSONRPCResponse(id=None, error=errors.TaskNotFoundError().to_jsonrpc())
+    failure = JSONRPCResponse(
+        id=None, error=JSONRPCError.model_validate(errors.TaskNotFoundError().to_jsonrpc())
+    )
     assert failure.to_json_data() == {
         "jsonrpc": "2.0",
         "id": None,

@@ -227,7 +227,7 @@ async def test_interaction_required_moves_task_to_auth_required() -> None:
     text = reason(task)
     assert "consent_required" in text
     assert "the user has not approved calendar access" in text
-    assert agents.middle.url in text
+    assert str(agents.middle.url) in text
     with pytest.raises(RemoteTaskError) as caught:
         task_result(task)
     assert caught.value.state == TaskState.AUTH_REQUIRED.value

@@ -212,7 +212,7 @@ def test_grant_declaration_errors() -> None:
             return None
 
     with pytest.raises(ConfigurationError, match="async def"):
-        grant("x")(lambda self: None)
+        grant("x")(lambda self: None)  # type: ignore[arg-type,return-value]
 
 
 async def test_grant_on_undeclared_resource_fails_before_exchanging() -> None:
@@ -316,12 +316,16 @@ async def test_mcp_dependency_needs_the_mcp_integration(monkeypatch: pytest.Monk
     closed: list[str] = []
 
     def factory(
-        dep: Dependency, *, caller: Caller, context: Context, delegation: TokenExchangeDelegation
+        dependency: Dependency,
+        *,
+        caller: Caller,
+        context: Context,
+        delegation: TokenExchangeDelegation,
     ) -> str:
-        built.append((dep, delegation.tokens(caller, context=context)))
+        built.append((dependency, delegation.tokens(caller, context=context)))
 
         async def close() -> None:
-            closed.append(dep.name)
+            closed.append(dependency.name)
 
         delegation.call_on_close(close)
         return "mcp-handle"

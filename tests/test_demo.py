@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from keycard_agents import ConfigurationError
 from keycard_agents._cli import main
 from keycard_agents._demo import _run
+from keycard_agents._demo._services import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "import sys; from keycard_agents._cli import main; sys.exit(main())"]
@@ -113,12 +115,12 @@ def test_demo_names_a_missing_dependency(
 def test_a_failure_midway_stops_the_services_already_started(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = _run.start_server
+    real = start_server
 
     def failing(app: Any, sock: socket.socket, *, name: str, url: str) -> Any:
         if name == "travel":
             sock.close()
-            raise _run.ConfigurationError("the travel did not start (injected)")
+            raise ConfigurationError("the travel did not start (injected)")
         return real(app, sock, name=name, url=url)
 
     monkeypatch.setattr(_run, "start_server", failing)

@@ -61,7 +61,8 @@ def http_client(app: Starlette, *, sub: str = "alice") -> httpx.AsyncClient:
 
 def message(parts: list[dict[str, Any]]) -> Message:
     data = {"messageId": uuid.uuid4().hex, "role": "ROLE_USER", "parts": parts}
-    return json_format.ParseDict(data, Message())
+    parsed: Message = json_format.ParseDict(data, Message())
+    return parsed
 
 
 def texts(task: Any) -> list[str]:

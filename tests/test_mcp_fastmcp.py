@@ -45,7 +45,7 @@ def fast_app(*, issuer: str, audience: str, base_url: str) -> Any:
     )
     server = fastmcp.FastMCP("independent", auth=verifier)
 
-    @server.tool
+    @server.tool  # type: ignore[untyped-decorator]  # fastmcp's decorator is untyped
     def token_claims() -> dict[str, Any]:
         """The claims FastMCP verified."""
         access = get_access_token()

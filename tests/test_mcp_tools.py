@@ -40,6 +40,7 @@ from keycard_agents.mcp import (
     McpServer,
     McpServerError,
     McpTokenRejectedError,
+    McpToolResult,
     connector_for,
 )
 from keycard_agents.runtime import TaskRuntime
@@ -133,7 +134,7 @@ def assistant_class(world: World) -> type[McpAgent]:
         @skill
         async def probe(self, ctx: Context, server: str) -> str:
             """Calls a tool on a named server (to exercise failures)."""
-            result = await ctx.dependency(server).call_tool("echo", {"text": "x"})
+            result: McpToolResult = await ctx.dependency(server).call_tool("echo", {"text": "x"})
             return result.text
 
     return Assistant

@@ -50,9 +50,11 @@ def test_checked_in_schemas_match_the_models() -> None:
         )
 
 
-def test_gen_schemas_check_mode_reports_drift(tmp_path: Path) -> None:
+def test_gen_schemas_check_mode_reports_drift(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gen = load_script("gen_schemas")
-    gen.SCHEMAS = tmp_path
+    monkeypatch.setattr(gen, "SCHEMAS", tmp_path)
     assert gen.main(["--check"]) == 1
     assert gen.main([]) == 0
     assert gen.main(["--check"]) == 0

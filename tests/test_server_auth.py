@@ -29,6 +29,7 @@ from keycard_agents import (
     skill,
 )
 from keycard_agents._oauth._resource_server import bearer_token
+from keycard_agents.a2a import build_agent_card
 
 pytestmark = pytest.mark.anyio
 
@@ -267,7 +268,9 @@ async def test_non_anonymous_skill_without_token(client: httpx.AsyncClient) -> N
 
 async def test_anonymous_caller_cannot_list_tasks_or_read_extended_card() -> None:
     application = create_app(
-        EchoAgent(url=AGENT_URL), verifier=MINTER.verifier(), extended_card=lambda c: None
+        EchoAgent(url=AGENT_URL),
+        verifier=MINTER.verifier(),
+        extended_card=lambda c: build_agent_card(EchoAgent(url=AGENT_URL)),
     )
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)

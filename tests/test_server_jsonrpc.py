@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import anyio
@@ -252,7 +252,7 @@ async def test_oversized_body_with_content_length(alice: dict[str, str]) -> None
 async def test_oversized_chunked_body_is_cut_off_while_reading(alice: dict[str, str]) -> None:
     application = make_app(max_body_size=1024)
     received = 0
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal received
@@ -261,7 +261,7 @@ async def test_oversized_chunked_body_is_cut_off_while_reading(alice: dict[str, 
             return {"type": "http.disconnect"}
         return {"type": "http.request", "body": b"a" * 256, "more_body": True}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     headers = [

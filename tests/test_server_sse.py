@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, MutableMapping
 from typing import Any
 
 import anyio
@@ -73,14 +73,14 @@ async def test_client_disconnect_closes_the_producer() -> None:
         finally:
             closed.set()
 
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     disconnect = anyio.Event()
 
     async def receive() -> dict[str, Any]:
         await disconnect.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
         if len(sent) == 3:  # start + two events: the client goes away
             disconnect.set()
@@ -100,13 +100,13 @@ async def test_stream_end_sends_final_chunk() -> None:
         yield b"data: 1\n\n"
         yield b"data: 2\n\n"
 
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         await anyio.sleep_forever()
         raise AssertionError  # pragma: no cover
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     with anyio.fail_after(5):
@@ -153,7 +153,7 @@ async def test_disconnect_from_a_real_stream_leaves_the_task_running() -> None:
         "server": ("agent.test", 80),
         "client": ("127.0.0.1", 5000),
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
     gone = anyio.Event()
     requested = False
 
@@ -165,7 +165,7 @@ async def test_disconnect_from_a_real_stream_leaves_the_task_running() -> None:
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
         if b"waiting 5" in message.get("body", b""):
             gone.set()  # the skill is running: the client leaves

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -149,18 +150,18 @@ async def test_inspect_function_verifies_against_the_running_service(
     late = await inspect_token(
         token,
         issuer=ISSUER,
-        jwks=tokens["jwks"],
+        jwks=cast("dict[str, Any]", tokens["jwks"]),
         audience=C,
-        clock=lambda: T0 + 10_000,  # type: ignore[arg-type]
+        clock=lambda: T0 + 10_000,
     )
     assert late.verified is False
     assert late.failed_check == "expired"
     good = await inspect_token(
         token,
         issuer=ISSUER,
-        jwks=tokens["jwks"],
+        jwks=cast("dict[str, Any]", tokens["jwks"]),
         audience=C,
-        clock=lambda: T0 + 1,  # type: ignore[arg-type]
+        clock=lambda: T0 + 1,
     )
     assert good.verified is True
 

@@ -224,6 +224,7 @@ async def test_recorder_keeps_identifiers_only_and_fills_times(tmp_path: Path) -
     async with open_world() as w:
         s = await run_scenario(w, store=MemoryAgentAuditStore())
     records = await s.store.query()
+    assert isinstance(s.store, MemoryAgentAuditStore)
     assert len(s.store) == 6
     dumped = json.dumps([r.model_dump() for r in records])
     assert s.user_token not in dumped

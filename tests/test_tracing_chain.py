@@ -51,7 +51,7 @@ pytestmark = pytest.mark.anyio
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def _install(provider: TracerProvider | None) -> None:
+def _install(provider: trace.TracerProvider | None) -> None:
     """Set (or clear) the global tracer provider; the API allows setting it only once."""
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
@@ -199,8 +199,8 @@ async def test_three_hop_call_is_one_trace_with_the_span_tree(
     assert children(spans, path[-1]) == []
     # The exchange spans sit under the client spans of Front and Middle.
     assert [e.parent.span_id for e in exchanges if e.parent] == [
-        path[3].context.span_id,  # type: ignore[union-attr]
-        path[6].context.span_id,  # type: ignore[union-attr]
+        path[3].context.span_id,
+        path[6].context.span_id,
     ]
     assert len(spans) == len(path) + len(exchanges) == 11
 
@@ -233,7 +233,7 @@ async def test_three_hop_call_is_one_trace_with_the_span_tree(
     assert all(s.status.status_code != StatusCode.ERROR for s in spans)
 
     # Trace context went over every A2A hop (and to the token service on the first run).
-    assert any(agents.collector.url in line for line in traceparents)
+    assert any(str(agents.collector.url) in line for line in traceparents)
     assert any("/token " in line for line in traceparents)
 
     # No token (nor any credential that went over the wire) anywhere in any span.
@@ -273,7 +273,7 @@ async def test_a_denied_hop_marks_the_spans_and_the_audit_tree(
             task = await client.send(call_message("start"))
         assert isinstance(task, Task)
         assert task.status.state == TaskState.FAILED
-        stores = [net.apps[a.url].state.keycard_recorder.store for a in agents.all]
+        stores = [net.apps[str(a.url)].state.keycard_recorder.store for a in agents.all]
         trail = AuditTrail(
             token_service=sts.service.audit,
             agents=stores,

@@ -31,7 +31,10 @@ from keycard_agents._oauth._exchange import ExchangedToken
 
 __all__ = ["AccessContext", "ResourceError", "grant"]
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+_R = TypeVar("_R")
+#: A skill method; ``@grant`` changes its parameters (the AccessContext is filled in, a
+#: context parameter is added when missing), so only the result type is kept.
+_Method = Callable[..., Awaitable[_R]]
 AccessStatus = Literal["success", "partial_error", "error"]
 
 #: Set by ``keycard_agents.testing.mock_access_context``: used instead of exchanging.
@@ -207,7 +210,7 @@ def _is_context(param: inspect.Parameter) -> bool:
     return annotation is inspect.Parameter.empty and param.name in {"ctx", "context"}
 
 
-def grant(*resources: str) -> Callable[[F], F]:
+def grant(*resources: str) -> Callable[[_Method[_R]], _Method[_R]]:
     """Give a skill tokens for ``resources`` (declared dependencies, by name or URL).
 
     The skill takes a parameter annotated :class:`AccessContext`; it is filled before the
@@ -225,7 +228,7 @@ def grant(*resources: str) -> Callable[[F], F]:
         raise ConfigurationError("@grant needs one or more resource names or URLs")
     specs = tuple(dict.fromkeys(resources))
 
-    def decorate(func: F) -> F:
+    def decorate(func: _Method[_R]) -> _Method[_R]:
         if not inspect.iscoroutinefunction(func):
             raise ConfigurationError(
                 f"@grant: {getattr(func, '__qualname__', func)!r} must be an `async def` method"
@@ -265,7 +268,7 @@ def grant(*resources: str) -> Callable[[F], F]:
         wrapper.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
         wrapper.__annotations__ = annotations
         wrapper.__keycard_grant__ = specs  # type: ignore[attr-defined]
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 

@@ -527,7 +527,7 @@ class TaskRuntime:
 
     async def stream_message(
         self, request: SendMessageRequest, *, caller: Caller
-    ) -> AsyncIterator[StreamResponse]:
+    ) -> AsyncGenerator[StreamResponse, None]:
         """``SendStreamingMessage``: the Task first, then its events until it stops."""
         live, subscription = await self._start(request, caller, subscribe=True)
         assert subscription is not None
@@ -592,7 +592,7 @@ class TaskRuntime:
 
     async def subscribe(
         self, request: SubscribeToTaskRequest, *, caller: Caller
-    ) -> AsyncIterator[StreamResponse]:
+    ) -> AsyncGenerator[StreamResponse, None]:
         """``SubscribeToTask``: the Task now, then its events until it stops."""
         record = await self._owned(request.id, caller)
         if record.state.is_terminal:
