@@ -11,6 +11,8 @@ plug in with :func:`register_handle_factory`.
 from __future__ import annotations
 
 from keycard_agents._agent._context import DelegationProvider as DelegationProvider
+from keycard_agents._agent._handles import AgentCalls as AgentCalls
+from keycard_agents._agent._handles import HttpApiCalls as HttpApiCalls
 from keycard_agents._delegation._provider import AgentHandle as AgentHandle
 from keycard_agents._delegation._provider import DelegatedAuth as DelegatedAuth
 from keycard_agents._delegation._provider import DelegatedTokens as DelegatedTokens
@@ -21,11 +23,13 @@ from keycard_agents._delegation._provider import delegation_for as delegation_fo
 from keycard_agents._delegation._provider import register_handle_factory as register_handle_factory
 
 __all__ = [
+    "AgentCalls",
     "AgentHandle",
     "DelegatedAuth",
     "DelegatedTokens",
     "DelegationProvider",
     "HandleFactory",
+    "HttpApiCalls",
     "HttpApiHandle",
     "TokenExchangeDelegation",
     "delegation_for",

@@ -13,9 +13,13 @@ from keycard_agents._runtime._store import MemoryTaskStore as MemoryTaskStore
 from keycard_agents._runtime._store import TaskPage as TaskPage
 from keycard_agents._runtime._store import TaskRecord as TaskRecord
 from keycard_agents._runtime._store import TaskStore as TaskStore
+from keycard_agents._server._dispatch import A2ARuntime as A2ARuntime
+from keycard_agents._server._dispatch import ManagedRuntime as ManagedRuntime
 
 __all__ = [
+    "A2ARuntime",
     "CapacityExceededError",
+    "ManagedRuntime",
     "MemoryTaskStore",
     "TaskPage",
     "TaskRecord",

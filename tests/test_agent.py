@@ -441,3 +441,20 @@ def test_dependency_handles_come_from_the_delegation_provider() -> None:
     dependency, caller = calls[0]
     assert isinstance(dependency, McpDependency)
     assert caller.token == "secret-token"
+
+
+def test_dependency_by_its_declaration_gives_the_same_handle() -> None:
+    class Provider:
+        def handle(self, dependency: Dependency, *, caller: Caller, context: Context) -> Any:
+            return f"handle:{dependency.name}"
+
+    ctx = _context(Provider())
+    calendar, _, weather = Planner.dependencies
+    assert isinstance(calendar, AgentDependency)
+    assert isinstance(weather, HttpDependency)
+    assert ctx.dependency(calendar) == ctx.dependency("calendar") == "handle:calendar"
+    handle: object = ctx.dependency(weather)  # typed HttpApiCalls; this provider is a fake
+    assert handle == "handle:weather"
+    impostor = AgentDependency("calendar", url="http://127.0.0.1:9999")
+    with pytest.raises(ConfigurationError, match="not the one this agent declares"):
+        ctx.dependency(impostor)

@@ -43,7 +43,7 @@ MARKER = re.compile(r"^<!--\s*(file|checked-by|module|output)(?::\s*(.*?))?\s*--
 FENCE = re.compile(r"^(`{3,})([\w+-]*)\s*$")
 TWO_COMMANDS = (
     "python3 scripts/dev.py demo    # run the local delegation demo on the embedded token service\n"
-    "python3 scripts/dev.py test    # lint (ruff, mypy --strict), then every test (asyncio and trio)\n"
+    "python3 scripts/dev.py test    # lint (ruff, mypy), then every test on asyncio and trio\n"
 )
 
 

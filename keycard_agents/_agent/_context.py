@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._a2a.parts import to_parts
 from keycard_agents._a2a.types import Message, Part, Role, TaskState
-from keycard_agents._agent._dependencies import Dependency
+from keycard_agents._agent._dependencies import AgentDependency, Dependency, HttpDependency
+from keycard_agents._agent._handles import AgentCalls, HttpApiCalls
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._principal import ActorChain, Principal
 from keycard_agents._oauth._resource_server import Caller
@@ -175,8 +176,20 @@ class Context:
 
     # -- dependencies ----------------------------------------------------------------
 
-    def dependency(self, name: str) -> Any:
-        """The handle for calling the declared dependency ``name`` on the caller's behalf."""
+    @overload
+    def dependency(self, dependency: AgentDependency) -> AgentCalls: ...
+    @overload
+    def dependency(self, dependency: HttpDependency) -> HttpApiCalls: ...
+    @overload
+    def dependency(self, dependency: str | Dependency) -> Any: ...
+    def dependency(self, dependency: str | Dependency) -> Any:
+        """The handle for calling a declared dependency on the caller's behalf.
+
+        Pass the declared dependency itself for a typed handle (:class:`AgentCalls` for an
+        agent, :class:`HttpApiCalls` for an HTTP API), or its name. MCP servers get the
+        handle of the ``mcp`` extra (``keycard_agents.mcp.McpServerHandle``).
+        """
+        name = dependency if isinstance(dependency, str) else dependency.name
         try:
             declared = self._dependencies[name]
         except KeyError:
@@ -186,6 +199,12 @@ class Context:
                 f"(declared: {known})",
                 setting="dependencies",
             ) from None
+        if not isinstance(dependency, str) and dependency != declared:
+            raise ConfigurationError(
+                f"dependency {name!r} is not the one this agent declares under that name: "
+                "pass the declared dependency (or its name)",
+                setting="dependencies",
+            )
         if self._delegation is None:
             raise ConfigurationError(
                 f"no delegation configured: dependency {name!r} needs a delegation provider "

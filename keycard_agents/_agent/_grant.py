@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
@@ -40,6 +40,14 @@ AccessStatus = Literal["success", "partial_error", "error"]
 #: Set by ``keycard_agents.testing.mock_access_context``: used instead of exchanging.
 MockBuilder = Callable[[Sequence[tuple[str, Any]]], "AccessContext"]
 MOCK_ACCESS: ContextVar[MockBuilder | None] = ContextVar("keycard_mock_access", default=None)
+
+
+@runtime_checkable
+class GivesTokens(Protocol):
+    """A dependency handle that can give the delegated token itself (agent and HTTP API
+    handles can), which is what ``@grant`` collects."""
+
+    async def token(self) -> ExchangedToken: ...
 
 
 @dataclass(frozen=True)
@@ -172,12 +180,11 @@ async def collect_access(ctx: Context, agent: Any, specs: Sequence[str]) -> Acce
     async def fetch(spec: str, name: str) -> None:
         try:
             handle = ctx.dependency(name)
-            token = getattr(handle, "token", None)
-            if token is None:
+            if not isinstance(handle, GivesTokens):
                 raise ConfigurationError(
                     f"dependency {name!r} cannot give a token to @grant", setting="dependencies"
                 )
-            tokens[spec] = await token()
+            tokens[spec] = await handle.token()
         except KeycardError as exc:
             errors[spec] = error_of(exc)
         except (TaskInterrupt, Exception) as interrupt:  # AUTH_REQUIRED, or a bug

@@ -30,6 +30,7 @@ from keycard_agents._agent._dependencies import (
     HttpDependency,
     McpDependency,
 )
+from keycard_agents._agent._handles import AgentCalls, HttpApiCalls
 from keycard_agents._audit._calls import CallRecord, audited_call
 from keycard_agents._client._agent_client import AgentClient, CardCache, ResourceMetadata
 from keycard_agents._errors import (
@@ -450,6 +451,12 @@ class TokenExchangeDelegation:
         return self._exchange
 
     @property
+    def client_id(self) -> str | None:
+        """The client id of the exchange client, or ``None`` while it is not built yet
+        (reading this never looks a credential up)."""
+        return None if self._exchange is None else self._exchange.client_id
+
+    @property
     def trusted_issuers(self) -> tuple[str, ...]:
         return self._trusted if self._trusted is not None else (self.exchange.issuer,)
 
@@ -564,9 +571,9 @@ def delegation_for(
     it; otherwise when a dependency is first called (an agent that calls nothing needs no
     credential).
     """
-    configured: TokenExchangeClient | None = getattr(agent, "exchange", None)
-    credential = getattr(agent, "credential", None)
-    trusted: Sequence[str] | None = getattr(agent, "trusted_issuers", None)
+    configured = agent.exchange
+    credential = agent.credential
+    trusted = agent.trusted_issuers
 
     def build() -> TokenExchangeClient:
 
@@ -587,3 +594,8 @@ def delegation_for(
         trusted_issuers=trusted,
         http_client=http_client,
     )
+
+
+# The handles are what the agent model promises a skill (checked by mypy, no runtime cost).
+_AGENT_CALLS: type[AgentCalls] = AgentHandle
+_HTTP_API_CALLS: type[HttpApiCalls] = HttpApiHandle

@@ -37,6 +37,7 @@ __all__ = [
     "ClientAuthentication",
     "ClientSecret",
     "CredentialType",
+    "PublishesJwks",
     "WebIdentity",
     "WorkloadIdentity",
     "credential_from_env",
@@ -89,6 +90,15 @@ class ApplicationCredential(Protocol):
         Called once per HTTP attempt: assertions carry a fresh ``jti`` every time.
         """
         ...
+
+
+@runtime_checkable
+class PublishesJwks(Protocol):
+    """A credential whose public keys its agent serves (RFC 7517 §5), such as
+    :class:`WebIdentity`: the agent's server publishes them at ``/.well-known/jwks.json``
+    so the token service can verify its ``private_key_jwt`` assertions (RFC 7523)."""
+
+    def public_jwks(self) -> dict[str, Any]: ...
 
 
 # --------------------------------------------------------------------------- client secret

@@ -275,6 +275,11 @@ class TokenExchangeClient:
                 self._metadata = await self._fetch_metadata()
             return self._metadata
 
+    @property
+    def client_id(self) -> str:
+        """The client id this agent authenticates with (its credential's)."""
+        return self.credential.client_id
+
     def clear_cache(self) -> None:
         """Forget every cached token (for example after a key rotation downstream)."""
         self._cache.clear()

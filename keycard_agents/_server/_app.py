@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,14 @@ from keycard_agents._a2a.types import AGENT_CARD_PATH, AgentCard, dump
 from keycard_agents._agent._agent import register_app_factory
 from keycard_agents._agent._card import build_agent_card, protected_resource_metadata
 from keycard_agents._audit._agent_records import AuditRecorder
-from keycard_agents._delegation._provider import delegation_for
+from keycard_agents._delegation._provider import TokenExchangeDelegation, delegation_for
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._oauth._credentials import ENV_CLIENT_ID
+from keycard_agents._oauth._credentials import ENV_CLIENT_ID, PublishesJwks
 from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier, Caller
 from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_metadata_url_under
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
-from keycard_agents._server._dispatch import A2ARuntime, Dispatcher
+from keycard_agents._server._dispatch import A2ARuntime, Dispatcher, ManagedRuntime
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
 from keycard_agents._server._rest import RestBinding
@@ -168,15 +168,16 @@ def create_app(
     if max_body_size <= 0:
         raise ConfigurationError("max_body_size must be a positive number of bytes")
     base_url = agent.url.rstrip("/")
-    owned: list[Any] = []
+    closers: list[Callable[[], Awaitable[None]]] = []  # what the app opened, it closes
     if verifier is None:
-        verifier = _default_verifier(agent)
-        owned.append(verifier)
+        default_verifier = _default_verifier(agent)
+        closers.append(default_verifier.aclose)
+        verifier = default_verifier
     if runtime is None:
         # Calls to dependencies use tokens exchanged by the agent's own client; the
         # credential is only looked up when a skill first calls a dependency.
         delegation = delegation_for(agent)
-        owned.append(delegation)
+        closers.append(delegation.aclose)
         runtime = TaskRuntime(agent, delegation=delegation)
     recorder = _audit_recorder(agent, runtime, recorder, base_url)
     authenticator = BearerAuthenticator(
@@ -206,6 +207,10 @@ def create_app(
     # and the routes then only serve bytes (they cannot fail).
     card_route.prepare()
     metadata_route.prepare()
+    jwks_routes: list[BaseRoute] = []
+    if isinstance(agent.credential, PublishesJwks):
+        jwks = _jwks_endpoint(agent.credential.public_jwks)
+        jwks_routes.append(Route(AGENT_JWKS_PATH, jwks, methods=["GET"], name="agent-jwks"))
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_PATH, card_route.handle, methods=["GET"], name="agent-card"),
         Route(
@@ -214,23 +219,18 @@ def create_app(
             methods=["GET"],
             name="resource-metadata",
         ),
+        *jwks_routes,
         Route("/", jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc"),
         *rest.routes(),
     ]
-    public_jwks = getattr(agent.credential, "public_jwks", None)
-    if callable(public_jwks):
-        routes.insert(2, Route(AGENT_JWKS_PATH, _jwks_endpoint(public_jwks), methods=["GET"]))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            for resource in owned:
-                aclose = getattr(resource, "aclose", None)
-                if aclose is not None:
-                    stack.push_async_callback(aclose)
-            running = getattr(runtime, "running", None)
-            if running is not None:
-                await stack.enter_async_context(running())
+            for close in closers:
+                stack.push_async_callback(close)
+            if isinstance(runtime, ManagedRuntime):
+                await stack.enter_async_context(runtime.running())
             app.state.keycard_runtime = runtime
             yield
 
@@ -250,7 +250,7 @@ def _audit_recorder(
     agent: Agent, runtime: A2ARuntime, recorder: AuditRecorder | None, base_url: str
 ) -> AuditRecorder | None:
     """The recorder the runtime uses: its own, else ``recorder``, else a bounded default."""
-    if not hasattr(runtime, "recorder"):
+    if not isinstance(runtime, ManagedRuntime):
         return recorder  # a custom runtime keeps its own records (or none)
     own: AuditRecorder | None = runtime.recorder
     if own is not None:
@@ -269,11 +269,16 @@ def _audit_recorder(
 
 def _client_id(agent: Agent, runtime: A2ARuntime) -> str:
     """How the token service knows this agent (the ``act.sub`` of its calls), for audit."""
-    delegation = getattr(runtime, "delegation", None)
-    exchange = getattr(delegation, "_exchange", None) or getattr(agent, "exchange", None)
-    for credential in (agent.credential, getattr(exchange, "credential", None)):
-        client_id = getattr(credential, "client_id", None)
-        if isinstance(client_id, str) and client_id:
+    candidates: list[str | None] = []
+    if agent.credential is not None:
+        candidates.append(agent.credential.client_id)
+    delegation = runtime.delegation if isinstance(runtime, ManagedRuntime) else None
+    if isinstance(delegation, TokenExchangeDelegation) and delegation.client_id is not None:
+        candidates.append(delegation.client_id)
+    elif agent.exchange is not None:
+        candidates.append(agent.exchange.client_id)
+    for client_id in candidates:
+        if client_id:
             return client_id
 
     from_env = os.environ.get(ENV_CLIENT_ID)
@@ -282,7 +287,7 @@ def _client_id(agent: Agent, runtime: A2ARuntime) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", agent.agent_name).strip("-").lower() or "agent"
 
 
-def _default_verifier(agent: Agent) -> BearerVerifier:
+def _default_verifier(agent: Agent) -> TokenVerifier:
     if not agent.issuer:
         raise ConfigurationError(
             "the agent has no issuer to verify tokens against: pass Agent(issuer=..., "

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import aclosing
-from typing import Any, Protocol
+from contextlib import AbstractAsyncContextManager, aclosing
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry.trace import get_current_span
 from pydantic import BaseModel, ValidationError
@@ -39,6 +39,8 @@ from keycard_agents._a2a.types import (
     Task,
     dump,
 )
+from keycard_agents._agent._context import DelegationProvider
+from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._errors import AuthenticationError
 from keycard_agents._oauth._resource_server import Caller, MissingCredentialsError
 from keycard_agents._observe._tracing import set_task_outcome
@@ -50,6 +52,7 @@ __all__ = [
     "A2ARuntime",
     "Dispatcher",
     "ExtendedCardProvider",
+    "ManagedRuntime",
     "as_protocol_error",
     "parse_params",
 ]
@@ -99,6 +102,24 @@ class A2ARuntime(Protocol):
     def subscribe(
         self, request: SubscribeToTaskRequest, *, caller: Caller
     ) -> AsyncIterator[StreamResponse]: ...
+
+
+@runtime_checkable
+class ManagedRuntime(A2ARuntime, Protocol):
+    """A runtime the app manages (``keycard_agents.runtime.TaskRuntime`` is one).
+
+    The app's lifespan enters :meth:`running` and, on shutdown, :meth:`aclose` ends the
+    running tasks; the agent's audit records go to ``recorder`` (the app sets one when it
+    is ``None``); ``delegation`` is the provider behind ``ctx.dependency(...)``. A runtime
+    that is only an :class:`A2ARuntime` is served as is, without any of this.
+    """
+
+    recorder: AuditRecorder | None
+    delegation: DelegationProvider | None
+
+    def running(self) -> AbstractAsyncContextManager[Any]: ...
+
+    async def aclose(self) -> None: ...
 
 
 ExtendedCardProvider = Callable[[Caller], AgentCard]

@@ -20,6 +20,7 @@ import uvicorn
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._server._app import create_app
+from keycard_agents._server._dispatch import ManagedRuntime
 
 if TYPE_CHECKING:
     import socket
@@ -48,13 +49,12 @@ def default_url(host: str, port: int) -> str:
 
 def _close_runtime(app: Starlette) -> Callable[[], Awaitable[None]]:
     async def close() -> None:
-        runtime = getattr(app.state, "keycard_runtime", None)
-        aclose = getattr(runtime, "aclose", None)
-        if aclose is None:
+        runtime = app.state.keycard_runtime  # set by create_app
+        if not isinstance(runtime, ManagedRuntime):
             return
         with anyio.move_on_after(SHUTDOWN_GRACE_SECONDS, shield=True):
             try:
-                await aclose()
+                await runtime.aclose()
             except Exception:
                 logger.exception("the task runtime failed to shut down cleanly")
 
