@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 import pytest
-from test_delegation_support import USER_SCOPES, Chain, chain_agents
+from delegation_support import USER_SCOPES, Chain, chain_agents
 
 from keycard_agents import create_app, open_agent_client
 from keycard_agents.testing import LocalTokenService, free_loopback_socket, serve_on_loopback

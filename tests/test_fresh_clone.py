@@ -21,7 +21,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 INNER = "KEYCARD_INNER_CLONE"
 # a few fast files that import the whole package, build agents and run a chain in process
-SMOKE = ("tests/test_public_api.py", "tests/test_agent.py", "tests/test_delegation_chain.py")
+SMOKE = (
+    "tests/test_public_api.py",
+    "tests/_agent/test_agent.py",
+    "tests/_delegation/test_delegation_chain.py",
+)
 
 pytestmark = [
     pytest.mark.slow,

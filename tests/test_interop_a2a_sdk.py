@@ -32,8 +32,8 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 from google.protobuf import json_format
+from server_support import AGENT_URL, ISSUER, EchoAgent, TokenMinter
 from starlette.applications import Starlette
-from test_server_support import AGENT_URL, ISSUER, EchoAgent, TokenMinter
 
 from keycard_agents import create_app
 

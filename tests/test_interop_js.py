@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from test_server_support import ISSUER, EchoAgent, TokenMinter
+from server_support import ISSUER, EchoAgent, TokenMinter
 
 from keycard_agents import create_app
 
