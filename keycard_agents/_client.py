@@ -54,6 +54,7 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
+from keycard_agents._json import JsonLimitError, loads_bounded
 from keycard_agents._tracing import (
     describe_a2a_call,
     describe_a2a_result,
@@ -556,9 +557,9 @@ def _model(model: type[_M], data: Any, what: str) -> _M:
 
 def _stream_event(data: str, what: str) -> StreamResponse:
     try:
-        envelope = json.loads(data)
-    except ValueError as exc:
-        raise InvalidAgentResponseError(f"{what}: an event is not JSON") from exc
+        envelope = loads_bounded(data)
+    except JsonLimitError as exc:
+        raise InvalidAgentResponseError(f"{what}: an event is not acceptable JSON: {exc}") from exc
     return _model(StreamResponse, _envelope_result(envelope, what), what)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import math
 import time
@@ -44,6 +43,7 @@ from ._errors import (
     TransportError,
 )
 from ._identity import ApplicationCredential
+from ._json import loads_bounded
 from ._tracing import (
     ATTR_CACHE,
     ATTR_SCOPES_GRANTED,
@@ -566,8 +566,8 @@ def _expiry_of(token: str) -> float | None:
     payload = parts[1]
     try:
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(raw)
-    except (binascii.Error, ValueError):
+        claims = loads_bounded(raw)
+    except (binascii.Error, ValueError):  # JsonLimitError is a ValueError
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp):

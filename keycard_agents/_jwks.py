@@ -11,7 +11,6 @@ issuer are coalesced into a single request.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -31,6 +30,7 @@ from tenacity import (
 )
 
 from ._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError, KeycardError
+from ._json import JsonLimitError, loads_bounded
 from ._keys import ALGORITHMS, VerificationKeys
 from ._tokens import TrustedIssuer
 
@@ -337,8 +337,8 @@ class JWKSCache:
                 f"could not reach issuer {issuer}: {what} at {url}: {exc}"
             ) from exc.__cause__
         try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+            document = loads_bounded(body)
+        except JsonLimitError as exc:
             raise IssuerUnreachableError(
                 f"could not use issuer {issuer}: {what} at {url} is not valid JSON ({exc})"
             ) from exc
