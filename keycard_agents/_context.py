@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from keycard_agents._a2a.types import Message, Part, Role, TaskState
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._principal import ActorChain, Principal
+from keycard_agents._principal import ActorChain, Principal, UserId
 
 if TYPE_CHECKING:
     from keycard_agents._agent import Dependency
@@ -38,10 +38,11 @@ class Caller:
 
     @property
     def owner(self) -> str | None:
-        """The key that tasks of this caller are stored under (issuer and subject)."""
+        """The key that tasks of this caller are stored under: the user (origin issuer and
+        subject) and the actor chain; ``None`` when anonymous."""
         if self.principal is None:
             return None
-        return f"{self.principal.issuer} {self.principal.user}"
+        return self.principal.task_owner
 
 
 class DelegationProvider(Protocol):
@@ -128,9 +129,14 @@ class Context:
         return self._caller.principal
 
     @property
-    def user(self) -> str | None:
-        """The user the call is made for (``sub``), or ``None`` when anonymous."""
-        return None if self.principal is None else self.principal.user
+    def user(self) -> UserId | None:
+        """The user the call is made for, or ``None`` when anonymous.
+
+        A :class:`~keycard_agents.UserId`: it prints as ``sub`` but is equal only to the
+        same ``sub`` from the same origin issuer, so keying data on it never mixes up two
+        users who happen to share a name at different identity providers.
+        """
+        return None if self.principal is None else self.principal.user_id
 
     @property
     def actors(self) -> ActorChain:

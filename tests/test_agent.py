@@ -24,7 +24,7 @@ from keycard_agents._agent import (
 )
 from keycard_agents._context import Caller, Context
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._principal import Actor, ActorChain, Principal
+from keycard_agents._principal import Actor, ActorChain, Principal, UserId
 
 
 class Itinerary(BaseModel):
@@ -405,11 +405,16 @@ def test_context_exposes_the_verified_principal() -> None:
     )
     ctx = _context(principal=principal)
     assert (ctx.user, ctx.scopes, ctx.txn, ctx.text) == (
-        "alice",
+        UserId("alice", issuer="https://sts.test"),
         frozenset({"trips:plan"}),
         "txn-1",
         "hello",
     )
+    # A user is (origin issuer, sub): it prints as the name, equals no bare string.
+    assert (str(ctx.user), f"{ctx.user}", ctx.user.sub) == ("alice", "alice", "alice")
+    assert ctx.user != "alice"
+    assert ctx.user != UserId("alice", issuer="https://idp.test")
+    assert len({ctx.user, UserId("alice", issuer="https://sts.test")}) == 1
     assert ctx.actors.subjects() == ("frontend",)
     anonymous = _context()
     assert (anonymous.user, anonymous.scopes, anonymous.txn) == (None, frozenset(), None)
