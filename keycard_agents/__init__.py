@@ -65,14 +65,18 @@ from ._keys import SigningKey as SigningKey
 from ._principal import Actor as Actor
 from ._principal import ActorChain as ActorChain
 from ._principal import Principal as Principal
+from ._principal import UserId as UserId
 from ._runtime import TaskRuntime as TaskRuntime
 from ._server import AgentMount as AgentMount
 from ._server import create_app as create_app
 from ._server import serve as serve
 from ._stores import CapacityExceededError as CapacityExceededError
 from ._stores import MemoryTaskStore as MemoryTaskStore
+from ._stores import TaskQuotaExceededError as TaskQuotaExceededError
 from ._stores import TaskRecord as TaskRecord
 from ._stores import TaskStore as TaskStore
+from ._stores import TaskTooLargeError as TaskTooLargeError
+from ._stores import TaskViewer as TaskViewer
 from ._tokens import ACCESS_TOKEN_TYPE as ACCESS_TOKEN_TYPE
 from ._tokens import CLIENT_ASSERTION_TYPE as CLIENT_ASSERTION_TYPE
 from ._tokens import KeyResolver as KeyResolver
@@ -161,9 +165,12 @@ __all__ = [
     "Skill",
     "SkillCall",
     "StaticKeys",
+    "TaskQuotaExceededError",
     "TaskRecord",
     "TaskRuntime",
     "TaskStore",
+    "TaskTooLargeError",
+    "TaskViewer",
     "TokenExchangeClient",
     "TokenExchangeDelegation",
     "TokenReport",
@@ -172,6 +179,7 @@ __all__ = [
     "TrailEntry",
     "TransportError",
     "TrustedIssuer",
+    "UserId",
     "WebIdentity",
     "WorkloadIdentity",
     "__version__",
