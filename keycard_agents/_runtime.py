@@ -308,9 +308,11 @@ class TaskRuntime:
             )
         return size
 
-    def _check_fits(self, record: TaskRecord, model: BaseModel, *, what: str) -> None:
-        """Refuse ``model`` when adding it would pass the task's size limit."""
-        size = _json_size(model)
+    def _check_fits(
+        self, record: TaskRecord, model: BaseModel, *, what: str, copies: int = 1
+    ) -> None:
+        """Refuse ``model`` when adding it (``copies`` times) would pass the task's limit."""
+        size = _json_size(model) * copies
         if record.size + size > self.max_task_bytes:
             raise TaskTooLargeError(
                 f"{what} ({size} bytes) would make task {record.task.id} hold more than "
@@ -457,11 +459,15 @@ class TaskRuntime:
                         f"The skill failed with an unexpected error ({type(exc).__name__}).",
                     )
                 else:
-                    if parts:
-                        await _Sink(self, live).add_artifact(
-                            parts, name=f"{skill.id} result", description=None, metadata=None
-                        )
                     outcome = (TaskState.COMPLETED, None)
+                    if parts:
+                        try:
+                            await _Sink(self, live).add_artifact(
+                                parts, name=f"{skill.id} result", description=None, metadata=None
+                            )
+                        except TaskTooLargeError as exc:
+                            mark_error(current, exc)
+                            outcome = (TaskState.FAILED, str(exc))
             if live.scope.cancel_called:
                 outcome = (TaskState.CANCELED, live.cancel_reason or CANCELED_BY_CLIENT)
             assert outcome is not None
@@ -526,7 +532,7 @@ class TaskRuntime:
             self._authorize(skill, caller)
             arguments = skill.validate_arguments(record.arguments)
             message = message.model_copy(update={"context_id": record.task.context_id})
-            self._check_fits(record, message, what="the message")
+            self._check_fits(record, message, what="the message", copies=2)
             record.replies.append(message)
             record.task.history.append(message)
             record.size += 2 * size  # in the history and among the replies
