@@ -140,6 +140,7 @@ class World:
     delta_key: SigningKey
     sts: httpx.AsyncClient
     beta: httpx.AsyncClient
+    mcp: httpx.AsyncClient
     tokens: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, str] = field(default_factory=dict)
 
@@ -292,6 +293,19 @@ def send_params(skill_id: str, *, task_id: str | None = None, **arguments: Any) 
 
 
 @asynccontextmanager
+async def _open_mcp(agent: Agent, verifier: TokenVerifier) -> AsyncIterator[httpx.AsyncClient]:
+    """Beta's skills as MCP tools at ``BETA/mcp`` (streamable HTTP, the ``mcp`` SDK)."""
+    from keycard_agents.mcp import create_mcp_server, mcp_app
+
+    server = create_mcp_server(agent, resource=f"{BETA}/mcp", verifier=verifier, issuer=STS)
+    app = mcp_app(server, json_response=True, stateless_http=True)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BETA) as client:
+            yield client
+
+
+@asynccontextmanager
 async def open_world() -> AsyncIterator[World]:
     """Start the world and make the tokens and tasks the attacks aim at.
 
@@ -326,7 +340,10 @@ async def open_world() -> AsyncIterator[World]:
         beta = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BETA)
         )
-        world = World(service=service, idp_key=idp_key, delta_key=delta_key, sts=sts, beta=beta)
+        mcp = await stack.enter_async_context(_open_mcp(agent, verifier))
+        world = World(
+            service=service, idp_key=idp_key, delta_key=delta_key, sts=sts, beta=beta, mcp=mcp
+        )
         user = world.user_token
         world.tokens.update(
             alice=await world.delegated("alpha", user("alice", audience=ALPHA), BETA),

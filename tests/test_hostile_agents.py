@@ -110,6 +110,9 @@ class Expect:
                 return f"OAuth error {body!r}, expected {self.value}"
             if "access_token" in body:
                 return "issued a token"
+        elif self.kind == "status":  # only the HTTP status is ours (the mcp SDK answers)
+            if isinstance(body, dict) and "result" in body:
+                return "accepted"
         elif self.kind == "empty":
             tasks = body.get("tasks") if isinstance(body, dict) else None
             if isinstance(body, dict) and "result" in body:
@@ -349,6 +352,24 @@ def _token_rest(mint: Mint) -> Send:
 for _name, _mint, _check, _why in TOKENS:
     row(f"token/jsonrpc/{_name}", _token_rpc(_mint), Expect.token(_check), _why)
     row(f"token/rest/{_name}", _token_rest(_mint), Expect.token(_check), _why)
+
+
+def _token_mcp(mint: Mint) -> Send:
+    async def send(w: World) -> httpx.Response:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        headers = {
+            "Authorization": f"Bearer {mint(w)}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        return await w.mcp.post("/mcp", json=body, headers=headers)
+
+    return send
+
+
+for _name, _mint, _check, _why in TOKENS:
+    if _check in ("malformed", "claims") or "nested" in _name:
+        row(f"token/mcp/{_name}", _token_mcp(_mint), Expect(401, "status"), _why)
 
 
 async def _bearer_junk(w: World) -> httpx.Response:
