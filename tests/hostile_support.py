@@ -143,6 +143,7 @@ class World:
     mcp: httpx.AsyncClient
     tokens: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, str] = field(default_factory=dict)
+    recorder: Any = None  # beta's own audit trail (an AuditRecorder)
 
     # -- tokens ---------------------------------------------------------------------
 
@@ -344,6 +345,7 @@ async def open_world() -> AsyncIterator[World]:
         world = World(
             service=service, idp_key=idp_key, delta_key=delta_key, sts=sts, beta=beta, mcp=mcp
         )
+        world.recorder = app.state.keycard_recorder
         user = world.user_token
         world.tokens.update(
             alice=await world.delegated("alpha", user("alice", audience=ALPHA), BETA),

@@ -898,6 +898,9 @@ async def test_audit_trails_record_where_each_user_came_from(world: World) -> No
     records = await world.service.audit.query(user="alice")
     origins = {r.user_issuer for r in records if r.decision == "issued"}
     assert origins == {STS, IDP}
+    await world.start("whoami", "alice_idp")
+    served = await world.recorder.store.query(user="alice")
+    assert {r.user_issuer for r in served if r.skill == "whoami"} == {IDP}
 
 
 async def test_origin_is_copied_unchanged_at_every_hop(world: World) -> None:
