@@ -82,7 +82,7 @@ async def _child(count: int, bound: int) -> dict[str, Any]:
     issuer = BenchIssuer()
     steps: dict[str, int] = {}
     agent = MemoryEcho(url=AUDIENCE)
-    store = MemoryTaskStore(max_tasks=bound)
+    store = MemoryTaskStore(max_tasks=bound, max_tasks_per_owner=bound)
     runtime = TaskRuntime(agent, store=store)
     verifier = TokenVerifier(
         issuers=[ISSUER], keys=StaticKeys({ISSUER: issuer.jwks()}), cache_size=bound

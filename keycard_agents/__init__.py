@@ -48,6 +48,7 @@ from keycard_agents._errors import TransportError as TransportError
 from keycard_agents._jose._principal import Actor as Actor
 from keycard_agents._jose._principal import ActorChain as ActorChain
 from keycard_agents._jose._principal import Principal as Principal
+from keycard_agents._jose._principal import UserId as UserId
 from keycard_agents._oauth._credentials import ApplicationCredential as ApplicationCredential
 from keycard_agents._oauth._credentials import ClientSecret as ClientSecret
 from keycard_agents._oauth._credentials import WebIdentity as WebIdentity
@@ -94,6 +95,7 @@ __all__ = [
     "Skill",
     "SkillCall",
     "TransportError",
+    "UserId",
     "WebIdentity",
     "WorkloadIdentity",
     "__version__",

@@ -513,7 +513,16 @@ class _Runner:
         now = int(self.clock())
         filled = self.fill(dict(want), now)
         act = claims.get("act")
+        sub_id = claims.get("sub_id")
+        source_origin = source.get("sub_id") if "act" in source else None
         checks: list[tuple[bool, str]] = [
+            (
+                isinstance(sub_id, dict)
+                and sub_id.get("format") == "iss_sub"
+                and sub_id.get("sub") == claims.get("sub"),
+                "sub_id is not an iss_sub naming the token's sub (CL-11)",
+            ),
+            (source_origin is None or sub_id == source_origin, "sub_id was not copied unchanged"),
             (claims.get("sub") == source.get("sub"), "sub is not the subject token's sub"),
             (claims.get("aud") == resource, "aud is not exactly the requested resource"),
             (agent is not None and claims.get("client_id") == agent.client_id, "client_id"),
@@ -538,7 +547,7 @@ class _Runner:
         if "actors" in filled:
             chain = ActorChain.from_act_claim(act).subjects()
             checks.append((list(chain) == filled["actors"], f"actor chain is {list(chain)}"))
-        for name in ("sub", "aud", "client_id"):
+        for name in ("sub", "aud", "client_id", "sub_id"):
             if name in filled:
                 checks.append((claims.get(name) == filled[name], f"{name} differs"))
         if "txn" in filled and filled["txn"] != "*":

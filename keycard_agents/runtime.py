@@ -11,8 +11,11 @@ from keycard_agents._runtime._runtime import TaskRuntime as TaskRuntime
 from keycard_agents._runtime._store import CapacityExceededError as CapacityExceededError
 from keycard_agents._runtime._store import MemoryTaskStore as MemoryTaskStore
 from keycard_agents._runtime._store import TaskPage as TaskPage
+from keycard_agents._runtime._store import TaskQuotaExceededError as TaskQuotaExceededError
 from keycard_agents._runtime._store import TaskRecord as TaskRecord
 from keycard_agents._runtime._store import TaskStore as TaskStore
+from keycard_agents._runtime._store import TaskTooLargeError as TaskTooLargeError
+from keycard_agents._runtime._store import TaskViewer as TaskViewer
 from keycard_agents._server._dispatch import A2ARuntime as A2ARuntime
 from keycard_agents._server._dispatch import ManagedRuntime as ManagedRuntime
 
@@ -22,7 +25,10 @@ __all__ = [
     "ManagedRuntime",
     "MemoryTaskStore",
     "TaskPage",
+    "TaskQuotaExceededError",
     "TaskRecord",
     "TaskRuntime",
     "TaskStore",
+    "TaskTooLargeError",
+    "TaskViewer",
 ]

@@ -19,7 +19,7 @@ from keycard_agents._a2a.types import Message, Part, Role, TaskState
 from keycard_agents._agent._dependencies import AgentDependency, Dependency, HttpDependency
 from keycard_agents._agent._handles import AgentCalls, HttpApiCalls
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._jose._principal import ActorChain, Principal
+from keycard_agents._jose._principal import ActorChain, Principal, UserId
 from keycard_agents._oauth._resource_server import Caller
 
 __all__ = ["Context", "DelegationProvider", "TaskSink"]
@@ -96,9 +96,14 @@ class Context:
         return self._caller.principal
 
     @property
-    def user(self) -> str | None:
-        """The user the call is made for (``sub``), or ``None`` when anonymous."""
-        return None if self.principal is None else self.principal.user
+    def user(self) -> UserId | None:
+        """The user the call is made for, or ``None`` when anonymous.
+
+        A :class:`~keycard_agents.UserId`: it prints as ``sub`` but is equal only to the
+        same ``sub`` from the same origin issuer, so keying data on it never mixes up two
+        users who happen to share a name at different identity providers.
+        """
+        return None if self.principal is None else self.principal.user_id
 
     @property
     def actors(self) -> ActorChain:

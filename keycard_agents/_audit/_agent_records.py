@@ -47,6 +47,7 @@ class AgentAuditRecord(BaseModel):
     ended: float | None = None
     txn: str | None = None
     user: str | None = None
+    user_issuer: str | None = None  # where the user came from (RFC 9493 iss_sub)
     actors: tuple[str, ...] = ()
     task_id: str | None = None
     skill: str | None = None
@@ -160,6 +161,7 @@ class AuditRecorder:
             ended=self._clock() if ended is None else ended,
             txn=None if principal is None else principal.txn,
             user=None if principal is None else principal.user,
+            user_issuer=None if principal is None else principal.origin,
             actors=() if principal is None else principal.actors.subjects(),
             task_id=task_id,
             skill=skill,
@@ -199,6 +201,7 @@ class AuditRecorder:
             ended=self._clock() if ended is None else ended,
             txn=None if principal is None else principal.txn,
             user=None if principal is None else principal.user,
+            user_issuer=None if principal is None else principal.origin,
             actors=() if principal is None else principal.actors.subjects(),
             target=target,
             dependency=dependency,

@@ -22,7 +22,9 @@ class AuditRecord(BaseModel):
     """One decision of the token service.
 
     Fields the service could not know when it denied a request (for example the
-    user, when the subject token did not verify) are ``None``.
+    user, when the subject token did not verify) are ``None``. ``user_issuer`` is the
+    issuer the user came from (RFC 9493 ``iss_sub``): ``user`` alone is not unique
+    across identity providers.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -32,6 +34,7 @@ class AuditRecord(BaseModel):
     decision: Literal["issued", "denied"]
     txn: str | None = None
     user: str | None = None
+    user_issuer: str | None = None
     actors: tuple[str, ...] | None = None
     client_id: str | None = None
     target: str | None = None

@@ -45,6 +45,7 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
+from keycard_agents._json import JsonLimitError, loads_bounded
 from keycard_agents._oauth._challenge import bearer_challenge
 from keycard_agents._oauth._discovery import (
     CardCache,
@@ -546,9 +547,9 @@ def _model(model: type[_M], data: Any, what: str) -> _M:
 
 def _stream_event(data: str, what: str) -> StreamResponse:
     try:
-        envelope = json.loads(data)
-    except ValueError as exc:
-        raise InvalidAgentResponseError(f"{what}: an event is not JSON") from exc
+        envelope = loads_bounded(data)
+    except JsonLimitError as exc:
+        raise InvalidAgentResponseError(f"{what}: an event is not acceptable JSON: {exc}") from exc
     return _model(StreamResponse, _envelope_result(envelope, what), what)
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "DelegationExtensionParams",
     "DelegationSkill",
     "MayActClaim",
+    "SubjectIdentifier",
     "TokenServiceRef",
     "UserTokenClaims",
     "protocol_schemas",
@@ -56,6 +57,19 @@ class ActClaim(_Claims):
     act: ActClaim | None = Field(
         default=None, description="The previous actor; absent for the first agent of the chain."
     )
+
+
+class SubjectIdentifier(_Claims):
+    """``sub_id`` (RFC 9493 §4) in the ``iss_sub`` format (§3.2.5): where the user came from."""
+
+    format: Literal["iss_sub"] = Field(description="Always iss_sub in tokens issued here.")
+    iss: str = Field(
+        min_length=1,
+        description="The issuer that authenticated the user: this token service for its own "
+        "users, else the trusted issuer of the first subject token. Copied unchanged at "
+        "every later hop.",
+    )
+    sub: str = Field(min_length=1, description="The user as that issuer names it; equals 'sub'.")
 
 
 class MayActClaim(_Claims):
@@ -92,6 +106,11 @@ class UserTokenClaims(_AccessTokenClaims):
     may_act: MayActClaim | None = Field(
         default=None, description="The only agent allowed to act first, when present."
     )
+    sub_id: SubjectIdentifier | None = Field(
+        default=None,
+        description="Optional in user tokens (the user is then this issuer's); when present, "
+        "its 'sub' must equal 'sub'.",
+    )
 
 
 class DelegatedTokenClaims(_AccessTokenClaims):
@@ -105,6 +124,9 @@ class DelegatedTokenClaims(_AccessTokenClaims):
     txn: str = Field(min_length=1, description="The subject token's txn (or a new one).")
     nbf: int = Field(description="Not before; equals iat.")
     act: ActClaim = Field(description="The actor chain, outermost = the current actor.")
+    sub_id: SubjectIdentifier = Field(
+        description="Where the user came from (RFC 9493 iss_sub): a user is (sub_id.iss, sub)."
+    )
 
 
 class TokenServiceRef(BaseModel):

@@ -8,7 +8,9 @@ of RFC 8707 / RFC 9068 §4 (``aud`` must name this resource).
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
+import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -35,6 +37,7 @@ from keycard_agents._jose._keys import (
     key_fits_algorithm,
     show_untrusted,
 )
+from keycard_agents._json import JsonLimitError, loads_bounded
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -56,6 +59,10 @@ DEFAULT_REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
 _COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 _STRING_CLAIMS = ("iss", "sub", "jti", "scope", "client_id", "txn", "azp")
 _TIME_CLAIMS = ("exp", "nbf", "iat")
+#: The latest NumericDate accepted: 9999-12-31T23:59:59Z (what a datetime can hold).
+MAX_NUMERIC_DATE = 253_402_300_799
+#: ``sub_id`` format naming a user by issuer and subject (RFC 9493 §3.2.5).
+ISS_SUB_FORMAT = "iss_sub"
 
 
 def _fail(check: str, message: str) -> InvalidTokenError:
@@ -73,6 +80,31 @@ def _normalize_typ(value: str) -> str:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_numeric_date(value: object) -> bool:
+    """A finite number of seconds between the epoch and year 9999 (RFC 7519 §2 NumericDate).
+
+    ``NaN``, infinities and huge values would make every comparison with the clock
+    false (a token that never expires) or overflow a date conversion.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return 0 <= value <= MAX_NUMERIC_DATE  # an int of any size compares without overflow
+
+
+def _segment_json(segment: bytes, what: str) -> Any:
+    """One base64url JWS segment, decoded and parsed with the bounded JSON parser."""
+    try:
+        raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise _fail("malformed", f"token {what} is not base64url") from exc
+    try:
+        return loads_bounded(raw)
+    except JsonLimitError as exc:
+        raise _fail("malformed", f"token {what} is not acceptable JSON: {exc}") from None
 
 
 def _parse(token: object, max_bytes: int) -> tuple[jws.CompactSignature, dict[str, Any]]:
@@ -95,6 +127,8 @@ def _parse(token: object, max_bytes: int) -> tuple[jws.CompactSignature, dict[st
     header_segment, payload_segment, _ = raw.split(b".")
     if not header_segment or not payload_segment:
         raise _fail("malformed", "token has an empty header or payload segment")
+    if not isinstance(_segment_json(header_segment, "header"), dict):
+        raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
     try:
         obj = jws.extract_compact(raw, registry=_PARSE_REGISTRY)
         header = obj.headers()
@@ -114,9 +148,9 @@ _PARSE_REGISTRY = jws_registry(ALGORITHMS)
 
 def _claims(obj: jws.CompactSignature) -> dict[str, Any]:
     try:
-        claims = json.loads(obj.payload)
-    except (ValueError, RecursionError) as exc:
-        raise _fail("malformed", "token payload is not JSON") from exc
+        claims = loads_bounded(obj.payload)
+    except JsonLimitError as exc:
+        raise _fail("malformed", f"token payload is not acceptable JSON: {exc}") from None
     if not isinstance(claims, dict):
         raise _fail("malformed", "token payload is not a JSON object")
     return claims
@@ -161,8 +195,14 @@ def _check_claims(
     if "sub" in claims and not claims["sub"]:
         raise _fail("claims", "token claim 'sub' is empty")
     for name in _TIME_CLAIMS:
-        if name in claims and not _is_number(claims[name]):
-            raise _fail("claims", f"token claim {name!r} must be a number (seconds since epoch)")
+        if name in claims and not is_numeric_date(claims[name]):
+            raise _fail(
+                "claims",
+                f"token claim {name!r} must be a NumericDate: a finite number of seconds since "
+                f"the epoch, at most {MAX_NUMERIC_DATE} (RFC 7519 §2)",
+            )
+    if "sub_id" in claims:
+        _check_sub_id(claims["sub_id"], claims.get("sub"))
     aud = claims.get("aud")
     if aud is not None and not (
         isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
@@ -172,6 +212,24 @@ def _check_claims(
     check_times(claims, leeway=leeway, now=now)
     if "act" in claims:
         _check_act(claims["act"], max_actor_depth)
+
+
+def _check_sub_id(sub_id: object, sub: object) -> None:
+    """``sub_id`` (RFC 9493 §4): an object with a string ``format``; ``iss_sub`` must name
+    a non-empty issuer and the token's own ``sub``."""
+    if not isinstance(sub_id, dict) or not isinstance(sub_id.get("format"), str):
+        raise _fail("claims", "token claim 'sub_id' must be an object with a string 'format'")
+    if sub_id["format"] != ISS_SUB_FORMAT:
+        return
+    iss, named = sub_id.get("iss"), sub_id.get("sub")
+    if not isinstance(iss, str) or not iss or not isinstance(named, str):
+        raise _fail("claims", "token claim 'sub_id' of format iss_sub needs string 'iss' and 'sub'")
+    if named != sub:
+        raise _fail(
+            "claims",
+            "token claim 'sub_id' names another subject than 'sub': the two must identify the "
+            "same user (RFC 9493 §4)",
+        )
 
 
 def check_audience(aud: str | list[str] | None, audience: str) -> None:

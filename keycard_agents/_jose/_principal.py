@@ -1,18 +1,60 @@
 """The verified identity behind a request: the user and the chain of agents acting.
 
 Implements the reading side of RFC 8693 §4.1 (``act``: the outermost actor is the
-current one, nested ``act`` claims are earlier actors) and the claims of RFC 9068
-(JWT access tokens) that an agent authorizes on.
+current one, nested ``act`` claims are earlier actors), the claims of RFC 9068
+(JWT access tokens) that an agent authorizes on, and the user's origin from an RFC 9493
+§3.2.5 ``iss_sub`` subject identifier in ``sub_id``: a user is (origin issuer, ``sub``),
+never ``sub`` alone.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, overload
 
-__all__ = ["Actor", "ActorChain", "Principal"]
+__all__ = ["Actor", "ActorChain", "Principal", "UserId"]
+
+
+class UserId(str):
+    """A user as (origin issuer, ``sub``): the text is ``sub``, the identity is both.
+
+    Two users with the same ``sub`` from different issuers are different users, so a
+    ``UserId`` is equal only to a ``UserId`` of the same issuer and subject (and hashes
+    accordingly), never to a bare string: compare ``user.sub`` and ``user.issuer`` to
+    test for a name. It formats, prints and serializes to JSON as the bare ``sub``.
+    """
+
+    issuer: str
+
+    def __new__(cls, sub: str, *, issuer: str) -> UserId:
+        self = super().__new__(cls, sub)
+        self.issuer = issuer
+        return self
+
+    @property
+    def sub(self) -> str:
+        """The subject, as the origin issuer names the user."""
+        return str.__str__(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, UserId):
+            return self.issuer == other.issuer and self.sub == other.sub
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((self.issuer, self.sub))
+
+    def __repr__(self) -> str:
+        return f"UserId({self.sub!r}, issuer={self.issuer!r})"
+
+    def __getnewargs_ex__(self) -> tuple[tuple[str], dict[str, str]]:
+        return (self.sub,), {"issuer": self.issuer}
 
 
 @dataclass(frozen=True)
@@ -116,6 +158,10 @@ class Principal:
     Authorize on the top-level claims (``user``, ``scopes``, ``audience``) and on
     ``actors.current`` only; earlier actors are evidence for audit.
     Holds claims, never the token itself.
+
+    ``user`` is the ``sub`` claim; ``origin`` the issuer the user came from (the
+    ``iss`` of an ``iss_sub`` ``sub_id``, else the token's own ``iss``). Key anything
+    per user on :attr:`user_id`, which is both.
     """
 
     user: str
@@ -129,6 +175,11 @@ class Principal:
     expires_at: int | None = None
     issued_at: int | None = None
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.origin:
+            object.__setattr__(self, "origin", self.issuer)
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any]) -> Principal:
@@ -136,6 +187,10 @@ class Principal:
         aud = claims.get("aud")
         audience = (aud,) if isinstance(aud, str) else tuple(aud or ())
         scope = claims.get("scope") or ""
+        sub_id = claims.get("sub_id")
+        origin = str(claims["iss"])
+        if isinstance(sub_id, Mapping) and sub_id.get("format") == "iss_sub":
+            origin = str(sub_id["iss"])
         return cls(
             user=str(claims["sub"]),
             issuer=str(claims["iss"]),
@@ -148,7 +203,20 @@ class Principal:
             expires_at=claims.get("exp"),
             issued_at=claims.get("iat"),
             claims=dict(claims),
+            origin=origin,
         )
+
+    @property
+    def user_id(self) -> UserId:
+        """The user as (origin issuer, ``sub``)."""
+        return UserId(self.user, issuer=self.origin)
+
+    @property
+    def task_owner(self) -> str:
+        """Who this principal is for task ownership: the user with its origin and the
+        actor chain (each actor with its issuer), as one canonical string."""
+        actors = [[a.sub, a.iss or ""] for a in self.actors]
+        return json.dumps([self.origin, self.user, actors], separators=(",", ":"))
 
     @property
     def expires(self) -> datetime | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import math
 import time
@@ -42,6 +41,7 @@ from keycard_agents._errors import (
     IssuerUnreachableError,
     TransportError,
 )
+from keycard_agents._json import loads_bounded
 from keycard_agents._oauth._credentials import ApplicationCredential
 from keycard_agents._oauth._http import (
     DocumentTooLargeError,
@@ -411,10 +411,11 @@ class TokenExchangeClient:
                         f"token service metadata at {url}: {exc}; check the issuer URL"
                     ) from exc
             try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
+                body = loads_bounded(raw)
+            except ValueError as exc:  # JsonLimitError: not JSON, or nested beyond the limit
                 raise IssuerUnreachableError(
-                    f"token service metadata at {url} is not JSON; check the issuer URL"
+                    f"token service metadata at {url} is not acceptable JSON ({exc}); "
+                    "check the issuer URL"
                 ) from exc
             return _check_metadata(body, issuer=self.issuer, url=url)
 
@@ -579,8 +580,8 @@ def _expiry_of(token: str) -> float | None:
     payload = parts[1]
     try:
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims = json.loads(raw)
-    except (binascii.Error, ValueError):
+        claims = loads_bounded(raw)
+    except (binascii.Error, ValueError):  # JsonLimitError is a ValueError
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp):

@@ -11,7 +11,6 @@ issuer are coalesced into a single request.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -36,6 +35,7 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._jose._keys import ALGORITHMS, VerificationKeys
+from keycard_agents._json import JsonLimitError, loads_bounded
 from keycard_agents._oauth._http import DocumentTooLargeError, is_retryable_status, read_document
 from keycard_agents._oauth._urls import (
     authorization_server_metadata_url,
@@ -336,8 +336,8 @@ class JWKSCache:
                 f"could not reach issuer {issuer}: {what} at {url}: {exc}"
             ) from exc.__cause__
         try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+            document = loads_bounded(body)
+        except JsonLimitError as exc:
             raise IssuerUnreachableError(
                 f"could not use issuer {issuer}: {what} at {url} is not valid JSON ({exc})"
             ) from exc

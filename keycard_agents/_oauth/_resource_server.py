@@ -59,10 +59,11 @@ class Caller:
 
     @property
     def owner(self) -> str | None:
-        """The key that tasks of this caller are stored under (issuer and subject)."""
+        """The key that tasks of this caller are stored under: the user (origin issuer and
+        subject) and the actor chain; ``None`` when anonymous."""
         if self.principal is None:
             return None
-        return f"{self.principal.issuer} {self.principal.user}"
+        return self.principal.task_owner
 
 
 class BearerVerifier(Protocol):

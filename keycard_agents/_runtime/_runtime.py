@@ -33,6 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context as OtelContext
 from opentelemetry.trace import Span
+from pydantic import BaseModel
 
 from keycard_agents._a2a.errors import (
     InternalError,
@@ -79,7 +80,13 @@ from keycard_agents._observe._tracing import (
     set_task_outcome,
     span,
 )
-from keycard_agents._runtime._store import MemoryTaskStore, TaskRecord, TaskStore
+from keycard_agents._runtime._store import (
+    MemoryTaskStore,
+    TaskRecord,
+    TaskStore,
+    TaskTooLargeError,
+    TaskViewer,
+)
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     from builtins import BaseExceptionGroup
@@ -92,6 +99,9 @@ logger = logging.getLogger("keycard_agents.runtime")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+#: Default limits on what one task may hold (see docs/security.md).
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+DEFAULT_MAX_TASK_BYTES = 4 * 1024 * 1024
 CANCELED_BY_CLIENT = "Task canceled by the client."
 SHUTTING_DOWN = "Task canceled: the agent is shutting down."
 
@@ -119,6 +129,11 @@ class _LiveTask:
     trace_context: OtelContext | None = None
 
 
+def _json_size(model: BaseModel) -> int:
+    """The bytes of ``model`` as compact JSON (what a task's limits count)."""
+    return len(model.__pydantic_serializer__.to_json(model, exclude_none=True))
+
+
 class _Sink:
     """The TaskSink a skill's Context writes to."""
 
@@ -127,6 +142,7 @@ class _Sink:
         self._live = live
 
     async def status_update(self, message: Message) -> None:
+        self._runtime._check_fits(self._live.record, message, what="the status update")
         await self._runtime._set_status(self._live, TaskState.WORKING, message)
 
     async def add_artifact(
@@ -144,6 +160,7 @@ class _Sink:
             description=description,
             metadata=dict(metadata) if metadata is not None else None,
         )
+        self._runtime._check_fits(self._live.record, artifact, what="the artifact")
         await self._runtime._add_artifact(self._live, artifact)
 
 
@@ -168,6 +185,12 @@ class TaskRuntime:
     returns seconds since the epoch (status timestamps); ``recorder``, when given, records
     every task this agent serves in its audit trail; ``delegation`` provides the
     handles behind ``ctx.dependency(name)``.
+
+    ``max_message_bytes`` (256 KiB) bounds each client message and ``max_task_bytes``
+    (4 MiB) what one task holds (history and artifacts, as compact JSON): a client
+    message over either is refused with InvalidParams, a skill's update or artifact over
+    the task limit fails the task. Per-caller and store-wide limits are the store's
+    (:class:`~keycard_agents.MemoryTaskStore`).
     """
 
     def __init__(
@@ -180,11 +203,21 @@ class TaskRuntime:
         subscriber_buffer: int = 256,
         shutdown_grace: float = 5.0,
         recorder: AuditRecorder | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
     ) -> None:
         if subscriber_buffer < 1:
             raise ConfigurationError(
                 "subscriber_buffer must be at least 1", setting="subscriber_buffer"
             )
+        if max_message_bytes < 1 or max_task_bytes < max_message_bytes:
+            raise ConfigurationError(
+                "max_message_bytes must be at least 1 and max_task_bytes at least "
+                "max_message_bytes",
+                setting="max_task_bytes",
+            )
+        self.max_message_bytes = max_message_bytes
+        self.max_task_bytes = max_task_bytes
         self.agent = agent
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
         self.delegation = delegation
@@ -260,11 +293,34 @@ class TaskRuntime:
             )
 
     async def _owned(self, task_id: str, caller: Caller) -> TaskRecord:
+        """The task, if ``caller`` may see it (:meth:`TaskViewer.may_see`); else not found."""
         live = self._live.get(task_id)
         record = live.record if live is not None else await self.store.get(task_id)
-        if record is None or record.owner != caller.owner:
+        if record is None or not TaskViewer.of(caller.principal).may_see(record):
             raise TaskNotFoundError(f"task {task_id} not found")
         return record
+
+    # -- size limits -------------------------------------------------------------------
+
+    def _check_message(self, message: Message) -> int:
+        size = _json_size(message)
+        if size > self.max_message_bytes:
+            raise TaskTooLargeError(
+                f"the message is {size} bytes as JSON, over this agent's limit of "
+                f"{self.max_message_bytes} bytes: send large content as a file reference"
+            )
+        return size
+
+    def _check_fits(
+        self, record: TaskRecord, model: BaseModel, *, what: str, copies: int = 1
+    ) -> None:
+        """Refuse ``model`` when adding it (``copies`` times) would pass the task's limit."""
+        size = _json_size(model) * copies
+        if record.size + size > self.max_task_bytes:
+            raise TaskTooLargeError(
+                f"{what} ({size} bytes) would make task {record.task.id} hold more than "
+                f"this agent's limit of {self.max_task_bytes} bytes"
+            )
 
     # -- events ------------------------------------------------------------------------
 
@@ -296,6 +352,7 @@ class TaskRuntime:
         task.status = status
         if message is not None:
             task.history.append(message)
+            live.record.size += _json_size(message)
         event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
         self._publish(live, StreamResponse(status_update=event))
         if state.is_terminal or state.is_interrupted:
@@ -305,6 +362,7 @@ class TaskRuntime:
     async def _add_artifact(self, live: _LiveTask, artifact: Artifact) -> None:
         task = live.record.task
         task.artifacts.append(artifact)
+        live.record.size += _json_size(artifact)
         event = TaskArtifactUpdateEvent(
             task_id=task.id,
             context_id=task.context_id,
@@ -405,11 +463,15 @@ class TaskRuntime:
                         f"The skill failed with an unexpected error ({type(exc).__name__}).",
                     )
                 else:
-                    if parts:
-                        await _Sink(self, live).add_artifact(
-                            parts, name=f"{skill.id} result", description=None, metadata=None
-                        )
                     outcome = (TaskState.COMPLETED, None)
+                    if parts:
+                        try:
+                            await _Sink(self, live).add_artifact(
+                                parts, name=f"{skill.id} result", description=None, metadata=None
+                            )
+                        except TaskTooLargeError as exc:
+                            mark_error(current, exc)
+                            outcome = (TaskState.FAILED, str(exc))
             if live.scope.cancel_called:
                 outcome = (TaskState.CANCELED, live.cancel_reason or CANCELED_BY_CLIENT)
             assert outcome is not None
@@ -455,6 +517,7 @@ class TaskRuntime:
                 "the task runtime is not running (enter TaskRuntime.running()) or is shutting down"
             )
         message = request.message
+        size = self._check_message(message)
         if message.task_id:
             record = await self._owned(message.task_id, caller)
             if record.task.id in self._live or not record.state.is_interrupted:
@@ -473,8 +536,10 @@ class TaskRuntime:
             self._authorize(skill, caller)
             arguments = skill.validate_arguments(record.arguments)
             message = message.model_copy(update={"context_id": record.task.context_id})
+            self._check_fits(record, message, what="the message", copies=2)
             record.replies.append(message)
             record.task.history.append(message)
+            record.size += 2 * size  # in the history and among the replies
         else:
             call = self.agent.route(message)
             skill = self.agent.skills.get(call.skill_id)
@@ -494,7 +559,12 @@ class TaskRuntime:
                 history=[message],
             )
             record = TaskRecord(
-                task=task, owner=caller.owner, skill_id=skill.id, arguments=dict(call.arguments)
+                task=task,
+                owner=caller.owner,
+                skill_id=skill.id,
+                arguments=dict(call.arguments),
+                scopes=tuple(skill.scopes),
+                size=size + len(task.id) + len(context_id) + 128,
             )
             await self.store.create(record)
             if self._task_group is None or self._closing:  # shut down while storing
@@ -548,7 +618,7 @@ class TaskRuntime:
         size = min(size, MAX_PAGE_SIZE)
         after = request.status_timestamp_after
         page = await self.store.list(
-            owner=caller.owner,
+            viewer=TaskViewer.of(caller.principal),
             context_id=request.context_id,
             state=request.status,
             updated_after=_utc(after) if after is not None else None,

@@ -13,7 +13,6 @@ and still carry a JSON-RPC error body; protocol errors are answered with HTTP 20
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -25,7 +24,6 @@ from keycard_agents._a2a.errors import (
     A2AError,
     InternalError,
     InvalidRequestError,
-    ParseError,
 )
 from keycard_agents._a2a.types import JSONRPCRequest
 from keycard_agents._errors import AuthenticationError, IssuerUnreachableError
@@ -46,7 +44,9 @@ from keycard_agents._server._protocol import (
     BodyTooLargeError,
     check_version,
     jsonrpc_error_object,
+    log_refusal,
     media_type,
+    parse_json_body,
     read_body,
 )
 from keycard_agents._server._sse import EventStreamResponse, format_event
@@ -106,6 +106,7 @@ class JsonRpcEndpoint:
                 return JSONResponse(_envelope(request_id, result=result))
             except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
                 mark_error(current, exc)
+                log_refusal("JSONRPC", exc.error if isinstance(exc, _HttpLevelError) else exc)
                 return self._error_response(request_id, exc)
 
     async def _read_envelope(self, request: Request) -> JSONRPCRequest:
@@ -120,10 +121,7 @@ class JsonRpcEndpoint:
             body = await read_body(request, limit=self._max_body_size)
         except BodyTooLargeError as exc:
             raise _HttpLevelError(413, InvalidRequestError(str(exc))) from exc
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ParseError("The request body is not valid JSON.") from exc
+        data = parse_json_body(body)
         if isinstance(data, list):
             raise InvalidRequestError("Batch requests are not supported: send one request.")
         if not isinstance(data, dict):

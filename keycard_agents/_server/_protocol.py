@@ -9,6 +9,7 @@ or a query parameter; a request without it is a 0.3 request), the error shapes o
 
 from __future__ import annotations
 
+import logging
 from contextlib import aclosing
 from typing import Any
 
@@ -17,9 +18,12 @@ from starlette.requests import ClientDisconnect, Request
 from keycard_agents._a2a.errors import (
     A2AError,
     InvalidParamsError,
+    InvalidRequestError,
+    ParseError,
     VersionNotSupportedError,
 )
-from keycard_agents._errors import KeycardError
+from keycard_agents._errors import AuthenticationError, InvalidTokenError, KeycardError
+from keycard_agents._json import JsonLimitError, loads_bounded
 
 __all__ = [
     "A2A_VERSION_HEADER",
@@ -30,10 +34,14 @@ __all__ = [
     "error_details",
     "grpc_status_name",
     "jsonrpc_error_object",
+    "log_refusal",
     "media_type",
+    "parse_json_body",
     "read_body",
     "rest_error_body",
 ]
+
+logger = logging.getLogger("keycard_agents.server")
 
 A2A_VERSION_HEADER = "A2A-Version"
 SUPPORTED_VERSION = "1.0"
@@ -52,6 +60,7 @@ _STATUS_NAMES = {
     409: "FAILED_PRECONDITION",
     413: "INVALID_ARGUMENT",
     415: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     501: "UNIMPLEMENTED",
     503: "UNAVAILABLE",
@@ -135,6 +144,37 @@ async def read_body(request: Request, *, limit: int) -> bytes:
     except ClientDisconnect:
         return b""
     return b"".join(chunks)
+
+
+def log_refusal(binding: str, exc: BaseException) -> None:
+    """One log line for a request refused because of what the client sent.
+
+    Internal errors are logged (with their traceback) where they are mapped; this covers
+    the expected refusals: bad input, authentication, unknown tasks. Only our own
+    message is logged (repr-escaped, cut short), never a token or a request body.
+    """
+    if isinstance(exc, InvalidTokenError):
+        logger.info("A2A %s request refused: invalid token (%s check)", binding, exc.check)
+    elif isinstance(exc, AuthenticationError):
+        logger.info("A2A %s request refused: %s", binding, type(exc).__name__)
+    elif isinstance(exc, A2AError) and exc.http_status < 500:
+        logger.info("A2A %s request refused: %s %r", binding, type(exc).__name__, exc.message[:200])
+
+
+def parse_json_body(body: bytes) -> Any:
+    """A request body as JSON, with the bounds of :func:`keycard_agents._json.loads_bounded`.
+
+    Not JSON (including ``NaN``, ``Infinity``, numbers beyond a double, lone surrogates)
+    is a ParseError (-32700); JSON nested too deep is an InvalidRequestError (-32600).
+    """
+    try:
+        return loads_bounded(body)
+    except JsonLimitError as exc:
+        if exc.problem == "depth":
+            raise InvalidRequestError(
+                f"The request body is {exc}: flatten the message or its metadata."
+            ) from None
+        raise ParseError(f"The request body is not valid JSON: {exc}.") from None
 
 
 def _string_metadata(data: Any) -> dict[str, str]:

@@ -12,7 +12,6 @@ content type ``application/a2a+json`` (``application/json`` accepted); errors as
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
@@ -25,7 +24,6 @@ from keycard_agents._a2a.errors import (
     A2AError,
     InternalError,
     InvalidRequestError,
-    ParseError,
     invalid_params,
 )
 from keycard_agents._a2a.types import (
@@ -43,7 +41,9 @@ from keycard_agents._server._dispatch import Dispatcher, as_protocol_error
 from keycard_agents._server._protocol import (
     BodyTooLargeError,
     check_version,
+    log_refusal,
     media_type,
+    parse_json_body,
     read_body,
     rest_error_body,
 )
@@ -145,6 +145,7 @@ class RestBinding:
                 return JSONResponse(result, media_type=content_type)
             except Exception as exc:  # every failure gets a Status body, never a 500 page
                 mark_error(current, exc)
+                log_refusal("HTTP+JSON", exc.error if isinstance(exc, _HttpError) else exc)
                 return self._error_response(exc, content_type)
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
@@ -164,10 +165,7 @@ class RestBinding:
             raise _HttpError(413, InvalidRequestError(str(exc))) from exc
         if not raw.strip():
             return {}
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ParseError("The request body is not valid JSON.") from exc
+        data = parse_json_body(raw)
         if not isinstance(data, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
         return data

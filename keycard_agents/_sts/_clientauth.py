@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from keycard_agents._errors import (
 )
 from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver
+from keycard_agents._json import loads_bounded
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import ClientAuthError, Form
 from keycard_agents._sts._secrets import hash_secret, verify_secret
@@ -90,8 +90,8 @@ def _unverified_claims(assertion: str) -> Mapping[str, Any]:
     """Peek at the payload only to find which client's keys to verify with."""
     try:
         _, payload, _ = assertion.split(".")
-        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        data = loads_bounded(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error):  # JsonLimitError is a ValueError
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -3,7 +3,8 @@
 RFC 8693 §1.1 / §4.1 (``act`` chains: the new actor wraps the subject's chain),
 §4.4 (``may_act`` names who may act first), §2.2.2 (``invalid_target``,
 ``invalid_scope``), RFC 8707 §2 (exactly one ``resource``), RFC 6749 §3.3 (scope
-narrowing). Pure functions over already verified claims: easy to test, no I/O.
+narrowing), RFC 9493 §3.2.5 / §4 (the ``iss_sub`` ``sub_id`` that records which issuer
+the user came from). Pure functions over already verified claims: easy to test, no I/O.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "check_target",
     "narrow_scopes",
     "parse_scope",
+    "subject_identifier",
 ]
 
 
@@ -47,6 +49,41 @@ def check_audience(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
         f"subject_token is addressed to {_show(aud)}, not to agent {agent.client_id!r} "
         f"({agent.resource}): an agent may only exchange tokens that were sent to it",
     )
+
+
+def subject_identifier(claims: Mapping[str, Any], issuer: str) -> dict[str, Any]:
+    """The ``sub_id`` to put in a delegated token: where the user came from (RFC 9493).
+
+    A subject token of this service keeps its ``sub_id`` unchanged (the verifier checked
+    that it names the same ``sub``); one without is a user of this service. A token of a
+    trusted external issuer names its own user: its origin is its ``iss``, and it may
+    neither claim another issuer's user nor bring actors of its own (only this service
+    records actors, after checking ``may_act_first`` and the dependencies).
+    """
+    sub, token_issuer = str(claims["sub"]), str(claims["iss"])
+    sub_id = claims.get("sub_id")
+    iss_sub = isinstance(sub_id, Mapping) and sub_id.get("format") == "iss_sub"
+    if token_issuer == issuer:
+        if iss_sub:
+            assert isinstance(sub_id, Mapping)
+            return dict(sub_id)
+        return {"format": "iss_sub", "iss": issuer, "sub": sub}
+    if claims.get("act") is not None:
+        raise DelegationDeniedError(
+            "invalid_grant",
+            f"subject_token of external issuer {_show(token_issuer)} carries an 'act' claim: "
+            "only this token service records actors; exchange the user's own token, "
+            "without act",
+        )
+    if iss_sub:
+        assert isinstance(sub_id, Mapping)
+        if sub_id.get("iss") != token_issuer:
+            raise DelegationDeniedError(
+                "invalid_grant",
+                f"subject_token of issuer {_show(token_issuer)} claims a user of issuer "
+                f"{_show(sub_id.get('iss'))} (sub_id): an issuer may only name its own users",
+            )
+    return {"format": "iss_sub", "iss": token_issuer, "sub": sub}
 
 
 def check_first_hop(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
@@ -102,9 +139,19 @@ def check_target(
 
 
 def check_chain(
-    config: TokenServiceConfig, claims: Mapping[str, Any], agent: RegisteredAgent, issuer: str
+    config: TokenServiceConfig,
+    claims: Mapping[str, Any],
+    agent: RegisteredAgent,
+    issuer: str,
+    *,
+    target: str | None = None,
 ) -> ActorChain:
-    """The resulting actor chain (current first), within depth and repetition limits."""
+    """The resulting actor chain (current first), within depth and repetition limits.
+
+    Without ``allow_repeated_agents`` no agent may appear twice in the path user → actors
+    → target: neither the requesting agent among earlier actors, nor the target agent
+    among the actors (A → B → A is a loop whether or not A acts again).
+    """
     previous = ActorChain.from_act_claim(claims.get("act"))
     if agent.client_id in previous.subjects() and not config.allow_repeated_agents:
         raise DelegationDeniedError(
@@ -115,6 +162,18 @@ def check_chain(
         )
 
     chain = ActorChain((Actor(sub=agent.client_id, iss=issuer), *previous))
+    receiver = None if target is None else config.agent_for_resource(target)
+    if (
+        receiver is not None
+        and receiver.client_id in chain.subjects()
+        and not config.allow_repeated_agents
+    ):
+        path = " → ".join((*reversed(chain.subjects()), receiver.client_id))
+        raise DelegationDeniedError(
+            "invalid_grant",
+            f"the chain {path} comes back to agent {receiver.client_id!r}; loops are refused "
+            "unless allow_repeated_agents = true",
+        )
     if chain.depth > config.max_chain_depth:
         raise DelegationDeniedError(
             "invalid_grant",

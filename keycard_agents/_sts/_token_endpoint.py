@@ -40,6 +40,7 @@ from keycard_agents._sts._policy import (
     check_target,
     narrow_scopes,
     parse_scope,
+    subject_identifier,
 )
 
 __all__ = [
@@ -112,6 +113,7 @@ class _Trail:
     grant_type: str | None = None
     client_id: str | None = None
     user: str | None = None
+    user_issuer: str | None = None
     actors: tuple[str, ...] | None = None
     txn: str | None = None
     target: str | None = None
@@ -126,6 +128,7 @@ class _Trail:
             decision="denied" if error is not None else "issued",
             txn=self.txn,
             user=self.user,
+            user_issuer=self.user_issuer,
             actors=self.actors,
             client_id=self.client_id,
             target=self.target,
@@ -274,6 +277,7 @@ class TokenEndpoint:
             )
         grant = self._login.redeem(form)
         trail.user = grant.username
+        trail.user_issuer = self._issuer
         trail.target = grant.resource
         trail.scopes_requested = grant.scopes
         agent = self._config.agent_for_resource(grant.resource)
@@ -369,6 +373,9 @@ class TokenEndpoint:
         claims = await self._verify_subject(subject_token, agent.resource)
         trail.user = claims["sub"]
         trail.txn = claims.get("txn")
+        # ... and where its user came from (RFC 9493 iss_sub), copied into every hop.
+        sub_id = subject_identifier(claims, self._issuer)
+        trail.user_issuer = sub_id["iss"]
         # 3. audience chaining.
         check_audience(claims, agent)
         # 4. first hop: may_act.
@@ -376,7 +383,7 @@ class TokenEndpoint:
         # 5. policy: declared dependency, chain depth, repeated agents.
         target, accepted = check_target(self._config, agent, resources)
         trail.target = target
-        chain = check_chain(self._config, claims, agent, self._issuer)
+        chain = check_chain(self._config, claims, agent, self._issuer, target=target)
         trail.actors = chain.subjects()
         # 6. scope narrowing.
         granted = narrow_scopes(requested_scope, parse_scope(claims.get("scope")), accepted, target)
@@ -394,6 +401,7 @@ class TokenEndpoint:
                 "scope": " ".join(granted),
                 "act": act,
                 "txn": txn,
+                "sub_id": sub_id,
             },
         )
         trail.scopes_granted = granted

@@ -23,6 +23,7 @@ from keycard_agents import (
     McpDependency,
     Principal,
     SkillCall,
+    UserId,
     skill,
 )
 from keycard_agents._a2a.parts import to_parts
@@ -407,11 +408,17 @@ def test_context_exposes_the_verified_principal() -> None:
     )
     ctx = _context(principal=principal)
     assert (ctx.user, ctx.scopes, ctx.txn, ctx.text) == (
-        "alice",
+        UserId("alice", issuer="https://sts.test"),
         frozenset({"trips:plan"}),
         "txn-1",
         "hello",
     )
+    # A user is (origin issuer, sub): it prints as the name, equals no bare string.
+    assert ctx.user is not None
+    assert (str(ctx.user), f"{ctx.user}", ctx.user.sub) == ("alice", "alice", "alice")
+    assert ctx.user != "alice"
+    assert ctx.user != UserId("alice", issuer="https://idp.test")
+    assert len({ctx.user, UserId("alice", issuer="https://sts.test")}) == 1
     assert ctx.actors.subjects() == ("frontend",)
     anonymous = _context()
     assert (anonymous.user, anonymous.scopes, anonymous.txn) == (None, frozenset(), None)

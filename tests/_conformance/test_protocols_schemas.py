@@ -134,7 +134,7 @@ async def test_issued_tokens_match_the_claims_schemas() -> None:
         json.loads((VECTORS / "keys" / "alpha.private.jwk.json").read_text(encoding="utf-8"))
     )
     clock = Clock()
-    service = conformance_service(clock)
+    service = conformance_service(clock, allow_repeated_agents=True)
     user = service.issue_user_token(
         "alice",
         audience="https://alpha.conformance.test/",

@@ -60,11 +60,16 @@ def user_issuer_transport() -> httpx.MockTransport:
 
 
 def conformance_service(
-    clock: Callable[[], float] | None = None, *, issuer: str | None = None
+    clock: Callable[[], float] | None = None,
+    *,
+    issuer: str | None = None,
+    allow_repeated_agents: bool = False,
 ) -> TokenService:
     config = load_config(VECTORS / "token-service.toml")
     if issuer is not None:
         config = config.model_copy(update={"issuer": issuer})
+    if allow_repeated_agents:  # two agents only make a second hop by coming back
+        config = config.model_copy(update={"allow_repeated_agents": True})
     return TokenService(
         config,
         clock=clock or Clock(),
@@ -121,6 +126,7 @@ async def run_token_vectors(document: Mapping[str, Any]) -> list[VectorResult]:
                 "user": principal.user,
                 "actors": list(principal.actors.subjects()),
                 "scopes": sorted(principal.scopes),
+                "origin": principal.origin,
             }
             detail = ", ".join(f"{k}={v!r}" for k, v in seen.items() if expect.get(k, v) != v)
         outcome = "PASS" if got == expected and not detail else "FAIL"

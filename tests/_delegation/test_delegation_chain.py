@@ -169,11 +169,12 @@ async def test_cycle_is_refused() -> None:
     async with open_local_agents(sts, agents.all) as net:
         task = await run(net, agents, user_token(sts, agents), "start")
     assert task.status.state is TaskState.FAILED
-    assert "already acted in this chain" in reason(task)
+    # A → B → A is refused when B asks for a token back to A, not one hop later.
+    assert "front → middle → front comes back to agent 'front'" in reason(task)
     denied = [r for r in await sts.audit() if r.decision == "denied"]
-    assert [(r.client_id, r.error) for r in denied] == [("front", "invalid_grant")]
+    assert [(r.client_id, r.error) for r in denied] == [("middle", "invalid_grant")]
     issued = [r.actors for r in await sts.audit() if r.decision == "issued"]
-    assert issued == [("front",), ("middle", "front")]
+    assert issued == [("front",)]
 
 
 async def test_token_service_down_fails_task_after_bounded_retries() -> None:

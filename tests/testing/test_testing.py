@@ -116,7 +116,8 @@ async def test_make_context_records_updates_and_artifacts() -> None:
     ctx, sink = make_context(user="zoe", scopes=["a"], actors=["b", "c"], txn="t-1", text="hi")
     await ctx.update("working")
     await ctx.artifact({"k": 1}, name="out")
-    assert ctx.user == "zoe"
+    assert ctx.user is not None
+    assert (ctx.user.sub, ctx.user.issuer) == ("zoe", "http://127.0.0.1:8900")
     assert ctx.actors.subjects() == ("b", "c")
     assert ctx.scopes == frozenset({"a"})
     assert ctx.txn == "t-1"
