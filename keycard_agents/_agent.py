@@ -448,8 +448,9 @@ class Agent:
     Constructor options say where the agent is served and which token service issues
     the tokens it accepts:
 
-    * ``url``: the agent's canonical URL. It is the audience of inbound tokens, the
-      ``resource`` of its RFC 9728 metadata and the ``url`` of its A2A interfaces.
+    * ``url``: the agent's canonical URL. It is the audience of inbound tokens and the
+      ``resource`` of its RFC 9728 metadata, exactly as given (a trailing ``/`` is kept:
+      register the same string at the issuer); its A2A interfaces are served there.
     * ``issuer``: the token service's issuer identifier; ``token_endpoint`` its token
       endpoint (required with ``issuer``); ``metadata_url`` its RFC 8414 metadata
       (derived from the issuer when omitted).
@@ -518,7 +519,9 @@ class Agent:
                 "token_endpoint is required when issuer is set (the agent card publishes it)",
                 setting="token_endpoint",
             )
-        self.url = url.rstrip("/") if url else None
+        # Exactly as given: it is the RFC 8707 resource tokens are issued for, and an
+        # issuer that registered "https://host/a/" issues tokens for that string only.
+        self.url = url or None
         self.issuer = issuer
         self.token_endpoint = token_endpoint
         self.metadata_url = metadata_url

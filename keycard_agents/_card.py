@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from keycard_agents._a2a.types import (
     A2A_PROTOCOL_VERSION,
@@ -32,6 +31,7 @@ from keycard_agents._a2a.types import (
 )
 from keycard_agents._agent import Agent, Skill
 from keycard_agents._errors import ConfigurationError
+from keycard_agents._wellknown import authorization_server_metadata_url
 
 __all__ = [
     "DELEGATION_EXTENSION_URI",
@@ -44,15 +44,6 @@ __all__ = [
 
 DELEGATION_EXTENSION_URI = "https://keycard-agents.dev/extensions/delegation/v1"
 SECURITY_SCHEME_NAME = "keycard"
-
-
-def authorization_server_metadata_url(issuer: str) -> str:
-    """RFC 8414 §3.1: insert ``/.well-known/oauth-authorization-server`` before the path."""
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    return urlunsplit(
-        (parts.scheme, parts.netloc, "/.well-known/oauth-authorization-server" + path, "", "")
-    )
 
 
 def _all_scopes(agent: Agent) -> list[str]:

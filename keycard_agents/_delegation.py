@@ -570,6 +570,10 @@ def delegation_for(
             issuer=issuer,
             credential=credential if credential is not None else credential_from_env(),
             http_client=http_client,
+            # Explicit settings win over discovery (the issuer may have a path, or no
+            # RFC 8414 document); they only apply to the agent's own issuer.
+            token_endpoint=agent.token_endpoint if agent.issuer else None,
+            metadata_url=agent.metadata_url if agent.issuer else None,
         )
 
     if configured is None and agent.dependencies:

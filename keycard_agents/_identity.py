@@ -460,7 +460,7 @@ def resolve_issuer(
     ``{zone_id}.`` + the host of ``base_url``) or ``zone_url=``; without an argument, from
     ``KEYCARD_ZONE_ID`` / ``KEYCARD_ZONE_URL`` with ``KEYCARD_BASE_URL``. The result must
     be an ``https`` URL (``http`` only on loopback) without query or fragment
-    (RFC 8414 §2).
+    (RFC 8414 §2), and is returned exactly as configured (a trailing ``/`` included).
     """
     env = os.environ if env is None else env
     base = _pick(base_url, "base_url", env, ENV_BASE_URL)
@@ -513,8 +513,9 @@ def resolve_issuer(
                 f"{base.name} {base.value!r} must not have a path", setting=_setting_id(base)
             )
         return f"{parts.scheme}://{source.value}.{parts.netloc}"
-    url = _check_url(source.value, source)
-    return url.rstrip("/") if source.name in ("zone_url argument", ENV_ZONE_URL) else url
+    # Kept exactly as configured: issuers compare as strings (RFC 8414 §3.3, RFC 7519
+    # §4.1.1), so a zone whose identifier ends in "/" must be configured with it.
+    return _check_url(source.value, source)
 
 
 def _check_url(value: str, setting: _Setting) -> str:

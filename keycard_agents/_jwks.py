@@ -33,6 +33,11 @@ from tenacity import (
 from ._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError, KeycardError
 from ._keys import ALGORITHMS, VerificationKeys
 from ._tokens import TrustedIssuer
+from ._wellknown import (
+    authorization_server_metadata_url,
+    identifier_mismatch,
+    openid_configuration_url,
+)
 
 __all__ = ["JWKSCache", "metadata_url_for"]
 
@@ -42,16 +47,9 @@ _MAX_DOCUMENT_BYTES = 512 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def metadata_url_for(issuer: str) -> str:
-    """The RFC 8414 §3.1 metadata URL: ``/.well-known/oauth-authorization-server``
-    inserted between the host and the issuer's path (a trailing ``/`` is dropped)."""
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{path}"
-
-
-def _oidc_url_for(issuer: str) -> str:
-    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+# The RFC 8414 §3.1 metadata URL and its OpenID Connect fallback live in _wellknown.
+metadata_url_for = authorization_server_metadata_url
+_oidc_url_for = openid_configuration_url
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -288,9 +286,9 @@ class JWKSCache:
                 ) from None
         if metadata.get("issuer") != config.issuer:
             raise ConfigurationError(
-                f"metadata at {url} names issuer {metadata.get('issuer')!r}, not the "
-                f"configured {config.issuer!r} (RFC 8414 §3.3); fix the configured issuer "
-                "string (it must match exactly, including any trailing slash)",
+                f"metadata at {url}: {identifier_mismatch(metadata.get('issuer'), config.issuer)}"
+                " (RFC 8414 §3.3); fix the configured issuer string (it must match exactly, "
+                "including any trailing slash)",
                 setting="issuers",
             )
         jwks_uri = metadata.get("jwks_uri")

@@ -248,7 +248,15 @@ def _check_audience(aud: str | list[str] | None, audience: str) -> None:
     if aud == audience or (isinstance(aud, list) and audience in aud):
         return
     shown = _show(aud if isinstance(aud, str) else aud or "")
-    raise _fail("audience", f"token audience {shown} is not this resource {audience!r}")
+    hint = ""
+    candidates = [aud] if isinstance(aud, str) else aud or []
+    if any(a.rstrip("/") == audience.rstrip("/") for a in candidates):
+        # RFC 8707 resources compare exactly: say which form the issuer used.
+        hint = (
+            " (they differ only by a trailing '/': register the resource at the issuer "
+            "exactly as the agent's url, or set the url to the registered form)"
+        )
+    raise _fail("audience", f"token audience {shown} is not this resource {audience!r}{hint}")
 
 
 def _check_times(claims: Mapping[str, Any], *, leeway: float, now: float) -> None:

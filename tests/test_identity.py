@@ -546,7 +546,9 @@ def test_default_env_is_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             {"KEYCARD_BASE_URL": "http://localhost:8080"},
             "http://acme.localhost:8080",
         ),
-        ({"zone_url": "https://acme.keycard.cloud/"}, {}, "https://acme.keycard.cloud"),
+        # identifiers are kept exactly: an issuer ending in "/" is another string
+        ({"zone_url": "https://acme.keycard.cloud/"}, {}, "https://acme.keycard.cloud/"),
+        ({}, {"KEYCARD_ZONE_URL": "https://z.example/"}, "https://z.example/"),
         ({"issuer": "https://sts.example/tenant/"}, {}, "https://sts.example/tenant/"),
         ({"issuer": "http://127.0.0.1:9000"}, {}, "http://127.0.0.1:9000"),
         ({}, {"KEYCARD_ZONE_ID": "z1"}, "https://z1.keycard.cloud"),

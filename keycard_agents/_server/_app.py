@@ -165,6 +165,9 @@ def create_app(
         )
     if max_body_size <= 0:
         raise ConfigurationError("max_body_size must be a positive number of bytes")
+    # The resource (token audience, RFC 9728 ``resource``) is the URL exactly as configured;
+    # routes and documents hang below it without its trailing "/".
+    resource = agent.url
     base_url = agent.url.rstrip("/")
     owned: list[Any] = []
     if verifier is None:
@@ -182,7 +185,7 @@ def create_app(
     recorder = _audit_recorder(agent, runtime, recorder, base_url)
     authenticator = BearerAuthenticator(
         verifier=verifier,
-        audience=base_url,
+        audience=resource,
         resource_metadata_url=base_url + PROTECTED_RESOURCE_PATH,
         anonymous_allowed=any(s.anonymous for s in agent.skills.values()),
     )
@@ -202,7 +205,7 @@ def create_app(
     has_extended = extended_card is not None
     build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
     card_route = _StaticJson(lambda: dump(build_card()), max_age=card_max_age)
-    metadata_route = _StaticJson(lambda: _default_metadata(agent, base_url), max_age=card_max_age)
+    metadata_route = _StaticJson(lambda: _default_metadata(agent, resource), max_age=card_max_age)
     # Build both documents now: a mistake in the agent's configuration surfaces at startup,
     # and the routes then only serve bytes (they cannot fail).
     card_route.prepare()
@@ -291,9 +294,9 @@ def _default_verifier(agent: Agent) -> BearerVerifier:
             "token_endpoint=...) or create_app(agent, verifier=...)",
             setting="issuer",
         )
-    from keycard_agents._tokens import TokenVerifier
+    from keycard_agents._tokens import TokenVerifier, TrustedIssuer
 
-    return TokenVerifier(issuers=[agent.issuer])
+    return TokenVerifier(issuers=[TrustedIssuer(agent.issuer, metadata_url=agent.metadata_url)])
 
 
 def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
@@ -302,10 +305,10 @@ def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
     return build_agent_card(agent, base_url=base_url, extended_agent_card=extended)
 
 
-def _default_metadata(agent: Agent, base_url: str) -> Mapping[str, Any]:
+def _default_metadata(agent: Agent, resource: str) -> Mapping[str, Any]:
     from keycard_agents._card import protected_resource_metadata
 
-    return protected_resource_metadata(agent, resource=base_url)
+    return protected_resource_metadata(agent, resource=resource)
 
 
 class AgentMount(Mount):
