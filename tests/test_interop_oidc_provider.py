@@ -1,0 +1,114 @@
+"""Our agents against an OAuth server we did not write: npm ``oidc-provider`` 9.13.3.
+
+The provider runs in a node subprocess on a free loopback port with JWT access tokens
+(RFC 9068) for resource indicators and a small RFC 8693 grant of ours (see
+``tests/interop_oidc/issuer.mjs``). A user signs in with the authorization code flow and
+PKCE through its own pages; the token then crosses three of our agents under uvicorn:
+Front (client secret), Middle (``private_key_jwt``, keys at its ``/.well-known/jwks.json``)
+and Collector. Each shape of issuer identifier is exercised: at the root of its host,
+mounted under a path, and ending in ``/`` (configured the Keycard way, ``zone_url=``).
+The provider serves only OpenID Connect discovery, so our agents must fall back to it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+from oidc_issuer import SHAPES, RegisteredAgent, RunningIssuer, requires_node, run_issuer, sign_in
+from test_delegation_support import Chain, chain_agents
+
+from keycard_agents import ClientSecret, WebIdentity, open_agent_client, resolve_issuer
+from keycard_agents.testing import free_loopback_socket, serve_on_loopback
+
+pytestmark = [pytest.mark.slow, requires_node]
+
+RESOURCE_SCOPES = ("a.use b.call c.read", "b.call c.read", "c.read")
+
+
+@dataclass
+class Deployment:
+    shape: str
+    issuer: RunningIssuer
+    agents: Chain
+    configured_issuer: str
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    shape: str = request.param
+    sockets = [free_loopback_socket() for _ in range(3)]
+    (a_sock, a_url), (b_sock, b_url), (c_sock, c_url) = sockets
+    front_secret = secrets.token_urlsafe(32)
+    collector_secret = secrets.token_urlsafe(32)
+    registered = [
+        RegisteredAgent("front", a_url, (b_url, c_url), client_secret=front_secret),
+        RegisteredAgent("middle", b_url, (c_url,), jwks_uri=b_url + "/.well-known/jwks.json"),
+        RegisteredAgent("collector", c_url, (), client_secret=collector_secret),
+    ]
+    resources = dict(zip((a_url, b_url, c_url), RESOURCE_SCOPES, strict=True))
+    with (
+        run_issuer(shape=shape, agents=registered, resources=resources) as issuer,
+        ExitStack() as stack,
+    ):
+        # A trailing-slash issuer is configured the way Keycard users do, by zone URL.
+        configured = resolve_issuer(zone_url=issuer.issuer, env={})
+        agents = chain_agents(a_url, b_url, c_url)
+        keys: Path = tmp_path_factory.mktemp(f"middle-keys-{shape}")
+        credentials = [
+            ClientSecret("front", front_secret),
+            WebIdentity("middle", storage_dir=keys / "middle"),
+            ClientSecret("collector", collector_secret),
+        ]
+        for agent, credential in zip(agents.all, credentials, strict=True):
+            agent.issuer = configured
+            agent.token_endpoint = issuer.token_endpoint
+            agent.credential = credential
+        for agent, sock in zip(agents.all, (a_sock, b_sock, c_sock), strict=True):
+            stack.enter_context(serve_on_loopback(agent.asgi_app(), sock))
+        yield Deployment(shape, issuer, agents, configured)
+
+
+def test_issuer_identifier_is_kept_exactly(deployment: Deployment) -> None:
+    assert deployment.configured_issuer == deployment.issuer.issuer
+    assert deployment.issuer.issuer.endswith("/") == (deployment.shape == "slash")
+
+
+@pytest.mark.anyio
+async def test_user_sign_in_then_three_hops(deployment: Deployment) -> None:
+    agents = deployment.agents
+    signed_in = await anyio.to_thread.run_sync(
+        lambda: sign_in(
+            deployment.issuer,
+            user="alice",
+            resource=str(agents.front.url),
+            scopes=["a.use", "b.call", "c.read"],
+        )
+    )
+    assert sorted(signed_in["scope"].split()) == ["a.use", "b.call", "c.read"]
+    try:
+        with anyio.fail_after(60):
+            async with open_agent_client(
+                str(agents.front.url), token=signed_in["access_token"]
+            ) as client:
+                result = await client.call("start")
+    except Exception as exc:
+        raise AssertionError(f"{exc}\nissuer log:\n{deployment.issuer.log()}") from exc
+    front, middle, collector = result["here"], result["below"]["here"], result["below"]["below"]
+    assert front["sub"] == middle["sub"] == collector["sub"] == "alice"
+    assert front["actors"] == []
+    assert front["client_id"] == "app"
+    assert middle["actors"] == ["front"]
+    assert middle["client_id"] == "front"
+    assert middle["scopes"] == ["b.call", "c.read"]
+    assert collector["actors"] == ["middle", "front"]
+    assert collector["client_id"] == "middle"
+    assert collector["aud"] == [agents.collector.url]
+    assert collector["scopes"] == ["c.read"]
