@@ -504,7 +504,10 @@ class _Runner:
             return "a refresh_token was issued with a delegated token"
         if "no-store" not in reply.headers.get("cache-control", ""):
             return "the response lacks Cache-Control: no-store"
-        resource = str(params.get("resource"))
+        now = int(self.clock())
+        filled = self.fill(dict(want), now)
+        # The target: the vector's expected aud (an audience-only request), else the resource.
+        resource = str(filled.get("aud") or params.get("resource"))
         try:
             claims = await verify_jwt(
                 str(body.get("access_token")),
@@ -517,12 +520,10 @@ class _Runner:
         except InvalidTokenError as exc:
             return f"the issued token does not verify ({exc.check})"
         source = _unverified(subject)
-        now = int(self.clock())
-        filled = self.fill(dict(want), now)
         act = claims.get("act")
         checks: list[tuple[bool, str]] = [
             (claims.get("sub") == source.get("sub"), "sub is not the subject token's sub"),
-            (claims.get("aud") == resource, "aud is not exactly the requested resource"),
+            (claims.get("aud") == resource, "aud is not exactly the requested target"),
             (agent is not None and claims.get("client_id") == agent.client_id, "client_id"),
             (isinstance(act, dict) and act.get("iss") == self.settings.issuer, "act.iss"),
             (

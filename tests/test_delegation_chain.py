@@ -172,7 +172,7 @@ async def test_cycle_is_refused() -> None:
     assert task.status.state is TaskState.FAILED
     assert "already acted in this chain" in reason(task)
     denied = [r for r in await sts.audit() if r.decision == "denied"]
-    assert [(r.client_id, r.error) for r in denied] == [("front", "invalid_grant")]
+    assert [(r.client_id, r.error) for r in denied] == [("front", "invalid_request")]
     issued = [r.actors for r in await sts.audit() if r.decision == "issued"]
     assert issued == [("front",), ("middle", "front")]
 

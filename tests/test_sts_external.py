@@ -113,7 +113,7 @@ async def test_external_user_token_and_jwks_uri_agent() -> None:
             form.update(subject_token=stranger, client_assertion=again)
             reply = await client.post("/token", data=form)
             assert reply.status_code == 400
-            assert reply.json()["error"] == "invalid_grant"
+            assert reply.json()["error"] == "invalid_request"  # RFC 8693 §2.2.2
             assert "(issuer)" in reply.json()["error_description"]
     assert not http.is_closed  # the caller's client is the caller's to close
     await http.aclose()

@@ -158,10 +158,14 @@ def _opt_url(value: str | None) -> str | None:
 
 
 class RegisteredResource(_Model):
-    """A resource that is not an agent (an MCP server, an HTTP API)."""
+    """A resource that is not an agent (an MCP server, an HTTP API).
+
+    ``name`` is an optional logical name a token exchange may use as ``audience``.
+    """
 
     resource: str
     scopes: tuple[str, ...] = ()
+    name: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("resource")
     @classmethod
