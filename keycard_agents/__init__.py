@@ -46,6 +46,7 @@ from ._errors import RemoteTaskError as RemoteTaskError
 from ._errors import ResourceAccessError as ResourceAccessError
 from ._errors import TraceNotFoundError as TraceNotFoundError
 from ._errors import TransportError as TransportError
+from ._errors import UserRequiredError as UserRequiredError
 from ._exchange import ExchangedToken as ExchangedToken
 from ._exchange import ExchangeStats as ExchangeStats
 from ._exchange import TokenExchangeClient as TokenExchangeClient
@@ -65,6 +66,7 @@ from ._keys import SigningKey as SigningKey
 from ._principal import Actor as Actor
 from ._principal import ActorChain as ActorChain
 from ._principal import Principal as Principal
+from ._profiles import TokenProfile as TokenProfile
 from ._runtime import TaskRuntime as TaskRuntime
 from ._server import AgentMount as AgentMount
 from ._server import create_app as create_app
@@ -166,12 +168,14 @@ __all__ = [
     "TaskStore",
     "TokenExchangeClient",
     "TokenExchangeDelegation",
+    "TokenProfile",
     "TokenReport",
     "TokenVerifier",
     "TraceNotFoundError",
     "TrailEntry",
     "TransportError",
     "TrustedIssuer",
+    "UserRequiredError",
     "WebIdentity",
     "WorkloadIdentity",
     "__version__",

@@ -182,6 +182,7 @@ class _SkillOptions:
     anonymous: bool
     input_modes: tuple[str, ...] | None
     output_modes: tuple[str, ...] | None
+    require_user: bool | None = None
 
 
 @typing.overload
@@ -198,6 +199,7 @@ def skill(
     anonymous: bool = False,
     input_modes: Sequence[str] | None = None,
     output_modes: Sequence[str] | None = None,
+    require_user: bool | None = None,
 ) -> Callable[[F], F]: ...
 def skill(
     func: F | None = None,
@@ -212,12 +214,16 @@ def skill(
     anonymous: bool = False,
     input_modes: Sequence[str] | None = None,
     output_modes: Sequence[str] | None = None,
+    require_user: bool | None = None,
 ) -> F | Callable[[F], F]:
     """Mark an async method of an :class:`Agent` subclass as an A2A skill.
 
     The skill id defaults to the method name, the description to its docstring.
     ``scopes`` are required in the caller's token; ``anonymous=True`` allows calls
-    without a token (scopes are then not checked).
+    without a token (scopes are then not checked). ``require_user=True`` refuses tokens
+    whose subject is a client rather than a user (a client-credentials token, RFC 9068
+    §2.2) with HTTP 403; the default is the agent class's ``require_user`` (``False``:
+    any verified subject).
     """
     for label, value in (("tags", tags), ("examples", examples), ("scopes", scopes)):
         if isinstance(value, str):
@@ -232,7 +238,12 @@ def skill(
         anonymous=anonymous,
         input_modes=None if input_modes is None else tuple(input_modes),
         output_modes=None if output_modes is None else tuple(output_modes),
+        require_user=require_user,
     )
+    if anonymous and require_user:
+        raise ConfigurationError(
+            "a skill cannot be both anonymous and require_user", setting="require_user"
+        )
 
     def mark(f: F) -> F:
         is_async = inspect.iscoroutinefunction(f)
@@ -281,6 +292,8 @@ class Skill:
     returns_text: bool
     input_model: type[BaseModel] = field(repr=False)
     output_adapter: TypeAdapter[Any] = field(repr=False)
+    require_user: bool = False
+    """Refuse tokens whose subject is a client (a client-credentials token)."""
 
     def input_schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema(by_alias=True)
@@ -436,6 +449,11 @@ def _build_skill(owner: type, method_name: str, func: Callable[..., Any]) -> Ski
         returns_text=returns_text,
         input_model=input_model,
         output_adapter=output_adapter,
+        require_user=(
+            options.require_user
+            if options.require_user is not None
+            else bool(getattr(owner, "require_user", False)) and not options.anonymous
+        ),
     )
 
 
@@ -471,6 +489,8 @@ class Agent:
     dependencies: ClassVar[Sequence[Dependency]] = ()
     default_input_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
     default_output_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
+    require_user: ClassVar[bool] = False
+    """Default of ``@skill(require_user=)``: refuse client-credentials tokens (no user)."""
 
     _skill_methods: ClassVar[dict[str, str]] = {}
     _resolved_skills: ClassVar[dict[str, Skill]]

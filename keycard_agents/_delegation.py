@@ -50,6 +50,7 @@ from keycard_agents._tracing import (
 
 if TYPE_CHECKING:
     from keycard_agents._agent import Agent
+    from keycard_agents._identity import ApplicationCredential
 
 __all__ = [
     "AgentHandle",
@@ -546,7 +547,10 @@ def _mcp_factory() -> HandleFactory:
 
 
 def delegation_for(
-    agent: Agent, *, http_client: httpx.AsyncClient | None = None
+    agent: Agent,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    credential: ApplicationCredential | None = None,
 ) -> TokenExchangeDelegation:
     """The delegation provider for ``agent``, from its ``credential``, ``exchange`` and
     ``trusted_issuers`` settings.
@@ -556,10 +560,13 @@ def delegation_for(
     using ``http_client`` when given: now, when the agent declares dependencies, so a
     missing or contradictory setting stops the agent at start-up with a message naming
     it; otherwise when a dependency is first called (an agent that calls nothing needs no
-    credential).
+    credential). ``credential`` is used instead of ``agent.credential`` when given
+    (``create_app`` passes the one the environment selects, so the keys it publishes are
+    the ones its assertions are signed with).
     """
     configured: TokenExchangeClient | None = getattr(agent, "exchange", None)
-    credential = getattr(agent, "credential", None)
+    if credential is None:
+        credential = getattr(agent, "credential", None)
     trusted: Sequence[str] | None = getattr(agent, "trusted_issuers", None)
 
     def build() -> TokenExchangeClient:

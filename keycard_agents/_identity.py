@@ -41,6 +41,7 @@ __all__ = [
     "WorkloadIdentity",
     "credential_from_env",
     "resolve_issuer",
+    "web_identity_from_env",
 ]
 
 #: ``client_assertion_type`` form value for JWT client assertions (RFC 7523 §2.2).
@@ -433,6 +434,21 @@ def credential_from_env(
             setting=ENV_CLIENT_SECRET,
         )
     return ClientSecret(cid.value, secret.value, method=client_secret_method)
+
+
+def web_identity_from_env(env: Mapping[str, str] | None = None) -> ApplicationCredential | None:
+    """The credential :func:`credential_from_env` builds, when the environment selects a
+    web identity (a key pair whose public keys the agent must publish); else ``None``.
+
+    Lets an agent configured only by environment serve its ``/.well-known/jwks.json``
+    from the start, with the same key its token requests are signed with.
+    """
+    env = os.environ if env is None else env
+    kind = env.get(ENV_CREDENTIAL_TYPE, "").strip()
+    directory = env.get(ENV_WEB_IDENTITY_DIR, "").strip()
+    if kind == "web_identity" or (not kind and directory):
+        return credential_from_env(env)
+    return None
 
 
 def _setting_id(setting: _Setting) -> str:

@@ -66,8 +66,10 @@ from keycard_agents._errors import (
     ConfigurationError,
     InsufficientScopeError,
     KeycardError,
+    UserRequiredError,
 )
 from keycard_agents._stores import MemoryTaskStore, TaskRecord, TaskStore
+from keycard_agents._subjects import subject_is_client
 from keycard_agents._trace._records import AuditRecorder
 from keycard_agents._tracing import (
     ATTR_SKILL,
@@ -246,6 +248,12 @@ class TaskRuntime:
         if principal is None:
             raise AuthenticationError(
                 f"skill {skill.id!r} requires a bearer token from the agent's token service"
+            )
+        if skill.require_user and subject_is_client(principal):
+            raise UserRequiredError(
+                f"skill {skill.id!r} acts for a user, but this token's subject "
+                f"{principal.user!r} is a client (a client-credentials token): call it with a "
+                "token issued for a signed-in user"
             )
         missing = tuple(s for s in skill.scopes if s not in principal.scopes)
         if missing:

@@ -14,7 +14,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +39,7 @@ from ._keys import (
     key_fits_algorithm,
 )
 from ._principal import Principal
+from ._profiles import DEFAULT_PROFILE, TokenProfile, accepted_types
 
 if TYPE_CHECKING:
     import httpx
@@ -118,14 +119,16 @@ class TrustedIssuer:
     """An issuer whose tokens are accepted, and where its keys come from.
 
     Keys come from ``jwks`` (inline, no network), else ``jwks_uri``, else the
-    ``jwks_uri`` of its RFC 8414 metadata at ``metadata_url`` (default: the
-    well-known URL, with RFC 8414 §3.1 path insertion for issuers with a path).
+    ``jwks_uri`` of its metadata at ``metadata_url`` (default: the RFC 8414 well-known
+    URL with §3.1 path insertion, then OpenID Connect discovery). ``profile`` says what
+    its access tokens look like (default RFC 9068; see :class:`TokenProfile`).
     """
 
     issuer: str
     jwks_uri: str | None = None
     metadata_url: str | None = None
     jwks: Mapping[str, Any] | None = None
+    profile: TokenProfile = DEFAULT_PROFILE
 
 
 def _fail(check: str, message: str) -> InvalidTokenError:
@@ -304,15 +307,17 @@ async def verify_jwt(
     max_actor_depth: int = 5,
     clock: Callable[[], float] = time.time,
     required_claims: Collection[str] = _DEFAULT_REQUIRED,
+    profiles: Mapping[str, TokenProfile] | None = None,
 ) -> dict[str, Any]:
     """Verify a signed JWT and validate its claims; return the claims.
 
     Checks, in order: size, structure, header ``alg`` in ``algorithms``, ``typ`` in
     ``token_types``, ``iss`` trusted, key by ``kid`` (and fitting ``alg``),
     signature, required and well-typed claims, ``aud``, ``exp``/``nbf``/``iat``
-    with ``leeway``, ``act`` shape and depth. Any failure raises
-    :class:`InvalidTokenError` whose ``check`` names the failed check; messages never
-    contain the token.
+    with ``leeway``, ``act`` shape and depth. ``profiles`` relax the ``typ`` and the
+    required claims for the issuers they name (see :class:`TokenProfile`). Any failure
+    raises :class:`InvalidTokenError` whose ``check`` names the failed check; messages
+    never contain the token.
     """
     allowed = allowed_algorithms(algorithms)
     types = {_normalize_typ(t) for t in token_types}
@@ -329,6 +334,7 @@ async def verify_jwt(
         max_actor_depth=max_actor_depth,
         now=clock(),
         required_claims=required_claims,
+        profiles=profiles,
     )
     return claims
 
@@ -357,6 +363,7 @@ async def _verify(
     max_actor_depth: int,
     now: float,
     required_claims: Collection[str],
+    profiles: Mapping[str, TokenProfile] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     obj, header = _parse(token, max_bytes)
 
@@ -368,8 +375,14 @@ async def _verify(
         )
 
     typ = header.get("typ")
-    if not isinstance(typ, str) or _normalize_typ(typ) not in types:
-        expected = " or ".join(repr(t) for t in sorted(types))
+    allowed_types: Collection[str | None] = types
+    if profiles:  # the types any trusted issuer issues; the issuer's own ones are below
+        allowed_types = {*types, *accepted_types(profiles.values())}
+    if not (typ is None and None in allowed_types) and (
+        not isinstance(typ, str) or _normalize_typ(typ) not in allowed_types
+    ):
+        ordered = sorted(allowed_types, key=lambda t: t or "")
+        expected = " or ".join("no 'typ'" if t is None else repr(t) for t in ordered)
         got = "no 'typ' header" if typ is None else f"type {_show(typ)}"
         raise _fail("type", f"token has {got}; expected {expected}")
 
@@ -383,6 +396,17 @@ async def _verify(
             f"token issuer {_show(iss)} is not trusted here; trusted: "
             f"{', '.join(repr(i) for i in issuers) or 'none'}",
         )
+    profile = None if profiles is None else profiles.get(iss)
+    if profiles and profile is None and not (isinstance(typ, str) and _normalize_typ(typ) in types):
+        expected = " or ".join(repr(t) for t in sorted(types))
+        raise _fail("type", f"token has type {_show(typ)}; issuer {iss!r} issues {expected}")
+    if profile is not None and not profile.accepts_typ(typ):
+        raise _fail(
+            "type",
+            f"token has type {_show(typ)}; issuer {iss!r} issues {profile.describe_types()}",
+        )
+    if profile is not None:
+        required_claims = profile.required_claims(required_claims)
 
     kid = header.get("kid")
     key = await keys.resolve(issuer=iss, kid=kid, alg=alg)
@@ -456,6 +480,7 @@ class TokenVerifier:
             )
         self._issuers = frozenset(t.issuer for t in trusted)
         self._issuer_list = tuple(t.issuer for t in trusted)
+        self._profiles = {t.issuer: t.profile for t in trusted}
         self._allowed = allowed_algorithms(algorithms)
         self._registry = _registry_for(self._allowed)
         self._leeway = leeway
@@ -505,8 +530,12 @@ class TokenVerifier:
                 max_actor_depth=self._max_actor_depth,
                 now=self._clock(),
                 required_claims=_DEFAULT_REQUIRED,
+                profiles=self._profiles,
             )
             principal = Principal.from_claims(claims)
+            profile = self._profiles[principal.issuer]
+            if profile.client_claim != "client_id":
+                principal = replace(principal, client_id=profile.client_of(claims))
             if digest is not None:
                 self._remember(digest, principal, kid=kid)
         required = tuple(required_scopes)

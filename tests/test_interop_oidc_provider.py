@@ -19,11 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from oidc_issuer import SHAPES, RegisteredAgent, RunningIssuer, requires_node, run_issuer, sign_in
 from test_delegation_support import Chain, chain_agents
 
-from keycard_agents import ClientSecret, WebIdentity, open_agent_client, resolve_issuer
+from keycard_agents import (
+    ClientSecret,
+    DelegationDeniedError,
+    TokenExchangeClient,
+    TokenVerifier,
+    WebIdentity,
+    open_agent_client,
+    resolve_issuer,
+)
+from keycard_agents._subjects import subject_is_client
 from keycard_agents.testing import free_loopback_socket, serve_on_loopback
 
 pytestmark = [pytest.mark.slow, requires_node]
@@ -37,6 +47,7 @@ class Deployment:
     issuer: RunningIssuer
     agents: Chain
     configured_issuer: str
+    secrets: dict[str, str]
 
 
 @pytest.fixture(scope="module", params=sorted(SHAPES))
@@ -73,7 +84,13 @@ def deployment(
             agent.credential = credential
         for agent, sock in zip(agents.all, (a_sock, b_sock, c_sock), strict=True):
             stack.enter_context(serve_on_loopback(agent.asgi_app(), sock))
-        yield Deployment(shape, issuer, agents, configured)
+        yield Deployment(
+            shape,
+            issuer,
+            agents,
+            configured,
+            {"front": front_secret, "collector": collector_secret},
+        )
 
 
 def test_issuer_identifier_is_kept_exactly(deployment: Deployment) -> None:
@@ -112,3 +129,60 @@ async def test_user_sign_in_then_three_hops(deployment: Deployment) -> None:
     assert collector["client_id"] == "middle"
     assert collector["aud"] == [agents.collector.url]
     assert collector["scopes"] == ["c.read"]
+
+
+async def _user_token(deployment: Deployment) -> str:
+    signed_in = await anyio.to_thread.run_sync(
+        lambda: sign_in(
+            deployment.issuer,
+            user="bob",
+            resource=str(deployment.agents.front.url),
+            scopes=["a.use", "b.call"],
+        )
+    )
+    return str(signed_in["access_token"])
+
+
+@pytest.mark.anyio
+async def test_actor_token_needs_a_resource_at_this_issuer(deployment: Deployment) -> None:
+    # Without a resource, oidc-provider issues an opaque client-credentials token, which
+    # its token exchange cannot use as actor_token; with one it issues a JWT.
+    agents, issuer = deployment.agents, deployment.issuer
+    user = await _user_token(deployment)
+    front = ClientSecret("front", deployment.secrets["front"])
+    middle = str(agents.middle.url)
+
+    def client(**options: object) -> TokenExchangeClient:
+        return TokenExchangeClient(
+            issuer=issuer.issuer, credential=front, use_actor_token=True, **options
+        )
+
+    async with client() as plain:
+        with pytest.raises(DelegationDeniedError) as info:
+            await plain.exchange(user, resource=middle)
+    assert info.value.error == "invalid_request"  # RFC 8693 §2.2.2
+    assert "actor_token" in info.value.error_description
+    async with client(actor_token_resource=issuer.issuer) as configured:
+        token = await configured.exchange(user, resource=middle)
+    assert token.scopes == ("b.call",)
+
+
+@pytest.mark.anyio
+async def test_client_credentials_token_is_recognized_as_no_user(deployment: Deployment) -> None:
+    front = str(deployment.agents.front.url)
+    async with httpx.AsyncClient() as http:
+        reply = await http.post(
+            deployment.issuer.token_endpoint,
+            data={"grant_type": "client_credentials", "resource": front},
+            auth=("collector", deployment.secrets["collector"]),
+        )
+    assert reply.status_code == 200, reply.text
+    verifier = TokenVerifier(issuers=[deployment.configured_issuer])
+    try:
+        machine = await verifier.verify(reply.json()["access_token"], audience=front)
+        user = await verifier.verify(await _user_token(deployment), audience=front)
+    finally:
+        await verifier.aclose()
+    assert machine.user == machine.client_id == "collector"  # RFC 9068 §2.2
+    assert subject_is_client(machine)
+    assert not subject_is_client(user)

@@ -170,6 +170,13 @@ def create_app(
     resource = agent.url
     base_url = agent.url.rstrip("/")
     owned: list[Any] = []
+    credential = agent.credential
+    if credential is None and agent.exchange is None and runtime is None:
+        # Configured by environment only: build the credential now, once, so the keys a
+        # web identity signs with are published from the start (and the same ones used).
+        from keycard_agents._identity import web_identity_from_env
+
+        credential = web_identity_from_env()
     if verifier is None:
         verifier = _default_verifier(agent)
         owned.append(verifier)
@@ -179,7 +186,7 @@ def create_app(
 
         # Calls to dependencies use tokens exchanged by the agent's own client; the
         # credential is only looked up when a skill first calls a dependency.
-        delegation = delegation_for(agent)
+        delegation = delegation_for(agent, credential=credential)
         owned.append(delegation)
         runtime = TaskRuntime(agent, delegation=delegation)
     recorder = _audit_recorder(agent, runtime, recorder, base_url)
@@ -221,7 +228,10 @@ def create_app(
         Route("/", jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc"),
         *rest.routes(),
     ]
-    public_jwks = getattr(agent.credential, "public_jwks", None)
+    # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
+    # that registered this agent's jwks_uri can verify its private_key_jwt assertions.
+    in_use = credential if credential is not None else getattr(agent.exchange, "credential", None)
+    public_jwks = getattr(in_use, "public_jwks", None)
     if callable(public_jwks):
         routes.insert(2, Route(AGENT_JWKS_PATH, _jwks_endpoint(public_jwks), methods=["GET"]))
 

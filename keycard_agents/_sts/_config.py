@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keycard_agents._errors import ConfigurationError
+from keycard_agents._profiles import TokenProfile
 
 from ._secrets import check_secret_hash_format
 
@@ -204,11 +205,26 @@ class DevUser(_Model):
 
 
 class TrustedIssuerConfig(_Model):
-    """An external issuer whose user tokens may be exchanged here."""
+    """An external issuer whose user tokens may be exchanged here.
+
+    ``token_types``, ``require_jti`` and ``client_claim`` describe its access tokens
+    (default RFC 9068: ``at+jwt``, ``jti`` required, ``client_id``); an empty string in
+    ``token_types`` accepts a token without ``typ``. See ``TokenProfile``.
+    """
 
     issuer: str
     jwks_uri: str | None = None
     metadata_url: str | None = None
+    token_types: tuple[str, ...] = ("at+jwt",)
+    require_jti: bool = True
+    client_claim: str = Field(default="client_id", min_length=1)
+
+    def profile(self) -> TokenProfile:
+        return TokenProfile(
+            token_types=tuple(t or None for t in self.token_types),
+            require_jti=self.require_jti,
+            client_claim=self.client_claim,
+        )
 
     @field_validator("issuer", "jwks_uri", "metadata_url")
     @classmethod

@@ -170,6 +170,8 @@ class TokenEndpoint:
         self._clock = clock
         self._leeway = leeway
         self._trusted = (self._issuer, *(t.issuer for t in config.trusted_issuers))
+        # What each trusted issuer's tokens look like; our own stay strict RFC 9068.
+        self._profiles = {t.issuer: t.profile() for t in config.trusted_issuers}
         self.stats = TokenStats()
 
     async def handle(self, request: Request) -> Response:
@@ -456,6 +458,7 @@ class TokenEndpoint:
                 max_actor_depth=self._config.max_chain_depth,
                 clock=self._clock,
                 required_claims=("iss", "sub", "aud", "exp", "iat", "jti"),
+                profiles=self._profiles,
             )
         except InvalidTokenError as exc:
             hint = ""
