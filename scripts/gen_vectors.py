@@ -281,7 +281,12 @@ def _user(**over: Any) -> dict[str, Any]:
         "may_act": {"sub": "${alpha.client_id}"},
     }
     claims.update(over)
-    return {"mint": {"claims": {k: v for k, v in claims.items() if v is not None}}}
+    token: dict[str, Any] = {"mint": {"claims": {k: v for k, v in claims.items() if v is not None}}}
+    if not over:
+        # `conformance --user-token-file`: a user token of the service under test, issued
+        # for alpha, may stand in for this one (and only this one: others need our keys).
+        token["user_token"] = True
+    return token
 
 
 def _mint_chain(*subs: str) -> dict[str, Any] | None:

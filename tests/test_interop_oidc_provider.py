@@ -12,6 +12,7 @@ The provider serves only OpenID Connect discovery, so our agents must fall back 
 
 from __future__ import annotations
 
+import argparse
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -33,6 +34,7 @@ from keycard_agents import (
     open_agent_client,
     resolve_issuer,
 )
+from keycard_agents._conformance import add_conformance_arguments, run_conformance
 from keycard_agents._subjects import subject_is_client
 from keycard_agents.testing import free_loopback_socket, serve_on_loopback
 
@@ -186,3 +188,60 @@ async def test_client_credentials_token_is_recognized_as_no_user(deployment: Dep
     assert machine.user == machine.client_id == "collector"  # RFC 9068 §2.2
     assert subject_is_client(machine)
     assert not subject_is_client(user)
+
+
+# The vectors an RFC 8693 service with our grant can be held to without trusting our test
+# user issuer: each starts from the user token signed in at the provider, from a literal,
+# or from nothing (client authentication and request shape).
+PORTABLE_VECTORS = [
+    "X-01",
+    "X-02",
+    "X-07",
+    "X-14",
+    "X-15",
+    "X-16",
+    "X-18",
+    "X-21",
+    "X-38",
+    "X-46",
+    "X-47",
+    "X-48",
+    "X-51",
+    "X-57",
+    "X-58",
+    "X-59",
+    "X-60",
+]
+
+
+def test_conformance_command_against_the_independent_issuer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The issuer is mounted under a path and serves only OpenID Connect discovery; its
+    # grant answers invalid_request for a bad subject token (RFC 8693 §2.2.2).
+    alpha, beta = "https://alpha.conformance.test/", "https://beta.conformance.test/"
+    alpha_secret, beta_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    registered = [
+        RegisteredAgent("conformance-alpha", alpha, (beta,), client_secret=alpha_secret),
+        RegisteredAgent("conformance-beta", beta, (alpha,), client_secret=beta_secret),
+    ]
+    resources = {alpha: "read write", beta: "read"}
+    with run_issuer(shape="path", agents=registered, resources=resources) as issuer:
+        user = sign_in(issuer, user="dana", resource=alpha, scopes=["read", "write"])
+        (tmp_path / "user.jwt").write_text(user["access_token"])
+        (tmp_path / "creds.toml").write_text(
+            'user_token_file = "user.jwt"\n'
+            f'[agents.alpha]\nclient_id = "conformance-alpha"\nresource = "{alpha}"\n'
+            f'client_secret = "{alpha_secret}"\n'
+            f'[agents.beta]\nclient_id = "conformance-beta"\nresource = "{beta}"\n'
+            f'client_secret = "{beta_secret}"\n'
+        )
+        parser = argparse.ArgumentParser()
+        add_conformance_arguments(parser)
+        only = [arg for vid in PORTABLE_VECTORS for arg in ("--only", vid)]
+        args = parser.parse_args([issuer.issuer, "--config", str(tmp_path / "creds.toml"), *only])
+        status = run_conformance(args)
+        out = capsys.readouterr().out
+        assert status == 0, f"{out}\nissuer log:\n{issuer.log()}"
+    assert f"{len(PORTABLE_VECTORS)} passed, 0 failed, 0 skipped" in out
+    assert alpha_secret not in out

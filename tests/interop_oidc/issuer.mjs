@@ -20,7 +20,7 @@
 // beyond the subject's `invalid_scope`. The issued token keeps the user as `sub` and
 // nests the previous actors under the new one in `act` (§4.1).
 
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -159,10 +159,12 @@ async function tokenExchange(ctx) {
     throw new errors.InvalidScope('nothing to delegate to this target');
   }
 
-  const act = { sub: client.clientId };
+  // The delegation profile's claims: act levels name their issuer, txn spans the chain.
+  const act = { sub: client.clientId, iss: provider.issuer };
   if (subject.act !== undefined) {
     act.act = subject.act;
   }
+  const txn = typeof subject.txn === 'string' ? subject.txn : randomUUID().replaceAll('-', '');
   const now = Math.floor(Date.now() / 1000);
   const token = new provider.AccessToken({
     accountId: subject.sub,
@@ -175,7 +177,7 @@ async function tokenExchange(ctx) {
     ...server,
     identifier: () => target,
   };
-  delegationClaims.set(token, { act });
+  delegationClaims.set(token, { act, txn });
   ctx.oidc.entity('AccessToken', token);
   const value = await token.save();
   ctx.body = {
