@@ -55,6 +55,7 @@ from ._grant import ResourceError as ResourceError
 from ._grant import grant as grant
 from ._identity import ApplicationCredential as ApplicationCredential
 from ._identity import ClientSecret as ClientSecret
+from ._identity import EKSWorkloadIdentity as EKSWorkloadIdentity
 from ._identity import WebIdentity as WebIdentity
 from ._identity import WorkloadIdentity as WorkloadIdentity
 from ._identity import credential_from_env as credential_from_env
@@ -133,6 +134,7 @@ __all__ = [
     "DelegationProvider",
     "DelegationTree",
     "Dependency",
+    "EKSWorkloadIdentity",
     "ExchangeStats",
     "ExchangedToken",
     "HandleFactory",

@@ -47,6 +47,7 @@ from keycard_agents._tracing import (
     set_http_outcome,
     span,
 )
+from keycard_agents._wellknown import names_same_server
 
 if TYPE_CHECKING:
     from keycard_agents._agent import Agent
@@ -304,7 +305,11 @@ class AgentHandle:
     async def _checked_resource(self) -> str:
         if self._metadata is None:
             metadata = await self.client.resource_metadata()
-            trusted = [s for s in metadata.authorization_servers if s in self._trusted]
+            trusted = [
+                s
+                for s in metadata.authorization_servers
+                if any(names_same_server(s, issuer) for issuer in self._trusted)
+            ]
             if not trusted:
                 named = ", ".join(metadata.authorization_servers) or "none"
                 raise DelegationDeniedError(
@@ -567,6 +572,14 @@ def delegation_for(
     configured: TokenExchangeClient | None = getattr(agent, "exchange", None)
     if credential is None:
         credential = getattr(agent, "credential", None)
+
+    def bound(chosen: ApplicationCredential) -> ApplicationCredential:
+        # Keycard's WebIdentity(mcp_server_name=...) has no client id: the agent's URL is it.
+        bind_client_id = getattr(chosen, "bind_client_id", None)
+        if callable(bind_client_id) and agent.url:
+            bind_client_id(agent.url)
+        return chosen
+
     trusted: Sequence[str] | None = getattr(agent, "trusted_issuers", None)
 
     def build() -> TokenExchangeClient:
@@ -575,7 +588,7 @@ def delegation_for(
         issuer = agent.issuer or resolve_issuer()
         return TokenExchangeClient(
             issuer=issuer,
-            credential=credential if credential is not None else credential_from_env(),
+            credential=bound(credential if credential is not None else credential_from_env()),
             http_client=http_client,
             # Explicit settings win over discovery (the issuer may have a path, or no
             # RFC 8414 document); they only apply to the agent's own issuer.

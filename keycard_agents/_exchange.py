@@ -81,13 +81,20 @@ class ExchangedToken:
     resource: str | None
     issued_token_type: str = ACCESS_TOKEN_TYPE_URN
     token_type: str = "Bearer"  # noqa: S105 - the scheme name
+    expires_in: int | None = None
+    """Seconds the token was valid for when issued (the response's ``expires_in``)."""
 
     @property
     def authorization(self) -> str:
         """The ``Authorization`` header value (RFC 6750 §2.1)."""
         return f"Bearer {self.access_token}"
 
-    def expires_in(self, now: float) -> float:
+    @property
+    def scope(self) -> list[str] | None:
+        """The granted scopes as a list (Keycard's ``TokenResponse.scope``); see ``scopes``."""
+        return list(self.scopes) if self.scopes else None
+
+    def seconds_left(self, now: float) -> float:
         return self.expires_at - now
 
 
@@ -599,6 +606,7 @@ def _parse_token_response(
         scopes=granted_scopes,
         resource=resource,
         issued_token_type=ACCESS_TOKEN_TYPE_URN,
+        expires_in=max(0, round(expires_at - now)),
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "authorization_server_metadata_url",
     "discovery_urls",
     "identifier_mismatch",
+    "names_same_server",
     "openid_configuration_url",
 ]
 
@@ -58,3 +59,21 @@ def identifier_mismatch(stated: object, configured: str, *, what: str = "issuer"
             f"configure {stated!r})"
         )
     return message
+
+
+def names_same_server(named: str, issuer: str) -> bool:
+    """Whether an RFC 9728 ``authorization_servers`` entry names ``issuer``.
+
+    Exact string equality, plus RFC 3986 §6.2.3 scheme-based normalization for an empty
+    path: ``https://host`` and ``https://host/`` are the same URI (URL libraries, such as
+    pydantic's, add the ``/``). A non-empty path must match exactly: ``https://host/a``
+    and ``https://host/a/`` are different issuers.
+    """
+    if named == issuer:
+        return True
+    a, b = urlsplit(named), urlsplit(issuer)
+    if a.query or b.query or a.fragment or b.fragment:
+        return False
+    if a.path not in ("", "/") or b.path not in ("", "/"):
+        return False
+    return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())

@@ -56,6 +56,8 @@ PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
 #: Where an agent whose credential is a key pair (``WebIdentity``) publishes its public
 #: keys, so the token service can verify its ``private_key_jwt`` assertions (RFC 7523).
 AGENT_JWKS_PATH = "/.well-known/jwks.json"
+#: The JSON-RPC path keycardai-a2a's DelegationClient posts to; served as an alias of ``/``.
+KEYCARD_JSONRPC_PATH = "/a2a/jsonrpc"
 
 
 def _jwks_endpoint(public_jwks: Callable[[], Any]) -> Callable[[Request], Any]:
@@ -177,6 +179,10 @@ def create_app(
         from keycard_agents._identity import web_identity_from_env
 
         credential = web_identity_from_env()
+    bind_client_id = getattr(credential, "bind_client_id", None)
+    if callable(bind_client_id):
+        # Keycard's WebIdentity(mcp_server_name=...) has no client id: the agent's URL is it.
+        bind_client_id(agent.url)
     if verifier is None:
         verifier = _default_verifier(agent)
         owned.append(verifier)
@@ -226,6 +232,8 @@ def create_app(
             name="resource-metadata",
         ),
         Route("/", jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc"),
+        # Where Keycard's keycardai-a2a clients send JSON-RPC (`{url}/a2a/jsonrpc`).
+        Route(KEYCARD_JSONRPC_PATH, jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc-keycard"),
         *rest.routes(),
     ]
     # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
