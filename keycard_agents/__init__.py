@@ -45,12 +45,14 @@ from keycard_agents._errors import RemoteAuthenticationError as RemoteAuthentica
 from keycard_agents._errors import RemoteTaskError as RemoteTaskError
 from keycard_agents._errors import ResourceAccessError as ResourceAccessError
 from keycard_agents._errors import TransportError as TransportError
+from keycard_agents._errors import UserRequiredError as UserRequiredError
 from keycard_agents._jose._principal import Actor as Actor
 from keycard_agents._jose._principal import ActorChain as ActorChain
 from keycard_agents._jose._principal import Principal as Principal
 from keycard_agents._jose._principal import UserId as UserId
 from keycard_agents._oauth._credentials import ApplicationCredential as ApplicationCredential
 from keycard_agents._oauth._credentials import ClientSecret as ClientSecret
+from keycard_agents._oauth._credentials import EKSWorkloadIdentity as EKSWorkloadIdentity
 from keycard_agents._oauth._credentials import WebIdentity as WebIdentity
 from keycard_agents._oauth._credentials import WorkloadIdentity as WorkloadIdentity
 from keycard_agents._oauth._credentials import credential_from_env as credential_from_env
@@ -79,6 +81,7 @@ __all__ = [
     "Context",
     "DelegationDeniedError",
     "Dependency",
+    "EKSWorkloadIdentity",
     "HttpDependency",
     "InsufficientScopeError",
     "InteractionRequiredError",
@@ -96,6 +99,7 @@ __all__ = [
     "SkillCall",
     "TransportError",
     "UserId",
+    "UserRequiredError",
     "WebIdentity",
     "WorkloadIdentity",
     "__version__",

@@ -32,7 +32,7 @@ from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, CLIENT_ASSERTION_TYPE, verify_jwt
 from keycard_agents._jose._keys import SigningKey, StaticKeys
 from keycard_agents._jose._principal import ActorChain
-from keycard_agents._oauth._urls import authorization_server_metadata_url
+from keycard_agents._oauth._urls import discovery_urls, identifier_mismatch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,6 +82,9 @@ class ConformanceSettings:
     unknown_resource: str
     public_client: str | None = None
     token_endpoint: str | None = None
+    user_token: str | None = field(default=None, repr=False)
+    """A user token issued by the service under test for alpha (``--user-token-file``):
+    vectors marked ``user_token`` start from it instead of a minted one."""
 
     def variables(self) -> dict[str, str]:
         out = {"issuer": self.issuer, "user_issuer": self.user_issuer}
@@ -166,8 +169,28 @@ def _signing_key(jwk: Any, setting: str) -> SigningKey:
     return key
 
 
-def load_settings(path: str | Path, *, issuer: str) -> ConformanceSettings:
-    """Read the credentials file (TOML; see protocols/README.md for its format)."""
+def _read_user_token(path: Path, setting: str) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"{setting}: cannot read {path} ({type(exc).__name__})", setting=setting
+        ) from exc
+    if token.count(".") != 2:
+        raise ConfigurationError(
+            f"{setting}: {path} does not hold one JWT access token", setting=setting
+        )
+    return token
+
+
+def load_settings(
+    path: str | Path, *, issuer: str, user_token_file: str | Path | None = None
+) -> ConformanceSettings:
+    """Read the credentials file (TOML; see protocols/README.md for its format).
+
+    ``user_token_file`` (or ``user_token_file`` in the file) holds a user token the
+    service under test issued for alpha; then ``[user_issuer]`` is optional.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -177,14 +200,24 @@ def load_settings(path: str | Path, *, issuer: str) -> ConformanceSettings:
             setting="--config",
         ) from exc
     base = path.parent
-    users = _table(data, "user_issuer", path.name)
-    jwks_file = _text(users, "private_jwks_file", "user_issuer")
-    assert jwks_file is not None
-    jwks = _read_json(base / jwks_file, "user_issuer.private_jwks_file")
-    members = jwks.get("keys") if isinstance(jwks, Mapping) else None
-    if not isinstance(members, list) or not members:
-        raise ConfigurationError("user_issuer.private_jwks_file has no keys", setting="user_issuer")
-    user_keys = [_signing_key(m, "user_issuer.private_jwks_file") for m in members]
+    user_token: str | None = None
+    if user_token_file is not None:
+        user_token = _read_user_token(Path(user_token_file), "--user-token-file")
+    elif (listed := _text(data, "user_token_file", "(top level)", required=False)) is not None:
+        user_token = _read_user_token(base / listed, "user_token_file")
+    users: Mapping[str, Any] = {}
+    user_keys: list[SigningKey] = []
+    if "user_issuer" in data or user_token is None:
+        users = _table(data, "user_issuer", path.name)
+        jwks_file = _text(users, "private_jwks_file", "user_issuer")
+        assert jwks_file is not None
+        jwks = _read_json(base / jwks_file, "user_issuer.private_jwks_file")
+        members = jwks.get("keys") if isinstance(jwks, Mapping) else None
+        if not isinstance(members, list) or not members:
+            raise ConfigurationError(
+                "user_issuer.private_jwks_file has no keys", setting="user_issuer"
+            )
+        user_keys = [_signing_key(m, "user_issuer.private_jwks_file") for m in members]
     agents: dict[str, ConformanceAgent] = {}
     agent_tables = _table(data, "agents", path.name)
     for name in ("alpha", "beta"):
@@ -210,7 +243,7 @@ def load_settings(path: str | Path, *, issuer: str) -> ConformanceSettings:
         unknown = _text(resources, "unknown", "resources", required=False)
     return ConformanceSettings(
         issuer=_text(data, "issuer", "(top level)", required=False) or issuer,
-        user_issuer=_text(users, "issuer", "user_issuer") or "",
+        user_issuer=(_text(users, "issuer", "user_issuer") if users else None) or "",
         user_keys={k.kid: k for k in user_keys},
         agents=agents,
         unknown_resource=unknown or "https://unregistered.conformance.test/",
@@ -218,6 +251,7 @@ def load_settings(path: str | Path, *, issuer: str) -> ConformanceSettings:
         if isinstance(public, Mapping)
         else None,
         token_endpoint=_text(data, "token_endpoint", "(top level)", required=False),
+        user_token=user_token,
     )
 
 
@@ -270,27 +304,66 @@ class _Runner:
         self.vars = settings.variables()
         self.token_endpoint = settings.token_endpoint or ""
         self.jwks: dict[str, Any] = {}
-        default = next(iter(settings.user_keys.values()))
-        rogue = OKPKey.generate_key("Ed25519", parameters={"kid": default.kid})
+        default = next(iter(settings.user_keys.values()), None)
+        self.default_kid = default.kid if default is not None else "conformance-none"
+        rogue = OKPKey.generate_key("Ed25519", parameters={"kid": self.default_kid})
         self.rogue = SigningKey(rogue, alg="EdDSA", created_at=0)
-        self.default_kid = default.kid
+        self.provided_used = False  # the current vector started from settings.user_token
 
     async def prepare(self) -> None:
-        url = authorization_server_metadata_url(self.settings.issuer)
-        try:
-            meta = (await self.http.get(url)).json()
-            if not isinstance(meta, dict) or meta.get("issuer") != self.settings.issuer:
-                raise ConfigurationError(
-                    f"the metadata at {url} does not state issuer {self.settings.issuer!r}",
-                    setting="URL",
-                )
-            self.token_endpoint = self.token_endpoint or str(meta["token_endpoint"])
-            self.vars["token_endpoint"] = self.token_endpoint
-            self.jwks = (await self.http.get(str(meta["jwks_uri"]))).json()
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        """Read the metadata (RFC 8414, else OpenID Connect discovery) and the JWK Set."""
+        issuer = self.settings.issuer
+        urls = discovery_urls(issuer)
+        for url in urls:
+            reply = await self._get(url, "the token service metadata")
+            if reply.status_code != 404 or url == urls[-1]:
+                break
+        if reply.status_code != 200:
+            tried = " nor ".join(urls)
             raise ConfigurationError(
-                f"cannot read the token service metadata or keys from {url}: {type(exc).__name__}",
+                f"no token service metadata for {issuer}: neither {tried} answered it (last: "
+                f"HTTP {reply.status_code}); pass the issuer identifier exactly as the "
+                "service states it",
                 setting="URL",
+            )
+        meta = self._json(reply, url, "the token service metadata")
+        if not isinstance(meta, dict) or meta.get("issuer") != issuer:
+            stated = meta.get("issuer") if isinstance(meta, dict) else None
+            raise ConfigurationError(
+                f"the metadata at {url}: {identifier_mismatch(stated, issuer)}; pass the "
+                "issuer exactly as the service states it",
+                setting="URL",
+            )
+        endpoint, jwks_uri = meta.get("token_endpoint"), meta.get("jwks_uri")
+        if not isinstance(endpoint, str) or not isinstance(jwks_uri, str):
+            raise ConfigurationError(
+                f"the metadata at {url} lacks token_endpoint or jwks_uri", setting="URL"
+            )
+        self.token_endpoint = self.token_endpoint or endpoint
+        self.vars["token_endpoint"] = self.token_endpoint
+        keys = self._json(await self._get(jwks_uri, "the JWK Set"), jwks_uri, "the JWK Set")
+        self.jwks = keys if isinstance(keys, dict) else {}
+
+    async def _get(self, url: str, what: str) -> httpx.Response:
+        try:
+            return await self.http.get(url, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"cannot read {what} at {url}: {type(exc).__name__}: {exc}", setting="URL"
+            ) from exc
+
+    @staticmethod
+    def _json(reply: httpx.Response, url: str, what: str) -> Any:
+        """The JSON body of a 200 answer; the HTTP status otherwise (never a decode error)."""
+        if reply.status_code != 200:
+            raise ConfigurationError(
+                f"{what} at {url} answered HTTP {reply.status_code}, expected 200", setting="URL"
+            )
+        try:
+            return reply.json()
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{what} at {url} answered HTTP 200 but not JSON", setting="URL"
             ) from exc
 
     # -- templates ---------------------------------------------------------------------
@@ -326,7 +399,15 @@ class _Runner:
     async def token(self, source: Mapping[str, Any], now: int) -> str:
         if "literal" in source:
             return str(source["literal"])
+        if "mint" in source and source.get("user_token") and self.settings.user_token:
+            self.provided_used = True
+            return self.settings.user_token
         if "mint" in source:
+            if not self.settings.user_keys:
+                raise _Skip(
+                    "needs a user token with other claims: configure [user_issuer] with keys "
+                    "the service trusts"
+                )
             spec = source["mint"]
             kid = spec.get("key", self.default_kid)
             key = self.rogue if kid == "rogue" else self.settings.user_keys.get(kid)
@@ -436,6 +517,7 @@ class _Runner:
             return VectorResult(vector["id"], rule, expected, got, outcome, detail)
 
         now = int(self.clock())
+        self.provided_used = False
         try:
             name = vector.get("client")
             agent = None if name is None else self.agent(name)
@@ -473,7 +555,14 @@ class _Runner:
             return result(got, "PASS" if ok else "FAIL")
         if reply.status_code != 200:
             return result(got, "FAIL", _description(reply))
-        problem = await self.judge_issued(reply, params, agent, subject, expect.get("token", {}))
+        want = dict(expect.get("token", {}))
+        if self.provided_used and self.settings.user_token is not None:
+            # The chain starts from the service's own user token: its sub and txn stand in
+            # for those the vector would have minted.
+            provided = _unverified(self.settings.user_token)
+            want["sub"] = provided.get("sub")
+            want["txn"] = provided["txn"] if isinstance(provided.get("txn"), str) else "*"
+        problem = await self.judge_issued(reply, params, agent, subject, want)
         return result(got, "FAIL" if problem else "PASS", problem or "")
 
     async def judge_issued(
@@ -497,7 +586,10 @@ class _Runner:
             return "a refresh_token was issued with a delegated token"
         if "no-store" not in reply.headers.get("cache-control", ""):
             return "the response lacks Cache-Control: no-store"
-        resource = str(params.get("resource"))
+        now = int(self.clock())
+        filled = self.fill(dict(want), now)
+        # The target: the vector's expected aud (an audience-only request), else the resource.
+        resource = str(filled.get("aud") or params.get("resource"))
         try:
             claims = await verify_jwt(
                 str(body.get("access_token")),
@@ -510,8 +602,6 @@ class _Runner:
         except InvalidTokenError as exc:
             return f"the issued token does not verify ({exc.check})"
         source = _unverified(subject)
-        now = int(self.clock())
-        filled = self.fill(dict(want), now)
         act = claims.get("act")
         sub_id = claims.get("sub_id")
         source_origin = source.get("sub_id") if "act" in source else None
@@ -524,7 +614,7 @@ class _Runner:
             ),
             (source_origin is None or sub_id == source_origin, "sub_id was not copied unchanged"),
             (claims.get("sub") == source.get("sub"), "sub is not the subject token's sub"),
-            (claims.get("aud") == resource, "aud is not exactly the requested resource"),
+            (claims.get("aud") == resource, "aud is not exactly the requested target"),
             (agent is not None and claims.get("client_id") == agent.client_id, "client_id"),
             (isinstance(act, dict) and act.get("iss") == self.settings.issuer, "act.iss"),
             (
@@ -627,11 +717,17 @@ def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", action="append", metavar="ID", help="run only this vector (repeatable)"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP request")
+    parser.add_argument(
+        "--user-token-file",
+        metavar="FILE",
+        help="a user token the service under test issued for alpha (scopes read and write); "
+        "vectors that start from a plain user token use it",
+    )
 
 
 def run_conformance(args: argparse.Namespace) -> int:
     """Run the exchange vectors against ``args.url``; print the table; 1 on any FAIL."""
-    settings = load_settings(args.config, issuer=args.url)
+    settings = load_settings(args.config, issuer=args.url, user_token_file=args.user_token_file)
     directory = Path(args.vectors) if args.vectors else None
     vectors = load_vectors(directory, "exchanges.json")["vectors"]
     if args.only:

@@ -68,6 +68,14 @@ class InsufficientScopeError(AuthenticationError):
         self.missing = missing
 
 
+class UserRequiredError(InsufficientScopeError):
+    """A valid token whose subject is a client, not a user, for an operation that needs a
+    user (HTTP 403): a client-credentials token (RFC 9068 §2.2: ``sub`` = the client)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, required=(), missing=())
+
+
 class OAuthError(KeycardError):
     """An OAuth 2.0 error (RFC 6749 §5.2, RFC 8693 §2.2.2) with its wire fields."""
 

@@ -21,6 +21,7 @@ from keycard_agents._jose._keys import KeyResolver as KeyResolver
 from keycard_agents._jose._keys import KeyStore as KeyStore
 from keycard_agents._jose._keys import SigningKey as SigningKey
 from keycard_agents._jose._keys import StaticKeys as StaticKeys
+from keycard_agents._jose._profiles import TokenProfile as TokenProfile
 from keycard_agents._oauth._credentials import PublishesJwks as PublishesJwks
 from keycard_agents._oauth._discovery import ResourceMetadata as ResourceMetadata
 from keycard_agents._oauth._exchange import ExchangedToken as ExchangedToken
@@ -47,6 +48,7 @@ __all__ = [
     "SigningKey",
     "StaticKeys",
     "TokenExchangeClient",
+    "TokenProfile",
     "TokenReport",
     "TokenVerifier",
     "TrustedIssuer",

@@ -356,9 +356,16 @@ def serve_on_loopback(
     """Serve ``app`` with uvicorn on ``sock`` in a thread; stop it on exit (bounded waits)."""
 
     # Idle keep-alive connections outlive httpx's 5 s pool expiry, so a client never reuses a
-    # connection that the server is closing at that moment (a "disconnected" error).
+    # connection that the server is closing at that moment (a "disconnected" error). The
+    # plain asyncio loop and h11, whatever uvicorn extras are installed (uvloop, httptools).
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2, timeout_keep_alive=15
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+        timeout_keep_alive=15,
+        loop="asyncio",
+        http="h11",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
@@ -452,23 +459,28 @@ def make_context(
 @contextlib.contextmanager
 def mock_access_context(
     access_token: str | None = "test-access-token",  # noqa: S107 - a fake for tests
-    *,
     resource_tokens: Mapping[str, str] | None = None,
+    has_errors: bool = False,
+    error_message: str = "Mock authentication error",
+    *,
     errors: Mapping[str, str | ResourceError] | None = None,
     expires_in: float = 300.0,
 ) -> Iterator[None]:
     """Within this block, ``@grant`` skills get a fake :class:`AccessContext`, no exchange.
 
-    ``access_token`` is the token of every resource (``None``: resources without an
-    entry in ``resource_tokens`` fail with ``access_denied``); ``resource_tokens`` sets
-    tokens per resource; ``errors`` makes resources fail (an OAuth error code, or a
-    :class:`ResourceError` with a message).
+    The arguments of Keycard's ``mock_access_context`` mean what they mean there:
+    ``access_token`` is the token of every resource, unless ``resource_tokens`` is given,
+    which then names the only resources that get a token (the others fail with
+    ``access_denied``); ``has_errors=True`` sets an error that affects every resource,
+    with ``error_message``. ``errors`` (ours) makes single resources fail (an OAuth error
+    code, or a :class:`ResourceError` with a message).
     """
     build = mock_factory(
-        default_token=access_token,
+        default_token=access_token if resource_tokens is None else None,
         tokens=dict(resource_tokens or {}),
         errors=dict(errors or {}),
         expires_at=time.time() + expires_in,
+        global_error=ResourceError("mock_error", error_message) if has_errors else None,
     )
     reset = _MOCK_ACCESS.set(build)
     try:

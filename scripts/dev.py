@@ -29,6 +29,9 @@ STAMP = VENV / ".keycard-installed"
 EXTRAS = "dev,mcp,trio"
 # Programs the test suite drives, and the Debian package that provides each.
 SYSTEM_PACKAGES = {"chromium": "chromium", "wrk": "wrk"}
+# JavaScript the interop tests run (the A2A JS client, an independent OAuth server): each
+# directory pins exact versions in package.json and package-lock.json.
+NODE_PROJECTS = ("tests/interop_js", "tests/interop_oidc")
 
 
 def say(message: str) -> None:
@@ -95,6 +98,20 @@ def lint(env: dict[str, str]) -> int:
     return 0
 
 
+def ensure_node_packages() -> None:
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        say("node and npm are missing: the JavaScript interop tests will skip")
+        return
+    for project in NODE_PROJECTS:
+        directory = ROOT / project
+        if (directory / "node_modules").is_dir():
+            continue
+        say(f"installing the pinned npm packages of {project}")
+        quiet = ["--no-audit", "--no-fund", "--loglevel=error"]
+        run(npm, "ci", *quiet, cwd=directory, stdout=subprocess.DEVNULL, timeout=300)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test", "lint", "install"}:
         print(__doc__)
@@ -113,6 +130,7 @@ def main(argv: list[str]) -> int:
     if command == "lint" or status != 0:
         return status
     ensure_system_packages()
+    ensure_node_packages()
     say("tests: pytest")
     # Coverage of the library is measured on every run and reported above pytest's summary.
     coverage = ["--cov=keycard_agents", "--cov-report=term:skip-covered"]

@@ -321,7 +321,12 @@ def _user(**over: Any) -> dict[str, Any]:
         "may_act": {"sub": "${alpha.client_id}"},
     }
     claims.update(over)
-    return {"mint": {"claims": {k: v for k, v in claims.items() if v is not None}}}
+    token: dict[str, Any] = {"mint": {"claims": {k: v for k, v in claims.items() if v is not None}}}
+    if not over:
+        # `conformance --user-token-file`: a user token of the service under test, issued
+        # for alpha, may stand in for this one (and only this one: others need our keys).
+        token["user_token"] = True
+    return token
 
 
 def _mint_chain(*subs: str) -> dict[str, Any] | None:
@@ -360,7 +365,6 @@ REASONS = {
     "X-15": "subject_token_type",
     "X-16": "together",
     "X-17": "requested_token_type",
-    "X-18": "'audience'",
     "X-19": "authentication required",
     "X-20": "wrong client secret",
     "X-21": "unknown client",
@@ -400,6 +404,8 @@ REASONS = {
     "X-52": "exceeds",
     "X-53": "share nothing",
     "X-54": "scope is empty",
+    "X-59": "exactly one target",
+    "X-60": "unknown audience",
 }
 
 
@@ -434,9 +440,10 @@ def exchange_vectors() -> dict[str, Any]:
     user_b = _user(aud=B_RES)
     hop_ab = _hop("alpha", _user(), B_RES)
     mint = _user()["mint"]
-    bad_req, bad_grant, bad_client = (
+    # RFC 8693 §2.2.2: an invalid or unacceptable subject or actor token is invalid_request.
+    bad_req, bad_token, bad_client = (
         _err("invalid_request"),
-        _err("invalid_grant"),
+        _err("invalid_request"),
         _err("invalid_client", 401),
     )
     # fmt: off
@@ -448,7 +455,8 @@ def exchange_vectors() -> dict[str, Any]:
     add("X-02", "CL-11 TS-3a",
         "the delegated token says where the user came from: sub_id (RFC 9493 iss_sub) names "
         "the issuer of the subject token and its sub",
-        issued(sub_id={"format": "iss_sub", "iss": "${user_issuer}", "sub": "alice"}))
+        issued(sub_id={"format": "iss_sub", "iss": "${user_issuer}", "sub": "alice"}),
+        subject=_user(sub="alice"))  # the conformance user issuer's own user, not a stand-in
     add("X-03", "CL-8", "exp is capped at the subject token's exp",
         issued(exp_max="subject", expires_in_max=120), subject=_user(exp="${now+120}"))
     add("X-04", "CL-6", "a subject token without txn gets a fresh txn", issued(txn="*"),
@@ -461,10 +469,10 @@ def exchange_vectors() -> dict[str, Any]:
         issued(scope="read"), params=resource(B_RES, scope="read"))
     add("X-08", "TS-1 TS-1b",
         "client_secret_post authenticates like Basic (the request then fails on the loop "
-        "policy, not on authentication)", bad_grant, client="beta",
+        "policy, not on authentication)", _err("invalid_target"), client="beta",
         auth="secret_post", subject=hop_ab, params=resource(A_RES))
     add("X-09", "TS-3a", "a subject token of a trusted external issuer that already carries "
-        "act: only this service records actors", bad_grant,
+        "act: only this service records actors", bad_token,
         subject=_user(act=_mint_chain("p1", "p2", "p3", "p4"), may_act=None))
     # -- request shape
     add("X-10", "RQ-1", "a JSON body instead of a form", bad_req, encoding="json")
@@ -481,8 +489,8 @@ def exchange_vectors() -> dict[str, Any]:
     add("X-17", "RQ-6", "requested_token_type refresh_token", bad_req,
         params=resource(B_RES, requested_token_type=(  # noqa: S106
             "urn:ietf:params:oauth:token-type:refresh_token")))
-    add("X-18", "RQ-7", "'audience' instead of 'resource'", bad_req,
-        params=resource(B_RES, audience=B_ID))
+    add("X-18", "RQ-7 TS-6", "audience = beta's client_id instead of resource",
+        issued(aud=B_RES), params={"audience": B_ID})
     # -- 1. client authentication
     add("X-19", "TS-1", "no client authentication", bad_client, client=None)
     add("X-20", "TS-1b", "wrong client secret", bad_client, client="beta", auth="wrong_secret",
@@ -507,31 +515,31 @@ def exchange_vectors() -> dict[str, Any]:
     # -- 2. actor token
     add("X-31", "TS-2", "actor_token = the agent's own client-credentials token", OK,
         actor={"client_credentials": "alpha"})
-    add("X-32", "TS-2", "actor_token of another agent", bad_grant,
+    add("X-32", "TS-2", "actor_token of another agent", bad_token,
         actor={"client_credentials": "beta"})
-    add("X-33", "TS-2", "actor_token that is a user token", bad_grant, actor=_user())
+    add("X-33", "TS-2", "actor_token that is a user token", bad_token, actor=_user())
     # -- 3. subject token
-    add("X-34", "TS-3", "subject typ JWT", bad_grant, subject={"mint": {**mint, "typ": "JWT"}})
-    add("X-35", "TS-3 LIM-3", "subject expired an hour ago", bad_grant,
+    add("X-34", "TS-3", "subject typ JWT", bad_token, subject={"mint": {**mint, "typ": "JWT"}})
+    add("X-35", "TS-3 LIM-3", "subject expired an hour ago", bad_token,
         subject=_user(exp="${now-3600}", iat="${now-4000}", nbf="${now-4000}"))
     add("X-55", "TS-3 CL-8", "subject expired 10 s ago: refused although within the leeway",
-        bad_grant, subject=_user(exp="${now-10}", iat="${now-600}", nbf="${now-600}"))
-    add("X-56", "TS-3 CL-9", "subject without jti", bad_grant, subject=_user(jti=None))
-    add("X-36", "TS-3", "subject from an untrusted issuer", bad_grant,
+        bad_token, subject=_user(exp="${now-10}", iat="${now-600}", nbf="${now-600}"))
+    add("X-56", "TS-3 CL-9", "subject without jti", bad_token, subject=_user(jti=None))
+    add("X-36", "TS-3", "subject from an untrusted issuer", bad_token,
         subject=_user(iss="https://rogue-issuer.conformance.test"))
-    add("X-37", "TS-3", "subject signature by a key not the issuer's", bad_grant,
+    add("X-37", "TS-3", "subject signature by a key not the issuer's", bad_token,
         subject={"mint": {**mint, "key": "rogue"}})
-    add("X-38", "TS-3", "subject is not a JWT", bad_grant, subject={"literal": "not-a-jwt"})
-    add("X-39", "TS-3 LIM-2", "subject act chain deeper than the limit", bad_grant,
+    add("X-38", "TS-3", "subject is not a JWT", bad_token, subject={"literal": "not-a-jwt"})
+    add("X-39", "TS-3 LIM-2", "subject act chain deeper than the limit", bad_token,
         subject=_user(act=_mint_chain("p1", "p2", "p3", "p4", "p5", "p6"), may_act=None))
     # -- 4. audience chaining
-    add("X-40", "TS-4", "alpha presents a token addressed to beta", bad_grant, subject=user_b)
-    add("X-41", "TS-4 CL-4", "subject aud names alpha and beta", bad_grant,
+    add("X-40", "TS-4", "alpha presents a token addressed to beta", bad_token, subject=user_b)
+    add("X-41", "TS-4 CL-4", "subject aud names alpha and beta", bad_token,
         subject=_user(aud=[A_RES, B_RES]))
     # -- 5. first hop
-    add("X-42", "TS-5 CL-7", "may_act names another agent", bad_grant,
+    add("X-42", "TS-5 CL-7", "may_act names another agent", bad_token,
         subject=_user(may_act={"sub": B_ID}))
-    add("X-43", "TS-5", "may_act is not an object with sub", bad_grant,
+    add("X-43", "TS-5", "may_act is not an object with sub", bad_token,
         subject=_user(may_act=A_ID))
     add("X-44", "TS-5", "beta may not act first on a user token (may_act_first = false)",
         _err("unauthorized_client"), client="beta", subject=_user(aud=B_RES, may_act=None),
@@ -546,10 +554,10 @@ def exchange_vectors() -> dict[str, Any]:
         _err("invalid_target"), params=resource(A_RES))
     # -- 7. chain policy
     add("X-49", "TS-7", "beta exchanges the token alpha got for it back to alpha: the chain "
-        "user → alpha → beta → alpha comes back to alpha (a loop)", bad_grant,
+        "user → alpha → beta → alpha comes back to alpha (a loop)", _err("invalid_target"),
         client="beta", subject=hop_ab, params=resource(A_RES))
     add("X-50", "TS-3a CL-11", "a subject token of a trusted external issuer whose sub_id "
-        "claims a user of this token service", bad_grant,
+        "claims a user of this token service", bad_token,
         subject=_user(sub_id={"format": "iss_sub", "iss": "${issuer}", "sub": "alice"}))
     # -- 8. scope
     add("X-51", "TS-8", "scope the target does not accept", _err("invalid_scope"),
@@ -560,6 +568,15 @@ def exchange_vectors() -> dict[str, Any]:
         subject=_user(scope="write"))
     add("X-54", "TS-8", "a scope parameter of blanks only", bad_req,
         params=resource(B_RES, scope="   "))
+    # -- audience (RFC 8693 §2.1), alone or with resource
+    add("X-57", "RQ-7 TS-6", "audience = beta's URL (an absolute URI) instead of resource",
+        issued(aud=B_RES), params={"audience": B_RES})
+    add("X-58", "RQ-7 TS-6", "resource and audience both name beta (what Keycard's SDK sends)",
+        issued(aud=B_RES), params=resource(B_RES, audience=B_RES))
+    add("X-59", "RQ-7 TS-6", "resource and audience name two different targets",
+        _err("invalid_target"), params=resource(B_RES, audience=A_ID))
+    add("X-60", "RQ-7 TS-6", "audience is a name nothing is registered under",
+        _err("invalid_target"), params={"audience": "not-registered-anywhere"})
     # fmt: on
     return {
         "description": (

@@ -803,37 +803,37 @@ STS_ROWS: list[tuple[str, Send, Expect, str]] = [
     (
         "exchange/external token that already carries act",
         _idp_with_act,
-        Expect.oauth("invalid_grant"),
+        Expect.oauth("invalid_request"),
         "finding 8: actors only come from this service (TS-3a)",
     ),
     (
         "exchange/external token claiming a local user",
         _idp_claims_local_user,
-        Expect.oauth("invalid_grant"),
+        Expect.oauth("invalid_request"),
         "finding 1: an IdP names only its own users (TS-3a)",
     ),
     (
         "exchange/A → B → A",
         _loop_back,
-        Expect.oauth("invalid_grant"),
+        Expect.oauth("invalid_target"),
         "finding 8: allow_repeated_agents = false (TS-7)",
     ),
     (
         "exchange/external subject exp NaN",
         _idp_exp_nan,
-        Expect.oauth("invalid_grant"),
+        Expect.oauth("invalid_request"),
         "finding 3/4: ValueError gave a 500",
     ),
     (
         "exchange/external subject exp 10**400",
         _idp_exp_huge,
-        Expect.oauth("invalid_grant"),
+        Expect.oauth("invalid_request"),
         "finding 3: OverflowError gave a 500",
     ),
     (
         "exchange/subject header nested 1,400 deep",
         _subject_nested,
-        Expect.oauth("invalid_grant"),
+        Expect.oauth("invalid_request"),
         "finding 3: RecursionError gave a 500",
     ),
     (

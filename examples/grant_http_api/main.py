@@ -72,7 +72,7 @@ def assistant_class(calendar: str, mail: str) -> type[Agent]:
             report: dict[str, Any] = {
                 "status": access.get_status(),
                 "granted": access.get_successful_resources(),
-                "refused": access.get_errors(),
+                "refused": access.get_errors()["resources"],
             }
             if not access.has_resource_error("calendar"):
                 token = access.access("calendar").access_token

@@ -78,6 +78,7 @@ class _SkillOptions:
     anonymous: bool
     input_modes: tuple[str, ...] | None
     output_modes: tuple[str, ...] | None
+    require_user: bool | None = None
 
 
 @typing.overload
@@ -94,6 +95,7 @@ def skill(
     anonymous: bool = False,
     input_modes: Sequence[str] | None = None,
     output_modes: Sequence[str] | None = None,
+    require_user: bool | None = None,
 ) -> Callable[[F], F]: ...
 def skill(
     func: F | None = None,
@@ -108,12 +110,16 @@ def skill(
     anonymous: bool = False,
     input_modes: Sequence[str] | None = None,
     output_modes: Sequence[str] | None = None,
+    require_user: bool | None = None,
 ) -> F | Callable[[F], F]:
     """Mark an async method of an :class:`Agent` subclass as an A2A skill.
 
     The skill id defaults to the method name, the description to its docstring.
     ``scopes`` are required in the caller's token; ``anonymous=True`` allows calls
-    without a token (scopes are then not checked).
+    without a token (scopes are then not checked). ``require_user=True`` refuses tokens
+    whose subject is a client rather than a user (a client-credentials token, RFC 9068
+    §2.2) with HTTP 403; the default is the agent class's ``require_user`` (``False``:
+    any verified subject).
     """
     for label, value in (("tags", tags), ("examples", examples), ("scopes", scopes)):
         if isinstance(value, str):
@@ -128,7 +134,12 @@ def skill(
         anonymous=anonymous,
         input_modes=None if input_modes is None else tuple(input_modes),
         output_modes=None if output_modes is None else tuple(output_modes),
+        require_user=require_user,
     )
+    if anonymous and require_user:
+        raise ConfigurationError(
+            "a skill cannot be both anonymous and require_user", setting="require_user"
+        )
 
     def mark(f: F) -> F:
         is_async = inspect.iscoroutinefunction(f)
@@ -177,6 +188,8 @@ class Skill:
     returns_text: bool
     input_model: type[BaseModel] = field(repr=False)
     output_adapter: TypeAdapter[Any] = field(repr=False)
+    require_user: bool = False
+    """Refuse tokens whose subject is a client (a client-credentials token)."""
 
     def input_schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema(by_alias=True)
@@ -308,6 +321,11 @@ def _build_skill(owner: type, method_name: str, func: Callable[..., Any]) -> Ski
         returns_text=returns_text,
         input_model=input_model,
         output_adapter=output_adapter,
+        require_user=(
+            options.require_user
+            if options.require_user is not None
+            else bool(getattr(owner, "require_user", False)) and not options.anonymous
+        ),
     )
 
 
@@ -320,8 +338,9 @@ class Agent:
     Constructor options say where the agent is served and which token service issues
     the tokens it accepts:
 
-    * ``url``: the agent's canonical URL. It is the audience of inbound tokens, the
-      ``resource`` of its RFC 9728 metadata and the ``url`` of its A2A interfaces.
+    * ``url``: the agent's canonical URL. It is the audience of inbound tokens and the
+      ``resource`` of its RFC 9728 metadata, exactly as given (a trailing ``/`` is kept:
+      register the same string at the issuer); its A2A interfaces are served there.
     * ``issuer``: the token service's issuer identifier; ``token_endpoint`` its token
       endpoint (required with ``issuer``); ``metadata_url`` its RFC 8414 metadata
       (derived from the issuer when omitted).
@@ -342,6 +361,8 @@ class Agent:
     dependencies: ClassVar[Sequence[Dependency]] = ()
     default_input_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
     default_output_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
+    require_user: ClassVar[bool] = False
+    """Default of ``@skill(require_user=)``: refuse client-credentials tokens (no user)."""
 
     _skill_methods: ClassVar[dict[str, str]] = {}
     _resolved_skills: ClassVar[dict[str, Skill]]
@@ -390,7 +411,9 @@ class Agent:
                 "token_endpoint is required when issuer is set (the agent card publishes it)",
                 setting="token_endpoint",
             )
-        self.url = url.rstrip("/") if url else None
+        # Exactly as given: it is the RFC 8707 resource tokens are issued for, and an
+        # issuer that registered "https://host/a/" issues tokens for that string only.
+        self.url = url or None
         self.issuer = issuer
         self.token_endpoint = token_endpoint
         self.metadata_url = metadata_url

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
+import anyio.to_thread
 
 from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._agent._context import Context
@@ -35,6 +37,8 @@ _R = TypeVar("_R")
 #: A skill method; ``@grant`` changes its parameters (the AccessContext is filled in, a
 #: context parameter is added when missing), so only the result type is kept.
 _Method = Callable[..., Awaitable[_R]]
+
+
 AccessStatus = Literal["success", "partial_error", "error"]
 
 #: Set by ``keycard_agents.testing.mock_access_context``: used instead of exchanging.
@@ -58,7 +62,13 @@ class ResourceError:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"error": self.error, "message": self.message}
+        """Ours (``error``, ``message``) and Keycard's field names (``code``, ``description``)."""
+        return {
+            "error": self.error,
+            "message": self.message,
+            "code": self.error,
+            "description": self.message,
+        }
 
 
 def error_of(exc: KeycardError) -> ResourceError:
@@ -77,7 +87,10 @@ class AccessContext:
 
     Resources are named as in the decorator; a resource URL also finds a dependency that
     was named by its dependency name. Nothing here raises except :meth:`access` for a
-    resource that failed or was not requested.
+    resource that failed or was not requested. The methods are those of Keycard's
+    ``AccessContext``, with its meanings: ``has_error``/``get_error`` concern an error
+    that affects every resource, ``has_errors`` any error at all, and ``get_status`` is
+    ``"error"`` for such a global error, ``"partial_error"`` when some resource failed.
     """
 
     def __init__(
@@ -86,16 +99,24 @@ class AccessContext:
         tokens: Mapping[str, ExchangedToken] | None = None,
         errors: Mapping[str, ResourceError] | None = None,
         aliases: Mapping[str, str] | None = None,
+        error: ResourceError | None = None,
     ) -> None:
         self._tokens = dict(tokens or {})
         self._errors = dict(errors or {})
         self._aliases = dict(aliases or {})
+        self._error = error
 
     def _key(self, resource: str) -> str:
         return self._aliases.get(resource, resource)
 
     def access(self, resource: str) -> ExchangedToken:
         """The token for ``resource`` (``.access_token``); raises ResourceAccessError."""
+        if self._error is not None:
+            raise ResourceAccessError(
+                f"no token for {resource}: {self._error.error}: {self._error.message}",
+                resource=resource,
+                error=self._error.error,
+            )
         key = self._key(resource)
         if key in self._tokens:
             return self._tokens[key]
@@ -118,24 +139,41 @@ class AccessContext:
         """Every requested resource, in the order of the decorator."""
         return [*self._tokens, *(r for r in self._errors if r not in self._tokens)]
 
+    def has_error(self) -> bool:
+        """Whether an error affects every resource (Keycard's global error)."""
+        return self._error is not None
+
+    def get_error(self) -> dict[str, str] | None:
+        """The error that affects every resource, if any."""
+        return None if self._error is None else self._error.to_dict()
+
     def has_errors(self) -> bool:
-        return bool(self._errors)
+        """Whether anything failed: the global error or any resource."""
+        return self._error is not None or bool(self._errors)
 
     def has_resource_error(self, resource: str) -> bool:
         return self._key(resource) in self._errors
 
-    def get_errors(self) -> dict[str, dict[str, str]]:
-        """``{resource: {"error": code, "message": text}}`` for every failed resource."""
-        return {r: e.to_dict() for r, e in self._errors.items()}
+    def get_errors(self) -> dict[str, Any]:
+        """Keycard's shape: ``{"resources": {resource: {"error"/"code": code,
+        "message"/"description": text}}, "error": <the global error or None>}``."""
+        return {
+            "resources": {r: e.to_dict() for r, e in self._errors.items()},
+            "error": self.get_error(),
+        }
 
-    def get_resource_errors(self, resource: str) -> dict[str, str] | None:
+    def get_resource_error(self, resource: str) -> dict[str, str] | None:
         failure = self._errors.get(self._key(resource))
         return None if failure is None else failure.to_dict()
 
+    get_resource_errors = get_resource_error
+
     def get_status(self) -> AccessStatus:
-        if not self._errors:
-            return "success"
-        return "partial_error" if self._tokens else "error"
+        """``"error"`` (a global error), ``"partial_error"`` (a resource failed) or
+        ``"success"``, as in Keycard's SDK."""
+        if self._error is not None:
+            return "error"
+        return "partial_error" if self._errors else "success"
 
     def get_successful_resources(self) -> list[str]:
         return list(self._tokens)
@@ -196,9 +234,17 @@ async def collect_access(ctx: Context, agent: Any, specs: Sequence[str]) -> Acce
     if interrupts:
         raise interrupts[0]
     ordered = {s: tokens[s] for s in specs if s in tokens}
-    return AccessContext(
-        tokens=ordered, errors={s: errors[s] for s in specs if s in errors}, aliases=aliases
-    )
+    failed = {s: errors[s] for s in specs if s in errors}
+    # Every resource failed for one reason (no delegation configured, an anonymous caller,
+    # the token service down): that is the error of the whole context, as in Keycard's.
+    reasons = set(failed.values())
+    common = next(iter(reasons)) if not ordered and len(reasons) == 1 and len(specs) > 0 else None
+    if common is not None and common.error in _GLOBAL_ERRORS:
+        return AccessContext(tokens=ordered, errors=failed, aliases=aliases, error=common)
+    return AccessContext(tokens=ordered, errors=failed, aliases=aliases)
+
+
+_GLOBAL_ERRORS = frozenset({"configuration_error", "transport_error"})
 
 
 def _is_access(param: inspect.Parameter) -> bool:
@@ -217,11 +263,13 @@ def _is_context(param: inspect.Parameter) -> bool:
     return annotation is inspect.Parameter.empty and param.name in {"ctx", "context"}
 
 
-def grant(*resources: str) -> Callable[[_Method[_R]], _Method[_R]]:
+def grant(*resources: str | Sequence[str]) -> Callable[[_Method[_R]], _Method[_R]]:
     """Give a skill tokens for ``resources`` (declared dependencies, by name or URL).
 
-    The skill takes a parameter annotated :class:`AccessContext`; it is filled before the
-    skill runs and is not part of the skill's input schema::
+    Resources are given one by one or as a list (Keycard's ``grant([url1, url2])``). The
+    skill takes a parameter annotated :class:`AccessContext`; it is filled before the
+    skill runs and is not part of the skill's input schema. A plain (sync) function works
+    too: it runs in a worker thread once the tokens are there::
 
         @skill
         @grant("calendar", "https://mail.example.com")
@@ -231,15 +279,17 @@ def grant(*resources: str) -> Callable[[_Method[_R]], _Method[_R]]:
             token = access.access("calendar").access_token
             ...
     """
-    if not resources or not all(isinstance(r, str) and r for r in resources):
+    flat: list[object] = []
+    for item in resources:
+        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+    if not flat or not all(isinstance(r, str) and r for r in flat):
         raise ConfigurationError("@grant needs one or more resource names or URLs")
-    specs = tuple(dict.fromkeys(resources))
+    specs = tuple(dict.fromkeys(str(r) for r in flat))
 
+    # Typed for coroutine functions; a plain function (Keycard's sync tools) works at run
+    # time too, run in a worker thread, but type checkers only know the async form.
     def decorate(func: _Method[_R]) -> _Method[_R]:
-        if not inspect.iscoroutinefunction(func):
-            raise ConfigurationError(
-                f"@grant: {getattr(func, '__qualname__', func)!r} must be an `async def` method"
-            )
+        is_async = inspect.iscoroutinefunction(func)
         signature = inspect.signature(func)
         params = list(signature.parameters.values())
         access_params = [p for p in params if _is_access(p)]
@@ -268,9 +318,14 @@ def grant(*resources: str) -> Callable[[_Method[_R]], _Method[_R]]:
             else:
                 access = await collect_access(ctx, self, specs)
             arguments[access_name] = access
-            if takes_context:
-                return await func(self, ctx, **arguments)
-            return await func(self, **arguments)
+            call = (
+                functools.partial(func, self, ctx)
+                if takes_context
+                else functools.partial(func, self)
+            )
+            if is_async:
+                return await call(**arguments)
+            return await anyio.to_thread.run_sync(functools.partial(call, **arguments))
 
         wrapper.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
         wrapper.__annotations__ = annotations
@@ -286,6 +341,7 @@ def mock_factory(
     tokens: Mapping[str, str],
     errors: Mapping[str, str | ResourceError],
     expires_at: float,
+    global_error: ResourceError | None = None,
 ) -> MockBuilder:
     """An AccessContext builder for tests (see ``keycard_agents.testing``).
 
@@ -311,12 +367,18 @@ def mock_factory(
                 )
             elif token is not None:
                 granted[spec] = ExchangedToken(
-                    access_token=token, expires_at=expires_at, scopes=(), resource=dependency.target
+                    access_token=token,
+                    expires_at=expires_at,
+                    scopes=(),
+                    resource=dependency.target,
+                    expires_in=max(0, round(expires_at - time.time())),
                 )
             else:
                 failed[spec] = ResourceError(
                     "access_denied", f"mock_access_context has no token for {spec}"
                 )
-        return AccessContext(tokens=granted, errors=failed, aliases=_aliases(pairs))
+        return AccessContext(
+            tokens=granted, errors=failed, aliases=_aliases(pairs), error=global_error
+        )
 
     return build

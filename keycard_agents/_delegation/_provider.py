@@ -40,10 +40,15 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
-from keycard_agents._oauth._credentials import credential_from_env, resolve_issuer
+from keycard_agents._oauth._credentials import (
+    ApplicationCredential,
+    bind_to_agent,
+    credential_from_env,
+    resolve_issuer,
+)
 from keycard_agents._oauth._exchange import ExchangedToken, TokenExchangeClient
 from keycard_agents._oauth._resource_server import Caller
-from keycard_agents._oauth._urls import same_origin
+from keycard_agents._oauth._urls import names_same_server, same_origin
 from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_SCOPES_REQUESTED,
@@ -310,7 +315,11 @@ class AgentHandle:
     async def _checked_resource(self) -> str:
         if self._metadata is None:
             metadata = await self.client.resource_metadata()
-            trusted = [s for s in metadata.authorization_servers if s in self._trusted]
+            trusted = [
+                s
+                for s in metadata.authorization_servers
+                if any(names_same_server(s, issuer) for issuer in self._trusted)
+            ]
             if not trusted:
                 named = ", ".join(metadata.authorization_servers) or "none"
                 raise DelegationDeniedError(
@@ -559,7 +568,10 @@ def _mcp_factory() -> HandleFactory:
 
 
 def delegation_for(
-    agent: Agent, *, http_client: httpx.AsyncClient | None = None
+    agent: Agent,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    credential: ApplicationCredential | None = None,
 ) -> TokenExchangeDelegation:
     """The delegation provider for ``agent``, from its ``credential``, ``exchange`` and
     ``trusted_issuers`` settings.
@@ -569,10 +581,18 @@ def delegation_for(
     using ``http_client`` when given: now, when the agent declares dependencies, so a
     missing or contradictory setting stops the agent at start-up with a message naming
     it; otherwise when a dependency is first called (an agent that calls nothing needs no
-    credential).
+    credential). ``credential`` is used instead of ``agent.credential`` when given
+    (``create_app`` passes the one the environment selects, so the keys it publishes are
+    the ones its assertions are signed with).
     """
     configured = agent.exchange
-    credential = agent.credential
+    if credential is None:
+        credential = agent.credential
+
+    def bound(chosen: ApplicationCredential) -> ApplicationCredential:
+        bind_to_agent(chosen, agent.url)
+        return chosen
+
     trusted = agent.trusted_issuers
 
     def build() -> TokenExchangeClient:
@@ -580,8 +600,12 @@ def delegation_for(
         issuer = agent.issuer or resolve_issuer()
         return TokenExchangeClient(
             issuer=issuer,
-            credential=credential if credential is not None else credential_from_env(),
+            credential=bound(credential if credential is not None else credential_from_env()),
             http_client=http_client,
+            # Explicit settings win over discovery (the issuer may have a path, or no
+            # RFC 8414 document); they only apply to the agent's own issuer.
+            token_endpoint=agent.token_endpoint if agent.issuer else None,
+            metadata_url=agent.metadata_url if agent.issuer else None,
         )
 
     if configured is None and agent.dependencies:

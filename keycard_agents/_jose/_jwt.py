@@ -37,6 +37,7 @@ from keycard_agents._jose._keys import (
     key_fits_algorithm,
     show_untrusted,
 )
+from keycard_agents._jose._profiles import TokenProfile, accepted_types
 from keycard_agents._json import JsonLimitError, loads_bounded
 
 __all__ = [
@@ -236,7 +237,15 @@ def check_audience(aud: str | list[str] | None, audience: str) -> None:
     if aud == audience or (isinstance(aud, list) and audience in aud):
         return
     shown = show_untrusted(aud if isinstance(aud, str) else aud or "")
-    raise _fail("audience", f"token audience {shown} is not this resource {audience!r}")
+    hint = ""
+    candidates = [aud] if isinstance(aud, str) else aud or []
+    if any(a.rstrip("/") == audience.rstrip("/") for a in candidates):
+        # RFC 8707 resources compare exactly: say which form the issuer used.
+        hint = (
+            " (they differ only by a trailing '/': register the resource at the issuer "
+            "exactly as the agent's url, or set the url to the registered form)"
+        )
+    raise _fail("audience", f"token audience {shown} is not this resource {audience!r}{hint}")
 
 
 def check_times(claims: Mapping[str, Any], *, leeway: float, now: float) -> None:
@@ -284,15 +293,17 @@ async def verify_jwt(
     max_actor_depth: int = 5,
     clock: Callable[[], float] = time.time,
     required_claims: Collection[str] = DEFAULT_REQUIRED_CLAIMS,
+    profiles: Mapping[str, TokenProfile] | None = None,
 ) -> dict[str, Any]:
     """Verify a signed JWT and validate its claims; return the claims.
 
     Checks, in order: size, structure, header ``alg`` in ``algorithms``, ``typ`` in
     ``token_types``, ``iss`` trusted, key by ``kid`` (and fitting ``alg``),
     signature, required and well-typed claims, ``aud``, ``exp``/``nbf``/``iat``
-    with ``leeway``, ``act`` shape and depth. Any failure raises
-    :class:`InvalidTokenError` whose ``check`` names the failed check; messages never
-    contain the token.
+    with ``leeway``, ``act`` shape and depth. ``profiles`` relax the ``typ`` and the
+    required claims for the issuers they name (see :class:`TokenProfile`). Any failure
+    raises :class:`InvalidTokenError` whose ``check`` names the failed check; messages
+    never contain the token.
     """
     allowed = allowed_algorithms(algorithms)
     types = {_normalize_typ(t) for t in token_types}
@@ -309,6 +320,7 @@ async def verify_jwt(
         max_actor_depth=max_actor_depth,
         now=clock(),
         required_claims=required_claims,
+        profiles=profiles,
     )
     return claims
 
@@ -337,6 +349,7 @@ async def verify_compact(
     max_actor_depth: int,
     now: float,
     required_claims: Collection[str],
+    profiles: Mapping[str, TokenProfile] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     obj, header = _parse(token, max_bytes)
 
@@ -349,8 +362,14 @@ async def verify_compact(
         )
 
     typ = header.get("typ")
-    if not isinstance(typ, str) or _normalize_typ(typ) not in types:
-        expected = " or ".join(repr(t) for t in sorted(types))
+    allowed_types: Collection[str | None] = types
+    if profiles:  # the types any trusted issuer issues; the issuer's own ones are below
+        allowed_types = {*types, *accepted_types(profiles.values())}
+    if not (typ is None and None in allowed_types) and (
+        not isinstance(typ, str) or _normalize_typ(typ) not in allowed_types
+    ):
+        ordered = sorted(allowed_types, key=lambda t: t or "")
+        expected = " or ".join("no 'typ'" if t is None else repr(t) for t in ordered)
         got = "no 'typ' header" if typ is None else f"type {show_untrusted(typ)}"
         raise _fail("type", f"token has {got}; expected {expected}")
 
@@ -364,6 +383,20 @@ async def verify_compact(
             f"token issuer {show_untrusted(iss)} is not trusted here; trusted: "
             f"{', '.join(repr(i) for i in issuers) or 'none'}",
         )
+    profile = None if profiles is None else profiles.get(iss)
+    if profiles and profile is None and not (isinstance(typ, str) and _normalize_typ(typ) in types):
+        expected = " or ".join(repr(t) for t in sorted(types))
+        raise _fail(
+            "type", f"token has type {show_untrusted(typ)}; issuer {iss!r} issues {expected}"
+        )
+    if profile is not None and not profile.accepts_typ(typ):
+        raise _fail(
+            "type",
+            f"token has type {show_untrusted(typ)}; "
+            f"issuer {iss!r} issues {profile.describe_types()}",
+        )
+    if profile is not None:
+        required_claims = profile.required_claims(required_claims)
 
     kid = header.get("kid")
     key = await keys.resolve(issuer=iss, kid=kid, alg=alg)

@@ -30,6 +30,7 @@ import anyio.to_thread
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
 from keycard_agents._jose._keys import ALGORITHMS, KeyStore
+from keycard_agents._json import loads_bounded
 
 __all__ = [
     "CLIENT_ASSERTION_TYPE_JWT_BEARER",
@@ -37,11 +38,14 @@ __all__ = [
     "ClientAuthentication",
     "ClientSecret",
     "CredentialType",
+    "EKSWorkloadIdentity",
     "PublishesJwks",
     "WebIdentity",
     "WorkloadIdentity",
+    "bind_to_agent",
     "credential_from_env",
     "resolve_issuer",
+    "web_identity_from_env",
 ]
 
 #: ``client_assertion_type`` form value for JWT client assertions (RFC 7523 §2.2).
@@ -56,6 +60,24 @@ ENV_CREDENTIAL_TYPE = "KEYCARD_APPLICATION_CREDENTIAL_TYPE"
 ENV_WEB_IDENTITY_DIR = "KEYCARD_WEB_IDENTITY_DIR"
 ENV_WORKLOAD_TOKEN_FILE = "KEYCARD_WORKLOAD_TOKEN_FILE"  # noqa: S105
 ENV_AWS_TOKEN_FILE = "AWS_WEB_IDENTITY_TOKEN_FILE"  # noqa: S105
+# Keycard's names for the same settings (its SDK reads these).
+ENV_KEYCARD_WEB_IDENTITY_DIR = "KEYCARD_WEB_IDENTITY_KEY_STORAGE_DIR"
+ENV_KEYCARD_EKS_TOKEN_FILE = "KEYCARD_EKS_WORKLOAD_IDENTITY_TOKEN_FILE"  # noqa: S105
+#: Where Keycard's EKSWorkloadIdentity looks for the token file, in order.
+ENV_AWS_CONTAINER_TOKEN_FILE = "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"  # noqa: S105
+ENV_AZURE_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"  # noqa: S105
+EKS_TOKEN_FILE_VARIABLES = (
+    ENV_KEYCARD_EKS_TOKEN_FILE,
+    ENV_AWS_CONTAINER_TOKEN_FILE,
+    ENV_AWS_TOKEN_FILE,
+)
+#: Where a workload identity's token file is found, in order (ours, then Keycard's list).
+WORKLOAD_TOKEN_FILE_VARIABLES = (
+    ENV_WORKLOAD_TOKEN_FILE,
+    *EKS_TOKEN_FILE_VARIABLES,
+    ENV_AZURE_TOKEN_FILE,
+)
+DEFAULT_WEB_IDENTITY_DIR = "./server_keys"  # Keycard's default
 ENV_ZONE_ID = "KEYCARD_ZONE_ID"
 ENV_ZONE_URL = "KEYCARD_ZONE_URL"
 ENV_BASE_URL = "KEYCARD_BASE_URL"
@@ -105,42 +127,108 @@ class PublishesJwks(Protocol):
 
 
 class ClientSecret:
-    """A client id and secret, sent as HTTP Basic (default) or in the form body."""
+    """A client id and secret, sent as HTTP Basic (default) or in the form body.
 
-    __slots__ = ("_client_id", "_secret", "method")
+    Also takes Keycard's shapes: ``ClientSecret((client_id, secret))``, and one pair per
+    zone, keyed by the zone's issuer URL: ``ClientSecret({"https://z1.keycard.cloud":
+    (id1, secret1), ...})``; each token request then uses the pair of its issuer.
+    """
+
+    __slots__ = ("_client_id", "_secret", "_zones", "method")
 
     def __init__(
-        self, client_id: str, client_secret: str, *, method: Literal["basic", "post"] = "basic"
+        self,
+        client_id: str | tuple[str, str] | Mapping[str, tuple[str, str]],
+        client_secret: str | None = None,
+        *,
+        method: Literal["basic", "post"] = "basic",
     ) -> None:
-        if not client_id:
-            raise ConfigurationError("client_id is empty", setting=ENV_CLIENT_ID)
-        if not client_secret:
-            raise ConfigurationError("client_secret is empty", setting=ENV_CLIENT_SECRET)
         if method not in ("basic", "post"):
             raise ConfigurationError(
                 f"client secret method must be 'basic' or 'post', not {method!r}",
                 setting="method",
             )
+        zones: dict[str, tuple[str, str]] = {}
+        if isinstance(client_id, Mapping):
+            if client_secret is not None or not client_id:
+                raise ConfigurationError(
+                    "per-zone credentials are {issuer: (client_id, client_secret)}, with no "
+                    "separate client_secret",
+                    setting="client_secret",
+                )
+            zones = {str(z): _pair(pair, f"zone {z!r}") for z, pair in client_id.items()}
+            client_id, client_secret = next(iter(zones.values()))
+        elif isinstance(client_id, tuple):
+            if client_secret is not None:
+                raise ConfigurationError(
+                    "pass (client_id, client_secret) or two arguments, not both",
+                    setting="client_secret",
+                )
+            client_id, client_secret = _pair(client_id, "credentials")
+        if not client_id:
+            raise ConfigurationError("client_id is empty", setting=ENV_CLIENT_ID)
+        if not client_secret:
+            raise ConfigurationError("client_secret is empty", setting=ENV_CLIENT_SECRET)
         self._client_id = client_id
         self._secret = client_secret
+        self._zones = zones
         self.method: Literal["basic", "post"] = method
 
     @property
     def client_id(self) -> str:
+        """The client id (with per-zone credentials: the first zone's; see ``client_id_for``)."""
         return self._client_id
 
-    async def authenticate(self, *, token_endpoint: str, issuer: str) -> ClientAuthentication:
-        if self.method == "post":
-            return ClientAuthentication(
-                form={"client_id": self._client_id, "client_secret": self._secret}
+    @property
+    def is_multi_zone(self) -> bool:
+        """Whether this credential holds one pair per zone (Keycard's name)."""
+        return bool(self._zones)
+
+    def client_id_for(self, issuer: str) -> str:
+        return self._pair_for(issuer)[0]
+
+    def _pair_for(self, issuer: str) -> tuple[str, str]:
+        if not self._zones:
+            return self._client_id, self._secret
+        pair = self._zones.get(issuer)
+        if pair is None:  # configured as https://zone.example or https://zone.example/
+            pair = next(
+                (p for z, p in self._zones.items() if z.rstrip("/") == issuer.rstrip("/")), None
             )
+        if pair is None:
+            raise ConfigurationError(
+                f"no client credentials for issuer {issuer!r}; configured zones: "
+                f"{', '.join(sorted(self._zones))}",
+                setting="client_secret",
+            )
+        return pair
+
+    async def authenticate(self, *, token_endpoint: str, issuer: str) -> ClientAuthentication:
+        client_id, secret = self._pair_for(issuer)
+        if self.method == "post":
+            return ClientAuthentication(form={"client_id": client_id, "client_secret": secret})
         # RFC 6749 §2.3.1: both parts are form-urlencoded before the Basic encoding.
-        raw = f"{quote_plus(self._client_id)}:{quote_plus(self._secret)}".encode()
+        raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
         basic = base64.b64encode(raw).decode("ascii")
         return ClientAuthentication(headers={"Authorization": f"Basic {basic}"})
 
     def __repr__(self) -> str:
+        if self._zones:
+            return f"ClientSecret(zones={sorted(self._zones)!r}, method={self.method!r})"
         return f"ClientSecret(client_id={self._client_id!r}, method={self.method!r})"
+
+
+def _pair(value: object, what: str) -> tuple[str, str]:
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise ConfigurationError(
+            f"{what}: expected (client_id, client_secret), two non-empty strings",
+            setting="client_secret",
+        )
+    return value[0], value[1]
 
 
 # --------------------------------------------------------------------------- web identity
@@ -158,20 +246,29 @@ class WebIdentity:
     create the key once before they start.
     """
 
-    __slots__ = ("_client_id", "_clock", "_lifetime", "_store")
+    __slots__ = ("_client_id", "_clock", "_lifetime", "_store", "server_name")
 
     def __init__(
         self,
-        client_id: str,
+        client_id: str | None = None,
         *,
-        storage_dir: str | os.PathLike[str],
+        storage_dir: str | os.PathLike[str] | None = None,
         alg: str = "ES256",
         assertion_lifetime: int = 60,
         retention: float = 86_400.0,
         clock: Callable[[], float] = time.time,
+        server_name: str | None = None,
+        mcp_server_name: str | None = None,
     ) -> None:
-        if not client_id:
+        # Keycard's shape: WebIdentity(mcp_server_name=..., storage_dir=...) has no client id;
+        # as in Keycard, the client id is then the URL of the agent it serves (bound when
+        # the agent is served), and the storage directory defaults to ./server_keys.
+        if client_id is not None and not client_id:
             raise ConfigurationError("client_id is empty", setting=ENV_CLIENT_ID)
+        self.server_name = server_name or mcp_server_name
+        if storage_dir is None:
+            storage_dir = DEFAULT_WEB_IDENTITY_DIR
+        _refuse_keycard_key_files(Path(storage_dir))
         if alg not in ALGORITHMS:
             raise ConfigurationError(
                 f"unsupported web identity algorithm {alg!r}; use one of {', '.join(ALGORITHMS)}",
@@ -200,7 +297,23 @@ class WebIdentity:
 
     @property
     def client_id(self) -> str:
+        if self._client_id is None:
+            raise ConfigurationError(
+                "this WebIdentity has no client id yet: pass WebIdentity(client_id=...), or "
+                "serve it with an agent, whose url then is its client id (Keycard's convention)",
+                setting="client_id",
+            )
         return self._client_id
+
+    @property
+    def has_client_id(self) -> bool:
+        return self._client_id is not None
+
+    def bind_client_id(self, client_id: str) -> None:
+        """Give a WebIdentity built without a client id (Keycard's shape) its client id:
+        the URL of the agent it serves. A client id set already is kept."""
+        if self._client_id is None and client_id:
+            self._client_id = client_id
 
     @property
     def kid(self) -> str:
@@ -227,8 +340,8 @@ class WebIdentity:
         """A signed client assertion for ``audience`` (the token service's issuer)."""
         now = int(self._clock())
         claims = {
-            "iss": self._client_id,
-            "sub": self._client_id,
+            "iss": self.client_id,
+            "sub": self.client_id,
             "aud": audience,
             "jti": str(uuid.uuid4()),
             "iat": now,
@@ -239,14 +352,35 @@ class WebIdentity:
     async def authenticate(self, *, token_endpoint: str, issuer: str) -> ClientAuthentication:
         return ClientAuthentication(
             form={
-                "client_id": self._client_id,
+                "client_id": self.client_id,
                 "client_assertion_type": CLIENT_ASSERTION_TYPE_JWT_BEARER,
                 "client_assertion": self.create_assertion(audience=issuer),
             }
         )
 
+    def get_jwks(self) -> dict[str, Any]:
+        """Keycard's name for :meth:`public_jwks`."""
+        return self.public_jwks()
+
     def __repr__(self) -> str:
         return f"WebIdentity(client_id={self._client_id!r}, kid={self.kid!r})"
+
+
+def _refuse_keycard_key_files(directory: Path) -> None:
+    """Keycard's SDK keeps ``NAME.pem`` + ``NAME.json`` (an RSA key) where we keep JWK files:
+    say how to move instead of failing on a file we cannot read."""
+    try:
+        pems = sorted(p for p in directory.glob("*.pem") if p.with_suffix(".json").is_file())
+    except OSError:
+        return
+    if pems:
+        raise ConfigurationError(
+            f"{str(directory)!r} holds keys of Keycard's SDK ({pems[0].name}); keycard-agents "
+            "keeps its keys in its own format. Use a new, empty storage_dir: the agent "
+            "publishes its new public key at the same /.well-known/jwks.json, where the zone "
+            "fetches it, so nothing needs registering again (see docs/migrating-from-keycard.md)",
+            setting=ENV_WEB_IDENTITY_DIR,
+        )
 
 
 # --------------------------------------------------------------------------- workload identity
@@ -256,20 +390,28 @@ class WorkloadIdentity:
     """A projected workload token (Kubernetes service account, EKS) used as client assertion.
 
     The file is read again whenever it changes (path, inode, size or mtime), since the
-    platform rotates it in place or by swapping a symlink.
+    platform rotates it in place or by swapping a symlink. Without ``token_file`` it is
+    found the way Keycard's SDK finds it: the first of ``KEYCARD_WORKLOAD_TOKEN_FILE``,
+    ``KEYCARD_EKS_WORKLOAD_IDENTITY_TOKEN_FILE``, ``AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE``,
+    ``AWS_WEB_IDENTITY_TOKEN_FILE`` and ``AZURE_FEDERATED_TOKEN_FILE`` that is set.
+    Without ``client_id`` no ``client_id`` is sent: the token service identifies the
+    workload by its token (Keycard's legacy token credentials).
     """
 
     __slots__ = ("_cached", "_client_id", "assertion_type", "token_file")
 
     def __init__(
         self,
-        client_id: str,
+        client_id: str | None = None,
         *,
-        token_file: str | os.PathLike[str],
+        token_file: str | os.PathLike[str] | None = None,
         assertion_type: str = CLIENT_ASSERTION_TYPE_JWT_BEARER,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        if not client_id:
+        if client_id is not None and not client_id:
             raise ConfigurationError("client_id is empty", setting=ENV_CLIENT_ID)
+        if token_file is None or str(token_file) == "":
+            token_file = _discover_token_file(os.environ if env is None else env)
         self._client_id = client_id
         self.token_file = Path(token_file)
         self.assertion_type = assertion_type
@@ -282,7 +424,13 @@ class WorkloadIdentity:
 
     @property
     def client_id(self) -> str:
-        return self._client_id
+        """The configured client id, else the ``sub`` of the workload token (a label)."""
+        if self._client_id is not None:
+            return self._client_id
+        try:
+            return _unverified_sub(self.read_token()) or "workload"
+        except ConfigurationError:
+            return "workload"
 
     def read_token(self) -> str:
         """The current token, read from disk only when the file changed (blocking)."""
@@ -307,13 +455,10 @@ class WorkloadIdentity:
 
     async def authenticate(self, *, token_endpoint: str, issuer: str) -> ClientAuthentication:
         token = await anyio.to_thread.run_sync(self.read_token)
-        return ClientAuthentication(
-            form={
-                "client_id": self._client_id,
-                "client_assertion_type": self.assertion_type,
-                "client_assertion": token,
-            }
-        )
+        form = {"client_assertion_type": self.assertion_type, "client_assertion": token}
+        if self._client_id is not None:
+            form["client_id"] = self._client_id
+        return ClientAuthentication(form=form)
 
     def __repr__(self) -> str:
         return (
@@ -321,7 +466,70 @@ class WorkloadIdentity:
         )
 
 
+class EKSWorkloadIdentity(WorkloadIdentity):
+    """Keycard's name for a workload identity whose token file is found in the environment.
+
+    ``EKSWorkloadIdentity()`` reads ``env_var_name`` when given, then
+    ``KEYCARD_EKS_WORKLOAD_IDENTITY_TOKEN_FILE``, ``AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE``
+    and ``AWS_WEB_IDENTITY_TOKEN_FILE``, as Keycard's SDK does; ``token_file_path`` names
+    the file directly.
+    """
+
+    __slots__ = ("env_var_name",)
+
+    def __init__(
+        self,
+        token_file_path: str | os.PathLike[str] | None = None,
+        env_var_name: str | None = None,
+        *,
+        client_id: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        names = (*([env_var_name] if env_var_name else []), *EKS_TOKEN_FILE_VARIABLES)
+        if token_file_path is None:
+            found = next((name for name in names if env.get(name, "").strip()), None)
+            if found is None:
+                raise ConfigurationError(
+                    f"no workload token file: set one of {', '.join(names)} or pass "
+                    "token_file_path=",
+                    setting=names[0],
+                )
+            token_file_path = env[found].strip()
+        self.env_var_name = env_var_name
+        super().__init__(client_id, token_file=token_file_path)
+
+
+def _discover_token_file(env: Mapping[str, str]) -> str:
+    found = next((n for n in WORKLOAD_TOKEN_FILE_VARIABLES if env.get(n, "").strip()), None)
+    if found is None:
+        raise ConfigurationError(
+            "workload identity needs a token file: pass token_file= or set one of "
+            + ", ".join(WORKLOAD_TOKEN_FILE_VARIABLES),
+            setting=ENV_WORKLOAD_TOKEN_FILE,
+        )
+    return env[found].strip()
+
+
+def _unverified_sub(token: str) -> str | None:
+    """The ``sub`` of a JWT, read without verification (for a label only)."""
+    try:
+        payload = token.split(".")[1]
+        claims = loads_bounded(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) and sub else None
+
+
 # --------------------------------------------------------------------------- discovery
+
+
+def bind_to_agent(credential: ApplicationCredential, agent_url: str | None) -> None:
+    """Give a credential built without a client id (Keycard's ``WebIdentity(mcp_server_name=
+    ...)``) the client id Keycard gives it: the URL of the agent it serves."""
+    if isinstance(credential, WebIdentity) and agent_url:
+        credential.bind_client_id(agent_url)
 
 
 @dataclass(frozen=True)
@@ -357,23 +565,33 @@ def credential_from_env(
 
     Each setting comes from its argument when given, else from its variable:
     ``KEYCARD_CLIENT_ID``, ``KEYCARD_CLIENT_SECRET``, ``KEYCARD_APPLICATION_CREDENTIAL_TYPE``
-    (``client_secret`` | ``web_identity`` | ``workload_identity``),
-    ``KEYCARD_WEB_IDENTITY_DIR``, ``KEYCARD_WORKLOAD_TOKEN_FILE`` (falling back to
-    ``AWS_WEB_IDENTITY_TOKEN_FILE`` for workload identity). Without a type, the one
-    credential configured is used, explicit arguments before variables; two at the same
-    level, or a credential that contradicts the type, raise :class:`ConfigurationError`.
+    (``client_secret`` | ``web_identity`` | ``workload_identity``; Keycard's
+    ``eks_workload_identity`` too), ``KEYCARD_WEB_IDENTITY_DIR`` (or Keycard's
+    ``KEYCARD_WEB_IDENTITY_KEY_STORAGE_DIR``), ``KEYCARD_WORKLOAD_TOKEN_FILE`` (falling
+    back, for workload identity, to the first of ``KEYCARD_EKS_WORKLOAD_IDENTITY_TOKEN_FILE``,
+    ``AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE``, ``AWS_WEB_IDENTITY_TOKEN_FILE``,
+    ``AZURE_FEDERATED_TOKEN_FILE``). Without a type, the one credential configured is
+    used, explicit arguments before variables; two at the same level, or a credential that
+    contradicts the type, raise :class:`ConfigurationError`. As in Keycard's SDK, only a
+    client secret needs ``KEYCARD_CLIENT_ID``: a web identity without one takes the URL of
+    the agent it serves as its client id, and ``web_identity`` without a directory keeps
+    its keys in ``./server_keys``.
     """
     env = os.environ if env is None else env
     cid = _pick(client_id, "client_id", env, ENV_CLIENT_ID)
     kind = _pick(credential_type, "credential_type", env, ENV_CREDENTIAL_TYPE)
+    if kind is not None and kind.value == "eks_workload_identity":  # Keycard's legacy name
+        kind = _Setting("workload_identity", kind.name, kind.explicit)
     material: dict[str, _Setting | None] = {
         "client_secret": _pick(client_secret, "client_secret", env, ENV_CLIENT_SECRET),
-        "web_identity": _pick(web_identity_dir, "web_identity_dir", env, ENV_WEB_IDENTITY_DIR),
+        "web_identity": _web_identity_dir(web_identity_dir, env),
         "workload_identity": _pick(
             workload_token_file, "workload_token_file", env, ENV_WORKLOAD_TOKEN_FILE
         ),
     }
-    aws = _pick(None, "", env, ENV_AWS_TOKEN_FILE)
+    aws = next(
+        (s for n in WORKLOAD_TOKEN_FILE_VARIABLES[1:] if (s := _pick(None, "", env, n))), None
+    )
 
     if kind is not None:
         if kind.value not in _CREDENTIAL_TYPES:
@@ -412,29 +630,29 @@ def credential_from_env(
                 setting=ENV_CREDENTIAL_TYPE,
             )
 
-    if cid is None:
-        raise ConfigurationError(
-            f"no client id configured: set {ENV_CLIENT_ID} or pass client_id=",
-            setting=ENV_CLIENT_ID,
-        )
+    client = None if cid is None else cid.value
     if chosen == "workload_identity":
         token_file = material["workload_identity"] or aws
         if token_file is None:
             raise ConfigurationError(
                 f"workload identity needs a token file: set {ENV_WORKLOAD_TOKEN_FILE} "
-                f"(or {ENV_AWS_TOKEN_FILE}) or pass workload_token_file=",
+                f"(or {', '.join(WORKLOAD_TOKEN_FILE_VARIABLES[1:])}) or pass "
+                "workload_token_file=",
                 setting=ENV_WORKLOAD_TOKEN_FILE,
             )
-        return WorkloadIdentity(cid.value, token_file=token_file.value)
+        return WorkloadIdentity(client, token_file=token_file.value)
     if chosen == "web_identity":
         directory = material["web_identity"]
-        if directory is None:
-            raise ConfigurationError(
-                f"web identity needs a key directory: set {ENV_WEB_IDENTITY_DIR} "
-                "or pass web_identity_dir=",
-                setting=ENV_WEB_IDENTITY_DIR,
-            )
-        return WebIdentity(cid.value, storage_dir=directory.value, alg=web_identity_alg)
+        return WebIdentity(
+            client,
+            storage_dir=directory.value if directory is not None else DEFAULT_WEB_IDENTITY_DIR,
+            alg=web_identity_alg,
+        )
+    if cid is None:
+        raise ConfigurationError(
+            f"no client id configured: set {ENV_CLIENT_ID} or pass client_id=",
+            setting=ENV_CLIENT_ID,
+        )
     secret = material["client_secret"]
     if secret is None:
         raise ConfigurationError(
@@ -443,6 +661,38 @@ def credential_from_env(
             setting=ENV_CLIENT_SECRET,
         )
     return ClientSecret(cid.value, secret.value, method=client_secret_method)
+
+
+def web_identity_from_env(env: Mapping[str, str] | None = None) -> ApplicationCredential | None:
+    """The credential :func:`credential_from_env` builds, when the environment selects a
+    web identity (a key pair whose public keys the agent must publish); else ``None``.
+
+    Lets an agent configured only by environment serve its ``/.well-known/jwks.json``
+    from the start, with the same key its token requests are signed with.
+    """
+    env = os.environ if env is None else env
+    kind = env.get(ENV_CREDENTIAL_TYPE, "").strip()
+    directory = _web_identity_dir(None, env)
+    if kind == "web_identity" or (not kind and directory is not None):
+        return credential_from_env(env)
+    return None
+
+
+def _web_identity_dir(
+    explicit: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> _Setting | None:
+    """The key directory: the argument, else ours or Keycard's variable (they must agree)."""
+    ours = _pick(explicit, "web_identity_dir", env, ENV_WEB_IDENTITY_DIR)
+    if ours is not None and ours.explicit:
+        return ours
+    keycards = _pick(None, "", env, ENV_KEYCARD_WEB_IDENTITY_DIR)
+    if ours is not None and keycards is not None and ours.value != keycards.value:
+        raise ConfigurationError(
+            f"{ENV_WEB_IDENTITY_DIR} and {ENV_KEYCARD_WEB_IDENTITY_DIR} name different "
+            "directories; set only one of them",
+            setting=ENV_KEYCARD_WEB_IDENTITY_DIR,
+        )
+    return ours or keycards
 
 
 def _setting_id(setting: _Setting) -> str:
@@ -466,65 +716,52 @@ def resolve_issuer(
 ) -> str:
     """The token service's issuer identifier.
 
-    From one of ``issuer=``, ``zone_id=`` (``https://{zone_id}.keycard.cloud``, or
-    ``{zone_id}.`` + the host of ``base_url``) or ``zone_url=``; without an argument, from
-    ``KEYCARD_ZONE_ID`` / ``KEYCARD_ZONE_URL`` with ``KEYCARD_BASE_URL``. The result must
-    be an ``https`` URL (``http`` only on loopback) without query or fragment
-    (RFC 8414 §2).
+    ``issuer=`` is used as given. Otherwise, with the precedence of Keycard's SDK: the zone
+    URL (``zone_url=``, else ``KEYCARD_ZONE_URL``) when there is one, else the zone id
+    (``zone_id=``, else ``KEYCARD_ZONE_ID``) as ``https://{zone_id}.keycard.cloud`` or
+    ``{zone_id}.`` + the host of ``base_url=`` / ``KEYCARD_BASE_URL``: a zone URL beats a
+    zone id, and a variable stands in for an argument not given. The result must be an
+    ``https`` URL (``http`` only on loopback) without query or fragment (RFC 8414 §2), and
+    is returned exactly as configured (a trailing ``/`` included: issuers compare as
+    strings, RFC 8414 §3.3, RFC 7519 §4.1.1).
     """
     env = os.environ if env is None else env
-    base = _pick(base_url, "base_url", env, ENV_BASE_URL)
-    explicit = [
-        s
-        for s in (
-            _pick(issuer, "issuer", {}, ""),
-            _pick(zone_id, "zone_id", {}, ""),
-            _pick(zone_url, "zone_url", {}, ""),
-        )
-        if s is not None
-    ]
-    if not explicit:
-        explicit = [
-            s
-            for s in (_pick(None, "", env, ENV_ZONE_ID), _pick(None, "", env, ENV_ZONE_URL))
-            if s is not None
+    own = _pick(issuer, "issuer", {}, "")
+    if own is not None:
+        others = [
+            s for s in (_pick(zone_id, "zone_id", {}, ""), _pick(zone_url, "zone_url", {}, "")) if s
         ]
-    if len(explicit) > 1:
-        names = " and ".join(s.name for s in explicit)
-        raise ConfigurationError(
-            f"{names} are both set; configure the token service with only one of them",
-            setting=_setting_id(explicit[1]),
-        )
-    if not explicit:
+        if others:
+            raise ConfigurationError(
+                f"issuer argument and {others[0].name} are both set; configure the token "
+                "service with only one of them",
+                setting=_setting_id(others[0]),
+            )
+        return _check_url(own.value, own)
+    url = _pick(zone_url, "zone_url", env, ENV_ZONE_URL)
+    if url is not None:  # Keycard: the zone URL wins over a zone id (and its base URL)
+        return _check_url(url.value, url)
+    zone = _pick(zone_id, "zone_id", env, ENV_ZONE_ID)
+    if zone is None:
         raise ConfigurationError(
             "no token service configured: pass issuer=, zone_id= or zone_url=, "
-            f"or set {ENV_ZONE_ID} or {ENV_ZONE_URL}",
+            f"or set {ENV_ZONE_URL} or {ENV_ZONE_ID}",
             setting=ENV_ZONE_ID,
         )
-    source = explicit[0]
-    is_zone_id = source.name in ("zone_id argument", ENV_ZONE_ID)
-    if base is not None and not is_zone_id and (base.explicit or not source.explicit):
+    if not _ZONE_ID.fullmatch(zone.value):
         raise ConfigurationError(
-            f"{base.name} only applies with a zone id, but the token service comes from "
-            f"{source.name}; remove {base.name}",
-            setting=_setting_id(base),
+            f"{zone.name} {zone.value!r} is not a valid zone id "
+            "(lowercase letters, digits and '-')",
+            setting=_setting_id(zone),
         )
-    if is_zone_id:
-        if not _ZONE_ID.fullmatch(source.value):
-            raise ConfigurationError(
-                f"{source.name} {source.value!r} is not a valid zone id "
-                "(lowercase letters, digits and '-')",
-                setting=_setting_id(source),
-            )
-        root = _check_url(base.value if base else DEFAULT_BASE_URL, base or source).rstrip("/")
-        parts = urlsplit(root)
-        if parts.path and base is not None:
-            raise ConfigurationError(
-                f"{base.name} {base.value!r} must not have a path", setting=_setting_id(base)
-            )
-        return f"{parts.scheme}://{source.value}.{parts.netloc}"
-    url = _check_url(source.value, source)
-    return url.rstrip("/") if source.name in ("zone_url argument", ENV_ZONE_URL) else url
+    base = _pick(base_url, "base_url", env, ENV_BASE_URL)
+    root = _check_url(base.value if base else DEFAULT_BASE_URL, base or zone).rstrip("/")
+    parts = urlsplit(root)
+    if parts.path and base is not None:
+        raise ConfigurationError(
+            f"{base.name} {base.value!r} must not have a path", setting=_setting_id(base)
+        )
+    return f"{parts.scheme}://{zone.value}.{parts.netloc}"
 
 
 def _check_url(value: str, setting: _Setting) -> str:

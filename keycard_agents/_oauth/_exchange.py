@@ -5,7 +5,8 @@ Implements the request of RFC 8693 §2.1 (``subject_token``, optional ``actor_to
 ``issued_token_type``, ``token_type``, ``expires_in``), errors per §2.2.2 and RFC 6749
 §5.2, the client credentials grant (RFC 6749 §4.4) for the agent's own actor token, and
 token endpoint discovery from authorization server metadata (RFC 8414 §3, with the
-``issuer`` check of §3.3).
+``issuer`` check of §3.3, falling back to OpenID Connect Discovery 1.0 §4 on a 404), or
+the token endpoint and metadata URL as configured.
 
 Exchanged tokens are cached until shortly before they (or their subject token) expire;
 concurrent identical exchanges share one request; transport failures, 5xx and 429 are
@@ -50,7 +51,7 @@ from keycard_agents._oauth._http import (
     read_document,
     retry_after,
 )
-from keycard_agents._oauth._urls import authorization_server_metadata_url
+from keycard_agents._oauth._urls import discovery_urls, identifier_mismatch
 from keycard_agents._observe._tracing import (
     ATTR_CACHE,
     ATTR_SCOPES_GRANTED,
@@ -86,13 +87,20 @@ class ExchangedToken:
     resource: str | None
     issued_token_type: str = ACCESS_TOKEN_TYPE_URN
     token_type: str = "Bearer"  # noqa: S105 - the scheme name
+    expires_in: int | None = None
+    """Seconds the token was valid for when issued (the response's ``expires_in``)."""
 
     @property
     def authorization(self) -> str:
         """The ``Authorization`` header value (RFC 6750 §2.1)."""
         return f"Bearer {self.access_token}"
 
-    def expires_in(self, now: float) -> float:
+    @property
+    def scope(self) -> list[str] | None:
+        """The granted scopes as a list (Keycard's ``TokenResponse.scope``); see ``scopes``."""
+        return list(self.scopes) if self.scopes else None
+
+    def seconds_left(self, now: float) -> float:
         return self.expires_at - now
 
 
@@ -142,7 +150,17 @@ class TokenExchangeClient:
 
     One instance per agent (it holds a cache and an HTTP connection pool); use it as an
     async context manager or call :meth:`aclose`. ``issuer`` must be the token
-    service's issuer identifier exactly as its metadata states it.
+    service's issuer identifier exactly as its metadata states it (a trailing ``/``
+    included).
+
+    The token endpoint is ``token_endpoint`` when given (no metadata is fetched), else
+    the one in the issuer's metadata: at ``metadata_url`` when given, else at the RFC 8414
+    well-known URL, else (404) at the OpenID Connect discovery URL.
+
+    ``use_actor_token`` sends the agent's own token as ``actor_token``; it is obtained
+    with ``client_credentials`` for ``actor_token_resource`` and ``actor_token_scopes``
+    when set (some issuers only issue a JWT, rather than an opaque token, for a
+    resource).
     """
 
     def __init__(
@@ -159,6 +177,10 @@ class TokenExchangeClient:
         max_backoff: float = 5.0,
         max_retry_after: float = 10.0,
         use_actor_token: bool = False,
+        actor_token_resource: str | None = None,
+        actor_token_scopes: Sequence[str] | None = None,
+        token_endpoint: str | None = None,
+        metadata_url: str | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -173,8 +195,19 @@ class TokenExchangeClient:
                 "cache_size, retries and refresh_margin must be >= 0 and timeout > 0",
                 setting="TokenExchangeClient",
             )
+        for name, url in (("token_endpoint", token_endpoint), ("metadata_url", metadata_url)):
+            if url is not None and not _is_http_url(url):
+                raise ConfigurationError(
+                    f"{name} {url!r} is not an absolute http(s) URL", setting=name
+                )
+        if actor_token_resource is not None:
+            _check_resource(actor_token_resource)
         self.issuer = issuer
         self.credential = credential
+        self._token_endpoint = token_endpoint
+        self._metadata_url = metadata_url
+        self._actor_resource = actor_token_resource
+        self._actor_scopes = None if actor_token_scopes is None else tuple(actor_token_scopes)
         self._owns_client = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient()
         self._cache: OrderedDict[_CacheKey, _CacheEntry] = OrderedDict()
@@ -231,7 +264,9 @@ class TokenExchangeClient:
             if wanted:
                 form["scope"] = " ".join(wanted)
             if self._use_actor_token:
-                actor = await self.client_credentials()
+                actor = await self.client_credentials(
+                    scopes=self._actor_scopes, resource=self._actor_resource
+                )
                 form["actor_token"] = actor.access_token
                 form["actor_token_type"] = ACCESS_TOKEN_TYPE_URN
             return await self._token_request(form, resource=resource, scopes=wanted)
@@ -264,7 +299,9 @@ class TokenExchangeClient:
         return await self._cached(key, request, not_after=None)
 
     async def token_endpoint(self) -> str:
-        """The token endpoint from the issuer's RFC 8414 metadata (fetched once)."""
+        """The configured token endpoint, else the one in the issuer's metadata (fetched once)."""
+        if self._token_endpoint is not None:
+            return self._token_endpoint
         metadata = await self.metadata()
         return str(metadata["token_endpoint"])
 
@@ -390,8 +427,15 @@ class TokenExchangeClient:
         return await self._with_retries(attempt, url=endpoint, error=TransportError)
 
     async def _fetch_metadata(self) -> dict[str, Any]:
-        url = authorization_server_metadata_url(self.issuer)
+        *first, last = discovery_urls(self.issuer, self._metadata_url)
+        for url in first:
+            try:
+                return await self._fetch_metadata_at(url, missing_ok=True)
+            except _MetadataMissing:
+                logger.debug("no metadata at %s; trying %s", url, last)
+        return await self._fetch_metadata_at(last, missing_ok=False)
 
+    async def _fetch_metadata_at(self, url: str, *, missing_ok: bool) -> dict[str, Any]:
         async def attempt() -> dict[str, Any]:
             self.stats.metadata_fetches += 1
             headers = {"Accept": "application/json"}
@@ -399,10 +443,14 @@ class TokenExchangeClient:
                 status = response.status_code
                 if is_retryable_status(status):
                     raise _Retryable(f"HTTP {status}", retry_after=retry_after(response))
+                if status == 404 and missing_ok:
+                    raise _MetadataMissing(url)
                 if status != 200:
+                    tried = " and ".join(discovery_urls(self.issuer, self._metadata_url))
                     raise IssuerUnreachableError(
-                        f"token service metadata at {url} answered HTTP {status}; "
-                        "check the issuer URL"
+                        f"token service metadata at {url} answered HTTP {status} "
+                        f"(tried {tried}); check the issuer URL, or set metadata_url or "
+                        "token_endpoint"
                     )
                 try:
                     raw = await read_document(response)
@@ -472,6 +520,15 @@ class TokenExchangeClient:
 # ---------------------------------------------------------------------- helpers
 
 
+class _MetadataMissing(Exception):
+    """A metadata document answered 404 (the discovery fallback applies)."""
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("https", "http") and bool(parts.netloc)
+
+
 def _check_metadata(body: Any, *, issuer: str, url: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise IssuerUnreachableError(f"token service metadata at {url} is not a JSON object")
@@ -479,8 +536,8 @@ def _check_metadata(body: Any, *, issuer: str, url: str) -> dict[str, Any]:
     if stated != issuer:
         # RFC 8414 §3.3: the metadata must not be used when the issuer differs.
         raise ConfigurationError(
-            f"token service metadata at {url} names issuer {_short(stated)}, but the configured "
-            f"issuer is {issuer!r}; configure the issuer exactly as the token service states it",
+            f"token service metadata at {url}: {identifier_mismatch(stated, issuer)}; "
+            "configure the issuer exactly as the token service states it",
             setting="issuer",
         )
     endpoint = body.get("token_endpoint")
@@ -569,6 +626,7 @@ def _parse_token_response(
         scopes=granted_scopes,
         resource=resource,
         issued_token_type=ACCESS_TOKEN_TYPE_URN,
+        expires_in=max(0, round(expires_at - now)),
     )
 
 

@@ -35,10 +35,12 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._jose._keys import ALGORITHMS, VerificationKeys
+from keycard_agents._jose._profiles import DEFAULT_PROFILE, TokenProfile
 from keycard_agents._json import JsonLimitError, loads_bounded
 from keycard_agents._oauth._http import DocumentTooLargeError, is_retryable_status, read_document
 from keycard_agents._oauth._urls import (
     authorization_server_metadata_url,
+    identifier_mismatch,
     openid_configuration_url,
     same_origin,
 )
@@ -53,14 +55,16 @@ class TrustedIssuer:
     """An issuer whose tokens are accepted, and where its keys come from.
 
     Keys come from ``jwks`` (inline, no network), else ``jwks_uri``, else the
-    ``jwks_uri`` of its RFC 8414 metadata at ``metadata_url`` (default: the
-    well-known URL, with RFC 8414 §3.1 path insertion for issuers with a path).
+    ``jwks_uri`` of its metadata at ``metadata_url`` (default: the RFC 8414 well-known
+    URL with §3.1 path insertion, then OpenID Connect discovery). ``profile`` says what
+    its access tokens look like (default RFC 9068; see :class:`TokenProfile`).
     """
 
     issuer: str
     jwks_uri: str | None = None
     metadata_url: str | None = None
     jwks: Mapping[str, Any] | None = None
+    profile: TokenProfile = DEFAULT_PROFILE
 
 
 class _Retryable(Exception):
@@ -287,9 +291,9 @@ class JWKSCache:
                 ) from None
         if metadata.get("issuer") != config.issuer:
             raise ConfigurationError(
-                f"metadata at {url} names issuer {metadata.get('issuer')!r}, not the "
-                f"configured {config.issuer!r} (RFC 8414 §3.3); fix the configured issuer "
-                "string (it must match exactly, including any trailing slash)",
+                f"metadata at {url}: {identifier_mismatch(metadata.get('issuer'), config.issuer)}"
+                " (RFC 8414 §3.3); fix the configured issuer string (it must match exactly, "
+                "including any trailing slash)",
                 setting="issuers",
             )
         jwks_uri = metadata.get("jwks_uri")

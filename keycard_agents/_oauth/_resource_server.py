@@ -25,6 +25,7 @@ from keycard_agents._errors import (
     InvalidTokenError,
     IssuerUnreachableError,
     KeycardError,
+    UserRequiredError,
 )
 from keycard_agents._jose._principal import Principal
 from keycard_agents._oauth._challenge import quote as _quote
@@ -113,6 +114,17 @@ class AuthFailure:
 def auth_failure(exc: KeycardError, *, resource_metadata_url: str) -> AuthFailure:
     """Map an authentication error to its HTTP answer (RFC 6750 §3, RFC 9728 §5.1)."""
     metadata = f"resource_metadata={_quote(resource_metadata_url)}"
+    if isinstance(exc, UserRequiredError):
+        description = "this operation needs a token issued for a user, not a client"
+        return AuthFailure(
+            status_code=403,
+            www_authenticate=(
+                f'Bearer error="insufficient_scope", error_description={_quote(description)}, '
+                f"{metadata}"
+            ),
+            message="The access token's subject is a client, not a user: " + description + ".",
+            error="insufficient_scope",
+        )
     if isinstance(exc, InsufficientScopeError):
         missing = " ".join(exc.missing or exc.required)
         scope = " ".join(exc.required or exc.missing)

@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from keycard_agents._errors import ConfigurationError, InsufficientScopeError, InvalidTokenError
@@ -75,6 +75,7 @@ class TokenVerifier:
             )
         self._issuers = frozenset(t.issuer for t in trusted)
         self._issuer_list = tuple(t.issuer for t in trusted)
+        self._profiles = {t.issuer: t.profile for t in trusted}
         self._allowed = allowed_algorithms(algorithms)
         self._registry = registry_for(self._allowed)
         self._leeway = leeway
@@ -122,8 +123,12 @@ class TokenVerifier:
                 max_actor_depth=self._max_actor_depth,
                 now=self._clock(),
                 required_claims=DEFAULT_REQUIRED_CLAIMS,
+                profiles=self._profiles,
             )
             principal = Principal.from_claims(claims)
+            profile = self._profiles[principal.issuer]
+            if profile.client_claim != "client_id":
+                principal = replace(principal, client_id=profile.client_of(claims))
             if digest is not None:
                 self._remember(digest, principal, kid=kid)
         required = tuple(required_scopes)

@@ -70,7 +70,9 @@ from keycard_agents._errors import (
     ConfigurationError,
     InsufficientScopeError,
     KeycardError,
+    UserRequiredError,
 )
+from keycard_agents._jose._subjects import subject_is_client
 from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._observe._tracing import (
     ATTR_SKILL,
@@ -282,6 +284,12 @@ class TaskRuntime:
         if principal is None:
             raise AuthenticationError(
                 f"skill {skill.id!r} requires a bearer token from the agent's token service"
+            )
+        if skill.require_user and subject_is_client(principal):
+            raise UserRequiredError(
+                f"skill {skill.id!r} acts for a user, but this token's subject "
+                f"{principal.user!r} is a client (a client-credentials token): call it with a "
+                "token issued for a signed-in user"
             )
         missing = tuple(s for s in skill.scopes if s not in principal.scopes)
         if missing:

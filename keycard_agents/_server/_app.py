@@ -36,7 +36,13 @@ from keycard_agents._agent._card import build_agent_card, protected_resource_met
 from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._delegation._provider import TokenExchangeDelegation, delegation_for
 from keycard_agents._errors import ConfigurationError
-from keycard_agents._oauth._credentials import ENV_CLIENT_ID, PublishesJwks
+from keycard_agents._oauth._credentials import (
+    ENV_CLIENT_ID,
+    PublishesJwks,
+    bind_to_agent,
+    web_identity_from_env,
+)
+from keycard_agents._oauth._jwks import TrustedIssuer
 from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier, Caller
 from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_metadata_url_under
 from keycard_agents._oauth._verifier import TokenVerifier
@@ -58,6 +64,8 @@ __all__ = [
 #: Where an agent whose credential is a key pair (``WebIdentity``) publishes its public
 #: keys, so the token service can verify its ``private_key_jwt`` assertions (RFC 7523).
 AGENT_JWKS_PATH = "/.well-known/jwks.json"
+#: The JSON-RPC path keycardai-a2a's DelegationClient posts to; served as an alias of ``/``.
+KEYCARD_JSONRPC_PATH = "/a2a/jsonrpc"
 
 
 def _jwks_endpoint(public_jwks: Callable[[], Any]) -> Callable[[Request], Any]:
@@ -167,8 +175,18 @@ def create_app(
         )
     if max_body_size <= 0:
         raise ConfigurationError("max_body_size must be a positive number of bytes")
+    # The resource (token audience, RFC 9728 ``resource``) is the URL exactly as configured;
+    # routes and documents hang below it without its trailing "/".
+    resource = agent.url
     base_url = agent.url.rstrip("/")
     closers: list[Callable[[], Awaitable[None]]] = []  # what the app opened, it closes
+    credential = agent.credential
+    if credential is None and agent.exchange is None and runtime is None:
+        # Configured by environment only: build the credential now, once, so the keys a
+        # web identity signs with are published from the start (and the same ones used).
+        credential = web_identity_from_env()
+    if credential is not None:
+        bind_to_agent(credential, agent.url)
     if verifier is None:
         default_verifier = _default_verifier(agent)
         closers.append(default_verifier.aclose)
@@ -176,13 +194,13 @@ def create_app(
     if runtime is None:
         # Calls to dependencies use tokens exchanged by the agent's own client; the
         # credential is only looked up when a skill first calls a dependency.
-        delegation = delegation_for(agent)
+        delegation = delegation_for(agent, credential=credential)
         closers.append(delegation.aclose)
         runtime = TaskRuntime(agent, delegation=delegation)
     recorder = _audit_recorder(agent, runtime, recorder, base_url)
     authenticator = BearerAuthenticator(
         verifier=verifier,
-        audience=base_url,
+        audience=resource,
         resource_metadata_url=resource_metadata_url_under(base_url),
         anonymous_allowed=any(s.anonymous for s in agent.skills.values()),
     )
@@ -202,14 +220,19 @@ def create_app(
     has_extended = extended_card is not None
     build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
     card_route = _StaticJson(lambda: dump(build_card()), max_age=card_max_age)
-    metadata_route = _StaticJson(lambda: _default_metadata(agent, base_url), max_age=card_max_age)
+    metadata_route = _StaticJson(lambda: _default_metadata(agent, resource), max_age=card_max_age)
     # Build both documents now: a mistake in the agent's configuration surfaces at startup,
     # and the routes then only serve bytes (they cannot fail).
     card_route.prepare()
     metadata_route.prepare()
+    # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
+    # that registered this agent's jwks_uri can verify its private_key_jwt assertions.
+    in_use = credential
+    if in_use is None and agent.exchange is not None:
+        in_use = agent.exchange.credential
     jwks_routes: list[BaseRoute] = []
-    if isinstance(agent.credential, PublishesJwks):
-        jwks = _jwks_endpoint(agent.credential.public_jwks)
+    if isinstance(in_use, PublishesJwks):
+        jwks = _jwks_endpoint(in_use.public_jwks)
         jwks_routes.append(Route(AGENT_JWKS_PATH, jwks, methods=["GET"], name="agent-jwks"))
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_PATH, card_route.handle, methods=["GET"], name="agent-card"),
@@ -221,6 +244,8 @@ def create_app(
         ),
         *jwks_routes,
         Route("/", jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc"),
+        # Where Keycard's keycardai-a2a clients send JSON-RPC (`{url}/a2a/jsonrpc`).
+        Route(KEYCARD_JSONRPC_PATH, jsonrpc.handle, methods=["POST"], name="a2a-jsonrpc-keycard"),
         *rest.routes(),
     ]
 
@@ -295,7 +320,7 @@ def _default_verifier(agent: Agent) -> TokenVerifier:
             setting="issuer",
         )
 
-    return TokenVerifier(issuers=[agent.issuer])
+    return TokenVerifier(issuers=[TrustedIssuer(agent.issuer, metadata_url=agent.metadata_url)])
 
 
 def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
@@ -303,9 +328,9 @@ def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
     return build_agent_card(agent, base_url=base_url, extended_agent_card=extended)
 
 
-def _default_metadata(agent: Agent, base_url: str) -> Mapping[str, Any]:
+def _default_metadata(agent: Agent, resource: str) -> Mapping[str, Any]:
 
-    return protected_resource_metadata(agent, resource=base_url)
+    return protected_resource_metadata(agent, resource=resource)
 
 
 class AgentMount(Mount):

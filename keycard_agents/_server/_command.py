@@ -93,7 +93,7 @@ def load_agent(
         return obj(**{k: v for k, v in options.items() if v is not None})
     if isinstance(obj, Agent):
         if url is not None:
-            obj.url = url.rstrip("/")
+            obj.url = url
         if issuer is not None or token_endpoint is not None:
             raise ConfigurationError(
                 f"{target} is an agent instance: set its issuer where it is constructed",

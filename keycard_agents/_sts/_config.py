@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keycard_agents._errors import ConfigurationError
+from keycard_agents._jose._profiles import TokenProfile
 from keycard_agents._sts._secrets import check_secret_hash_format
 
 if sys.version_info >= (3, 11):
@@ -157,10 +158,14 @@ def _opt_url(value: str | None) -> str | None:
 
 
 class RegisteredResource(_Model):
-    """A resource that is not an agent (an MCP server, an HTTP API)."""
+    """A resource that is not an agent (an MCP server, an HTTP API).
+
+    ``name`` is an optional logical name a token exchange may use as ``audience``.
+    """
 
     resource: str
     scopes: tuple[str, ...] = ()
+    name: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("resource")
     @classmethod
@@ -199,11 +204,26 @@ class DevUser(_Model):
 
 
 class TrustedIssuerConfig(_Model):
-    """An external issuer whose user tokens may be exchanged here."""
+    """An external issuer whose user tokens may be exchanged here.
+
+    ``token_types``, ``require_jti`` and ``client_claim`` describe its access tokens
+    (default RFC 9068: ``at+jwt``, ``jti`` required, ``client_id``); an empty string in
+    ``token_types`` accepts a token without ``typ``. See ``TokenProfile``.
+    """
 
     issuer: str
     jwks_uri: str | None = None
     metadata_url: str | None = None
+    token_types: tuple[str, ...] = ("at+jwt",)
+    require_jti: bool = True
+    client_claim: str = Field(default="client_id", min_length=1)
+
+    def profile(self) -> TokenProfile:
+        return TokenProfile(
+            token_types=tuple(t or None for t in self.token_types),
+            require_jti=self.require_jti,
+            client_claim=self.client_claim,
+        )
 
     @field_validator("issuer", "jwks_uri", "metadata_url")
     @classmethod

@@ -1,10 +1,11 @@
 """Delegation policy for token exchange: protocols/delegation-profile.md §5, checks 3 to 6.
 
 RFC 8693 §1.1 / §4.1 (``act`` chains: the new actor wraps the subject's chain),
-§4.4 (``may_act`` names who may act first), §2.2.2 (``invalid_target``,
-``invalid_scope``), RFC 8707 §2 (exactly one ``resource``), RFC 6749 §3.3 (scope
-narrowing), RFC 9493 §3.2.5 / §4 (the ``iss_sub`` ``sub_id`` that records which issuer
-the user came from). Pure functions over already verified claims: easy to test, no I/O.
+§4.4 (``may_act`` names who may act first), §2.2.2 (a subject token the policy refuses
+is unacceptable: ``invalid_request``; ``invalid_target``, ``invalid_scope``), RFC 8707 §2
+(exactly one target), RFC 6749 §3.3 (scope narrowing), RFC 9493 §3.2.5 / §4 (the
+``iss_sub`` ``sub_id`` that records which issuer the user came from). Pure functions over
+already verified claims: easy to test, no I/O.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def check_audience(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
     if aud == agent.resource or aud == [agent.resource]:
         return
     raise DelegationDeniedError(
-        "invalid_grant",
+        "invalid_request",
         f"subject_token is addressed to {_show(aud)}, not to agent {agent.client_id!r} "
         f"({agent.resource}): an agent may only exchange tokens that were sent to it",
     )
@@ -70,7 +71,7 @@ def subject_identifier(claims: Mapping[str, Any], issuer: str) -> dict[str, Any]
         return {"format": "iss_sub", "iss": issuer, "sub": sub}
     if claims.get("act") is not None:
         raise DelegationDeniedError(
-            "invalid_grant",
+            "invalid_request",
             f"subject_token of external issuer {_show(token_issuer)} carries an 'act' claim: "
             "only this token service records actors; exchange the user's own token, "
             "without act",
@@ -79,7 +80,7 @@ def subject_identifier(claims: Mapping[str, Any], issuer: str) -> dict[str, Any]
         assert isinstance(sub_id, Mapping)
         if sub_id.get("iss") != token_issuer:
             raise DelegationDeniedError(
-                "invalid_grant",
+                "invalid_request",
                 f"subject_token of issuer {_show(token_issuer)} claims a user of issuer "
                 f"{_show(sub_id.get('iss'))} (sub_id): an issuer may only name its own users",
             )
@@ -101,11 +102,11 @@ def check_first_hop(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
         return
     if not isinstance(may_act, Mapping) or not isinstance(may_act.get("sub"), str):
         raise DelegationDeniedError(
-            "invalid_grant", "subject_token has a malformed 'may_act' claim (RFC 8693 §4.4)"
+            "invalid_request", "subject_token has a malformed 'may_act' claim (RFC 8693 §4.4)"
         )
     if may_act["sub"] != agent.client_id:
         raise DelegationDeniedError(
-            "invalid_grant",
+            "invalid_request",
             f"subject_token allows only {_show(may_act['sub'])} to act for the user "
             f"(may_act), not agent {agent.client_id!r}: sign in for {agent.resource} instead",
         )
@@ -116,7 +117,10 @@ def check_target(
 ) -> tuple[str, tuple[str, ...]]:
     """Exactly one registered, declared target; returns it and the scopes it accepts."""
     if not resources:
-        raise OAuthError("invalid_request", "missing 'resource': send the target's URL (RFC 8707)")
+        raise OAuthError(
+            "invalid_request",
+            "missing 'resource': send the target's URL (RFC 8707), or its name in 'audience'",
+        )
     if len(resources) > 1:
         raise DelegationDeniedError(
             "invalid_target",
@@ -155,7 +159,7 @@ def check_chain(
     previous = ActorChain.from_act_claim(claims.get("act"))
     if agent.client_id in previous.subjects() and not config.allow_repeated_agents:
         raise DelegationDeniedError(
-            "invalid_grant",
+            "invalid_request",
             f"agent {agent.client_id!r} already acted in this chain "
             f"({' → '.join(reversed(previous.subjects()))}); loops are refused unless "
             "allow_repeated_agents = true",
@@ -169,14 +173,15 @@ def check_chain(
         and not config.allow_repeated_agents
     ):
         path = " → ".join((*reversed(chain.subjects()), receiver.client_id))
+        # RFC 8693 §2.2.2: a target the service is unwilling to issue for: invalid_target.
         raise DelegationDeniedError(
-            "invalid_grant",
+            "invalid_target",
             f"the chain {path} comes back to agent {receiver.client_id!r}; loops are refused "
             "unless allow_repeated_agents = true",
         )
     if chain.depth > config.max_chain_depth:
         raise DelegationDeniedError(
-            "invalid_grant",
+            "invalid_request",
             f"the delegation chain would be {chain.depth} agents deep; max_chain_depth is "
             f"{config.max_chain_depth}: shorten the chain or raise max_chain_depth",
         )

@@ -2,7 +2,8 @@
 
 RFC 6749 §4.1.3 / §4.4 / §5.1 / §5.2 (authorization code, client credentials,
 responses and errors), RFC 8693 §2.1-§2.2 (token exchange request, response and
-errors; ``act`` per §4.1), RFC 8707 §2 (``resource``), RFC 9068 §2 (``at+jwt``
+errors: an invalid or unacceptable subject or actor token is ``invalid_request``,
+§2.2.2; ``act`` per §4.1), RFC 8707 §2 (``resource``), RFC 9068 §2 (``at+jwt``
 access token claims). The exchange checks run in the order of
 protocols/delegation-profile.md §5; each request, issued or denied, leaves exactly one
 audit record.
@@ -42,6 +43,8 @@ from keycard_agents._sts._policy import (
     parse_scope,
     subject_identifier,
 )
+
+from ._targets import requested_targets
 
 __all__ = [
     "GRANT_AUTHORIZATION_CODE",
@@ -171,6 +174,8 @@ class TokenEndpoint:
         self._clock = clock
         self._leeway = leeway
         self._trusted = (self._issuer, *(t.issuer for t in config.trusted_issuers))
+        # What each trusted issuer's tokens look like; our own stay strict RFC 9068.
+        self._profiles = {t.issuer: t.profile() for t in config.trusted_issuers}
         self.stats = TokenStats()
 
     async def handle(self, request: Request) -> Response:
@@ -339,8 +344,9 @@ class TokenEndpoint:
         requested_type = form.get("requested_token_type")
         requested_scope = form.get("scope")
         resources = form.all("resource")
-        if resources:
-            trail.target = _short(resources[0]) if len(resources) == 1 else None
+        audiences = form.all("audience")
+        if len(resources) + len(audiences) == 1:
+            trail.target = _short([*resources, *audiences][0])
         if requested_scope is not None:
             trail.scopes_requested = parse_scope(requested_scope)
         if subject_type != TOKEN_TYPE_ACCESS_TOKEN:
@@ -361,11 +367,6 @@ class TokenEndpoint:
                 "invalid_request",
                 f"only requested_token_type={TOKEN_TYPE_ACCESS_TOKEN} can be issued",
             )
-        if "audience" in form:
-            raise OAuthError(
-                "invalid_request",
-                "'audience' is not supported: name the target by its URL in 'resource' (RFC 8707)",
-            )
         if actor_token is not None:
             await self._check_actor_token(actor_token, client.client_id)
 
@@ -381,7 +382,8 @@ class TokenEndpoint:
         # 4. first hop: may_act.
         check_first_hop(claims, agent)
         # 5. policy: declared dependency, chain depth, repeated agents.
-        target, accepted = check_target(self._config, agent, resources)
+        targets = requested_targets(self._config, resources, audiences)
+        target, accepted = check_target(self._config, agent, targets)
         trail.target = target
         chain = check_chain(self._config, claims, agent, self._issuer, target=target)
         trail.actors = chain.subjects()
@@ -429,13 +431,13 @@ class TokenEndpoint:
             )
         except InvalidTokenError as exc:
             raise OAuthError(
-                "invalid_grant",
+                "invalid_request",
                 f"actor_token rejected ({exc.check}): {exc}; get a fresh one with "
                 f"grant_type={GRANT_CLIENT_CREDENTIALS}",
             ) from exc
         if claims["sub"] != client_id or claims.get("client_id") != client_id:
             raise OAuthError(
-                "invalid_grant",
+                "invalid_request",
                 f"actor_token names agent {_short(str(claims['sub']))!r}, but the authenticated "
                 f"client is {client_id!r}: send your own client-credentials token",
             )
@@ -446,7 +448,7 @@ class TokenEndpoint:
         # a subject that has expired, even within the leeway, yields nothing (CL-8, TS-3).
         if float(claims["exp"]) <= self._clock():
             raise OAuthError(
-                "invalid_grant",
+                "invalid_request",
                 "subject_token rejected (expired): it has already expired, so no token "
                 "can be delegated from it; exchange subject tokens before they expire",
             )
@@ -465,13 +467,14 @@ class TokenEndpoint:
                 max_actor_depth=self._config.max_chain_depth,
                 clock=self._clock,
                 required_claims=("iss", "sub", "aud", "exp", "iat", "jti"),
+                profiles=self._profiles,
             )
         except InvalidTokenError as exc:
             hint = ""
             if exc.check == "audience":
                 hint = " (an agent may only exchange tokens that were sent to it)"
             raise OAuthError(
-                "invalid_grant", f"subject_token rejected ({exc.check}): {exc}{hint}"
+                "invalid_request", f"subject_token rejected ({exc.check}): {exc}{hint}"
             ) from exc
         except IssuerUnreachableError as exc:
             raise OAuthError(

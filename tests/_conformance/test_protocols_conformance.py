@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from test_protocols_vectors import VECTORS, conformance_service, open_service
@@ -170,3 +171,89 @@ def test_settings_repr_hides_the_secret() -> None:
     assert settings.agents["beta"].secret is not None
     assert settings.agents["beta"].secret in (VECTORS / "conformance.toml").read_text()
     assert "TEST-ONLY" not in repr(settings)
+
+
+# ------------------------------------------------------------------ discovery and user tokens
+
+
+def _hiding_rfc8414(service: TokenService) -> httpx.MockTransport:
+    """The service as an OpenID provider: 404 at the RFC 8414 URL, the same metadata at
+    /.well-known/openid-configuration (Keycloak, node oidc-provider)."""
+    asgi = httpx.ASGITransport(app=service.app)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.startswith("/.well-known/oauth-authorization-server"):
+            return httpx.Response(404, text="<html>not found</html>")
+        if path == "/.well-known/openid-configuration":
+            request = httpx.Request(
+                "GET",
+                request.url.copy_with(
+                    path=path.replace("openid-configuration", "oauth-authorization-server")
+                ),
+            )
+        response = await asgi.handle_async_request(request)
+        await response.aread()
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=response.content
+        )
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.anyio
+async def test_conformance_falls_back_to_openid_discovery() -> None:
+    vectors = [v for v in load_vectors(VECTORS, "exchanges.json")["vectors"] if v["id"] == "X-01"]
+    async with open_service() as (service, _, clock):
+        settings = load_settings(VECTORS / "conformance.toml", issuer=service.issuer)
+        async with httpx.AsyncClient(transport=_hiding_rfc8414(service)) as http:
+            results = await run_exchange_vectors(settings, vectors, http=http, clock=clock)
+    assert [r.outcome for r in results] == ["PASS"], format_table(results)
+
+
+@pytest.mark.anyio
+async def test_conformance_reports_the_http_status_of_missing_metadata() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="<html>not found</html>")  # not JSON
+
+    vectors = load_vectors(VECTORS, "exchanges.json")["vectors"][:1]
+    settings = load_settings(VECTORS / "conformance.toml", issuer="https://idp.example/oidc")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(ConfigurationError) as info:
+            await run_exchange_vectors(settings, vectors, http=http)
+    message = str(info.value)
+    assert "HTTP 404" in message
+    assert "/.well-known/oauth-authorization-server/oidc" in message
+    assert "/oidc/.well-known/openid-configuration" in message
+
+
+@pytest.mark.anyio
+async def test_conformance_starts_from_a_user_token_of_the_service_under_test(
+    tmp_path: Path,
+) -> None:
+    # A hosted issuer will not trust our test user issuer: the operator signs in at the
+    # issuer under test for alpha and hands the runner that token instead.
+    creds = creds_copy(
+        tmp_path,
+        replace=(
+            '[user_issuer]\nissuer = "https://users.conformance.test"\n'
+            'private_jwks_file = "keys/user-issuer.private.jwks.json"\n',
+            'user_token_file = "user-token.jwt"\n',
+        ),
+    )
+    vectors = load_vectors(VECTORS, "exchanges.json")["vectors"]
+    async with open_service() as (service, client, clock):
+        alpha = load_settings(VECTORS / "conformance.toml", issuer=service.issuer).agents["alpha"]
+        token = service.issue_user_token(
+            "carol", audience=alpha.resource, scopes=["read", "write"], may_act=alpha.client_id
+        )
+        (tmp_path / "user-token.jwt").write_text(token + "\n")
+        settings = load_settings(creds, issuer=service.issuer)
+        assert settings.user_keys == {}
+        assert "eyJ" not in repr(settings)  # the token never shows
+        results = await run_exchange_vectors(settings, vectors, http=client, clock=clock)
+    outcomes = {r.id: r.outcome for r in results}
+    assert outcomes["X-01"] == "PASS"  # sub = carol, the txn of her token
+    assert outcomes["X-02"] == "SKIP"  # sub_id names the user issuer: needs its keys
+    assert outcomes["X-35"] == "SKIP"  # an expired user token needs the user issuer's keys
+    assert not [r for r in results if r.outcome == "FAIL"], format_table(results)

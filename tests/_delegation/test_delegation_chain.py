@@ -172,7 +172,7 @@ async def test_cycle_is_refused() -> None:
     # A → B → A is refused when B asks for a token back to A, not one hop later.
     assert "front → middle → front comes back to agent 'front'" in reason(task)
     denied = [r for r in await sts.audit() if r.decision == "denied"]
-    assert [(r.client_id, r.error) for r in denied] == [("middle", "invalid_grant")]
+    assert [(r.client_id, r.error) for r in denied] == [("middle", "invalid_target")]
     issued = [r.actors for r in await sts.audit() if r.decision == "issued"]
     assert issued == [("front",)]
 

@@ -176,7 +176,8 @@ async def test_grant_exchanges_concurrently_and_reports_partial_errors() -> None
     assert value["status"] == "partial_error"
     assert value["ok"] == ["weather"]
     assert value["failed"] == [MAIL]
-    assert value["errors"][MAIL]["error"] == "invalid_scope"
+    assert value["errors"]["resources"][MAIL]["error"] == "invalid_scope"
+    assert value["errors"]["error"] is None
     principal = await sts.verifier().verify(value["weather_token"], audience=WEATHER)
     assert principal.user == "erin"
     assert arrived == 2
@@ -211,8 +212,10 @@ def test_grant_declaration_errors() -> None:
         async def no_access(self: Any, ctx: Context) -> None:
             return None
 
-    with pytest.raises(ConfigurationError, match="async def"):
+    with pytest.raises(ConfigurationError, match="exactly one parameter annotated AccessContext"):
         grant("x")(lambda self: None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigurationError, match="resource names or URLs"):
+        grant([])
 
 
 async def test_grant_on_undeclared_resource_fails_before_exchanging() -> None:

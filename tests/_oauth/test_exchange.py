@@ -101,9 +101,11 @@ class FakeTokenService:
         return httpx.Response(200, json=body)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET" and request.url.path == self.metadata_path:
+        if request.method == "GET":
             self.metadata_requests.append(request)
-            return httpx.Response(200, json=self.metadata)
+            if request.url.path == self.metadata_path:
+                return httpx.Response(200, json=self.metadata)
+            return httpx.Response(404, json={"error": "not found"})
         assert str(request.url) == TOKEN_URL, request.url
         self.token_requests.append(request)
         if self.gate is not None:
@@ -227,6 +229,39 @@ async def test_actor_token_sent_with_its_type(
     assert forms[1]["actor_token_type"] == ACCESS_TOKEN_TYPE_URN
     # The agent's own token is cached: the second exchange reuses it.
     assert forms[2]["actor_token"] == actor
+    assert "resource" not in forms[0]
+    assert "scope" not in forms[0]
+
+
+@pytest.mark.anyio
+async def test_actor_token_resource_and_scopes_are_configurable(
+    sts: FakeTokenService, clock: Clock, sleeps: Sleeps
+) -> None:
+    # Some issuers issue an opaque client-credentials token unless a resource is named.
+    async with make_client(
+        sts,
+        clock,
+        sleeps,
+        use_actor_token=True,
+        actor_token_resource=ISSUER,
+        actor_token_scopes=["actor"],
+    ) as client:
+        await client.exchange(fake_jwt(sub="alice"), resource=TARGET)
+    actor_request, exchange = sts.forms()
+    assert actor_request["grant_type"] == "client_credentials"
+    assert actor_request["resource"] == ISSUER
+    assert actor_request["scope"] == "actor"
+    assert exchange["actor_token_type"] == ACCESS_TOKEN_TYPE_URN
+
+
+def test_actor_token_resource_must_be_a_url() -> None:
+    with pytest.raises(ConfigurationError, match="RFC 8707"):
+        TokenExchangeClient(
+            issuer=ISSUER,
+            credential=ClientSecret("a", "b"),
+            use_actor_token=True,
+            actor_token_resource="not a url",
+        )
 
 
 @pytest.mark.anyio
@@ -289,12 +324,73 @@ async def test_metadata_discovered_once_with_path_insertion(clock: Clock, sleeps
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("issuer", ["https://sts.example/oidc", "https://sts.example/zone/"])
+async def test_metadata_falls_back_to_openid_discovery(
+    clock: Clock, sleeps: Sleeps, issuer: str
+) -> None:
+    # An issuer with a path that serves only OpenID Connect discovery (Keycloak, node
+    # oidc-provider): RFC 8414 answers 404, then issuer + /.well-known/openid-configuration.
+    oidc_path = issuer.removeprefix("https://sts.example").rstrip("/")
+    sts = FakeTokenService(
+        issuer=issuer, metadata_path=oidc_path + "/.well-known/openid-configuration"
+    )
+    async with make_client(sts, clock, sleeps, issuer=issuer) as client:
+        await client.exchange(fake_jwt(sub="alice"), resource=TARGET)
+        await client.exchange(fake_jwt(sub="bob"), resource=TARGET)
+    assert [r.url.path for r in sts.metadata_requests] == [
+        "/.well-known/oauth-authorization-server" + oidc_path,
+        oidc_path + "/.well-known/openid-configuration",
+    ]
+    assert len(sts.token_requests) == 2
+
+
+@pytest.mark.anyio
+async def test_configured_token_endpoint_needs_no_metadata(clock: Clock, sleeps: Sleeps) -> None:
+    sts = FakeTokenService(issuer="https://sts.example/oidc", metadata_path="/nowhere")
+    async with make_client(
+        sts, clock, sleeps, issuer="https://sts.example/oidc", token_endpoint=TOKEN_URL
+    ) as client:
+        await client.exchange(fake_jwt(sub="alice"), resource=TARGET)
+    assert sts.metadata_requests == []
+    assert len(sts.token_requests) == 1
+
+
+@pytest.mark.anyio
+async def test_configured_metadata_url_is_the_only_one_tried(clock: Clock, sleeps: Sleeps) -> None:
+    sts = FakeTokenService(issuer=ISSUER, metadata_path="/custom/metadata")
+    async with make_client(
+        sts, clock, sleeps, metadata_url="https://sts.example/custom/metadata"
+    ) as client:
+        await client.exchange(fake_jwt(sub="alice"), resource=TARGET)
+    assert [r.url.path for r in sts.metadata_requests] == ["/custom/metadata"]
+    missing = FakeTokenService(issuer=ISSUER, metadata_path="/elsewhere")
+    async with make_client(
+        missing, clock, sleeps, metadata_url="https://sts.example/custom/metadata"
+    ) as client:
+        with pytest.raises(IssuerUnreachableError, match="HTTP 404"):
+            await client.token_endpoint()
+    assert [r.url.path for r in missing.metadata_requests] == ["/custom/metadata"]
+
+
+@pytest.mark.anyio
+async def test_no_metadata_anywhere_names_both_urls(clock: Clock, sleeps: Sleeps) -> None:
+    sts = FakeTokenService(issuer="https://sts.example/oidc", metadata_path="/nowhere")
+    async with make_client(sts, clock, sleeps, issuer="https://sts.example/oidc") as client:
+        with pytest.raises(IssuerUnreachableError) as info:
+            await client.token_endpoint()
+    message = str(info.value)
+    assert "/.well-known/oauth-authorization-server/oidc" in message
+    assert "/oidc/.well-known/openid-configuration" in message
+    assert "token_endpoint" in message
+
+
+@pytest.mark.anyio
 async def test_metadata_issuer_mismatch_refused(
     sts: FakeTokenService, clock: Clock, sleeps: Sleeps
 ) -> None:
     sts.metadata["issuer"] = "https://evil.example"
     async with make_client(sts, clock, sleeps) as client:
-        with pytest.raises(ConfigurationError, match="names issuer") as info:
+        with pytest.raises(ConfigurationError, match="is not the configured") as info:
             await client.exchange(fake_jwt(sub="alice"), resource=TARGET)
     assert info.value.setting == "issuer"
     assert sts.token_requests == []
@@ -304,7 +400,7 @@ async def test_metadata_issuer_mismatch_refused(
 async def test_metadata_issuer_must_match_exactly(clock: Clock, sleeps: Sleeps) -> None:
     sts = FakeTokenService(issuer=ISSUER + "/")  # trailing slash differs
     async with make_client(sts, clock, sleeps) as client:
-        with pytest.raises(ConfigurationError):
+        with pytest.raises(ConfigurationError, match="differ only by a trailing '/'"):
             await client.metadata()
 
 

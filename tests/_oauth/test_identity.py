@@ -424,10 +424,14 @@ def test_workload_prefers_keycard_file_over_aws(files: dict[str, str]) -> None:
             "needs a secret",
         ),
         (
-            {"KEYCARD_CLIENT_ID": "a", "KEYCARD_APPLICATION_CREDENTIAL_TYPE": "web_identity"},
+            {
+                "KEYCARD_CLIENT_ID": "a",
+                "KEYCARD_WEB_IDENTITY_DIR": "{dir}",
+                "KEYCARD_WEB_IDENTITY_KEY_STORAGE_DIR": "/elsewhere",
+            },
             {},
-            "KEYCARD_WEB_IDENTITY_DIR",
-            "needs a key directory",
+            "KEYCARD_WEB_IDENTITY_KEY_STORAGE_DIR",
+            "different directories",
         ),
         (
             {
@@ -546,7 +550,9 @@ def test_default_env_is_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             {"KEYCARD_BASE_URL": "http://localhost:8080"},
             "http://acme.localhost:8080",
         ),
-        ({"zone_url": "https://acme.keycard.cloud/"}, {}, "https://acme.keycard.cloud"),
+        # identifiers are kept exactly: an issuer ending in "/" is another string
+        ({"zone_url": "https://acme.keycard.cloud/"}, {}, "https://acme.keycard.cloud/"),
+        ({}, {"KEYCARD_ZONE_URL": "https://z.example/"}, "https://z.example/"),
         ({"issuer": "https://sts.example/tenant/"}, {}, "https://sts.example/tenant/"),
         ({"issuer": "http://127.0.0.1:9000"}, {}, "http://127.0.0.1:9000"),
         ({}, {"KEYCARD_ZONE_ID": "z1"}, "https://z1.keycard.cloud"),
@@ -563,6 +569,25 @@ def test_default_env_is_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             "https://sts.example",
         ),
         ({"zone_url": "https://z.example"}, {"KEYCARD_ZONE_ID": "z1"}, "https://z.example"),
+        # Keycard's precedence: a zone URL beats a zone id, wherever each comes from, and a
+        # base URL only matters for a zone id
+        ({"zone_id": "a", "zone_url": "https://a.example"}, {}, "https://a.example"),
+        ({"zone_id": "a"}, {"KEYCARD_ZONE_URL": "https://u.example"}, "https://u.example"),
+        (
+            {},
+            {"KEYCARD_ZONE_ID": "a", "KEYCARD_ZONE_URL": "https://a.example"},
+            "https://a.example",
+        ),
+        (
+            {"zone_url": "https://a.example", "base_url": "https://b.example"},
+            {},
+            "https://a.example",
+        ),
+        (
+            {},
+            {"KEYCARD_ZONE_URL": "https://a.example", "KEYCARD_BASE_URL": "https://b"},
+            "https://a.example",
+        ),
     ],
 )
 def test_resolve_issuer(kwargs: dict[str, str], env: dict[str, str], expected: str) -> None:
@@ -573,15 +598,8 @@ def test_resolve_issuer(kwargs: dict[str, str], env: dict[str, str], expected: s
     ("kwargs", "env", "setting"),
     [
         ({}, {}, "KEYCARD_ZONE_ID"),
-        ({"zone_id": "a", "zone_url": "https://a.example"}, {}, "zone_url"),
         ({"issuer": "https://a.example", "zone_id": "a"}, {}, "zone_id"),
-        ({}, {"KEYCARD_ZONE_ID": "a", "KEYCARD_ZONE_URL": "https://a.example"}, "KEYCARD_ZONE_URL"),
-        ({"zone_url": "https://a.example", "base_url": "https://b.example"}, {}, "base_url"),
-        (
-            {},
-            {"KEYCARD_ZONE_URL": "https://a.example", "KEYCARD_BASE_URL": "https://b"},
-            "KEYCARD_BASE_URL",
-        ),
+        ({"issuer": "https://a.example", "zone_url": "https://a.example"}, {}, "zone_url"),
         ({"zone_id": "Not_Valid"}, {}, "zone_id"),
         ({}, {"KEYCARD_ZONE_ID": "a.b"}, "KEYCARD_ZONE_ID"),
         ({"issuer": "http://sts.example"}, {}, "issuer"),

@@ -119,7 +119,7 @@ def test_load_agent_class_and_instance(monkeypatch: pytest.MonkeyPatch) -> None:
         token_endpoint=ISSUER + "/token",
     )
     assert isinstance(agent, EchoAgent)
-    assert agent.url == "http://a.test"
+    assert agent.url == "http://a.test/"  # the resource exactly as registered at the issuer
     assert agent.issuer == ISSUER
 
 

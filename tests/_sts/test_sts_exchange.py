@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sts_support import ISSUER, A, B, C, claims_of, open_world
+from sts_support import AT, EXCHANGE, ISSUER, A, B, C, D, claims_of, open_world
 
 from keycard_agents.auth import StaticKeys, TokenVerifier
 
@@ -131,3 +131,39 @@ async def test_metadata_and_jwks() -> None:
         jwks = (await w.client.get("/jwks.json")).json()
         assert [k["kid"] for k in jwks["keys"]] == [w.service.keys.current.kid]
         assert all("d" not in k for k in jwks["keys"])
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param({"audience": "b"}, id="audience by client id"),
+        pytest.param({"audience": B}, id="audience as absolute URI"),
+        pytest.param({"resource": B, "audience": B}, id="resource and audience, Keycard style"),
+        pytest.param({"resource": B, "audience": "b"}, id="resource and the same target by name"),
+    ],
+)
+async def test_audience_names_the_target(target: dict[str, str]) -> None:
+    # RFC 8693 §2.1: audience (a logical name or an absolute URI) names where the token is
+    # used, alone or with resource; Keycard's SDK always sends both.
+    async with open_world() as w:
+        user = w.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
+        form = {"grant_type": EXCHANGE, "subject_token": user, "subject_token_type": AT}
+        r = await w.post_token({**form, **target, **w.auth("a")})
+        assert r.status_code == 200, r.text
+        assert claims_of(r.json()["access_token"])["aud"] == B
+        [record] = [x for x in await w.service.audit.query() if x.decision == "issued"]
+        assert record.target == B
+
+
+async def test_audience_names_a_resource_by_its_name() -> None:
+    resources = [{"resource": D, "scopes": ["read"], "name": "reports-api"}]
+    async with open_world(resources=resources) as w:
+        hop = await w.exchange(
+            "a", w.service.issue_user_token("alice", audience=A, scopes=["read"]), C
+        )
+        form = {"grant_type": EXCHANGE, "subject_token": hop.json()["access_token"]}
+        r = await w.post_token(
+            {**form, "subject_token_type": AT, "audience": "reports-api", **w.auth("c")}
+        )
+        assert r.status_code == 200, r.text
+        assert claims_of(r.json()["access_token"])["aud"] == D

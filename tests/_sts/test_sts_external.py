@@ -15,6 +15,7 @@ from sts_support import (
     A,
     B,
     Clock,
+    World,
     claims_of,
     make_config,
     open_world,
@@ -113,7 +114,7 @@ async def test_external_user_token_and_jwks_uri_agent() -> None:
             form.update(subject_token=stranger, client_assertion=again)
             reply = await client.post("/token", data=form)
             assert reply.status_code == 400
-            assert reply.json()["error"] == "invalid_grant"
+            assert reply.json()["error"] == "invalid_request"  # RFC 8693 §2.2.2
             assert "(issuer)" in reply.json()["error_description"]
     assert not http.is_closed  # the caller's client is the caller's to close
     await http.aclose()
@@ -201,3 +202,40 @@ async def test_client_secret_post_and_unknown_client() -> None:
         assert post_a.status_code == 401
         assert "private_key_jwt" in post_a.json()["error_description"]
         assert uuid.UUID(claims_of(ok.json()["access_token"])["jti"])
+
+
+async def test_trusted_issuer_profile_relaxes_only_that_issuer() -> None:
+    # A Keycloak-shaped user token (typ JWT, no jti, the client in azp) is exchanged when
+    # its issuer's [[trusted_issuers]] entry declares that shape; our own tokens stay strict.
+    idp_key = SigningKey.generate("ES256")
+    clock = Clock()
+    http = httpx.AsyncClient(transport=_idp_transport(idp_key, SigningKey.generate("ES256")))
+    config, keys = make_config()
+    data = config.model_dump(mode="json")
+    data["trusted_issuers"] = [
+        {
+            "issuer": IDP,
+            "jwks_uri": f"{IDP}/jwks",
+            "token_types": ["JWT"],
+            "require_jti": False,
+            "client_claim": "azp",
+        }
+    ]
+    service = TokenService(parse_config(data), clock=clock, http_client=http)
+    now = int(clock())
+    claims = {"iss": IDP, "sub": "carol", "aud": A, "azp": "web", "scope": "read"}
+    keycloak = idp_key.sign({**claims, "iat": now, "exp": now + 600}, typ="JWT")
+    own = service.minter.mint(sub="alice", aud=A, lifetime=600, extra={"scope": "read"})[0]
+    own_untyped = service.keys.current.sign(claims_of(own), typ="JWT")
+    async with service.app.router.lifespan_context(service.app):
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+            w = World(service=service, client=client, clock=clock, keys=keys)
+            ok = await w.exchange("a", keycloak, B)
+            assert ok.status_code == 200, ok.text
+            assert claims_of(ok.json()["access_token"])["sub"] == "carol"
+            refused = await w.exchange("a", own_untyped, B)
+            assert refused.status_code == 400
+            assert refused.json()["error"] == "invalid_request"
+            assert "(type)" in refused.json()["error_description"]
+    await http.aclose()

@@ -343,8 +343,17 @@ async def _missing_resource(w: World) -> httpx.Response:
     return await w.post_token({**form, "subject_token_type": AT})
 
 
-async def _audience_param(w: World) -> httpx.Response:
-    return await w.exchange("a", _signed(w), B, audience="b")
+async def _audience_names_another_target(w: World) -> httpx.Response:
+    return await w.exchange("a", _signed(w), B, audience="c")
+
+
+async def _unknown_audience_name(w: World) -> httpx.Response:
+    form = {"grant_type": EXCHANGE, "subject_token": _signed(w), "subject_token_type": AT}
+    return await w.post_token({**form, "audience": "nobody", **w.auth("a")})
+
+
+async def _resource_without_its_slash(w: World) -> httpx.Response:
+    return await w.exchange("a", _signed(w), B.rstrip("/"))
 
 
 async def _blank_scope(w: World) -> httpx.Response:
@@ -385,20 +394,20 @@ async def _unknown_grant(w: World) -> httpx.Response:
 
 
 CASES: list[tuple[str, Callable[[World], Awaitable[httpx.Response]], int, str]] = [
-    *[(name, _token_case(name), 400, "invalid_grant") for name in TOKENS],
-    ("subject aud is another agent", _aud_other_agent, 400, "invalid_grant"),
+    *[(name, _token_case(name), 400, "invalid_request") for name in TOKENS],
+    ("subject aud is another agent", _aud_other_agent, 400, "invalid_request"),
     ("scope widening", _scope_widening, 400, "invalid_scope"),
     ("empty scope intersection", _empty_intersection, 400, "invalid_scope"),
     ("undeclared target", _undeclared_target, 400, "invalid_target"),
     ("unknown resource", _unknown_resource, 400, "invalid_target"),
     ("multiple resources", _multiple_resources, 400, "invalid_target"),
-    ("repeated agent in the chain", _repeated_agent, 400, "invalid_grant"),
-    ("depth limit exceeded", _depth_exceeded, 400, "invalid_grant"),
-    ("may_act names another agent", _may_act_mismatch, 400, "invalid_grant"),
+    ("repeated agent in the chain", _repeated_agent, 400, "invalid_request"),
+    ("depth limit exceeded", _depth_exceeded, 400, "invalid_request"),
+    ("may_act names another agent", _may_act_mismatch, 400, "invalid_request"),
     ("agent may not act first", _may_act_first_false, 400, "unauthorized_client"),
     ("actor_token without its type", _actor_without_type, 400, "invalid_request"),
-    ("actor token of another agent", _actor_of_other_agent, 400, "invalid_grant"),
-    ("user token as actor token", _user_token_as_actor, 400, "invalid_grant"),
+    ("actor token of another agent", _actor_of_other_agent, 400, "invalid_request"),
+    ("user token as actor token", _user_token_as_actor, 400, "invalid_request"),
     ("replayed client assertion jti", _replayed_jti, 401, "invalid_client"),
     ("client assertion with wrong aud", _assertion_wrong_aud, 401, "invalid_client"),
     ("expired client assertion", _assertion_expired, 401, "invalid_client"),
@@ -428,10 +437,12 @@ CASES: list[tuple[str, Callable[[World], Awaitable[httpx.Response]], int, str]] 
     ("duplicate parameters", _duplicate_params, 400, "invalid_request"),
     ("wrong subject_token_type", _wrong_subject_type, 400, "invalid_request"),
     ("refresh token requested", _refresh_token_requested, 400, "invalid_request"),
-    ("malformed may_act", _malformed_may_act, 400, "invalid_grant"),
-    ("subject addressed to two audiences", _two_audiences, 400, "invalid_grant"),
+    ("malformed may_act", _malformed_may_act, 400, "invalid_request"),
+    ("subject addressed to two audiences", _two_audiences, 400, "invalid_request"),
     ("missing resource", _missing_resource, 400, "invalid_request"),
-    ("audience parameter instead of resource", _audience_param, 400, "invalid_request"),
+    ("audience naming another target", _audience_names_another_target, 400, "invalid_target"),
+    ("unknown audience name", _unknown_audience_name, 400, "invalid_target"),
+    ("resource differing by a slash", _resource_without_its_slash, 400, "invalid_target"),
     ("scope of only spaces", _blank_scope, 400, "invalid_request"),
     ("Bearer credentials at /token", _bearer_header, 400, "invalid_request"),
     ("malformed Basic credentials", _malformed_basic, 401, "invalid_client"),

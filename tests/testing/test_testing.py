@@ -56,7 +56,17 @@ async def test_mock_access_context_per_resource_tokens_and_errors() -> None:
     assert value["status"] == "partial_error"
     assert value["weather_token"] == "w-token"
     assert value["failed"] == [MAIL]
-    assert value["errors"] == {MAIL: {"error": "access_denied", "message": "mail is off today"}}
+    assert value["errors"] == {
+        "resources": {
+            MAIL: {
+                "error": "access_denied",
+                "message": "mail is off today",
+                "code": "access_denied",
+                "description": "mail is off today",
+            }
+        },
+        "error": None,
+    }
 
 
 async def test_mock_access_context_without_tokens_fails_every_resource() -> None:
@@ -81,11 +91,14 @@ async def test_mock_access_context_without_tokens_fails_every_resource() -> None
     with mock_access_context(None, errors={"mail": "consent_required"}):
         await probe(agent, ctx)
     access = seen[0]
-    assert access.get_status() == "error"
+    assert access.get_status() == "partial_error"  # Keycard's: "error" is a global error
+    assert not access.has_error()
     assert access.get_failed_resources() == ["weather", "mail"]
     assert access.get_resource_errors("mail") == {
         "error": "consent_required",
         "message": "consent_required",
+        "code": "consent_required",
+        "description": "consent_required",
     }
     assert access.has_resource_error(WEATHER)  # by URL as well as by name
     with pytest.raises(ResourceAccessError, match="no token for weather"):
@@ -108,8 +121,10 @@ async def test_grant_outside_mock_without_delegation_records_errors() -> None:
     ctx, _ = make_context(agent=agent)
     await probe(agent, ctx)
     assert seen[0].get_status() == "error"
-    assert seen[0].get_errors()["weather"]["error"] == "configuration_error"
-    assert "no delegation configured" in seen[0].get_errors()["weather"]["message"]
+    assert seen[0].has_error()  # nothing can be exchanged: an error of the whole context
+    assert seen[0].get_errors()["resources"]["weather"]["error"] == "configuration_error"
+    assert "no delegation configured" in seen[0].get_errors()["resources"]["weather"]["message"]
+    assert seen[0].get_error() == seen[0].get_errors()["error"]
 
 
 async def test_make_context_records_updates_and_artifacts() -> None:

@@ -1,0 +1,81 @@
+"""Which target a token exchange names: ``resource`` and ``audience`` together.
+
+RFC 8693 §2.1: ``resource`` (an absolute URI, RFC 8707 §2) and ``audience`` (the logical
+name of a target service, or an absolute URI) may both be sent, each more than once;
+together they indicate where the issued token will be used. §2.2.2: a target the service
+cannot issue for is ``invalid_target``. Our tokens carry exactly one audience, so after
+logical names are resolved to registered resources the request must name exactly one
+target (``resource`` and ``audience`` may name the same one: Keycard's SDK sends both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from keycard_agents._errors import DelegationDeniedError
+
+from ._config import TokenServiceConfig
+
+__all__ = ["requested_targets"]
+
+
+def _is_absolute_uri(value: str) -> bool:
+    parts = urlsplit(value)
+    return bool(parts.scheme) and (bool(parts.netloc) or parts.scheme == "urn")
+
+
+def _registered(config: TokenServiceConfig) -> list[str]:
+    return [a.resource for a in config.agents] + [r.resource for r in config.resources]
+
+
+def _by_name(config: TokenServiceConfig, name: str) -> str | None:
+    """The resource a logical name stands for: an agent's client id or a resource's name."""
+    for agent in config.agents:
+        if agent.client_id == name:
+            return agent.resource
+    for resource in config.resources:
+        if resource.name == name:
+            return resource.resource
+    return None
+
+
+def _show(value: str, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def requested_targets(
+    config: TokenServiceConfig, resources: Sequence[str], audiences: Sequence[str]
+) -> list[str]:
+    """The distinct targets named by ``resource`` and ``audience``, in request order.
+
+    An ``audience`` that is not an absolute URI must be a registered logical name; an
+    unregistered URI that differs from a registered resource only by a trailing ``/``
+    is refused with a message naming the registered form (resources compare exactly).
+    """
+    targets: dict[str, None] = dict.fromkeys(resources)
+    for value in audiences:
+        if _is_absolute_uri(value):
+            targets[value] = None
+            continue
+        resolved = _by_name(config, value)
+        if resolved is None:
+            raise DelegationDeniedError(
+                "invalid_target",
+                f"unknown audience {_show(value)}: name a registered agent by its client_id "
+                "or a registered resource by its name, or send its URL in 'resource'",
+            )
+        targets[resolved] = None
+    registered = _registered(config)
+    for target in targets:
+        if target in registered:
+            continue
+        near = [r for r in registered if r.rstrip("/") == target.rstrip("/")]
+        if near:
+            raise DelegationDeniedError(
+                "invalid_target",
+                f"unknown resource {_show(target)}: the registered resource is {near[0]!r}; "
+                "resources compare exactly, so request it in that form",
+            )
+    return list(targets)
