@@ -18,7 +18,6 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import math
 import time
 from collections import OrderedDict
@@ -33,6 +32,8 @@ import httpx
 from opentelemetry.trace import Span
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
+
+from keycard_agents._logs import get_logger
 
 from ._errors import (
     ConfigurationError,
@@ -61,7 +62,7 @@ __all__ = [
     "TokenExchangeClient",
 ]
 
-logger = logging.getLogger("keycard_agents.exchange")
+logger = get_logger("keycard_agents.exchange")
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105

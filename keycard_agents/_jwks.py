@@ -12,7 +12,6 @@ issuer are coalesced into a single request.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -30,13 +29,15 @@ from tenacity import (
     wait_random,
 )
 
+from keycard_agents._logs import get_logger
+
 from ._errors import ConfigurationError, InvalidTokenError, IssuerUnreachableError, KeycardError
 from ._keys import ALGORITHMS, VerificationKeys
 from ._tokens import TrustedIssuer
 
 __all__ = ["JWKSCache", "metadata_url_for"]
 
-logger = logging.getLogger("keycard_agents.jwks")
+logger = get_logger("keycard_agents.jwks")
 
 _MAX_DOCUMENT_BYTES = 512 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import stat
 import threading
@@ -29,6 +28,7 @@ from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from ._errors import ConfigurationError, InvalidTokenError
+from ._logs import get_logger
 
 if TYPE_CHECKING:
     from joserfc._rfc7515.model import JWSAlgModel
@@ -44,7 +44,7 @@ __all__ = [
     "key_fits_algorithm",
 ]
 
-logger = logging.getLogger("keycard_agents.keys")
+logger = get_logger("keycard_agents.keys")
 
 #: The algorithms we sign with and accept by default (RFC 8725 §3.1 allow-list).
 #: ``Ed25519`` (the RFC 9864 name) is accepted wherever ``EdDSA`` is.

@@ -17,7 +17,6 @@ with an :class:`~keycard_agents._a2a.errors.InternalError` saying so, and it can
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 import uuid
@@ -67,6 +66,7 @@ from keycard_agents._errors import (
     InsufficientScopeError,
     KeycardError,
 )
+from keycard_agents._logs import get_logger
 from keycard_agents._stores import MemoryTaskStore, TaskRecord, TaskStore
 from keycard_agents._trace._records import AuditRecorder
 from keycard_agents._tracing import (
@@ -85,7 +85,7 @@ else:  # pragma: no cover
 
 __all__ = ["Caller", "TaskRuntime"]
 
-logger = logging.getLogger("keycard_agents.runtime")
+logger = get_logger("keycard_agents.runtime")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100

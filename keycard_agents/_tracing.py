@@ -17,7 +17,6 @@ by their message.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -31,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from opentelemetry.util.types import AttributeValue
 
 from keycard_agents._errors import DelegationDeniedError, KeycardError
+from keycard_agents._logs import get_logger
 from keycard_agents._principal import Principal
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ __all__ = [
 
 TRACER_NAME = "keycard_agents"
 
-logger = logging.getLogger("keycard_agents.audit")
+logger = get_logger("keycard_agents.audit")
 
 ATTR_TXN = "keycard.txn"
 ATTR_USER = "keycard.user"

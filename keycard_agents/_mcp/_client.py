@@ -15,7 +15,6 @@ caller's delegated token.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from keycard_agents._agent import McpDependency
 from keycard_agents._context import Caller, Context, DelegationProvider, TaskInterrupt
 from keycard_agents._errors import AuthenticationError, ConfigurationError, KeycardError
+from keycard_agents._logs import get_logger
 from keycard_agents._mcp._discovery import discover_resource
 from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["McpConnector", "McpServerHandle", "McpSession", "TokenExchanger", "TokenSource"]
 
-logger = logging.getLogger("keycard_agents.mcp")
+logger = get_logger("keycard_agents.mcp")
 
 _MAX_PAGES = 100
 _T = TypeVar("_T")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -40,6 +39,7 @@ from keycard_agents._errors import (
     InvalidTokenError,
     KeycardError,
 )
+from keycard_agents._logs import get_logger
 from keycard_agents._principal import Principal
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentMcpServer", "McpBearerVerifier", "create_mcp_server", "mcp_app"]
 
-logger = logging.getLogger("keycard_agents.mcp")
+logger = get_logger("keycard_agents.mcp")
 
 _INVALID_TOOL_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 

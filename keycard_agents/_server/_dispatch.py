@@ -9,7 +9,6 @@ the mapping of every failure to a protocol error that reveals no internals.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
@@ -41,6 +40,7 @@ from keycard_agents._a2a.types import (
 )
 from keycard_agents._context import Caller
 from keycard_agents._errors import AuthenticationError
+from keycard_agents._logs import get_logger
 from keycard_agents._server._auth import MissingCredentialsError
 from keycard_agents._tracing import set_task_outcome
 
@@ -55,7 +55,7 @@ __all__ = [
     "parse_params",
 ]
 
-logger = logging.getLogger("keycard_agents.server")
+logger = get_logger("keycard_agents.server")
 
 PUSH_METHODS = frozenset(
     {
