@@ -16,6 +16,7 @@ import pytest
 from keycard_agents._keys import SigningKey
 from keycard_agents._tokens import CLIENT_ASSERTION_TYPE
 from keycard_agents.sts import (
+    AuditStore,
     TokenService,
     TokenServiceConfig,
     hash_secret,
@@ -190,10 +191,10 @@ def make_config(**overrides: Any) -> tuple[TokenServiceConfig, dict[str, Signing
 
 
 @asynccontextmanager
-async def open_world(**overrides: Any) -> AsyncIterator[World]:
+async def open_world(*, audit: AuditStore | None = None, **overrides: Any) -> AsyncIterator[World]:
     config, keys = make_config(**overrides)
     clock = Clock()
-    service = TokenService(config, clock=clock)
+    service = TokenService(config, clock=clock, audit=audit)
     async with service.app.router.lifespan_context(service.app):
         transport = httpx.ASGITransport(app=service.app)
         async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:

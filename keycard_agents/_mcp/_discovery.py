@@ -6,6 +6,10 @@ inserted between the host and the path of the resource URL), §3.2 (the response
 (the ``resource_metadata`` parameter of a ``WWW-Authenticate`` challenge, used when the
 well-known document is absent). The MCP authorization spec requires servers to publish it;
 the ``resource`` found is what the agent asks the token service for (RFC 8707).
+
+A challenge's ``resource_metadata`` is only followed on the server's own origin (the
+rule agent dependencies apply to their card's interfaces): a server, or whoever answers
+in its place, cannot make the agent send requests to any other host (blind SSRF).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import httpx
 
+from keycard_agents._discovery import same_origin
 from keycard_agents._mcp._errors import McpServerError
 
 __all__ = ["ProtectedResource", "discover_resource", "metadata_url", "same_resource"]
@@ -117,7 +122,15 @@ async def discover_resource(
             )
             match = _CHALLENGE_PARAM.search(probe.headers.get("www-authenticate", ""))
             if probe.status_code == 401 and match:
-                status, body = await _get_json(http, match.group(1), server)
+                pointed = match.group(1)
+                if not same_origin(pointed, url):
+                    raise McpServerError(
+                        f"MCP server {server!r} points its resource_metadata at another "
+                        f"origin ({pointed[:100]!r}); refusing to fetch it: publish the "
+                        f"metadata at {metadata_url(url)} or on the server's own origin",
+                        server=server,
+                    )
+                status, body = await _get_json(http, pointed, server)
                 if status == 200:
                     return _parse(body, url=url, server=server)
     except TimeoutError as exc:

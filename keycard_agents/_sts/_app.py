@@ -9,7 +9,6 @@ RFC 8414 §2-§3 (authorization server metadata), RFC 7517 §5 (the JWK Set at
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
@@ -26,6 +25,8 @@ from starlette.responses import JSONResponse, Response
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jwks import JWKSCache
 from keycard_agents._keys import KeyStore
+from keycard_agents._logs import get_logger
+from keycard_agents._server._timeouts import BodyDeadline
 from keycard_agents._tokens import KeyResolver, StaticKeys, TrustedIssuer
 from keycard_agents._trace._query import AuditTrail
 
@@ -43,10 +44,11 @@ from ._grants import (
     TokenMinter,
     TokenStats,
 )
+from ._throttle import CredentialGuard
 
 __all__ = ["TokenService"]
 
-logger = logging.getLogger("keycard_agents.sts")
+logger = get_logger("keycard_agents.sts")
 
 #: Seconds between looks at the key directory for a rotation done by another process.
 _KEY_RELOAD_INTERVAL = 1.0
@@ -110,11 +112,16 @@ class TokenService:
             )
         self.config = config
         self.issuer: str = config.issuer
+        limits = config.limits
         if audit is None:
             audit = (
                 JsonlAuditStore(config.audit_file)
                 if config.audit_file is not None
-                else MemoryAuditStore()
+                else MemoryAuditStore(
+                    max_records=limits.audit_issued,
+                    max_denied=limits.audit_denied,
+                    max_unauthenticated=limits.audit_unauthenticated,
+                )
             )
         self.audit: AuditStore = audit
         #: The audit trail the audit page shows; add agents' stores with
@@ -122,10 +129,16 @@ class TokenService:
         self.trail = AuditTrail(
             token_service=self.audit, names={a.resource: a.client_id for a in config.agents}
         )
+        #: Every check of a secret, password or admin token: throttled, off the event loop.
+        self.guard = CredentialGuard(limits, clock=clock)
         self.audit_page: AuditPage | None = None
         if config.admin is not None:
             self.audit_page = AuditPage(
-                trail=self.trail, admin=config.admin, issuer=config.issuer, clock=clock
+                trail=self.trail,
+                admin=config.admin,
+                issuer=config.issuer,
+                clock=clock,
+                guard=self.guard,
             )
         self._clock = clock
         self._keys = self._open_keys()
@@ -158,12 +171,13 @@ class TokenService:
                     [TrustedIssuer(agent.client_id, jwks_uri=agent.jwks_uri)], http_client
                 )
         self.minter = TokenMinter(issuer=self.issuer, keys=lambda: self.keys, clock=clock)
-        self.login = LoginFlow(config=config, issuer=self.issuer, clock=clock)
+        self.login = LoginFlow(config=config, issuer=self.issuer, clock=clock, guard=self.guard)
         self.clients = ClientAuthenticator(
             config=config,
             issuer=self.issuer,
             clock=clock,
             agent_keys=self._keys_for_agent,
+            guard=self.guard,
             leeway=leeway,
         )
         self.token_endpoint = TokenEndpoint(
@@ -333,6 +347,7 @@ class TokenService:
             routes.extend(self.audit_page.routes())
         for path, endpoint, methods in routes:
             app.add_route(path, _guard(endpoint), methods=methods, include_in_schema=False)
+        app.add_middleware(BodyDeadline, seconds=self.config.limits.body_timeout)
         return app
 
     def __repr__(self) -> str:

@@ -97,6 +97,11 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
     import uvicorn
 
     from keycard_agents._errors import ConfigurationError
+    from keycard_agents._server._timeouts import (
+        ServerTimeouts,
+        escape_server_logs,
+        uvicorn_options,
+    )
 
     from ._app import TokenService
     from ._config import check_url, load_config
@@ -129,5 +134,17 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
     )
     if service.audit_page is not None:
         print(f"  audit page {service.issuer.rstrip('/')}/audit (admin credential)", flush=True)
-    uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+    limits = config.limits
+    timeouts = ServerTimeouts(
+        header=limits.header_timeout, body=limits.body_timeout, keep_alive=limits.keep_alive_timeout
+    )
+    escape_server_logs()
+    uvicorn.run(
+        service.app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        **uvicorn_options(timeouts),
+    )
     return 0

@@ -9,7 +9,6 @@ request, issued or denied, leaves exactly one audit record.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,13 +25,14 @@ from keycard_agents._errors import (
     OAuthError,
 )
 from keycard_agents._keys import KeyStore
+from keycard_agents._logs import get_logger
 from keycard_agents._tokens import ACCESS_TOKEN_TYPE, KeyResolver, verify_jwt
 
 from ._audit import AuditRecord, AuditStore
 from ._authorize import LoginFlow
 from ._clientauth import AuthenticatedClient, ClientAuthenticator
 from ._config import TokenServiceConfig
-from ._forms import Form, oauth_error_response, read_form, token_response
+from ._forms import Form, audit_reason, oauth_error_response, read_form, token_response
 from ._policy import (
     check_audience,
     check_chain,
@@ -52,7 +52,7 @@ __all__ = [
     "TokenStats",
 ]
 
-logger = logging.getLogger("keycard_agents.sts")
+logger = get_logger("keycard_agents.sts")
 
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
@@ -132,7 +132,7 @@ class _Trail:
             scopes_requested=self.scopes_requested,
             scopes_granted=self.scopes_granted if error is None else None,
             error=None if error is None else error.error,
-            reason=None if error is None else error.error_description,
+            reason=None if error is None else audit_reason(error),
             jti=self.jti if error is None else None,
         )
 
@@ -198,10 +198,11 @@ class TokenEndpoint:
             self.stats.denied += 1
             await self._audit.append(trail.record(self._clock(), error=exc))
             logger.info(
-                "token request denied: grant=%s client=%s error=%s",
+                "token request denied: grant=%s client=%s error=%s reason=%s",
                 trail.grant_type,
                 trail.client_id,
                 exc.error,
+                _short(audit_reason(exc), 300),
             )
             return oauth_error_response(exc)
         self.stats.issued += 1
