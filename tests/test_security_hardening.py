@@ -464,3 +464,25 @@ async def test_the_index_follows_a_rotated_file(tmp_path: Path) -> None:
     assert [r.txn for r in await store.query()] == ["new"]
     path.write_text("")  # ... or truncates it
     assert await store.query() == []
+
+
+@pytest.mark.anyio
+async def test_the_audit_page_view_reads_the_recent_records_not_the_whole_file(
+    tmp_path: Path,
+) -> None:
+    from keycard_agents import AuditTrail
+
+    store = JsonlAuditStore(tmp_path / "audit.jsonl")
+    for i in range(3000):
+        await store.append(_audit_record(i, txn=f"t{i // 3}"))
+    parsed: list[bytes] = []
+    real = store._parse
+
+    def counting(line: bytes) -> AuditRecord:
+        parsed.append(line)
+        return real(line)
+
+    store._parse = counting
+    chains = await AuditTrail(token_service=store).chains(limit=5)
+    assert [c.txn for c in chains] == [f"t{i}" for i in range(999, 994, -1)]
+    assert len(parsed) <= 500 + 5 * 3  # one window of recent records, then each txn
