@@ -257,6 +257,24 @@ async def test_guessing_the_admin_token_is_throttled() -> None:
         assert (await w.client.get("/audit/api/records", headers=right)).status_code == 200
 
 
+async def test_throttled_answers_are_sent_late() -> None:
+    limits = {"failed_auth_per_account": 1, "throttle_delay": 60}
+    async with open_world(limits=limits) as w:
+        assert (await w.post_token(BAD_SECRET)).status_code == 401
+        replies: list[httpx.Response] = []
+
+        async def attempt() -> None:
+            replies.append(await w.post_token(BAD_SECRET))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(attempt)
+            await anyio.wait_all_tasks_blocked()
+            assert replies == []  # the throttled attempt waits, costing nothing meanwhile
+            assert (await w.client.get("/jwks.json")).status_code == 200
+            tg.cancel_scope.cancel()
+        assert replies == []
+
+
 # -- finding 7: unknown accounts cost what real ones cost -------------------------------
 
 

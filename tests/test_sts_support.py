@@ -186,7 +186,10 @@ def make_config(**overrides: Any) -> tuple[TokenServiceConfig, dict[str, Signing
         "users": [{"username": "alice", "password": PASSWORD, "scopes": ["read", "write"]}],
         "clients": [{"client_id": "app", "redirect_uris": [REDIRECT]}],
     }
-    data.update(overrides)
+    # Throttled answers come back without the tarpit delay (a real second each, which
+    # would only slow the tests); every other limit keeps its real default.
+    limits = {"throttle_delay": 0, **overrides.pop("limits", {})}
+    data.update(overrides, limits=limits)
     return parse_config(data), keys
 
 

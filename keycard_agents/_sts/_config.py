@@ -92,14 +92,17 @@ class Limits(_Model):
     (client id, user name, admin): each may fail ``failed_auth_per_source`` /
     ``failed_auth_per_account`` times, then gets one more attempt every
     ``failed_auth_window / limit`` seconds; beyond that the answer is HTTP 429 with
-    ``Retry-After``, without checking the credential. Password hashes are checked in at
-    most ``hash_workers`` threads; when ``hash_queue`` checks already wait, more get 503.
+    ``Retry-After``, without checking the credential, sent ``throttle_delay`` seconds late
+    (a guesser waiting for its answers slows down without costing the service CPU).
+    Password hashes are checked in at most ``hash_workers`` threads; when ``hash_queue``
+    checks already wait, more get 503.
     """
 
     failed_auth_per_source: int = Field(default=30, ge=1, le=1_000_000)
     failed_auth_per_account: int = Field(default=10, ge=1, le=1_000_000)
     failed_auth_window: float = Field(default=60.0, gt=0, le=86400)
-    hash_workers: int = Field(default=2, ge=1, le=64)
+    throttle_delay: float = Field(default=1.0, ge=0, le=60)
+    hash_workers: int = Field(default=1, ge=1, le=64)
     hash_queue: int = Field(default=64, ge=1, le=100_000)
     pending_signins_per_user: int = Field(default=10, ge=1, le=100_000)
     pending_signins_per_client: int = Field(default=1000, ge=1, le=1_000_000)

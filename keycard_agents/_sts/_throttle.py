@@ -208,6 +208,9 @@ class CredentialGuard:
         keys = self._keys(account, source)
         wait = max(throttle.wait(key) for throttle, key in keys)
         if wait > 0:
+            # Answer late: a guesser that waits for each answer (they all do) slows down to
+            # one attempt per delay and connection, and a sleeping request costs no CPU.
+            await anyio.sleep(self.limits.throttle_delay)
             raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
         if self.waiting >= self.limits.hash_queue:
             raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
