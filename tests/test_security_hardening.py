@@ -180,12 +180,10 @@ async def test_an_mcp_server_must_name_a_trusted_issuer(
 
 
 @pytest.mark.anyio
-async def test_an_mcp_server_naming_our_issuer_is_accepted() -> None:
+@pytest.mark.parametrize("named", ["https://sts.test", "https://sts.test/", "HTTPS://STS.test"])
+async def test_an_mcp_server_naming_our_issuer_is_accepted(named: str) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        body = {
-            "resource": MCP_URL,
-            "authorization_servers": ["https://x.test", "https://sts.test"],
-        }
+        body = {"resource": MCP_URL, "authorization_servers": ["https://x.test", named]}
         return httpx.Response(200, json=body)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:

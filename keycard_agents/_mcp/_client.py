@@ -40,7 +40,7 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._logs import get_logger
-from keycard_agents._mcp._discovery import discover_resource
+from keycard_agents._mcp._discovery import discover_resource, same_resource
 from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
 from keycard_agents._tracing import (
@@ -284,14 +284,16 @@ class McpConnector:
                 self._http, dependency.url, server=dependency.name, time_limit=self._timeout
             )
             trusted = self.trusted_issuers
-            if not any(s in trusted for s in found.authorization_servers):
-                named = ", ".join(found.authorization_servers) or "none"
+            # pydantic-based servers (the mcp SDK) write http://host:port/ for an issuer
+            # http://host:port: compare as identifiers, a trailing slash aside.
+            named = found.authorization_servers
+            if not any(same_resource(s, t) for s in named for t in trusted):
                 raise DelegationDeniedError(
                     "invalid_target",
                     f"MCP server {dependency.name!r} at {dependency.url} names authorization "
-                    f"servers ({named}) that this agent does not trust ({', '.join(trusted)}): "
-                    "refusing to send it a token; add its issuer to trusted_issuers if it is "
-                    "legitimate",
+                    f"servers ({', '.join(named) or 'none'}) that this agent does not trust "
+                    f"({', '.join(trusted)}): refusing to send it a token; add its issuer to "
+                    "trusted_issuers if it is legitimate",
                 )
             cached = self._resources[dependency.url] = found.resource
         return cached
