@@ -240,8 +240,11 @@ def test_key_store_refuses_a_symlinked_key_file(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_a_body_that_never_finishes_gets_408() -> None:
+    """The ASGI form of the body deadline (used under hypercorn, and for mounted apps)."""
+    from keycard_agents._server._timeouts import BodyDeadline
+
     agent = EchoAgent(url="http://agent.test", issuer=ISS, token_endpoint=ISS + "/token")
-    app = create_app(agent, body_timeout=0.2)
+    app = BodyDeadline(create_app(agent), seconds=0.2)
     sent: list[dict[str, Any]] = []
     first = True
 
@@ -277,10 +280,13 @@ async def test_a_body_that_never_finishes_gets_408() -> None:
     assert "did not arrive within 0.2 s" in json.loads(sent[1]["body"])["error_description"]
 
 
-def test_read_deadlines_are_validated() -> None:
+@pytest.mark.parametrize("option", ["header_timeout", "body_timeout", "keep_alive_timeout"])
+def test_read_deadlines_are_validated(option: str) -> None:
+    from keycard_agents import serve
+
     agent = EchoAgent(url="http://agent.test", issuer=ISS, token_endpoint=ISS + "/token")
-    with pytest.raises(ConfigurationError, match="body_timeout"):
-        create_app(agent, body_timeout=0)
+    with pytest.raises(ConfigurationError, match=option):
+        serve(agent, port=1, **{option: 0})
 
 
 def _free_port() -> int:

@@ -38,7 +38,6 @@ from keycard_agents._server._dispatch import A2ARuntime, Dispatcher
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
 from keycard_agents._server._rest import RestBinding
-from keycard_agents._server._timeouts import DEFAULT_BODY_TIMEOUT, BodyDeadline, ServerTimeouts
 from keycard_agents._trace._records import AuditRecorder
 
 if TYPE_CHECKING:
@@ -126,7 +125,6 @@ def create_app(
     allow_missing_version: bool = False,
     card_max_age: int = 300,
     recorder: AuditRecorder | None = None,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """Build the ASGI app serving ``agent`` (A2A 1.0 JSON-RPC and HTTP+JSON bindings).
 
@@ -136,8 +134,7 @@ def create_app(
     (default: a ``TokenVerifier`` trusting ``agent.issuer``). ``runtime`` runs the tasks
     (default: a ``TaskRuntime`` for the agent). ``max_body_size`` caps request bodies
     (bytes). ``allow_missing_version`` serves requests without ``A2A-Version`` as 1.0
-    instead of refusing them as 0.3 requests. ``body_timeout`` is how many seconds a
-    request body may take to arrive after its headers (then 408, connection closed).
+    instead of refusing them as 0.3 requests.
 
     ``recorder`` is the agent's own audit trail: every task it serves and every call its
     skills make to dependencies (denials by the token service included). The default
@@ -168,7 +165,6 @@ def create_app(
         )
     if max_body_size <= 0:
         raise ConfigurationError("max_body_size must be a positive number of bytes")
-    ServerTimeouts(body=body_timeout)  # a bad value fails here, not at the first request
     base_url = agent.url.rstrip("/")
     owned: list[Any] = []
     if verifier is None:
@@ -244,7 +240,6 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_found},
     )
-    app.add_middleware(BodyDeadline, seconds=body_timeout)
     app.state.keycard_agent = agent
     app.state.keycard_card = lambda: dump(build_card())
     app.state.keycard_runtime = runtime

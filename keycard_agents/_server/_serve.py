@@ -20,8 +20,10 @@ from keycard_agents._errors import ConfigurationError
 from keycard_agents._logs import get_logger
 from keycard_agents._server._app import create_app
 from keycard_agents._server._timeouts import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_KEEP_ALIVE_TIMEOUT,
+    BodyDeadline,
     ServerTimeouts,
     apply_to_hypercorn,
     escape_server_logs,
@@ -76,6 +78,7 @@ def serve(
     backend: Literal["asyncio", "trio"] = "asyncio",
     log_level: str = "info",
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     **app_options: Any,
 ) -> None:
@@ -84,11 +87,14 @@ def serve(
     When the agent has no ``url``, it gets ``http://{host}:{port}``; behind a proxy or on
     a public interface, construct the agent with the URL clients use. ``app_options`` go to
     :func:`~keycard_agents._server._app.create_app` (``verifier``, ``max_body_size``,
-    ``body_timeout``, ``allow_missing_version``, ...). ``header_timeout`` is how long a
-    request's headers may take to arrive and ``keep_alive_timeout`` how long an idle
-    connection stays open (seconds; see ``keycard_agents._server._timeouts``).
+    ``allow_missing_version``, ...). ``header_timeout`` is how long a request's headers
+    may take to arrive, ``body_timeout`` its body after them (then 408) and
+    ``keep_alive_timeout`` how long an idle connection stays open (seconds; see
+    ``keycard_agents._server._timeouts``).
     """
-    timeouts = ServerTimeouts(header=header_timeout, keep_alive=keep_alive_timeout)
+    timeouts = ServerTimeouts(
+        header=header_timeout, body=body_timeout, keep_alive=keep_alive_timeout
+    )
     if not agent.url:
         agent.url = default_url(host, port)
     app = create_app(agent, **app_options)
@@ -151,6 +157,7 @@ def _serve_hypercorn_trio(
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = SHUTDOWN_GRACE_SECONDS
     apply_to_hypercorn(config, timeouts)
+    served = BodyDeadline(app, seconds=timeouts.body)
 
     async def shutdown_trigger() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -159,6 +166,6 @@ def _serve_hypercorn_trio(
         await close_runtime()
 
     async def main() -> None:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await hypercorn_serve(served, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
     trio.run(main)

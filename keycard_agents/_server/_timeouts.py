@@ -9,9 +9,10 @@ connections and closing idle ones). Three limits, used by the serve paths of age
   :func:`uvicorn_options` installs an h11 protocol with that timer; hypercorn: its idle
   timer covers the wait for headers, :func:`apply_to_hypercorn` sets it to the smaller
   of ``header_timeout`` and ``keep_alive_timeout``);
-- ``body_timeout``: the whole body must have arrived this many seconds after the headers
-  (:class:`BodyDeadline`, an ASGI middleware, so it works under any server): past it the
-  answer is 408 and the connection is closed;
+- ``body_timeout``: the whole body must have arrived this many seconds after the headers,
+  else the answer is 408 and the connection is closed (uvicorn: a timer of the same
+  protocol, free per request; hypercorn on trio: :class:`BodyDeadline`, an ASGI
+  middleware that works under any server);
 - ``keep_alive_timeout``: how long an idle connection is kept between requests.
 """
 
@@ -121,7 +122,8 @@ class BodyDeadline:
             await _send_timeout(send, self.seconds)
 
 
-async def _send_timeout(send: Send, seconds: float) -> None:
+def _timeout_response(seconds: float) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of the 408 answer (RFC 9110 §15.5.9), in OAuth error shape."""
     body = json.dumps(
         {
             "error": "invalid_request",
@@ -129,18 +131,18 @@ async def _send_timeout(send: Send, seconds: float) -> None:
             "send the whole request at once",
         }
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 408,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"connection", b"close"),
+    ]
+    return headers, body
+
+
+async def _send_timeout(send: Send, seconds: float) -> None:
+    headers, body = _timeout_response(seconds)
+    await send({"type": "http.response.start", "status": 408, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -153,16 +155,17 @@ def escape_server_logs() -> None:
         escape_logger(logging.getLogger(name))
 
 
-def _h11_protocol(header_timeout: float) -> type[Any]:
-    """uvicorn's h11 protocol with a deadline for each request's headers."""
+def _h11_protocol(timeouts: ServerTimeouts) -> type[Any]:
+    """uvicorn's h11 protocol with a deadline for each request's headers and body."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderDeadlineProtocol(H11Protocol):
+    class DeadlineProtocol(H11Protocol):
         def connection_made(self, transport: Any) -> None:
             self._header_timer: Any = None
+            self._body_timer: Any = None
             super().connection_made(transport)
-            self._arm()
+            self._arm_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -178,39 +181,71 @@ def _h11_protocol(header_timeout: float) -> type[Any]:
                 self._follow()
 
         def _follow(self) -> None:
-            waiting = self.conn.their_state is h11.IDLE or (
-                self.conn.their_state is h11.SEND_BODY
-                and (self.cycle is None or self.cycle.response_complete)
-            )
-            if waiting:
-                self._arm()
+            state = self.conn.their_state
+            answered = self.cycle is None or self.cycle.response_complete
+            if state is h11.IDLE or (state is h11.SEND_BODY and answered):
+                self._arm_headers()  # waiting for a request, or for a body nobody reads
+            elif state is h11.SEND_BODY:
+                self._disarm()
+                if self._body_timer is None:
+                    self._body_timer = self.loop.call_later(timeouts.body, self._body_too_slow)
             else:
                 self._disarm()
 
-        def _arm(self) -> None:
+        def _arm_headers(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
             if self._header_timer is None:
-                self._header_timer = self.loop.call_later(header_timeout, self._too_slow)
+                self._header_timer = self.loop.call_later(timeouts.header, self._too_slow)
 
         def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            for name in ("_header_timer", "_body_timer"):
+                timer = getattr(self, name)
+                if timer is not None:
+                    timer.cancel()
+                    setattr(self, name, None)
 
         def _too_slow(self) -> None:
             self._header_timer = None
             if not self.transport.is_closing():
                 logger.info(
-                    "closing a connection whose request headers took over %g s", header_timeout
+                    "closing a connection whose request headers took over %g s", timeouts.header
                 )
                 self.transport.close()
 
-    return HeaderDeadlineProtocol
+        def _body_too_slow(self) -> None:
+            self._body_timer = None
+            cycle = self.cycle
+            if self.transport.is_closing() or cycle is None:
+                return
+            logger.info(
+                "request body of %s %s not received within %g s: answering 408",
+                self.scope.get("method"),
+                self.scope.get("path"),
+                timeouts.body,
+            )
+            if not cycle.response_started:
+                headers, body = _timeout_response(timeouts.body)
+                try:
+                    data = self.conn.send(h11.Response(status_code=408, headers=headers))
+                    data += self.conn.send(h11.Data(data=body)) or b""
+                    data += self.conn.send(h11.EndOfMessage()) or b""
+                except h11.LocalProtocolError:
+                    data = b""
+                self.transport.write(data or b"")
+            # The application sees a disconnected client; whatever it sends is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
+
+    return DeadlineProtocol
 
 
 def uvicorn_options(timeouts: ServerTimeouts) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.Config`` that apply ``timeouts``."""
     return {
-        "http": _h11_protocol(timeouts.header),
+        "http": _h11_protocol(timeouts),
         "timeout_keep_alive": max(1, math.ceil(timeouts.keep_alive)),
     }
 

@@ -26,7 +26,6 @@ from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jwks import JWKSCache
 from keycard_agents._keys import KeyStore
 from keycard_agents._logs import get_logger
-from keycard_agents._server._timeouts import BodyDeadline
 from keycard_agents._tokens import KeyResolver, StaticKeys, TrustedIssuer
 from keycard_agents._trace._query import AuditTrail
 
@@ -347,7 +346,6 @@ class TokenService:
             routes.extend(self.audit_page.routes())
         for path, endpoint, methods in routes:
             app.add_route(path, _guard(endpoint), methods=methods, include_in_schema=False)
-        app.add_middleware(BodyDeadline, seconds=self.config.limits.body_timeout)
         return app
 
     def __repr__(self) -> str:
