@@ -48,8 +48,8 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-ALICE = bearer(MINTER.token(sub="alice"))
-BOB = bearer(MINTER.token(sub="bob"))
+ALICE = bearer(MINTER.token(sub="alice", lifetime=3600))  # outlives a slow full run
+BOB = bearer(MINTER.token(sub="bob", lifetime=3600))
 
 
 async def call(

@@ -26,8 +26,8 @@ from keycard_agents._server import create_app
 pytestmark = pytest.mark.anyio
 
 MINTER = TokenMinter()
-ALICE = bearer(MINTER.token(sub="alice"))
-BOB = bearer(MINTER.token(sub="bob"))
+ALICE = bearer(MINTER.token(sub="alice", lifetime=3600))  # outlives a slow full run
+BOB = bearer(MINTER.token(sub="bob", lifetime=3600))
 
 
 def make_app(**options: Any) -> Starlette:
