@@ -149,6 +149,20 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                 bool(memory["bounds_hold"]),
             )
         )
+    abuse = figs.get("abuse")
+    if abuse:
+        default = abuse["variants"]["default limits"]
+        ratio = _median(default["ratio"])
+        rows.append(
+            (
+                "6",
+                "exchange p50 under 4 attackers (bad credentials at /audit and /token) "
+                "≤ 2x idle, default limits",
+                f"{_s(default['ratio'])}x ({_s(default['exchange_p50_idle_ms'])} → "
+                f"{_s(default['exchange_p50_attacked_ms'])} ms)",
+                None if ratio is None else ratio <= 2.0,
+            )
+        )
     return rows
 
 
@@ -534,6 +548,31 @@ def render(results: dict[str, Any], charts: dict[str, str]) -> str:
             + ".",
             "",
         ]
+    abuse = figs.get("abuse")
+    if abuse:
+        lines += [
+            "## 6. Under attack",
+            "",
+            f"A legitimate exchange (`private_key_jwt`), one at a time, "
+            f"{abuse['requests_per_phase']} per phase, against `{abuse['command']}`: first "
+            f"idle, then while {abuse['attackers']} attacker clients loop bad credentials "
+            "(junk admin tokens at `/audit`, wrong client secrets at `/token`). Hashes have "
+            "the default scrypt cost. *No throttling* raises the per-source and per-account "
+            "limits out of reach (an attacker spread over many addresses): only the bounded, "
+            "off-loop hash pool protects the service then.",
+            "",
+            "| limits | exchange p50 idle ms | under attack ms | ratio | /jwks.json p50 idle "
+            "→ attacked ms | attack requests/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, item in abuse["variants"].items():
+            lines.append(
+                f"| {name} | {_s(item['exchange_p50_idle_ms'])} | "
+                f"{_s(item['exchange_p50_attacked_ms'])} | {_s(item['ratio'])}x | "
+                f"{_s(item['jwks_p50_idle_ms'])} → {_s(item['jwks_p50_attacked_ms'])} | "
+                f"{_s(item['attack_requests_per_sec'], 0)} |"
+            )
+        lines.append("")
     if NOTES.exists():
         lines += [NOTES.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from keycard_agents._sts._app import TokenService as TokenService
 from keycard_agents._sts._config import AdminConfig as AdminConfig
 from keycard_agents._sts._config import DevUser as DevUser
 from keycard_agents._sts._config import Lifetimes as Lifetimes
+from keycard_agents._sts._config import Limits as Limits
 from keycard_agents._sts._config import PublicClient as PublicClient
 from keycard_agents._sts._config import RegisteredAgent as RegisteredAgent
 from keycard_agents._sts._config import RegisteredResource as RegisteredResource
@@ -35,6 +36,7 @@ __all__ = [
     "DevUser",
     "JsonlAuditStore",
     "Lifetimes",
+    "Limits",
     "MemoryAuditStore",
     "PublicClient",
     "RegisteredAgent",

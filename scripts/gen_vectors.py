@@ -366,13 +366,13 @@ REASONS = {
     "X-16": "together",
     "X-17": "requested_token_type",
     "X-19": "authentication required",
-    "X-20": "wrong client secret",
+    "X-20": "client authentication failed",
     "X-21": "unknown client",
     "X-22": "more than one",
     "X-23": "HTTP Basic",
     "X-24": "client_assertion_type",
     "X-25": "(audience)",
-    "X-26": "(type)",
+    "X-26": "client authentication failed",
     "X-27": "'sub' must equal",
     "X-28": "lives longer",
     "X-29": "already used",
@@ -493,9 +493,9 @@ def exchange_vectors() -> dict[str, Any]:
         issued(aud=B_RES), params={"audience": B_ID})
     # -- 1. client authentication
     add("X-19", "TS-1", "no client authentication", bad_client, client=None)
-    add("X-20", "TS-1b", "wrong client secret", bad_client, client="beta", auth="wrong_secret",
-        subject=user_b, params=resource(A_RES))
-    add("X-21", "TS-1b", "unknown client id", bad_client, auth="unknown_client")
+    add("X-20", "TS-1b TS-1f", "wrong client secret", bad_client, client="beta",
+        auth="wrong_secret", subject=user_b, params=resource(A_RES))
+    add("X-21", "TS-1b TS-1f", "unknown client id", bad_client, auth="unknown_client")
     add("X-22", "TS-1a", "two authentication methods in one request", bad_req, client="beta",
         auth="basic_and_post", subject=user_b, params=resource(A_RES))
     add("X-23", "TS-1a", "an Authorization header that is not Basic", bad_req,
@@ -504,7 +504,7 @@ def exchange_vectors() -> dict[str, Any]:
         auth="assertion_wrong_type")
     add("X-25", "TS-1c TK-2", "assertion aud is not the issuer", bad_client,
         auth="assertion_wrong_aud")
-    add("X-26", "TS-1c TK-2", "assertion typ at+jwt", bad_client, auth="assertion_typ_at_jwt")
+    add("X-26", "TS-1c TK-2 TS-1f", "assertion typ at+jwt", bad_client, auth="assertion_typ_at_jwt")
     add("X-27", "TS-1c", "assertion sub differs from iss", bad_client,
         auth="assertion_sub_mismatch")
     add("X-28", "TS-1c LIM-4", "assertion lives an hour", bad_client, auth="assertion_long_lived")

@@ -14,6 +14,7 @@ import httpx
 
 from keycard_agents.auth import CLIENT_ASSERTION_TYPE, SigningKey
 from keycard_agents.sts import (
+    AuditStore,
     TokenService,
     TokenServiceConfig,
     hash_secret,
@@ -182,15 +183,18 @@ def make_config(**overrides: Any) -> tuple[TokenServiceConfig, dict[str, Signing
         "users": [{"username": "alice", "password": PASSWORD, "scopes": ["read", "write"]}],
         "clients": [{"client_id": "app", "redirect_uris": [REDIRECT]}],
     }
-    data.update(overrides)
+    # Throttled answers come back without the tarpit delay (a real second each, which
+    # would only slow the tests); every other limit keeps its real default.
+    limits = {"throttle_delay": 0, **overrides.pop("limits", {})}
+    data.update(overrides, limits=limits)
     return parse_config(data), keys
 
 
 @asynccontextmanager
-async def open_world(**overrides: Any) -> AsyncIterator[World]:
+async def open_world(*, audit: AuditStore | None = None, **overrides: Any) -> AsyncIterator[World]:
     config, keys = make_config(**overrides)
     clock = Clock()
-    service = TokenService(config, clock=clock)
+    service = TokenService(config, clock=clock, audit=audit)
     async with service.app.router.lifespan_context(service.app):
         transport = httpx.ASGITransport(app=service.app)
         async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:

@@ -37,7 +37,7 @@ def test_quick_run_writes_results_and_report(tmp_path: Path) -> None:
     assert results["mode"] == "quick"
     assert results["errors"] == {}
     has_wrk = shutil.which("wrk") is not None
-    expected = {"verify", "chain", "memory"} | ({"http", "sts"} if has_wrk else set())
+    expected = {"verify", "chain", "memory", "abuse"} | ({"http", "sts"} if has_wrk else set())
     assert set(results["figures"]) == expected
     assert set(results["skipped"]) == ({"http", "sts"} - expected)
     assert results["machine"]["cpu_count"] >= 1
@@ -48,6 +48,10 @@ def test_quick_run_writes_results_and_report(tmp_path: Path) -> None:
     assert len(chain["token_bytes_per_hop"]) == 5
     assert chain["token_bytes_per_hop"] == sorted(chain["token_bytes_per_hop"])
     assert figures["memory"]["bounds_hold"] is True
+    for name, variant in figures["abuse"]["variants"].items():
+        for run in variant["runs"]:  # every attack was answered, none accepted, none 5xx
+            assert run["attack_requests"] > 0, name
+            assert set(run["attack_answers"]) <= {"401", "429", "503"}, run["attack_answers"]
     if has_wrk:
         for name, variant in figures["http"]["variants"].items():
             assert variant["bad_responses"] == 0, name
@@ -59,6 +63,7 @@ def test_quick_run_writes_results_and_report(tmp_path: Path) -> None:
     assert results["date"] in report
     assert "## Targets" in report
     assert "## 4. Delegation chain scaling" in report
+    assert "## 6. Under attack" in report
 
 
 def test_report_renders_missed_targets_plainly(tmp_path: Path) -> None:

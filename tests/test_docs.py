@@ -528,8 +528,18 @@ def test_configuration_lists_every_token_service_key() -> None:
         "[[clients]] key": sts.PublicClient,
         "[[trusted_issuers]] key": sts.TrustedIssuerConfig,
         "[admin] key": sts.AdminConfig,
+        "[limits] key": sts.Limits,
     }
-    sections = {"lifetimes", "agents", "resources", "users", "clients", "trusted_issuers", "admin"}
+    sections = {
+        "lifetimes",
+        "limits",
+        "agents",
+        "resources",
+        "users",
+        "clients",
+        "trusted_issuers",
+        "admin",
+    }
     for first, model in models.items():
         expected = {
             name: shown(field.default)

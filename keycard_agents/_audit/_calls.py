@@ -9,7 +9,6 @@ RFC 6749 §5.2 ``error`` when the token service refused the exchange.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -17,11 +16,12 @@ from contextvars import ContextVar
 from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._errors import DelegationDeniedError, KeycardError
+from keycard_agents._logs import get_logger
 from keycard_agents._observe._tracing import current_principal
 
 __all__ = ["CallRecord", "audited_call", "current_recorder", "recording"]
 
-logger = logging.getLogger("keycard_agents.audit")
+logger = get_logger("keycard_agents.audit")
 
 # The audit recorder of the agent whose skill runs in the current task (set by the runtime).
 _RECORDER: ContextVar[AuditRecorder | None] = ContextVar("keycard_agents.recorder", default=None)

@@ -9,15 +9,17 @@ models holding identifiers only, never a token.
 from __future__ import annotations
 
 import json
+import threading
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from pydantic import ValidationError
 
-__all__ = ["JsonlRecordLog", "MemoryRecordLog", "passes_filters"]
+__all__ = ["JsonlRecordLog", "MemoryRecordLog", "passes_filters", "select_records"]
 
 
 class _Record(Protocol):
@@ -69,7 +71,7 @@ def passes_filters(
     return not (until is not None and record.time > until)
 
 
-def _select(
+def select_records(
     records: Iterable[R],
     *,
     txn: str | None,
@@ -107,7 +109,7 @@ class MemoryRecordLog(Generic[R]):
         until: float | None = None,
         limit: int = 1000,
     ) -> list[R]:
-        return _select(
+        return select_records(
             self._records, txn=txn, user=user, agent=agent, since=since, until=until, limit=limit
         )
 
@@ -115,17 +117,142 @@ class MemoryRecordLog(Generic[R]):
         return len(self._records)
 
 
+_CHUNK = 4 * 1024 * 1024
+_GAP = 64 * 1024
+
+
+class _LineIndex:
+    """Where the complete lines of a JSON Lines file start and end, and which lines
+    belong to each ``txn`` and ``user``.
+
+    Built incrementally: each look reads only the bytes appended since the previous one
+    (a file that shrank or was replaced is indexed again from the start). Guarded by
+    ``lock``; the lines themselves are read outside it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._reset(None)
+
+    def _reset(self, ident: tuple[int, int] | None) -> None:
+        self.ident = ident
+        self.end = 0
+        self.size = 0
+        self.starts: array[int] = array("q")
+        self.ends: array[int] = array("q")
+        self.by_txn: dict[str, list[int]] = {}
+        self.by_user: dict[str, list[int]] = {}
+
+    def catch_up(self, path: Path) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._reset(None)
+            return
+        ident = (st.st_dev, st.st_ino)
+        if ident != self.ident or st.st_size < self.end:
+            self._reset(ident)
+        self.size = st.st_size
+        if st.st_size == self.end:
+            return
+        with path.open("rb") as fh:
+            fh.seek(self.end)
+            pending = b""
+            base = self.end
+            while True:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                data = pending + chunk
+                last = data.rfind(b"\n")
+                if last < 0:
+                    pending = data
+                    continue
+                self._add_lines(data[: last + 1], base)
+                base += last + 1
+                pending = data[last + 1 :]
+            self.end = base
+
+    def _add_lines(self, data: bytes, base: int) -> None:
+        pos = 0
+        while pos < len(data):
+            nl = data.index(b"\n", pos)
+            line = data[pos:nl]
+            start = base + pos
+            pos = nl + 1
+            try:
+                fields = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                continue  # blank, or a line a crash cut short
+            if not isinstance(fields, dict):
+                continue
+            number = len(self.starts)
+            self.starts.append(start)
+            self.ends.append(start + len(line))
+            txn, user = fields.get("txn"), fields.get("user")
+            if isinstance(txn, str):
+                self.by_txn.setdefault(txn, []).append(number)
+            if isinstance(user, str):
+                self.by_user.setdefault(user, []).append(number)
+
+    def spans(self, *, txn: str | None, user: str | None) -> list[tuple[int, int]]:
+        """(start, end) of the lines that may match, oldest first, plus an unterminated
+        last line if there is one (a writer may not have finished it)."""
+        if txn is not None:
+            numbers: Iterable[int] = self.by_txn.get(txn, ())
+            if user is not None:
+                of_user = set(self.by_user.get(user, ()))
+                numbers = [n for n in numbers if n in of_user]
+        elif user is not None:
+            numbers = self.by_user.get(user, ())
+        else:
+            numbers = range(len(self.starts))
+        spans = [(self.starts[n], self.ends[n]) for n in numbers]
+        if self.size > self.end:
+            spans.append((self.end, self.size))
+        return spans
+
+
+def _read_spans(path: Path, spans: list[tuple[int, int]]) -> Iterator[bytes]:
+    """The bytes of each span, newest first, reading nearby spans in one go."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        index = len(spans) - 1
+        while index >= 0:
+            first = index
+            block_end = spans[index][1]
+            while (
+                first > 0
+                and block_end - spans[first - 1][0] <= _CHUNK
+                and spans[first][0] - spans[first - 1][1] <= _GAP
+            ):
+                first -= 1
+            block_start = spans[first][0]
+            fh.seek(block_start)
+            block = fh.read(block_end - block_start)
+            for start, end in reversed(spans[first : index + 1]):
+                yield block[start - block_start : end - block_start]
+            index = first - 1
+
+
 class JsonlRecordLog(Generic[R]):
     """Append-only JSON Lines file, one record per line.
 
     Reading skips lines that do not parse: a crash can leave a truncated last line, and
-    the next append starts on a fresh line. File work runs in a worker thread.
+    the next append starts on a fresh line. File work runs in a worker thread. Queries
+    never wait for appends, nor appends for queries: an index of line offsets by ``txn``
+    and ``user``, extended with what was appended since the last query, lets a query
+    read only the lines it may return (newest first, until ``limit`` match).
     """
 
     def __init__(self, path: str | Path, *, parse: Callable[[bytes], R]) -> None:
         self.path = Path(path)
         self._parse = parse
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock()  # one append at a time
+        self._index = _LineIndex()
 
     async def append(self, record: R) -> None:
         line = record.model_dump_json() + "\n"
@@ -152,23 +279,24 @@ class JsonlRecordLog(Generic[R]):
         until: float | None = None,
         limit: int = 1000,
     ) -> list[R]:
-        async with self._lock:
-            records = await anyio.to_thread.run_sync(self._read)
-        return _select(
-            records, txn=txn, user=user, agent=agent, since=since, until=until, limit=limit
-        )
-
-    def _read(self) -> list[R]:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        if limit <= 0:
             return []
-        records: list[R] = []
-        for line in raw.splitlines():
-            if not line.strip():
-                continue
+        filters = {"txn": txn, "user": user, "agent": agent, "since": since, "until": until}
+        return await anyio.to_thread.run_sync(self._query, filters, limit)
+
+    def _query(self, filters: dict[str, Any], limit: int) -> list[R]:
+        with self._index.lock:
+            self._index.catch_up(self.path)
+            spans = self._index.spans(txn=filters["txn"], user=filters["user"])
+        found: list[R] = []
+        for line in _read_spans(self.path, spans):
             try:
-                records.append(self._parse(line))
+                record = self._parse(line)
             except (ValidationError, json.JSONDecodeError, UnicodeDecodeError):
                 continue
-        return records
+            if record.matches(**filters):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        found.reverse()
+        return found

@@ -4,16 +4,23 @@ One :class:`AuditRecord` per issuance and per denial at the token endpoint:
 who (user), through which agents (RFC 8693 §4.1 ``act`` chain, current first),
 for which target (RFC 8707 resource), with which scopes, and why. Records hold
 identifiers only (a ``jti``, never a token).
+
+The in-memory store keeps what matters for security when it must forget: issued tokens,
+denials, and unauthenticated junk each have their own bound, so a flood of junk requests
+cannot push out the evidence of a refused exchange or of a failed client authentication,
+and repeated identical unauthenticated denials are kept as one record with a count.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from keycard_agents._audit._log import JsonlRecordLog, MemoryRecordLog, passes_filters
+from keycard_agents._audit._log import JsonlRecordLog, passes_filters, select_records
 
 __all__ = ["AuditRecord", "AuditStore", "JsonlAuditStore", "MemoryAuditStore"]
 
@@ -43,6 +50,11 @@ class AuditRecord(BaseModel):
     error: str | None = None
     reason: str | None = None
     jti: str | None = None
+    repeated: int = 1
+    """How many identical denials this record stands for (unauthenticated denials that
+    repeat within the in-memory store's coalescing window are kept once)."""
+    last_time: float | None = None
+    """When the last of the ``repeated`` denials happened (``None`` for a single one)."""
 
     def matches(
         self,
@@ -83,8 +95,122 @@ class AuditStore(Protocol):
     ) -> list[AuditRecord]: ...
 
 
-class MemoryAuditStore(MemoryRecordLog[AuditRecord]):
-    """In-memory audit store keeping the newest ``max_records`` records."""
+#: Errors that record an attempt to authenticate (a wrong secret, throttled guessing):
+#: evidence worth keeping even when no client was authenticated.
+_CREDENTIAL_ERRORS = frozenset({"invalid_client", "temporarily_unavailable"})
+_MAX_COALESCING = 4096
+
+
+class _Slot:
+    """A kept record, and how many identical denials it stands for."""
+
+    __slots__ = ("count", "gone", "last", "record", "seq")
+
+    def __init__(self, record: AuditRecord, seq: int) -> None:
+        self.record = record
+        self.seq = seq
+        self.count = 1
+        self.last = record.time
+        self.gone = False
+
+    def value(self) -> AuditRecord:
+        if self.count == 1:
+            return self.record
+        return self.record.model_copy(update={"repeated": self.count, "last_time": self.last})
+
+
+class MemoryAuditStore:
+    """In-memory audit store with a separate bound for each kind of record.
+
+    - ``max_records``: records of issued tokens (the newest are kept);
+    - ``max_denied``: denials of an authenticated client, and failed or throttled client
+      authentications (default: ``max_records``);
+    - ``max_unauthenticated``: other denials of requests that named no client (malformed
+      requests, unsupported grants).
+
+    An unauthenticated denial identical to one kept less than ``coalesce_window`` seconds
+    before (all fields but the time) is not stored again: the kept record's ``repeated``
+    count and ``last_time`` grow instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_records: int = 100_000,
+        max_denied: int | None = None,
+        max_unauthenticated: int = 10_000,
+        coalesce_window: float = 60.0,
+    ) -> None:
+        bounds = (max_records, max_denied or max_records, max_unauthenticated)
+        if min(bounds) < 1:
+            raise ValueError("max_records, max_denied and max_unauthenticated must be >= 1")
+        self._bounds = {"issued": bounds[0], "denied": bounds[1], "unauthenticated": bounds[2]}
+        self._kept: dict[str, deque[_Slot]] = {kind: deque() for kind in self._bounds}
+        self._window = coalesce_window
+        self._recent: dict[str, _Slot] = {}
+        self._seq = 0
+
+    @staticmethod
+    def _kind(record: AuditRecord) -> str:
+        if record.decision == "issued":
+            return "issued"
+        if record.client_id is not None or record.error in _CREDENTIAL_ERRORS:
+            return "denied"
+        return "unauthenticated"
+
+    async def append(self, record: AuditRecord) -> None:
+        kind = self._kind(record)
+        key = None
+        if record.decision == "denied" and record.client_id is None:
+            key = record.model_dump_json(exclude={"time", "repeated", "last_time"})
+            slot = self._recent.get(key)
+            if slot is not None and not slot.gone and record.time - slot.last <= self._window:
+                slot.count += 1
+                slot.last = max(slot.last, record.time)
+                return
+        self._seq += 1
+        slot = _Slot(record, self._seq)
+        kept = self._kept[kind]
+        if len(kept) >= self._bounds[kind]:
+            kept.popleft().gone = True
+        kept.append(slot)
+        if key is not None:
+            if len(self._recent) >= _MAX_COALESCING:
+                self._recent = {
+                    k: s
+                    for k, s in self._recent.items()
+                    if not s.gone and record.time - s.last <= self._window
+                }
+                if len(self._recent) >= _MAX_COALESCING:
+                    self._recent.clear()
+            self._recent[key] = slot
+
+    def _records(self) -> list[AuditRecord]:
+        merged = heapq.merge(*self._kept.values(), key=lambda s: s.seq)  # append order
+        return [slot.value() for slot in merged]
+
+    async def query(
+        self,
+        *,
+        txn: str | None = None,
+        user: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[AuditRecord]:
+        return select_records(
+            self._records(),
+            txn=txn,
+            user=user,
+            agent=agent,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    def __len__(self) -> int:
+        return sum(len(kept) for kept in self._kept.values())
 
 
 class JsonlAuditStore(JsonlRecordLog[AuditRecord]):

@@ -145,21 +145,43 @@ class AuditTrail:
         """
         if limit <= 0:
             return []
+        results, _ = await self._entries(
+            txn=txn, user=user, agent=agent, since=since, until=until, per_source=_ALL
+        )
+        return results[-limit:]
+
+    async def _entries(
+        self,
+        *,
+        txn: str | None,
+        user: str | None,
+        agent: str | None,
+        since: float | None,
+        until: float | None,
+        per_source: int,
+    ) -> tuple[list[TrailEntry], bool]:
+        """The newest ``per_source`` matching records of each source, merged by time; and
+        whether some source may hold more."""
         # Sources are read one after the other, token service first: a stable order for
         # records with equal times, and a failing store raises its own exception.
         results: list[TrailEntry] = []
+        more = False
         if self.token_service is not None:
             records = await self.token_service.query(
-                txn=txn, user=user, since=since, until=until, limit=_ALL
+                txn=txn, user=user, since=since, until=until, limit=per_source
             )
+            more = more or len(records) >= per_source
             results.extend(entry_from_token_service(r) for r in records)
         for store in self.agents:
-            found = await store.query(txn=txn, user=user, since=since, until=until, limit=_ALL)
+            found = await store.query(
+                txn=txn, user=user, since=since, until=until, limit=per_source
+            )
+            more = more or len(found) >= per_source
             results.extend(entry_from_agent(r) for r in found)
         if agent is not None:
             results = [e for e in results if self._involves(e, agent)]
         results.sort(key=lambda e: e.time)
-        return results[-limit:]
+        return results, more
 
     def _involves(self, entry: TrailEntry, agent: str) -> bool:
         if entry.agent == agent or agent in (entry.actors or ()):
@@ -191,13 +213,22 @@ class AuditTrail:
         A transaction matches when any of its records does; its summary covers all of
         its records.
         """
-        matching = await self.query(user=user, agent=agent, since=since, until=until, limit=_ALL)
-        txns: dict[str, None] = {}
-        for entry in reversed(matching):
-            if entry.txn is not None:
-                txns.setdefault(entry.txn, None)
-            if len(txns) >= limit:
+        # Look at the newest records first and widen the look only while too few
+        # transactions turned up: a page view reads what it shows, not the whole trail.
+        window = max(500, limit * 20)
+        while True:
+            matching, more = await self._entries(
+                txn=None, user=user, agent=agent, since=since, until=until, per_source=window
+            )
+            txns: dict[str, None] = {}
+            for entry in reversed(matching):
+                if entry.txn is not None:
+                    txns.setdefault(entry.txn, None)
+                if len(txns) >= limit:
+                    break
+            if len(txns) >= limit or not more or window >= _ALL:
                 break
+            window = min(_ALL, window * 8)
         summaries = []
         for txn in txns:
             entries = await self.query(txn=txn, limit=_ALL)

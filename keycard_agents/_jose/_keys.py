@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import stat
 import threading
@@ -29,6 +28,7 @@ from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
+from keycard_agents._logs import get_logger
 
 if TYPE_CHECKING:
     from joserfc._rfc7515.model import JWSAlgModel
@@ -48,7 +48,7 @@ __all__ = [
     "show_untrusted",
 ]
 
-logger = logging.getLogger("keycard_agents.keys")
+logger = get_logger("keycard_agents.keys")
 
 #: The algorithms we sign with and accept by default (RFC 8725 §3.1 allow-list).
 #: ``Ed25519`` (the RFC 9864 name) is accepted wherever ``EdDSA`` is.
@@ -445,16 +445,35 @@ def _sign_registry(alg: str) -> JWSRegistry:
 
 
 def _check_private_mode(path: Path, *, is_dir: bool) -> None:
+    """Refuse a key directory or file that another user could read, write or replace.
+
+    The directory must be ours and closed to group and others (0700): with write access
+    (or 0755 and a foreign owner) someone else could swap in a key of their choosing, and
+    a listing tells which keys exist. A key file must be ours, mode 0600, and not a
+    symbolic link (which could point anywhere).
+    """
     if os.name != "posix":
         return
-    mode = stat.S_IMODE(path.stat().st_mode)
-    bad = mode & (0o022 if is_dir else 0o077)
-    if bad:
-        want = "700" if is_dir else "600"
-        what = "key directory" if is_dir else "key file"
-        access = "writable" if is_dir else "readable or writable"
+    what = "key directory" if is_dir else "key file"
+    st = path.stat() if is_dir else path.lstat()
+    if not is_dir and stat.S_ISLNK(st.st_mode):
         raise ConfigurationError(
-            f"{what} {path} is {access} by other users (mode {mode:o}); run: chmod {want} {path}",
+            f"{what} {path} is a symbolic link; replace it with the file itself",
+            setting="directory",
+        )
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise ConfigurationError(
+            f"{what} {path} belongs to user id {st.st_uid}, not to the user running this "
+            f"process (id {uid}); run: chown {uid} {path} (or run as its owner)",
+            setting="directory",
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        want = "700" if is_dir else "600"
+        access = "open" if is_dir else "readable or writable"
+        raise ConfigurationError(
+            f"{what} {path} is {access} to other users (mode {mode:o}); run: chmod {want} {path}",
             setting="directory",
         )
 

@@ -15,7 +15,6 @@ caller's delegated token.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -36,11 +35,18 @@ from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._agent._context import Context, DelegationProvider
 from keycard_agents._agent._dependencies import McpDependency
 from keycard_agents._audit._calls import audited_call
-from keycard_agents._errors import AuthenticationError, ConfigurationError, KeycardError
+from keycard_agents._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DelegationDeniedError,
+    KeycardError,
+)
+from keycard_agents._logs import get_logger
 from keycard_agents._mcp._discovery import discover_resource
 from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
 from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._oauth._urls import names_same_server
 from keycard_agents._observe._tracing import (
     ATTR_DEPENDENCY,
     ATTR_OUTCOME,
@@ -63,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["McpConnector", "McpServerHandle", "McpSession", "TokenExchanger", "TokenSource"]
 
-logger = logging.getLogger("keycard_agents.mcp")
+logger = get_logger("keycard_agents.mcp")
 
 _MAX_PAGES = 100
 _T = TypeVar("_T")
@@ -71,6 +77,11 @@ _T = TypeVar("_T")
 
 class TokenExchanger(Protocol):
     """What the connector needs from :class:`~keycard_agents.auth.TokenExchangeClient`."""
+
+    @property
+    def issuer(self) -> str:
+        """The token service's issuer: the default authorization server a server may name."""
+        ...
 
     async def exchange(
         self,
@@ -196,6 +207,9 @@ class McpConnector:
     dependency goes to ``fallback`` (the provider for agents and HTTP APIs).
 
     ``exchange`` performs RFC 8693 exchanges (a :class:`~keycard_agents.auth.TokenExchangeClient`).
+    ``trusted_issuers`` are the authorization servers an MCP server's RFC 9728 metadata
+    must name one of before it gets a token (default: the exchange client's issuer), the
+    check agent dependencies get too.
     ``timeout`` bounds each step of an MCP operation (connect, list, call) in seconds.
     ``tools_ttl`` is how long a tool listing is reused. ``http_client`` (core ``httpx``)
     fetches RFC 9728 metadata; ``mcp_http_client`` builds the ``httpx2`` client the MCP
@@ -214,6 +228,7 @@ class McpConnector:
         mcp_http_client: Callable[[httpx2.Auth, httpx2.Timeout], httpx2.AsyncClient] | None = None,
         mode: str = "auto",
         clock: Callable[[], float] = time.monotonic,
+        trusted_issuers: Sequence[str] | None = None,
     ) -> None:
         if timeout <= 0 or tools_ttl < 0:
             raise ConfigurationError(
@@ -222,6 +237,7 @@ class McpConnector:
         if mode not in ("auto", "legacy"):
             raise ConfigurationError("mode must be 'auto' or 'legacy'", setting="mode")
         self._exchange = exchange
+        self._trusted = tuple(trusted_issuers) if trusted_issuers else None
         self._fallback = fallback
         self._timeout = timeout
         self._ttl = tools_ttl
@@ -254,8 +270,14 @@ class McpConnector:
 
     # -- resources and tokens ------------------------------------------------------------
 
+    @property
+    def trusted_issuers(self) -> tuple[str, ...]:
+        return self._trusted if self._trusted is not None else (self._exchange.issuer,)
+
     async def resource(self, dependency: McpDependency) -> str:
-        """The MCP server's resource identifier (declared, or from RFC 9728 metadata)."""
+        """The MCP server's resource identifier: declared (``McpServer(resource=...)``, the
+        operator's word, no metadata fetched), or from its RFC 9728 metadata once that
+        names an authorization server this agent trusts."""
         explicit: str | None = getattr(dependency, "resource", None)
         if explicit:
             return explicit
@@ -264,6 +286,18 @@ class McpConnector:
             found = await discover_resource(
                 self._http, dependency.url, server=dependency.name, time_limit=self._timeout
             )
+            trusted = self.trusted_issuers
+            # pydantic-based servers (the mcp SDK) write http://host:port/ for an issuer
+            # http://host:port: compare as identifiers, a trailing slash aside.
+            named = found.authorization_servers
+            if not any(names_same_server(s, t) for s in named for t in trusted):
+                raise DelegationDeniedError(
+                    "invalid_target",
+                    f"MCP server {dependency.name!r} at {dependency.url} names authorization "
+                    f"servers ({', '.join(named) or 'none'}) that this agent does not trust "
+                    f"({', '.join(trusted)}): refusing to send it a token; add its issuer to "
+                    "trusted_issuers if it is legitimate",
+                )
             cached = self._resources[dependency.url] = found.resource
         return cached
 

@@ -6,6 +6,10 @@ inserted between the host and the path of the resource URL), §3.2 (the response
 (the ``resource_metadata`` parameter of a ``WWW-Authenticate`` challenge, used when the
 well-known document is absent). The MCP authorization spec requires servers to publish it;
 the ``resource`` found is what the agent asks the token service for (RFC 8707).
+
+A challenge's ``resource_metadata`` is only followed on the server's own origin (the
+rule agent dependencies apply to their card's interfaces): a server, or whoever answers
+in its place, cannot make the agent send requests to any other host (blind SSRF).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import httpx
 from keycard_agents._mcp._errors import McpServerError
 from keycard_agents._oauth._challenge import bearer_challenge
 from keycard_agents._oauth._http import DocumentTooLargeError, read_document
-from keycard_agents._oauth._urls import protected_resource_metadata_url, same_resource
+from keycard_agents._oauth._urls import protected_resource_metadata_url, same_origin, same_resource
 
 __all__ = ["ProtectedResource", "discover_resource"]
 
@@ -103,6 +107,14 @@ async def discover_resource(
             challenge = bearer_challenge(probe.headers.get("www-authenticate"))
             pointed = challenge.get("resource_metadata")
             if probe.status_code == 401 and pointed:
+                if not same_origin(pointed, url):
+                    raise McpServerError(
+                        f"MCP server {server!r} points its resource_metadata at another "
+                        f"origin ({pointed[:100]!r}); refusing to fetch it: publish the "
+                        f"metadata at {protected_resource_metadata_url(url)} or on the "
+                        "server's own origin",
+                        server=server,
+                    )
                 status, body = await _get_json(http, pointed, server)
                 if status == 200:
                     return _parse(body, url=url, server=server)

@@ -31,7 +31,11 @@ def connector_for(delegation: TokenExchangeDelegation) -> McpConnector:
     closed with it). Use it to load an :class:`McpAgent`'s tools before serving."""
     connector = _CONNECTORS.get(delegation)
     if connector is None:
-        connector = McpConnector(exchange=delegation.exchange, http_client=delegation.http_client)
+        connector = McpConnector(
+            exchange=delegation.exchange,
+            http_client=delegation.http_client,
+            trusted_issuers=delegation.trusted_issuers,
+        )
         _CONNECTORS[delegation] = connector
         delegation.call_on_close(connector.aclose)
     return connector

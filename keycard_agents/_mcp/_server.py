@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import re
 import uuid
@@ -42,6 +41,7 @@ from keycard_agents._errors import (
     KeycardError,
 )
 from keycard_agents._jose._principal import Principal
+from keycard_agents._logs import get_logger
 from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentMcpServer", "McpBearerVerifier", "create_mcp_server", "mcp_app"]
 
-logger = logging.getLogger("keycard_agents.mcp")
+logger = get_logger("keycard_agents.mcp")
 
 _INVALID_TOOL_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 

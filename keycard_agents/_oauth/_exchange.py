@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import logging
 import math
 import time
 from collections import OrderedDict
@@ -43,6 +42,7 @@ from keycard_agents._errors import (
     TransportError,
 )
 from keycard_agents._json import loads_bounded
+from keycard_agents._logs import get_logger
 from keycard_agents._oauth._credentials import ApplicationCredential
 from keycard_agents._oauth._http import (
     DocumentTooLargeError,
@@ -69,7 +69,7 @@ __all__ = [
     "TokenExchangeClient",
 ]
 
-logger = logging.getLogger("keycard_agents.exchange")
+logger = get_logger("keycard_agents.exchange")
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105

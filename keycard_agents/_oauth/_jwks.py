@@ -11,7 +11,6 @@ issuer are coalesced into a single request.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from keycard_agents._errors import (
 from keycard_agents._jose._keys import ALGORITHMS, VerificationKeys
 from keycard_agents._jose._profiles import DEFAULT_PROFILE, TokenProfile
 from keycard_agents._json import JsonLimitError, loads_bounded
+from keycard_agents._logs import get_logger
 from keycard_agents._oauth._http import DocumentTooLargeError, is_retryable_status, read_document
 from keycard_agents._oauth._urls import (
     authorization_server_metadata_url,
@@ -47,7 +47,7 @@ from keycard_agents._oauth._urls import (
 
 __all__ = ["JWKSCache", "TrustedIssuer"]
 
-logger = logging.getLogger("keycard_agents.jwks")
+logger = get_logger("keycard_agents.jwks")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ with an :class:`~keycard_agents._a2a.errors.InternalError` saying so, and it can
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 import uuid
@@ -73,6 +72,7 @@ from keycard_agents._errors import (
     UserRequiredError,
 )
 from keycard_agents._jose._subjects import subject_is_client
+from keycard_agents._logs import get_logger
 from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._observe._tracing import (
     ATTR_SKILL,
@@ -97,7 +97,7 @@ else:  # pragma: no cover
 
 __all__ = ["TaskRuntime"]
 
-logger = logging.getLogger("keycard_agents.runtime")
+logger = get_logger("keycard_agents.runtime")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100

@@ -17,6 +17,11 @@ from keycard_agents._agent._agent import Agent
 from keycard_agents._errors import ConfigurationError, KeycardError
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE
 from keycard_agents._server._serve import serve
+from keycard_agents._server._timeouts import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+)
 
 __all__ = [
     "add_serve_arguments",
@@ -56,6 +61,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve requests without an A2A-Version header as A2A 1.0",
     )
     parser.add_argument("--log-level", default="info", help="server log level (info)")
+    for name, default, what in (
+        ("header", DEFAULT_HEADER_TIMEOUT, "a request's headers may take to arrive"),
+        ("body", DEFAULT_BODY_TIMEOUT, "a request body may take after its headers"),
+        ("keep-alive", DEFAULT_KEEP_ALIVE_TIMEOUT, "an idle connection stays open"),
+    ):
+        parser.add_argument(
+            f"--{name}-timeout", type=float, default=default, help=f"seconds {what} ({default:g})"
+        )
 
 
 def load_agent(
@@ -121,6 +134,9 @@ def run_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             max_body_size=args.max_body_size,
             allow_missing_version=args.allow_missing_version,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
         )
     except KeycardError as exc:
         print(f"keycard-agents serve: {exc}", file=sys.stderr)

@@ -9,7 +9,6 @@ the mapping of every failure to a protocol error that reveals no internals.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any, Protocol, runtime_checkable
@@ -42,6 +41,7 @@ from keycard_agents._a2a.types import (
 from keycard_agents._agent._context import DelegationProvider
 from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._errors import AuthenticationError
+from keycard_agents._logs import get_logger
 from keycard_agents._oauth._resource_server import Caller, MissingCredentialsError
 from keycard_agents._observe._tracing import set_task_outcome
 
@@ -57,7 +57,7 @@ __all__ = [
     "parse_params",
 ]
 
-logger = logging.getLogger("keycard_agents.server")
+logger = get_logger("keycard_agents.server")
 
 PUSH_METHODS = frozenset(
     {

@@ -9,7 +9,6 @@ or a query parameter; a request without it is a 0.3 request), the error shapes o
 
 from __future__ import annotations
 
-import logging
 from contextlib import aclosing
 from typing import Any
 
@@ -24,6 +23,7 @@ from keycard_agents._a2a.errors import (
 )
 from keycard_agents._errors import AuthenticationError, InvalidTokenError, KeycardError
 from keycard_agents._json import JsonLimitError, loads_bounded
+from keycard_agents._logs import get_logger
 
 __all__ = [
     "A2A_VERSION_HEADER",
@@ -41,7 +41,7 @@ __all__ = [
     "rest_error_body",
 ]
 
-logger = logging.getLogger("keycard_agents.server")
+logger = get_logger("keycard_agents.server")
 
 A2A_VERSION_HEADER = "A2A-Version"
 SUPPORTED_VERSION = "1.0"

@@ -10,7 +10,6 @@ exits. uvicorn runs on asyncio only; ``backend="trio"`` serves with hypercorn on
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,8 +18,19 @@ import anyio
 import uvicorn
 
 from keycard_agents._errors import ConfigurationError
+from keycard_agents._logs import get_logger
 from keycard_agents._server._app import create_app
 from keycard_agents._server._dispatch import ManagedRuntime
+from keycard_agents._server._timeouts import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+    BodyDeadline,
+    ServerTimeouts,
+    apply_to_hypercorn,
+    escape_server_logs,
+    uvicorn_options,
+)
 
 if TYPE_CHECKING:
     import socket
@@ -31,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["default_url", "serve"]
 
-logger = logging.getLogger("keycard_agents.server")
+logger = get_logger("keycard_agents.server")
 
 #: How long shutdown waits for the runtime to cancel and mark tasks, then for connections.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -68,6 +78,9 @@ def serve(
     port: int = 8000,
     backend: Literal["asyncio", "trio"] = "asyncio",
     log_level: str = "info",
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
     **app_options: Any,
 ) -> None:
     """Serve ``agent`` until interrupted (blocking).
@@ -75,15 +88,22 @@ def serve(
     When the agent has no ``url``, it gets ``http://{host}:{port}``; behind a proxy or on
     a public interface, construct the agent with the URL clients use. ``app_options`` go to
     :func:`~keycard_agents._server._app.create_app` (``verifier``, ``max_body_size``,
-    ``allow_missing_version``, ...).
+    ``allow_missing_version``, ...). ``header_timeout`` is how long a request's headers
+    may take to arrive, ``body_timeout`` its body after them (then 408) and
+    ``keep_alive_timeout`` how long an idle connection stays open (seconds; see
+    ``keycard_agents._server._timeouts``).
     """
+    timeouts = ServerTimeouts(
+        header=header_timeout, body=body_timeout, keep_alive=keep_alive_timeout
+    )
     if not agent.url:
         agent.url = default_url(host, port)
     app = create_app(agent, **app_options)
+    escape_server_logs()
     if backend == "asyncio":
-        _serve_uvicorn(app, host=host, port=port, log_level=log_level)
+        _serve_uvicorn(app, host=host, port=port, log_level=log_level, timeouts=timeouts)
     elif backend == "trio":
-        _serve_hypercorn_trio(app, host=host, port=port)
+        _serve_hypercorn_trio(app, host=host, port=port, timeouts=timeouts)
     else:
         raise ConfigurationError(
             f"unknown backend {backend!r}: use 'asyncio' (uvicorn) or 'trio' (hypercorn)",
@@ -91,7 +111,9 @@ def serve(
         )
 
 
-def _serve_uvicorn(app: Starlette, *, host: str, port: int, log_level: str) -> None:
+def _serve_uvicorn(
+    app: Starlette, *, host: str, port: int, log_level: str, timeouts: ServerTimeouts
+) -> None:
 
     close_runtime = _close_runtime(app)
 
@@ -110,6 +132,7 @@ def _serve_uvicorn(app: Starlette, *, host: str, port: int, log_level: str) -> N
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS),
+        **uvicorn_options(timeouts),
     )
     # uvicorn re-raises the captured SIGINT once it has shut down gracefully; the
     # shutdown is complete by then, so Ctrl-C ends serve() normally.
@@ -117,7 +140,9 @@ def _serve_uvicorn(app: Starlette, *, host: str, port: int, log_level: str) -> N
         _Server(config).run()
 
 
-def _serve_hypercorn_trio(app: Starlette, *, host: str, port: int) -> None:
+def _serve_hypercorn_trio(
+    app: Starlette, *, host: str, port: int, timeouts: ServerTimeouts
+) -> None:
     try:  # the optional ``trio`` extra, imported only when serving on trio
         import trio
         from hypercorn.config import Config
@@ -131,6 +156,8 @@ def _serve_hypercorn_trio(app: Starlette, *, host: str, port: int) -> None:
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = SHUTDOWN_GRACE_SECONDS
+    apply_to_hypercorn(config, timeouts)
+    served = BodyDeadline(app, seconds=timeouts.body)
 
     async def shutdown_trigger() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -139,6 +166,6 @@ def _serve_hypercorn_trio(app: Starlette, *, host: str, port: int) -> None:
         await close_runtime()
 
     async def main() -> None:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await hypercorn_serve(served, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
 
     trio.run(main)

@@ -9,7 +9,6 @@ RFC 8414 §2-§3 (authorization server metadata), RFC 7517 §5 (the JWK Set at
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
@@ -27,6 +26,7 @@ from keycard_agents._audit._sts_records import AuditStore, JsonlAuditStore, Memo
 from keycard_agents._audit._trail import AuditTrail
 from keycard_agents._errors import ConfigurationError, InvalidTokenError
 from keycard_agents._jose._keys import KeyResolver, KeyStore, StaticKeys
+from keycard_agents._logs import get_logger
 from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
 from keycard_agents._oauth._urls import AUTHORIZATION_SERVER_WELL_KNOWN
 from keycard_agents._sts._auditpage import AuditPage
@@ -43,9 +43,11 @@ from keycard_agents._sts._token_endpoint import (
     TokenStats,
 )
 
+from ._throttle import CredentialGuard
+
 __all__ = ["TokenService"]
 
-logger = logging.getLogger("keycard_agents.sts")
+logger = get_logger("keycard_agents.sts")
 
 #: Seconds between looks at the key directory for a rotation done by another process.
 _KEY_RELOAD_INTERVAL = 1.0
@@ -109,11 +111,16 @@ class TokenService:
             )
         self.config = config
         self.issuer: str = config.issuer
+        limits = config.limits
         if audit is None:
             audit = (
                 JsonlAuditStore(config.audit_file)
                 if config.audit_file is not None
-                else MemoryAuditStore()
+                else MemoryAuditStore(
+                    max_records=limits.audit_issued,
+                    max_denied=limits.audit_denied,
+                    max_unauthenticated=limits.audit_unauthenticated,
+                )
             )
         self.audit: AuditStore = audit
         #: The audit trail the audit page shows; add agents' stores with
@@ -121,10 +128,16 @@ class TokenService:
         self.trail = AuditTrail(
             token_service=self.audit, names={a.resource: a.client_id for a in config.agents}
         )
+        #: Every check of a secret, password or admin token: throttled, off the event loop.
+        self.guard = CredentialGuard(limits, clock=clock)
         self.audit_page: AuditPage | None = None
         if config.admin is not None:
             self.audit_page = AuditPage(
-                trail=self.trail, admin=config.admin, issuer=config.issuer, clock=clock
+                trail=self.trail,
+                admin=config.admin,
+                issuer=config.issuer,
+                clock=clock,
+                guard=self.guard,
             )
         self._clock = clock
         self._keys = self._open_keys()
@@ -157,12 +170,13 @@ class TokenService:
                     [TrustedIssuer(agent.client_id, jwks_uri=agent.jwks_uri)], http_client
                 )
         self.minter = TokenMinter(issuer=self.issuer, keys=lambda: self.keys, clock=clock)
-        self.login = LoginFlow(config=config, issuer=self.issuer, clock=clock)
+        self.login = LoginFlow(config=config, issuer=self.issuer, clock=clock, guard=self.guard)
         self.clients = ClientAuthenticator(
             config=config,
             issuer=self.issuer,
             clock=clock,
             agent_keys=self._keys_for_agent,
+            guard=self.guard,
             leeway=leeway,
         )
         self.token_endpoint = TokenEndpoint(

@@ -36,8 +36,14 @@ from keycard_agents._audit._render import STATUS_COLOURS, describe, to_dot, to_j
 from keycard_agents._audit._trail import AuditTrail
 from keycard_agents._audit._tree import DelegationTree, Hop
 from keycard_agents._errors import TraceNotFoundError
-from keycard_agents._sts._config import AdminConfig
-from keycard_agents._sts._secrets import verify_secret
+from keycard_agents._sts._config import AdminConfig, Limits
+from keycard_agents._sts._forms import retry_after_header
+from keycard_agents._sts._throttle import (
+    CredentialGuard,
+    DummyHash,
+    TooManyAttemptsError,
+    request_source,
+)
 
 __all__ = ["AuditPage", "draw_tree_svg"]
 
@@ -228,9 +234,12 @@ class AuditPage:
         admin: AdminConfig,
         issuer: str,
         clock: Callable[[], float] = time.time,
+        guard: CredentialGuard | None = None,
     ) -> None:
         self.trail = trail
         self._admin = admin
+        self._guard = guard if guard is not None else CredentialGuard(Limits(), clock=clock)
+        self._dummy = DummyHash([admin.token_hash])
         self._issuer = issuer.rstrip("/")
         self._secure_cookie = issuer.startswith("https://")
         self._clock = clock
@@ -239,27 +248,34 @@ class AuditPage:
 
     # -- credentials ---------------------------------------------------------------------
 
-    def _check_secret(self, presented: str) -> bool:
-        try:
-            return verify_secret(presented, self._admin.token_hash)
-        except ValueError:
-            return False
+    async def _check_secret(self, presented: str, *, account: str, source: str | None) -> bool:
+        return await self._guard.check_hash(
+            presented, self._admin.token_hash, account=account, source=source, dummy=self._dummy
+        )
 
-    def _credential_ok(self, request: Request) -> bool:
-        """Bearer admin token or HTTP Basic (``username`` / admin token); no cookie."""
+    async def _credential_ok(self, request: Request) -> bool:
+        """Bearer admin token or HTTP Basic (``username`` / admin token); no cookie.
+
+        Checked off the event loop and throttled per source address and for the admin
+        account (raises :class:`TooManyAttemptsError`).
+        """
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         value = value.strip()
+        source = request_source(request)
         if scheme.lower() == "bearer" and value:
-            return self._check_secret(value)
+            return await self._check_secret(value, account="admin", source=source)
         if scheme.lower() == "basic" and value:
             try:
                 decoded = base64.b64decode(value, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 return False
             user, sep, password = decoded.partition(":")
+            if not sep:
+                return False
             user_ok = hmac.compare_digest(user.encode(), self._admin.username.encode())
-            return bool(sep) and self._check_secret(password) and user_ok
+            # the hash is checked whatever the user name, so both take as long
+            return await self._check_secret(password, account="admin", source=source) and user_ok
         return False
 
     def _session_ok(self, request: Request) -> bool:
@@ -270,8 +286,20 @@ class AuditPage:
         expires = self._sessions.get(_digest(cookie))
         return expires is not None and expires > now
 
-    def _authorized(self, request: Request) -> bool:
-        return self._session_ok(request) or self._credential_ok(request)
+    async def _authorized(self, request: Request) -> bool:
+        return self._session_ok(request) or await self._credential_ok(request)
+
+    @staticmethod
+    def _throttled(exc: TooManyAttemptsError, api: bool) -> Response:
+        headers = {**_SECURITY_HEADERS, **retry_after_header(exc)}
+        if api:
+            body = {"error": exc.error, "error_description": exc.error_description}
+            return JSONResponse(body, status_code=exc.status_code, headers=headers)
+        page = _page(
+            "Too many attempts",
+            f"<h1>{exc.status_code}: too many attempts</h1><p>{_e(exc.error_description)}.</p>",
+        )
+        return HTMLResponse(page, status_code=exc.status_code, headers=headers)
 
     @staticmethod
     def _denied(api: bool) -> Response:
@@ -306,7 +334,11 @@ class AuditPage:
 
     def _guarded(self, endpoint: Endpoint, *, api: bool) -> Endpoint:
         async def guarded(request: Request) -> Response:
-            if not self._authorized(request):
+            try:
+                authorized = await self._authorized(request)
+            except TooManyAttemptsError as exc:
+                return self._throttled(exc, api)
+            if not authorized:
                 return self._denied(api)
             return await endpoint(request)
 
@@ -314,7 +346,11 @@ class AuditPage:
 
     async def login_link(self, request: Request) -> Response:
         """``POST /audit/login-link``: a one-time URL that opens a browser session."""
-        if not self._credential_ok(request):
+        try:
+            authorized = await self._credential_ok(request)
+        except TooManyAttemptsError as exc:
+            return self._throttled(exc, api=True)
+        if not authorized:
             return self._denied(api=True)
         now = self._clock()
         self._prune(now)

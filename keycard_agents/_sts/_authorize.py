@@ -18,15 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from keycard_agents._errors import OAuthError
 from keycard_agents._oauth._pkce import pkce_challenge
 from keycard_agents._sts._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
-from keycard_agents._sts._forms import Form, read_form
-from keycard_agents._sts._secrets import verify_secret
+from keycard_agents._sts._forms import Form, read_form, retry_after_header
+from keycard_agents._sts._throttle import (
+    CredentialGuard,
+    DummyHash,
+    TooManyAttemptsError,
+    request_source,
+)
 
 __all__ = ["AuthCode", "CodeStore", "LoginFlow", "scope_string"]
 
@@ -69,11 +73,26 @@ class AuthCode:
 
 
 class CodeStore:
-    """Outstanding authorization codes, keyed by the SHA-256 of the code."""
+    """Outstanding authorization codes, keyed by the SHA-256 of the code.
 
-    def __init__(self, *, clock: Callable[[], float], max_codes: int = 10_000) -> None:
+    Fair limits instead of one shared cap: a user has at most ``per_user`` unredeemed
+    codes (a new sign-in replaces that user's oldest one), a client at most
+    ``per_client`` (then its sign-ins wait), and all together at most ``max_codes``. One
+    user's abandoned sign-ins never block another user's.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        max_codes: int = 10_000,
+        per_user: int = 10,
+        per_client: int = 1000,
+    ) -> None:
         self._clock = clock
         self._max = max_codes
+        self._per_user = per_user
+        self._per_client = per_client
         self._codes: dict[str, AuthCode] = {}
 
     @staticmethod
@@ -83,6 +102,17 @@ class CodeStore:
     def issue(self, grant: AuthCode) -> str:
         now = self._clock()
         self._codes = {k: v for k, v in self._codes.items() if v.expires_at > now}
+        mine = [k for k, v in self._codes.items() if v.username == grant.username]
+        for key in mine[: max(0, len(mine) - self._per_user + 1)]:
+            del self._codes[key]  # the user's oldest unredeemed sign-ins make room
+        if sum(1 for v in self._codes.values() if v.client_id == grant.client_id) >= (
+            self._per_client
+        ):
+            raise OAuthError(
+                "temporarily_unavailable",
+                f"too many pending sign-ins for client {grant.client_id!r}: retry in a minute",
+                status_code=503,
+            )
         if len(self._codes) >= self._max:
             raise OAuthError(
                 "temporarily_unavailable", "too many pending sign-ins: retry later", status_code=503
@@ -97,6 +127,9 @@ class CodeStore:
         if grant is None or grant.expires_at <= self._clock():
             return None
         return grant
+
+    def __len__(self) -> int:
+        return len(self._codes)
 
 
 @dataclass(frozen=True)
@@ -148,11 +181,24 @@ class LoginFlow:
         config: TokenServiceConfig,
         issuer: str,
         clock: Callable[[], float],
+        guard: CredentialGuard | None = None,
     ) -> None:
         self._config = config
         self._issuer = issuer
         self._clock = clock
-        self.codes = CodeStore(clock=clock)
+        limits = config.limits
+        self._guard = guard if guard is not None else CredentialGuard(limits, clock=clock)
+        hashes = [u.password_hash for u in config.users if u.password_hash is not None]
+        # An unknown user name costs what a real one costs: a hash check when users have
+        # hashed passwords, a plain comparison when all of them are dev-only plaintext.
+        self._dummy = DummyHash(hashes)
+        self._plain_only = not hashes
+        self._dummy_password = secrets.token_urlsafe(16)
+        self.codes = CodeStore(
+            clock=clock,
+            per_user=limits.pending_signins_per_user,
+            per_client=limits.pending_signins_per_client,
+        )
 
     # -- the authorization endpoint -------------------------------------------------------
 
@@ -171,9 +217,9 @@ class LoginFlow:
             form = await read_form(request, limit=_MAX_QUERY)
         except OAuthError as exc:
             return _page_error(exc.error_description, status=exc.status_code)
-        return await self._handle(form, login=True)
+        return await self._handle(form, login=True, source=request_source(request))
 
-    async def _handle(self, form: Form, *, login: bool) -> Response:
+    async def _handle(self, form: Form, *, login: bool, source: str | None = None) -> Response:
         try:
             client, redirect_uri, state = self._client_part(form)
         except (_PageError, OAuthError) as exc:
@@ -185,7 +231,16 @@ class LoginFlow:
                 return _login_page(req, error=None)
             username = form.get("username") or ""
             password = form.get("password") or ""
-            user = await self._check_password(username, password)
+            try:
+                user = await self._check_password(username, password, source)
+            except TooManyAttemptsError as exc:
+                response = _login_page(
+                    req,
+                    error=f"Too many failed sign-ins: try again in {exc.retry_after} s.",
+                    status=exc.status_code,
+                )
+                response.headers.update(retry_after_header(exc))
+                return response
             if user is None:
                 return _login_page(req, error="Wrong username or password.", status=401)
             scopes = _narrow(req.scopes, req.agent.scopes, user.scopes)
@@ -276,15 +331,30 @@ class LoginFlow:
             )
         return _AuthRequest(client, redirect_uri, state, challenge, agent, scopes)
 
-    async def _check_password(self, username: str, password: str) -> DevUser | None:
-        user = self._config.user(username)
-        if user is None or not password:
+    async def _check_password(
+        self, username: str, password: str, source: str | None
+    ) -> DevUser | None:
+        """The user if ``password`` is theirs; throttled, off the event loop, and as slow
+        for an unknown user name as for a real one (raises TooManyAttemptsError)."""
+        if not password:
             return None
-        if user.password_hash is not None:
-            ok = await anyio.to_thread.run_sync(verify_secret, password, user.password_hash)
+        user = self._config.user(username)
+        account = f"user:{username[:200]}"
+        if user is not None and user.password is not None:
+            plain = user.password
+            ok = await self._guard.check(
+                lambda: _same_password(password, plain), account=account, source=source
+            )
+        elif user is None and self._plain_only:
+            dummy = self._dummy_password
+            ok = await self._guard.check(
+                lambda: _same_password(password, dummy) and False, account=account, source=source
+            )
         else:
-            expected = hashlib.sha256((user.password or "").encode()).digest()
-            ok = hmac.compare_digest(hashlib.sha256(password.encode()).digest(), expected)
+            stored = None if user is None else user.password_hash
+            ok = await self._guard.check_hash(
+                password, stored, account=account, source=source, dummy=self._dummy
+            )
         return user if ok else None
 
     # -- the token endpoint side ----------------------------------------------------------
@@ -324,6 +394,12 @@ class LoginFlow:
                 "invalid_target", "resource must be omitted or equal the one signed in for"
             )
         return grant
+
+
+def _same_password(presented: str, expected: str) -> bool:
+    """Constant-time comparison of a dev-only plaintext password."""
+    digest = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
+    return hmac.compare_digest(digest, hashlib.sha256(expected.encode()).digest())
 
 
 def _redirect(uri: str, params: dict[str, str | None]) -> Response:

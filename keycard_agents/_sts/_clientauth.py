@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import anyio
 from starlette.requests import Request
 
 from keycard_agents._errors import (
@@ -30,15 +29,31 @@ from keycard_agents._jose._keys import KeyResolver
 from keycard_agents._json import loads_bounded
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import ClientAuthError, Form
-from keycard_agents._sts._secrets import hash_secret, verify_secret
+from keycard_agents._sts._throttle import CredentialGuard, DummyHash, request_source
 
-__all__ = ["ASSERTION_TYPE", "AuthenticatedClient", "ClientAuthenticator", "ReplayCache"]
+__all__ = [
+    "ASSERTION_TYPE",
+    "BAD_CLIENT_CREDENTIALS",
+    "AuthenticatedClient",
+    "ClientAuthenticator",
+    "ReplayCache",
+]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_TYPS = frozenset({CLIENT_ASSERTION_TYPE, "JWT"})
 _MAX_ASSERTION = 8192
-# Verified against when the client is unknown, so that the answer takes as long.
-_DUMMY_HASH = hash_secret("keycard-agents-unknown-client")
+#: The one answer for an unknown client, a wrong secret or key, and a client that uses
+#: another authentication method: the answer must not tell which client ids exist. The
+#: precise reason goes to the audit record and the log (``ClientAuthError.detail``).
+BAD_CLIENT_CREDENTIALS = (
+    "client authentication failed: unknown client or wrong credentials (check the client "
+    "id, its secret or signing key, and its registration under [[agents]])"
+)
+#: Checks a client assertion can fail before its signature is known to be good: their
+#: details would tell an unauthenticated caller that the client exists.
+_PRE_SIGNATURE_CHECKS = frozenset(
+    {"malformed", "size", "algorithm", "type", "issuer", "unknown_key", "signature"}
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,10 @@ class AuthenticatedClient:
 
 def _invalid_client(description: str, *, basic: bool = False) -> ClientAuthError:
     return ClientAuthError(description, basic=basic)
+
+
+def _bad_credentials(detail: str, *, basic: bool = False) -> ClientAuthError:
+    return ClientAuthError(BAD_CLIENT_CREDENTIALS, basic=basic, detail=detail)
 
 
 class ReplayCache:
@@ -106,6 +125,7 @@ class ClientAuthenticator:
         issuer: str,
         clock: Callable[[], float],
         agent_keys: Callable[[RegisteredAgent], KeyResolver],
+        guard: CredentialGuard | None = None,
         leeway: float = 30.0,
     ) -> None:
         self._config = config
@@ -113,6 +133,8 @@ class ClientAuthenticator:
         self._clock = clock
         self._agent_keys = agent_keys
         self._leeway = leeway
+        self._guard = guard if guard is not None else CredentialGuard(config.limits, clock=clock)
+        self._dummy = DummyHash(a.secret_hash for a in config.agents if a.secret_hash)
         self.replay = ReplayCache(clock=clock)
 
     async def authenticate(self, request: Request, form: Form) -> AuthenticatedClient:
@@ -132,14 +154,16 @@ class ClientAuthenticator:
                 "invalid_request",
                 "more than one client authentication method in one request: use exactly one",
             )
+        source = request_source(request)
         if basic:
             assert header is not None
-            return await self._basic(header[6:].strip(), form)
+            return await self._basic(header[6:].strip(), form, source)
         if post:
             client_id = form.get("client_id")
             if client_id is None:
                 raise OAuthError("invalid_request", "client_secret_post needs client_id")
-            return await self._secret(client_id, form.require("client_secret"), method="post")
+            secret = form.require("client_secret")
+            return await self._secret(client_id, secret, method="post", source=source)
         if assertion:
             return await self._assertion(form)
         client_id = form.get("client_id")
@@ -150,7 +174,7 @@ class ClientAuthenticator:
             "client_secret_post"
         )
 
-    async def _basic(self, credentials: str, form: Form) -> AuthenticatedClient:
+    async def _basic(self, credentials: str, form: Form, source: str | None) -> AuthenticatedClient:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
             raw_id, sep, raw_secret = decoded.partition(":")
@@ -166,22 +190,26 @@ class ClientAuthenticator:
         form_id = form.get("client_id")
         if form_id is not None and form_id != client_id:
             raise OAuthError("invalid_request", "client_id differs from the Basic credentials")
-        return await self._secret(client_id, secret, method="basic")
+        return await self._secret(client_id, secret, method="basic", source=source)
 
-    async def _secret(self, client_id: str, secret: str, *, method: str) -> AuthenticatedClient:
+    async def _secret(
+        self, client_id: str, secret: str, *, method: str, source: str | None
+    ) -> AuthenticatedClient:
         basic = method == "basic"
         agent = self._config.agent(client_id)
         stored = agent.secret_hash if agent is not None else None
-        ok = await anyio.to_thread.run_sync(verify_secret, secret, stored or _DUMMY_HASH)
-        if agent is None:
-            raise _invalid_client(f"unknown client {client_id!r}", basic=basic)
-        if stored is None:
-            raise _invalid_client(
-                f"agent {client_id!r} authenticates with private_key_jwt, not a client secret",
-                basic=basic,
-            )
+        ok = await self._guard.check_hash(
+            secret, stored, account=f"client:{client_id[:200]}", source=source, dummy=self._dummy
+        )
         if not ok:
-            raise _invalid_client(f"wrong client secret for {client_id!r}", basic=basic)
+            shown = repr(client_id[:100])
+            if agent is None:
+                detail = f"unknown client {shown}"
+            elif stored is None:
+                detail = f"agent {shown} authenticates with private_key_jwt, not a client secret"
+            else:
+                detail = f"wrong client secret for {shown}"
+            raise _bad_credentials(detail, basic=basic)
         return AuthenticatedClient(
             client_id=client_id, method=f"client_secret_{method}", agent=agent
         )
@@ -200,9 +228,9 @@ class ClientAuthenticator:
             raise _invalid_client("client_assertion has no 'iss' naming the client")
         agent = self._config.agent(client_id)
         if agent is None:
-            raise _invalid_client(f"unknown client {client_id[:100]!r}")
+            raise _bad_credentials(f"client_assertion names unknown client {client_id[:100]!r}")
         if agent.auth != "private_key_jwt":
-            raise _invalid_client(
+            raise _bad_credentials(
                 f"agent {client_id!r} authenticates with a client secret, not private_key_jwt"
             )
         try:
@@ -218,12 +246,14 @@ class ClientAuthenticator:
                 required_claims=("iss", "sub", "aud", "exp", "jti"),
             )
         except InvalidTokenError as exc:
+            if exc.check in _PRE_SIGNATURE_CHECKS:
+                raise _bad_credentials(f"client_assertion rejected ({exc.check}): {exc}") from exc
             hint = ""
             if exc.check == "audience":
                 hint = f"; set aud to the issuer string {self._issuer!r} exactly (RFC 7523 §3)"
             raise _invalid_client(f"client_assertion rejected ({exc.check}): {exc}{hint}") from exc
         except (IssuerUnreachableError, ConfigurationError) as exc:
-            raise _invalid_client(
+            raise _bad_credentials(
                 f"cannot fetch the keys of agent {client_id!r} from its jwks_uri: {exc}"
             ) from exc
         if verified.get("sub") != client_id:

@@ -18,6 +18,7 @@ import uvicorn
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._keys import KeyStore
 from keycard_agents._oauth._urls import authorization_server_metadata_url
+from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import check_url, load_config
 from keycard_agents._sts._secrets import hash_secret
@@ -127,5 +128,17 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
     )
     if service.audit_page is not None:
         print(f"  audit page {service.issuer.rstrip('/')}/audit (admin credential)", flush=True)
-    uvicorn.run(service.app, host=host, port=port, log_level="info", access_log=False)
+    limits = config.limits
+    timeouts = ServerTimeouts(
+        header=limits.header_timeout, body=limits.body_timeout, keep_alive=limits.keep_alive_timeout
+    )
+    escape_server_logs()
+    uvicorn.run(
+        service.app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        **uvicorn_options(timeouts),
+    )
     return 0

@@ -29,6 +29,7 @@ __all__ = [
     "AdminConfig",
     "DevUser",
     "Lifetimes",
+    "Limits",
     "PublicClient",
     "RegisteredAgent",
     "RegisteredResource",
@@ -81,6 +82,36 @@ class Lifetimes(_Model):
     delegated_token: float = Field(default=300.0, gt=0, le=86400)
     actor_token: float = Field(default=300.0, gt=0, le=86400)
     auth_code: float = Field(default=60.0, gt=0, le=600)
+
+
+class Limits(_Model):
+    """Abuse limits of the token service (docs/security.md lists each with its default).
+
+    Failed credential checks (client secrets at ``/token``, passwords at ``/authorize``,
+    the admin token at ``/audit``) are counted per source address and per account
+    (client id, user name, admin): each may fail ``failed_auth_per_source`` /
+    ``failed_auth_per_account`` times, then gets one more attempt every
+    ``failed_auth_window / limit`` seconds; beyond that the answer is HTTP 429 with
+    ``Retry-After``, without checking the credential, sent ``throttle_delay`` seconds late
+    (a guesser waiting for its answers slows down without costing the service CPU).
+    Password hashes are checked in at most ``hash_workers`` threads; when ``hash_queue``
+    checks already wait, more get 503.
+    """
+
+    failed_auth_per_source: int = Field(default=30, ge=1, le=1_000_000)
+    failed_auth_per_account: int = Field(default=10, ge=1, le=1_000_000)
+    failed_auth_window: float = Field(default=60.0, gt=0, le=86400)
+    throttle_delay: float = Field(default=1.0, ge=0, le=60)
+    hash_workers: int = Field(default=1, ge=1, le=64)
+    hash_queue: int = Field(default=64, ge=1, le=100_000)
+    pending_signins_per_user: int = Field(default=10, ge=1, le=100_000)
+    pending_signins_per_client: int = Field(default=1000, ge=1, le=1_000_000)
+    audit_issued: int = Field(default=100_000, ge=1, le=10_000_000)
+    audit_denied: int = Field(default=100_000, ge=1, le=10_000_000)
+    audit_unauthenticated: int = Field(default=10_000, ge=1, le=10_000_000)
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    keep_alive_timeout: float = Field(default=15.0, gt=0, le=3600)
 
 
 class RegisteredAgent(_Model):
@@ -276,6 +307,7 @@ class TokenServiceConfig(_Model):
     key_dir: Path | None = None
     alg: Literal["ES256", "EdDSA", "RS256"] = "ES256"
     lifetimes: Lifetimes = Lifetimes()
+    limits: Limits = Limits()
     max_chain_depth: int = Field(default=5, ge=1, le=32)
     allow_repeated_agents: bool = False
     client_assertion_max_lifetime: float = Field(default=300.0, gt=0, le=3600)

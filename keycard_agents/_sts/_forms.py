@@ -16,12 +16,16 @@ from starlette.responses import JSONResponse
 
 from keycard_agents._errors import OAuthError
 
+from ._throttle import TooManyAttemptsError
+
 __all__ = [
     "MAX_BODY_BYTES",
     "ClientAuthError",
     "Form",
+    "audit_reason",
     "oauth_error_response",
     "read_form",
+    "retry_after_header",
     "token_response",
 ]
 
@@ -32,11 +36,30 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class ClientAuthError(OAuthError):
-    """``invalid_client`` (HTTP 401); ``basic`` when the client tried HTTP Basic."""
+    """``invalid_client`` (HTTP 401); ``basic`` when the client tried HTTP Basic.
 
-    def __init__(self, description: str, *, basic: bool = False) -> None:
+    ``detail`` is the precise reason when the description sent to the caller is kept
+    vague on purpose (so that it does not tell which clients exist): it goes to the audit
+    record and the log, never to the caller.
+    """
+
+    def __init__(self, description: str, *, basic: bool = False, detail: str | None = None) -> None:
         super().__init__("invalid_client", description, status_code=401)
         self.basic = basic
+        self.detail = detail
+
+
+def audit_reason(exc: OAuthError) -> str:
+    """What the audit record and the log say about a denial: the precise reason."""
+    detail = exc.detail if isinstance(exc, ClientAuthError) else None
+    return detail or exc.error_description
+
+
+def retry_after_header(exc: OAuthError) -> dict[str, str]:
+    """``Retry-After`` (RFC 9110 §10.2.3) for an error that says when to come back."""
+    if isinstance(exc, TooManyAttemptsError):
+        return {"Retry-After": str(exc.retry_after)}
+    return {}
 
 
 class Form:
@@ -139,7 +162,7 @@ async def read_form(request: Request, *, limit: int = MAX_BODY_BYTES) -> Form:
 
 def oauth_error_response(exc: OAuthError) -> JSONResponse:
     """The RFC 6749 §5.2 JSON error body for ``exc``."""
-    headers = dict(NO_STORE)
+    headers = {**NO_STORE, **retry_after_header(exc)}
     if isinstance(exc, ClientAuthError) and exc.basic:
         headers["WWW-Authenticate"] = 'Basic realm="token", charset="UTF-8"'
     return JSONResponse(

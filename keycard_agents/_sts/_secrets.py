@@ -2,6 +2,11 @@
 
 Secrets are stored as ``scrypt$N$r$p$salt$hash`` (RFC 7914 scrypt, base64url
 fields) and compared in constant time. The plaintext never leaves this module.
+
+This module is the one place that knows the hash: :func:`hash_secret`,
+:func:`verify_secret` and :func:`dummy_hash_like` (what an unknown account is checked
+against, so that its answer costs as much as a real one). Swapping the algorithm means
+changing these three functions; callers (``._throttle.CredentialGuard``) only call them.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
-__all__ = ["check_secret_hash_format", "hash_secret", "verify_secret"]
+__all__ = ["check_secret_hash_format", "dummy_hash_like", "hash_secret", "verify_secret"]
 
 _PREFIX = "scrypt"
 _DEFAULT_N = 2**14
@@ -82,3 +88,14 @@ def verify_secret(secret: str, stored: str) -> bool:
     except (ValueError, UnicodeEncodeError):
         return False
     return hmac.compare_digest(candidate, digest)
+
+
+def dummy_hash_like(stored: Iterable[str]) -> str:
+    """A hash of a random secret that costs as much to verify as the costliest of ``stored``.
+
+    Checked against when the account is unknown (or has no secret of this kind), so that
+    the answer takes as long as for a real account: response times do not tell which
+    client ids or user names exist. With no stored hash, the default cost is used.
+    """
+    costs = [_parse(h)[0] for h in stored]
+    return hash_secret(secrets.token_urlsafe(16), cost=max(costs, default=_DEFAULT_N))

@@ -11,7 +11,6 @@ audit record.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,10 +29,17 @@ from keycard_agents._errors import (
 )
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver, KeyStore
+from keycard_agents._logs import get_logger
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
 from keycard_agents._sts._config import TokenServiceConfig
-from keycard_agents._sts._forms import Form, oauth_error_response, read_form, token_response
+from keycard_agents._sts._forms import (
+    Form,
+    audit_reason,
+    oauth_error_response,
+    read_form,
+    token_response,
+)
 from keycard_agents._sts._policy import (
     check_audience,
     check_chain,
@@ -56,7 +62,7 @@ __all__ = [
     "TokenStats",
 ]
 
-logger = logging.getLogger("keycard_agents.sts")
+logger = get_logger("keycard_agents.sts")
 
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
@@ -138,7 +144,7 @@ class _Trail:
             scopes_requested=self.scopes_requested,
             scopes_granted=self.scopes_granted if error is None else None,
             error=None if error is None else error.error,
-            reason=None if error is None else error.error_description,
+            reason=None if error is None else audit_reason(error),
             jti=self.jti if error is None else None,
         )
 
@@ -206,10 +212,11 @@ class TokenEndpoint:
             self.stats.denied += 1
             await self._audit.append(trail.record(self._clock(), error=exc))
             logger.info(
-                "token request denied: grant=%s client=%s error=%s",
+                "token request denied: grant=%s client=%s error=%s reason=%s",
                 trail.grant_type,
                 trail.client_id,
                 exc.error,
+                _short(audit_reason(exc), 300),
             )
             return oauth_error_response(exc)
         self.stats.issued += 1

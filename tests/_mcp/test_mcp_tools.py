@@ -49,11 +49,11 @@ from keycard_agents.sts import TokenService
 pytestmark = pytest.mark.anyio
 
 
-def _malformed_app(resource: str) -> Starlette:
+def _malformed_app(resource: str, issuer: str) -> Starlette:
     """Serves valid RFC 9728 metadata, then JSON-RPC results of the wrong shape."""
 
     async def metadata(request: Request) -> Response:
-        return JSONResponse({"resource": resource, "authorization_servers": []})
+        return JSONResponse({"resource": resource, "authorization_servers": [issuer]})
 
     async def mcp(request: Request) -> Response:
         body = await request.json()
@@ -94,7 +94,7 @@ def world() -> Iterator[World]:
         stack.enter_context(ServerThread(sts.app, port=sts_port))
         stack.enter_context(ServerThread(notes.server.streamable_http_app(), port=notes_port))
         stack.enter_context(ServerThread(rejecting.server.streamable_http_app(), port=reject_port))
-        stack.enter_context(ServerThread(_malformed_app(bad_url), port=bad_port))
+        stack.enter_context(ServerThread(_malformed_app(bad_url, issuer), port=bad_port))
         yield World(sts, issuer, notes, rejecting, down_url, bad_url)
 
 

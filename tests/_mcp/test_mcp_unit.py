@@ -441,6 +441,8 @@ async def test_hand_written_skills_still_run() -> None:
 
 
 class _NoExchange:
+    issuer = "https://sts.test"
+
     async def exchange(self, subject_token: str, **kwargs: Any) -> Any:
         raise AssertionError("no exchange expected")
 

@@ -36,6 +36,12 @@ from keycard_agents.sts import pkce_challenge
 
 pytestmark = pytest.mark.anyio
 
+#: The one answer to a failed client authentication (unknown client, wrong secret or key).
+VAGUE_CLIENT_AUTH = (
+    "client authentication failed: unknown client or wrong credentials (check the client "
+    "id, its secret or signing key, and its registration under [[agents]])"
+)
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -393,69 +399,347 @@ async def _unknown_grant(w: World) -> httpx.Response:
     return await w.post_token({"grant_type": "password", "username": "alice"})
 
 
-CASES: list[tuple[str, Callable[[World], Awaitable[httpx.Response]], int, str]] = [
-    *[(name, _token_case(name), 400, "invalid_request") for name in TOKENS],
-    ("subject aud is another agent", _aud_other_agent, 400, "invalid_request"),
-    ("scope widening", _scope_widening, 400, "invalid_scope"),
-    ("empty scope intersection", _empty_intersection, 400, "invalid_scope"),
-    ("undeclared target", _undeclared_target, 400, "invalid_target"),
-    ("unknown resource", _unknown_resource, 400, "invalid_target"),
-    ("multiple resources", _multiple_resources, 400, "invalid_target"),
-    ("repeated agent in the chain", _repeated_agent, 400, "invalid_request"),
-    ("depth limit exceeded", _depth_exceeded, 400, "invalid_request"),
-    ("may_act names another agent", _may_act_mismatch, 400, "invalid_request"),
-    ("agent may not act first", _may_act_first_false, 400, "unauthorized_client"),
-    ("actor_token without its type", _actor_without_type, 400, "invalid_request"),
-    ("actor token of another agent", _actor_of_other_agent, 400, "invalid_request"),
-    ("user token as actor token", _user_token_as_actor, 400, "invalid_request"),
-    ("replayed client assertion jti", _replayed_jti, 401, "invalid_client"),
-    ("client assertion with wrong aud", _assertion_wrong_aud, 401, "invalid_client"),
-    ("expired client assertion", _assertion_expired, 401, "invalid_client"),
-    ("client assertion lives too long", _assertion_too_long_lived, 401, "invalid_client"),
-    ("client assertion signed by another key", _assertion_other_key, 401, "invalid_client"),
-    ("wrong client secret", _wrong_secret, 401, "invalid_client"),
-    ("no client authentication", _no_client_auth, 401, "invalid_client"),
-    ("two client auth methods", _two_methods, 400, "invalid_request"),
-    ("public client tries token exchange", _public_client_exchange, 400, "unauthorized_client"),
-    ("PKCE verifier mismatch", _pkce_mismatch, 400, "invalid_grant"),
-    ("reused auth code", _reused_code, 400, "invalid_grant"),
-    ("plain PKCE refused at /authorize", _plain_pkce, 303, "invalid_request"),
-    ("unregistered redirect_uri", _authorize_unknown_redirect, 400, "page"),
-    ("unknown grant type", _unknown_grant, 400, "unsupported_grant_type"),
-    ("missing grant type", _raw(b"scope=read"), 400, "invalid_request"),
-    ("malformed form body", _raw(b"grant_type=client_credentials&&junk"), 400, "invalid_request"),
-    ("non-UTF-8 percent escapes", _raw(b"grant_type=%ff%fe"), 400, "invalid_request"),
-    ("raw non-ASCII bytes", _raw(b"grant_type=\xff\xfe"), 400, "invalid_request"),
+#: One row per hostile input: (name, request, HTTP status, OAuth error code, reason). The
+#: reason is the check that refused it: it must appear in the audit record's reason and,
+#: unless the answer is deliberately vague (client authentication: the answer must not
+#: tell which clients exist), in the ``error_description`` sent back.
+CASES: list[tuple[str, Callable[[World], Awaitable[httpx.Response]], int, str, str]] = [
+    *[
+        (name, _token_case(name), 400, "invalid_request", f"subject_token rejected ({check})")
+        for name, (_, check) in TOKENS.items()
+    ],
+    (
+        "subject aud is another agent",
+        _aud_other_agent,
+        400,
+        "invalid_request",
+        "subject_token rejected (audience)",
+    ),
+    (
+        "scope widening",
+        _scope_widening,
+        400,
+        "invalid_scope",
+        "scope 'write' exceeds what may be delegated",
+    ),
+    (
+        "empty scope intersection",
+        _empty_intersection,
+        400,
+        "invalid_scope",
+        "share nothing with what https://b.example/ accepts",
+    ),
+    (
+        "undeclared target",
+        _undeclared_target,
+        400,
+        "invalid_target",
+        "agent 'a' may not call 'https://d.example/api'",
+    ),
+    (
+        "unknown resource",
+        _unknown_resource,
+        400,
+        "invalid_target",
+        "unknown resource 'https://unknown.example/'",
+    ),
+    ("multiple resources", _multiple_resources, 400, "invalid_target", "2 resources requested"),
+    (
+        "repeated agent in the chain",
+        _repeated_agent,
+        400,
+        "invalid_request",
+        "agent 'a' already acted in this chain",
+    ),
+    (
+        "depth limit exceeded",
+        _depth_exceeded,
+        400,
+        "invalid_request",
+        "would be 6 agents deep; max_chain_depth is 5",
+    ),
+    (
+        "may_act names another agent",
+        _may_act_mismatch,
+        400,
+        "invalid_request",
+        "allows only 'c' to act for the user (may_act)",
+    ),
+    (
+        "agent may not act first",
+        _may_act_first_false,
+        400,
+        "unauthorized_client",
+        "agent 'b' may not act first",
+    ),
+    (
+        "actor_token without its type",
+        _actor_without_type,
+        400,
+        "invalid_request",
+        "send actor_token and actor_token_type together",
+    ),
+    (
+        "actor token of another agent",
+        _actor_of_other_agent,
+        400,
+        "invalid_request",
+        "actor_token names agent 'c'",
+    ),
+    (
+        "user token as actor token",
+        _user_token_as_actor,
+        400,
+        "invalid_request",
+        "actor_token rejected (audience)",
+    ),
+    (
+        "replayed client assertion jti",
+        _replayed_jti,
+        401,
+        "invalid_client",
+        "client_assertion jti 'once' was already used",
+    ),
+    (
+        "client assertion with wrong aud",
+        _assertion_wrong_aud,
+        401,
+        "invalid_client",
+        "client_assertion rejected (audience)",
+    ),
+    (
+        "expired client assertion",
+        _assertion_expired,
+        401,
+        "invalid_client",
+        "client_assertion rejected (expired)",
+    ),
+    (
+        "client assertion lives too long",
+        _assertion_too_long_lived,
+        401,
+        "invalid_client",
+        "client_assertion lives longer than 300 s",
+    ),
+    (
+        "client assertion signed by another key",
+        _assertion_other_key,
+        401,
+        "invalid_client",
+        "client_assertion rejected (unknown_key)",
+    ),
+    ("wrong client secret", _wrong_secret, 401, "invalid_client", "wrong client secret for 'b'"),
+    (
+        "no client authentication",
+        _no_client_auth,
+        401,
+        "invalid_client",
+        "client authentication required",
+    ),
+    (
+        "two client auth methods",
+        _two_methods,
+        400,
+        "invalid_request",
+        "more than one client authentication method",
+    ),
+    (
+        "public client tries token exchange",
+        _public_client_exchange,
+        400,
+        "unauthorized_client",
+        "public client 'app' may only use authorization_code",
+    ),
+    (
+        "PKCE verifier mismatch",
+        _pkce_mismatch,
+        400,
+        "invalid_grant",
+        "code_verifier does not match the code_challenge",
+    ),
+    (
+        "reused auth code",
+        _reused_code,
+        400,
+        "invalid_grant",
+        "the code is unknown, expired or already used",
+    ),
+    (
+        "plain PKCE refused at /authorize",
+        _plain_pkce,
+        303,
+        "invalid_request",
+        "code_challenge_method must be S256",
+    ),
+    (
+        "unregistered redirect_uri",
+        _authorize_unknown_redirect,
+        400,
+        "page",
+        "redirect_uri is not registered",
+    ),
+    (
+        "unknown grant type",
+        _unknown_grant,
+        400,
+        "unsupported_grant_type",
+        "grant_type 'password' is not supported",
+    ),
+    (
+        "missing grant type",
+        _raw(b"scope=read"),
+        400,
+        "invalid_request",
+        "missing required parameter 'grant_type'",
+    ),
+    (
+        "malformed form body",
+        _raw(b"grant_type=client_credentials&&junk"),
+        400,
+        "invalid_request",
+        "malformed form body",
+    ),
+    (
+        "non-UTF-8 percent escapes",
+        _raw(b"grant_type=%ff%fe"),
+        400,
+        "invalid_request",
+        "malformed form body",
+    ),
+    (
+        "raw non-ASCII bytes",
+        _raw(b"grant_type=\xff\xfe"),
+        400,
+        "invalid_request",
+        "malformed form body",
+    ),
     (
         "latin-1 charset",
         _raw(b"a=b", "application/x-www-form-urlencoded; charset=latin-1"),
         400,
         "invalid_request",
+        "the form must be UTF-8 encoded",
     ),
-    ("JSON body", _json_body, 400, "invalid_request"),
-    ("huge body", _raw(b"a=" + b"x" * 100_000), 413, "invalid_request"),
-    ("duplicate parameters", _duplicate_params, 400, "invalid_request"),
-    ("wrong subject_token_type", _wrong_subject_type, 400, "invalid_request"),
-    ("refresh token requested", _refresh_token_requested, 400, "invalid_request"),
-    ("malformed may_act", _malformed_may_act, 400, "invalid_request"),
-    ("subject addressed to two audiences", _two_audiences, 400, "invalid_request"),
-    ("missing resource", _missing_resource, 400, "invalid_request"),
-    ("audience naming another target", _audience_names_another_target, 400, "invalid_target"),
-    ("unknown audience name", _unknown_audience_name, 400, "invalid_target"),
-    ("resource differing by a slash", _resource_without_its_slash, 400, "invalid_target"),
-    ("scope of only spaces", _blank_scope, 400, "invalid_request"),
-    ("Bearer credentials at /token", _bearer_header, 400, "invalid_request"),
-    ("malformed Basic credentials", _malformed_basic, 401, "invalid_client"),
-    ("wrong client_assertion_type", _wrong_assertion_type, 400, "invalid_request"),
-    ("client assertion sub differs from iss", _assertion_sub_differs, 401, "invalid_client"),
-    ("client assertion is garbage", _assertion_garbage, 401, "invalid_client"),
-    ("client_credentials with a scope", _client_credentials_with_scope, 400, "invalid_scope"),
+    (
+        "JSON body",
+        _json_body,
+        400,
+        "invalid_request",
+        "send the body as application/x-www-form-urlencoded",
+    ),
+    (
+        "huge body",
+        _raw(b"a=" + b"x" * 100_000),
+        413,
+        "invalid_request",
+        "request body larger than 64 KiB",
+    ),
+    (
+        "duplicate parameters",
+        _duplicate_params,
+        400,
+        "invalid_request",
+        "parameter 'subject_token' is repeated",
+    ),
+    (
+        "wrong subject_token_type",
+        _wrong_subject_type,
+        400,
+        "invalid_request",
+        "subject_token_type must be",
+    ),
+    (
+        "refresh token requested",
+        _refresh_token_requested,
+        400,
+        "invalid_request",
+        "only requested_token_type=",
+    ),
+    ("malformed may_act", _malformed_may_act, 400, "invalid_request", "malformed 'may_act' claim"),
+    (
+        "subject addressed to two audiences",
+        _two_audiences,
+        400,
+        "invalid_request",
+        "subject_token is addressed to [",
+    ),
+    ("missing resource", _missing_resource, 400, "invalid_request", "missing 'resource'"),
+    ("scope of only spaces", _blank_scope, 400, "invalid_request", "scope is empty"),
+    (
+        "Bearer credentials at /token",
+        _bearer_header,
+        400,
+        "invalid_request",
+        "only HTTP Basic client authentication is accepted",
+    ),
+    (
+        "malformed Basic credentials",
+        _malformed_basic,
+        401,
+        "invalid_client",
+        "malformed HTTP Basic credentials",
+    ),
+    (
+        "wrong client_assertion_type",
+        _wrong_assertion_type,
+        400,
+        "invalid_request",
+        "client_assertion_type must be",
+    ),
+    (
+        "client assertion sub differs from iss",
+        _assertion_sub_differs,
+        401,
+        "invalid_client",
+        "client_assertion 'sub' must equal its 'iss'",
+    ),
+    (
+        "client assertion is garbage",
+        _assertion_garbage,
+        401,
+        "invalid_client",
+        "client_assertion has no 'iss' naming the client",
+    ),
+    (
+        "client_credentials with a scope",
+        _client_credentials_with_scope,
+        400,
+        "invalid_scope",
+        "client_credentials tokens carry no scopes here",
+    ),
+    (
+        "audience naming another target",
+        _audience_names_another_target,
+        400,
+        "invalid_target",
+        "2 resources requested",
+    ),
+    (
+        "unknown audience name",
+        _unknown_audience_name,
+        400,
+        "invalid_target",
+        "unknown audience 'nobody'",
+    ),
+    (
+        "resource differing by a slash",
+        _resource_without_its_slash,
+        400,
+        "invalid_target",
+        "the registered resource is 'https://b.example/'",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "case", "status", "error"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "case", "status", "error", "reason"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_hostile_token_request(
-    name: str, case: Callable[[World], Awaitable[httpx.Response]], status: int, error: str
+    name: str,
+    case: Callable[[World], Awaitable[httpx.Response]],
+    status: int,
+    error: str,
+    reason: str,
 ) -> None:
     async with open_world() as w:
         reply = await case(w)
@@ -463,21 +747,25 @@ async def test_hostile_token_request(
         if status == 303:
             query = parse_qs(urlsplit(reply.headers["location"]).query)
             assert query["error"] == [error]
+            assert reason in query["error_description"][0]
             assert query["state"] == ["s"]
             assert "code" not in query
             return
         if error == "page":
-            assert "redirect_uri is not registered" in reply.text
+            assert reason in reply.text
             assert "location" not in reply.headers
             return
         body = reply.json()
         assert body["error"] == error, body
         assert body["error_description"]
         assert reply.headers["cache-control"] == "no-store"
-        # a denial is audited, and no token or secret leaks into the record
+        # a denial is audited with the reason, and no token or secret leaks into the record
         records = await w.service.audit.query()
         denied = [r for r in records if r.decision == "denied"]
         assert denied, name
+        assert reason in (denied[-1].reason or ""), denied[-1].reason
+        if body["error_description"] != VAGUE_CLIENT_AUTH:
+            assert reason in body["error_description"], body
         dumped = denied[-1].model_dump_json()
         assert SECRET_B not in dumped
         assert "eyJ" not in dumped

@@ -1,0 +1,223 @@
+"""Brute-force protection for the token service's credential checks.
+
+RFC 6749 §10.10 (credential guessing: the service must protect against it), RFC 6585 §4
+(``429 Too Many Requests`` with ``Retry-After``, RFC 9110 §10.2.3), RFC 9700 §4.16
+(client authentication). Every check of a client secret, a user's password or the admin
+token goes through one :class:`CredentialGuard`:
+
+- failed checks are counted per source address and per account (client id, user name,
+  admin) in token buckets; an empty bucket answers 429 before any hash is computed;
+- the hash runs in a worker thread, at most ``hash_workers`` at a time, so a flood of
+  wrong secrets never blocks the event loop (token exchanges by ``private_key_jwt``
+  agents, ``/jwks.json`` and the rest keep their latency);
+- an unknown account is checked against a dummy hash as costly as a real one, so the
+  response time does not tell which accounts exist.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import anyio
+import anyio.to_thread
+from starlette.requests import Request
+
+from keycard_agents._errors import OAuthError
+
+from ._config import Limits
+from ._secrets import dummy_hash_like, verify_secret
+
+__all__ = [
+    "CredentialGuard",
+    "DummyHash",
+    "FailureThrottle",
+    "TooManyAttemptsError",
+    "request_source",
+]
+
+_TOO_MANY = (
+    "too many failed attempts from this address or for this account: wait for the "
+    "Retry-After seconds, then check the credential before trying again"
+)
+_BUSY = "the token service is checking too many credentials right now: retry shortly"
+
+
+def request_source(request: Request) -> str | None:
+    """The peer address of ``request`` (the key of per-source limits), or ``None``.
+
+    This is the TCP peer: behind a reverse proxy every client shares the proxy's address.
+    """
+    client = request.client
+    return None if client is None else f"ip:{client.host}"
+
+
+class TooManyAttemptsError(OAuthError):
+    """A credential check refused without being made: HTTP 429 (throttled) or 503 (busy).
+
+    ``retry_after`` is the number of seconds after which an attempt will be considered
+    (the ``Retry-After`` header of the answer).
+    """
+
+    def __init__(self, description: str, *, retry_after: float, status_code: int = 429) -> None:
+        super().__init__("temporarily_unavailable", description, status_code=status_code)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+class FailureThrottle:
+    """Token buckets of failed attempts, one per key, in bounded memory.
+
+    Each key may fail ``limit`` times in a row; a failure costs one token and tokens come
+    back at ``limit / window`` per second. Keys whose bucket is full again are forgotten;
+    beyond ``max_keys`` the least recently touched keys are forgotten first.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        window: float,
+        clock: Callable[[], float],
+        max_keys: int = 100_000,
+    ) -> None:
+        self._limit = float(limit)
+        self._rate = limit / window
+        self._clock = clock
+        self._max = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _level(self, key: str, now: float) -> float:
+        entry = self._buckets.get(key)
+        if entry is None:
+            return self._limit
+        tokens, at = entry
+        return min(self._limit, tokens + max(0.0, now - at) * self._rate)
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` may make an attempt (0 when it may now)."""
+        level = self._level(key, self._clock())
+        return 0.0 if level >= 1.0 else (1.0 - level) / self._rate
+
+    def take(self, key: str) -> None:
+        """Charge one attempt to ``key`` (refunded by :meth:`give_back` on success)."""
+        now = self._clock()
+        self._store(key, self._level(key, now) - 1.0, now)
+
+    def give_back(self, key: str) -> None:
+        now = self._clock()
+        level = self._level(key, now) + 1.0
+        if level >= self._limit:
+            self._buckets.pop(key, None)
+        else:
+            self._store(key, level, now)
+
+    def _store(self, key: str, level: float, now: float) -> None:
+        self._buckets.pop(key, None)  # re-insert: the dict order is least recently touched
+        self._buckets[key] = (level, now)
+        if len(self._buckets) > self._max:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        full = [k for k in self._buckets if self._level(k, now) >= self._limit]
+        for key in full:
+            del self._buckets[key]
+        keep = int(self._max * 0.9)
+        while len(self._buckets) > keep:
+            del self._buckets[next(iter(self._buckets))]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class DummyHash:
+    """What an unknown account is checked against, made on first use (in a worker
+    thread) to cost as much as the costliest of ``stored``."""
+
+    def __init__(self, stored: Iterable[str]) -> None:
+        self._stored = tuple(stored)
+        self._value: str | None = None
+
+    def get(self) -> str:
+        if self._value is None:
+            self._value = dummy_hash_like(self._stored)
+        return self._value
+
+
+def _check_hash(presented: str, stored: str | None, dummy: DummyHash) -> bool:
+    try:
+        ok = verify_secret(presented, stored if stored is not None else dummy.get())
+    except ValueError:
+        return False
+    return ok and stored is not None
+
+
+class CredentialGuard:
+    """Throttled, off-the-event-loop checks of secrets against stored hashes."""
+
+    def __init__(self, limits: Limits, *, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self._by_source = FailureThrottle(
+            limit=limits.failed_auth_per_source, window=limits.failed_auth_window, clock=clock
+        )
+        self._by_account = FailureThrottle(
+            limit=limits.failed_auth_per_account, window=limits.failed_auth_window, clock=clock
+        )
+        self._limiter = anyio.CapacityLimiter(limits.hash_workers)
+
+    def _keys(self, account: str, source: str | None) -> list[tuple[FailureThrottle, str]]:
+        keys = [(self._by_account, account)]
+        if source is not None:
+            keys.append((self._by_source, source))
+        return keys
+
+    @property
+    def waiting(self) -> int:
+        """How many credential checks wait for a free worker right now."""
+        return self._limiter.statistics().tasks_waiting
+
+    @property
+    def running(self) -> int:
+        """How many credential checks run in worker threads right now."""
+        return int(self._limiter.borrowed_tokens)
+
+    def retry_after(self, *, account: str, source: str | None) -> float:
+        """Seconds before ``account`` from ``source`` may try again (0: it may now)."""
+        return max(throttle.wait(key) for throttle, key in self._keys(account, source))
+
+    async def check_hash(
+        self,
+        presented: str,
+        stored: str | None,
+        *,
+        account: str,
+        source: str | None,
+        dummy: DummyHash,
+    ) -> bool:
+        """Whether ``presented`` matches the hash ``stored``; ``stored=None`` (unknown
+        account) costs the same and is ``False``. Raises :class:`TooManyAttemptsError`."""
+        return await self.check(
+            lambda: _check_hash(presented, stored, dummy), account=account, source=source
+        )
+
+    async def check(self, verify: Callable[[], bool], *, account: str, source: str | None) -> bool:
+        """Run ``verify`` in a worker thread if ``account`` and ``source`` may try now.
+
+        A failure is charged to both; a success is not. Raises
+        :class:`TooManyAttemptsError` (429, or 503 when too many checks wait already).
+        """
+        keys = self._keys(account, source)
+        wait = max(throttle.wait(key) for throttle, key in keys)
+        if wait > 0:
+            # Answer late: a guesser that waits for each answer (they all do) slows down to
+            # one attempt per delay and connection, and a sleeping request costs no CPU.
+            await anyio.sleep(self.limits.throttle_delay)
+            raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
+        if self.waiting >= self.limits.hash_queue:
+            raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+        for throttle, key in keys:
+            throttle.take(key)
+        ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+        if ok:
+            for throttle, key in keys:
+                throttle.give_back(key)
+        return ok
