@@ -37,7 +37,7 @@ from keycard_agents._jose._keys import (
     key_fits_algorithm,
     show_untrusted,
 )
-from keycard_agents._jose._profiles import TokenProfile, accepted_types
+from keycard_agents._jose._profiles import TokenProfile, accepted_types, normalize_typ
 from keycard_agents._json import JsonLimitError, loads_bounded
 
 __all__ = [
@@ -72,15 +72,6 @@ def _fail(check: str, message: str) -> InvalidTokenError:
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _normalize_typ(value: str) -> str:
-    value = value.lower()
-    return value[len("application/") :] if value.startswith("application/") else value
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def is_numeric_date(value: object) -> bool:
@@ -306,7 +297,7 @@ async def verify_jwt(
     never contain the token.
     """
     allowed = allowed_algorithms(algorithms)
-    types = {_normalize_typ(t) for t in token_types}
+    types = {normalize_typ(t) for t in token_types}
     claims, _ = await verify_compact(
         token,
         keys=keys,
@@ -366,7 +357,7 @@ async def verify_compact(
     if profiles:  # the types any trusted issuer issues; the issuer's own ones are below
         allowed_types = {*types, *accepted_types(profiles.values())}
     if not (typ is None and None in allowed_types) and (
-        not isinstance(typ, str) or _normalize_typ(typ) not in allowed_types
+        not isinstance(typ, str) or normalize_typ(typ) not in allowed_types
     ):
         ordered = sorted(allowed_types, key=lambda t: t or "")
         expected = " or ".join("no 'typ'" if t is None else repr(t) for t in ordered)
@@ -384,7 +375,7 @@ async def verify_compact(
             f"{', '.join(repr(i) for i in issuers) or 'none'}",
         )
     profile = None if profiles is None else profiles.get(iss)
-    if profiles and profile is None and not (isinstance(typ, str) and _normalize_typ(typ) in types):
+    if profiles and profile is None and not (isinstance(typ, str) and normalize_typ(typ) in types):
         expected = " or ".join(repr(t) for t in sorted(types))
         raise _fail(
             "type", f"token has type {show_untrusted(typ)}; issuer {iss!r} issues {expected}"
