@@ -1,0 +1,124 @@
+"""Security regressions an outside mutation audit showed could ship unnoticed (issue 21).
+
+Each test here fails when the named bug is put back; the docstring says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from server_support import AGENT_URL, ISSUER, EchoAgent, bearer, call_message, rpc
+from starlette.applications import Starlette
+from sts_support import JWT_BEARER, World, open_world
+
+from keycard_agents import AuthenticationError, Principal, create_app
+from keycard_agents._sts._clientauth import ReplayCache  # internal: not a public name
+
+pytestmark = pytest.mark.anyio
+
+
+# -- client-assertion replay --------------------------------------------------------------
+
+
+async def _post_assertion(w: World, assertion: str) -> httpx.Response:
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": assertion,
+    }
+    return await w.post_token(form)
+
+
+async def test_an_assertion_replayed_after_exp_but_inside_the_leeway_is_refused() -> None:
+    """Mutant: the jti is remembered only until ``exp - leeway`` (or ``exp``) while the
+    assertion itself is accepted until ``exp + leeway``: a replay window."""
+    async with open_world() as w:
+        assertion = w.assertion("a", lifetime=60, jti="late-replay")
+        assert (await _post_assertion(w, assertion)).status_code == 200
+        w.clock.advance(75)  # 15 s past exp: still inside the 30 s leeway
+        replay = await _post_assertion(w, assertion)
+        assert replay.status_code == 401, replay.text
+        assert replay.json()["error"] == "invalid_client"
+        records = await w.service.audit.query()
+        assert "client_assertion jti 'late-replay' was already used" in (records[-1].reason or "")
+        w.clock.advance(30)  # now past exp + leeway: refused as expired, not as a replay
+        expired = await _post_assertion(w, assertion)
+        assert expired.status_code == 401
+        records = await w.service.audit.query()
+        assert "already used" not in (records[-1].reason or "")
+
+
+async def test_a_live_assertion_is_still_refused_after_the_replay_sweep() -> None:
+    """Mutant: the periodic sweep (every 30 s) drops live entries."""
+    async with open_world() as w:
+        assertion = w.assertion("a", lifetime=120, jti="swept")
+        assert (await _post_assertion(w, assertion)).status_code == 200
+        w.clock.advance(31)  # the next request sweeps the cache first
+        replay = await _post_assertion(w, assertion)
+        assert replay.status_code == 401, replay.text
+        records = await w.service.audit.query()
+        assert "client_assertion jti 'swept' was already used" in (records[-1].reason or "")
+
+
+def test_the_replay_sweep_drops_expired_entries_and_keeps_live_ones() -> None:
+    """Mutant: the periodic sweep inverted (drops live entries, keeps expired ones)."""
+    now = [1_000_000.0]
+    cache = ReplayCache(clock=lambda: now[0], max_entries=3)
+    assert cache.check_and_remember("a", "live", now[0] + 600)
+    assert cache.check_and_remember("a", "short-1", now[0] + 10)
+    assert cache.check_and_remember("a", "short-2", now[0] + 10)
+    now[0] += 31  # past the sweep interval: the two short entries have expired
+    # a live entry survives the sweep: replaying it is still refused
+    assert not cache.check_and_remember("a", "live", now[0] + 600)
+    # the expired ones were dropped: the cache (3 at most) has room again
+    assert cache.check_and_remember("a", "new-1", now[0] + 600)
+    assert cache.check_and_remember("a", "new-2", now[0] + 600)
+
+
+# -- a verifier's plain AuthenticationError is never an anonymous call ---------------------
+
+
+class _RefusingVerifier:
+    """A custom verifier that refuses with the root authentication error."""
+
+    async def verify(self, token: str, *, audience: str, required_scopes: Any = ()) -> Principal:
+        raise AuthenticationError("this verifier refuses every token")
+
+
+@pytest.fixture
+async def refusing_app() -> AsyncIterator[Starlette]:
+    agent = EchoAgent(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    app = create_app(agent, verifier=_RefusingVerifier())
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def test_any_authentication_failure_is_401_never_anonymous(
+    refusing_app: Starlette,
+) -> None:
+    """Mutant: a verifier raising a plain ``AuthenticationError`` makes the caller
+    anonymous, so the agent's anonymous skill runs for a refused token."""
+    transport = httpx.ASGITransport(app=refusing_app)
+    async with httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as client:
+        message = call_message("ping", {"count": 1})
+        jsonrpc = await client.post(
+            "/", json=rpc("SendMessage", {"message": message}), headers=bearer("a.b.c")
+        )
+        rest = await client.post(
+            "/message:send", json={"message": message}, headers=bearer("a.b.c")
+        )
+        # without a token at all, the anonymous skill does run
+        anonymous = await client.post(
+            "/message:send",
+            json={"message": message},
+            headers={"A2A-Version": "1.0"},
+        )
+    for response in (jsonrpc, rest):
+        assert response.status_code == 401, response.text
+        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+        assert "pong" not in response.text
+    assert anonymous.status_code == 200, anonymous.text
+    assert "pong 1" in anonymous.text
