@@ -5,17 +5,26 @@ Each test here fails when the named bug is put back; the docstring says which.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import ECKey
 from server_support import AGENT_URL, ISSUER, EchoAgent, bearer, call_message, rpc
 from starlette.applications import Starlette
-from sts_support import JWT_BEARER, World, open_world
+from sts_support import JWT_BEARER, SECRET_B, World, open_world
 
-from keycard_agents import AuthenticationError, Principal, create_app
+from keycard_agents import (
+    AuthenticationError,
+    InvalidTokenError,
+    IssuerUnreachableError,
+    Principal,
+    create_app,
+)
 from keycard_agents._sts._clientauth import ReplayCache  # internal: not a public name
+from keycard_agents.auth import JWKSCache, StaticKeys, TrustedIssuer
 
 pytestmark = pytest.mark.anyio
 
@@ -122,3 +131,66 @@ async def test_any_authentication_failure_is_401_never_anonymous(
         assert "pong" not in response.text
     assert anonymous.status_code == 200, anonymous.text
     assert "pong 1" in anonymous.text
+
+
+# -- client authentication ----------------------------------------------------------------
+
+
+async def test_an_unknown_client_id_without_credentials_is_invalid_client() -> None:
+    """Mutant: an unknown ``client_id`` with no credentials is taken for a public client
+    (400 ``unauthorized_client``, and the caller-chosen id lands in the audit)."""
+    async with open_world() as w:
+        reply = await w.post_token({"grant_type": "client_credentials", "client_id": "nobody"})
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["error"] == "invalid_client"
+        records = await w.service.audit.query()
+        assert records[-1].client_id is None  # the unauthenticated id is not recorded
+
+
+async def test_basic_credentials_and_another_form_client_id_are_refused() -> None:
+    """Mutant: HTTP Basic credentials of one client with a form ``client_id`` of another
+    are accepted (as either client)."""
+    async with open_world() as w:
+        basic = base64.b64encode(f"b:{SECRET_B}".encode()).decode()
+        reply = await w.post_token(
+            {"grant_type": "client_credentials", "client_id": "a"},
+            headers={"authorization": f"Basic {basic}"},
+        )
+        assert reply.status_code == 400, reply.text
+        assert reply.json() == {
+            "error": "invalid_request",
+            "error_description": "client_id differs from the Basic credentials",
+        }
+
+
+# -- keys -------------------------------------------------------------------------------
+
+
+def test_static_keys_know_a_key_only_by_its_own_kid() -> None:
+    """Mutant: ``StaticKeys.known`` ignores the ``kid`` (a withdrawn key stays trusted in
+    the verifier's cache)."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    keys = StaticKeys({ISSUER: {"keys": [key.as_dict(private=False)]}})
+    assert keys.known(issuer=ISSUER, kid="k1")
+    assert not keys.known(issuer=ISSUER, kid="k2")
+    assert not keys.known(issuer=ISSUER, kid=None)
+    assert not keys.known(issuer="https://other.test", kid="k1")
+
+
+@pytest.mark.parametrize("status", [203, 204, 301, 302])
+async def test_a_jwks_answer_other_than_200_is_not_a_key_set(status: int) -> None:
+    """Mutant: any 2xx or 3xx answer is read as the JWK Set."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    jwks = {"keys": [key.as_dict(private=False)]}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=jwks, headers={"location": "https://elsewhere.test/"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        cache = JWKSCache(
+            issuers=[TrustedIssuer(ISSUER, jwks_uri=ISSUER + "/jwks.json")],
+            http_client=http,
+            retries=0,
+        )
+        with pytest.raises((IssuerUnreachableError, InvalidTokenError)):
+            await cache.resolve(issuer=ISSUER, kid="k1", alg="ES256")

@@ -214,7 +214,8 @@ class DevUser(_Model):
 
     username: str = Field(min_length=1, max_length=200)
     password_hash: str | None = None
-    password: str | None = Field(default=None, repr=False)
+    # An empty password would let anyone sign in as the user with an empty form field.
+    password: str | None = Field(default=None, min_length=1, repr=False)
     scopes: tuple[str, ...] = ()
 
     @field_validator("scopes")

@@ -83,6 +83,11 @@ def test_bad_resource_names_field_and_file(tmp_path: Path) -> None:
             "exactly one of password_hash or password",
         ),
         (
+            '[[users]]\nusername = "alice"\npassword = ""',
+            "users[0].password",
+            "at least 1 character",
+        ),
+        (
             '[[clients]]\nclient_id = "app"\nredirect_uris = ["http://example.com/cb"]',
             "clients[0].redirect_uris",
             "https",
