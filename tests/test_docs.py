@@ -305,12 +305,18 @@ def test_toml_block_is_a_valid_configuration(block: Block) -> None:
         import tomllib
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
-    parse_config(tomllib.loads(block.code), source=block.where)
+    data = tomllib.loads(block.code)
+    config = parse_config(data, source=block.where)
+    # every registered party in the block is in the parsed configuration
+    assert [a.client_id for a in config.agents] == [a["client_id"] for a in data.get("agents", [])]
+    assert [u.username for u in config.users] == [u["username"] for u in data.get("users", [])]
 
 
 @pytest.mark.parametrize("block", JSONS, ids=ids(JSONS))
 def test_json_block_parses(block: Block) -> None:
-    json.loads(block.code)
+    document = json.loads(block.code)
+    assert isinstance(document, (dict, list)), block.where
+    assert document, block.where
 
 
 # ------------------------------------------------------------------ the two commands

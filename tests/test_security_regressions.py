@@ -6,6 +6,7 @@ Each test here fails when the named bug is put back; the docstring says which.
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from joserfc.jwk import ECKey
 from server_support import AGENT_URL, ISSUER, EchoAgent, bearer, call_message, rpc
 from starlette.applications import Starlette
-from sts_support import JWT_BEARER, SECRET_B, World, open_world
+from sts_support import AT, JWT_BEARER, SECRET_B, A, B, World, open_world
+from sts_support import ISSUER as STS_ISSUER
 
 from keycard_agents import (
     AuthenticationError,
@@ -194,3 +196,68 @@ async def test_a_jwks_answer_other_than_200_is_not_a_key_set(status: int) -> Non
         )
         with pytest.raises((IssuerUnreachableError, InvalidTokenError)):
             await cache.resolve(issuer=ISSUER, kid="k1", alg="ES256")
+
+
+# -- subject and actor tokens at the token service ------------------------------------------
+
+
+def _service_token(w: World, **claims: Any) -> str:
+    """A token signed with the service's own key: only its claims are hostile."""
+    now = int(w.clock())
+    base: dict[str, Any] = {
+        "iss": STS_ISSUER,
+        "sub": "alice",
+        "aud": A,
+        "scope": "read write",
+        "iat": now - 60,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+    }
+    base.update(claims)
+    kept = {name: value for name, value in base.items() if value is not None}
+    return str(w.service.keys.current.sign(kept, typ="at+jwt"))
+
+
+async def test_a_subject_expiring_this_very_second_is_refused() -> None:
+    """Mutant: the service's own expiry check ``exp <= now`` weakened to ``exp < now``
+    (a token whose last second has come would still be delegated)."""
+    async with open_world() as w:
+        now = int(w.clock())
+        w.clock.now = float(now)
+        live = await w.exchange("a", _service_token(w, exp=now + 1), B)
+        assert live.status_code == 200, live.text
+        ending = await w.exchange("a", _service_token(w, exp=now), B)
+        assert ending.status_code == 400, ending.text
+        assert ending.json()["error"] == "invalid_request"
+        assert "subject_token rejected (expired)" in ending.json()["error_description"]
+
+
+def _actor_claims(w: World, **over: Any) -> dict[str, Any]:
+    return {"aud": STS_ISSUER, "sub": "a", "client_id": "a", "scope": None, **over}
+
+
+async def test_an_actor_token_must_name_the_client_in_sub_and_client_id() -> None:
+    """Mutant: the actor-token binding checks ``sub`` only, not ``client_id``."""
+    async with open_world() as w:
+        subject = _service_token(w)
+        own = _service_token(w, **_actor_claims(w))
+        ok = await w.exchange("a", subject, B, actor_token=own, actor_token_type=AT)
+        assert ok.status_code == 200, ok.text
+        borrowed = _service_token(w, **_actor_claims(w, client_id="c"))
+        refused = await w.exchange("a", subject, B, actor_token=borrowed, actor_token_type=AT)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "invalid_request"
+        assert "actor_token names agent 'a'" in refused.json()["error_description"]
+
+
+async def test_an_actor_token_may_not_bring_an_act_chain_of_its_own() -> None:
+    """Mutant: the actor token's own ``act`` claim is accepted (actors it names would
+    enter the chain unchecked)."""
+    async with open_world() as w:
+        chained = _service_token(w, **_actor_claims(w, act={"sub": "c"}))
+        refused = await w.exchange(
+            "a", _service_token(w), B, actor_token=chained, actor_token_type=AT
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == "invalid_request"
+        assert "actor_token rejected" in refused.json()["error_description"]

@@ -179,7 +179,8 @@ async def test_cross_origin_jwks_uri_is_refused(jwks_uri: str) -> None:
 async def test_same_origin_with_explicit_default_port_is_accepted() -> None:
     server = Issuer()
     server.metadata["jwks_uri"] = "https://AS.test:443/jwks"
-    await cache(server).resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    key = await cache(server).resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert key.kid == server.keys[0].kid
 
 
 @pytest.mark.anyio
