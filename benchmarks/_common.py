@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,25 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 # ----------------------------------------------------------------------------- processes
+
+
+def user_token(store: Any, *, issuer: str, audience: str, client_id: str) -> str:
+    """A user token for the benchmarks' token services, signed with their own key store,
+    valid for an hour and naming ``client_id`` as the agent that may act first."""
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": "alice",
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "jti": uuid.uuid4().hex,
+        "scope": "read write",
+        "txn": uuid.uuid4().hex,
+        "may_act": {"sub": client_id},
+    }
+    return str(store.current.sign(claims, typ="at+jwt"))
 
 
 def free_port() -> int:

@@ -22,13 +22,21 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from _common import BENCH_DIR, HOST, Plan, free_port, percentile, running_server, summarize
+from _common import (
+    BENCH_DIR,
+    HOST,
+    Plan,
+    free_port,
+    percentile,
+    running_server,
+    summarize,
+    user_token,
+)
 
 from keycard_agents import WebIdentity
 from keycard_agents._jose._keys import KeyStore
@@ -93,22 +101,7 @@ class _Service:
         ]
         self.config = self.base / "sts.toml"
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        now = int(time.time())
-        self.user_token = store.current.sign(
-            {
-                "iss": self.issuer,
-                "sub": "alice",
-                "aud": A,
-                "iat": now,
-                "nbf": now,
-                "exp": now + 3600,
-                "jti": uuid.uuid4().hex,
-                "scope": "read write",
-                "txn": uuid.uuid4().hex,
-                "may_act": {"sub": "agent-a"},
-            },
-            typ="at+jwt",
-        )
+        self.user_token = user_token(store, issuer=self.issuer, audience=A, client_id="agent-a")
 
     def argv(self) -> list[str]:
         port = str(self.port)

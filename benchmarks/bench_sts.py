@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -30,6 +29,7 @@ from _common import (
     profile_under_load,
     running_servers,
     summarize,
+    user_token,
     write_lines,
     wrk,
 )
@@ -82,22 +82,7 @@ class _Service:
             _config_toml(issuer=self.issuer, alg=alg, key_dir=key_dir, agent_jwk=jwk),
             encoding="utf-8",
         )
-        now = int(time.time())
-        self.user_token = store.current.sign(
-            {
-                "iss": self.issuer,
-                "sub": "alice",
-                "aud": A,
-                "iat": now,
-                "nbf": now,
-                "exp": now + 3600,
-                "jti": uuid.uuid4().hex,
-                "scope": "read write",
-                "txn": uuid.uuid4().hex,
-                "may_act": {"sub": "agent-a"},
-            },
-            typ="at+jwt",
-        )
+        self.user_token = user_token(store, issuer=self.issuer, audience=A, client_id="agent-a")
         self.base = base
 
     def argv(self) -> list[str]:

@@ -5,6 +5,8 @@
 - RFC 9728 §3.1: where a protected resource publishes its metadata.
 - RFC 9728 §3.3 with RFC 3986 §6.2.2-§6.2.3: whether metadata names the same resource.
 - RFC 6454 §4-§5: whether two URLs share an origin (where a token may be sent).
+- RFC 8414 §3.3 / RFC 7519 §4.1.1: issuers compare exactly (with a hint when only a
+  trailing ``/`` differs), and which issuer an RFC 9728 ``authorization_servers`` entry names.
 
 Before writing a URL helper elsewhere, look here.
 """
