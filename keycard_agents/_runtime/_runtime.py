@@ -9,7 +9,11 @@ Lifecycle: SUBMITTED → WORKING → COMPLETED | FAILED | CANCELED, or an interr
 replaying the skill (see :class:`~keycard_agents._agent._context.Context`).
 
 Streams: every status and artifact event of a task is broadcast, in order, to each
-subscriber through its own bounded buffer (``subscriber_buffer`` events). A subscriber
+subscriber through its own bounded buffer (``subscriber_buffer`` events). A stream stays
+open until the task reaches a terminal state (§3.1.6): through INPUT_REQUIRED and
+AUTH_REQUIRED the subscribers wait, parked under the task's id, for the run that the
+client's reply starts (this process's subscribers; a task resumed on another replica is
+the store's to relay). A subscriber
 that falls that far behind is dropped instead of slowing the skill down: its stream ends
 with an :class:`~keycard_agents._a2a.errors.InternalError` saying so, and it can call
 ``SubscribeToTask`` again to resume from the task's current state.
@@ -126,6 +130,7 @@ class _LiveTask:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     save_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    #: Shared with the task's earlier and later runs: parked while the task is interrupted.
     subscribers: list[_Subscriber] = field(default_factory=list)
     cancel_reason: str | None = None
     trace_context: OtelContext | None = None
@@ -228,6 +233,8 @@ class TaskRuntime:
         self._buffer = subscriber_buffer
         self._grace = shutdown_grace
         self._live: dict[str, _LiveTask] = {}
+        #: Subscribers of interrupted tasks, waiting for the run a reply starts.
+        self._parked: dict[str, list[_Subscriber]] = {}
         self._task_group: TaskGroup | None = None
         self._closing = False
 
@@ -271,6 +278,11 @@ class TaskRuntime:
                     await live.done.wait()
         for live in list(self._live.values()):  # a skill that would not stop in time
             self._close_subscribers(live)
+        for subscribers in list(self._parked.values()):
+            for subscriber in subscribers:
+                subscriber.send.close()
+            subscribers.clear()
+        self._parked.clear()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
@@ -363,7 +375,7 @@ class TaskRuntime:
             live.record.size += _json_size(message)
         event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
         self._publish(live, StreamResponse(status_update=event))
-        if state.is_terminal or state.is_interrupted:
+        if state.is_terminal:
             self._close_subscribers(live)
         await self._persist(live)
 
@@ -392,13 +404,27 @@ class TaskRuntime:
 
     def _subscribe(self, live: _LiveTask) -> tuple[Task, _Subscriber, _Receive]:
         """Snapshot and registration in one synchronous step: no event is missed or doubled."""
-        send, receive = anyio.create_memory_object_stream[StreamResponse](self._buffer)
-        subscriber = _Subscriber(send)
-        live.subscribers.append(subscriber)
+        subscriber, receive = self._register(live.subscribers)
         return _view(live.record.task, history_length=None), subscriber, receive
 
+    def _register(self, subscribers: list[_Subscriber]) -> tuple[_Subscriber, _Receive]:
+        send, receive = anyio.create_memory_object_stream[StreamResponse](self._buffer)
+        subscriber = _Subscriber(send)
+        subscribers.append(subscriber)
+        return subscriber, receive
+
+    def _park(self, live: _LiveTask) -> None:
+        """Keep an interrupted task's subscribers for the run the client's reply starts."""
+        if live.subscribers:
+            self._parked[live.record.task.id] = live.subscribers
+
     async def _drain(
-        self, live: _LiveTask, snapshot: Task, subscriber: _Subscriber, receive: _Receive
+        self,
+        task_id: str,
+        subscribers: list[_Subscriber],
+        snapshot: Task,
+        subscriber: _Subscriber,
+        receive: _Receive,
     ) -> AsyncGenerator[StreamResponse, None]:
         """The snapshot, then the subscriber's events; always unregisters and closes."""
         try:
@@ -407,12 +433,14 @@ class TaskRuntime:
                 async for event in receive:
                     yield event
         finally:
-            if subscriber in live.subscribers:
-                live.subscribers.remove(subscriber)
+            if subscriber in subscribers:
+                subscribers.remove(subscriber)
+            if not subscribers and self._parked.get(task_id) is subscribers:
+                del self._parked[task_id]
             subscriber.send.close()
         if subscriber.overflowed:
             raise InternalError(
-                f"the event stream of task {live.record.task.id} fell more than "
+                f"the event stream of task {task_id} fell more than "
                 f"{self._buffer} events behind and was closed; subscribe again to resume"
             )
 
@@ -490,7 +518,10 @@ class TaskRuntime:
                 await self._set_status(live, state, message)
                 await self._record_served(live, skill, state, text, started)
         finally:
-            self._close_subscribers(live)
+            if task.status.state.is_interrupted and not self._closing:
+                self._park(live)
+            else:
+                self._close_subscribers(live)
             self._live.pop(task.id, None)
             live.done.set()
 
@@ -528,6 +559,12 @@ class TaskRuntime:
         size = self._check_message(message)
         if message.task_id:
             record = await self._owned(message.task_id, caller)
+            finishing = self._live.get(record.task.id)
+            if finishing is not None and record.state.is_interrupted:
+                # The run has published its interruption and is saving it: a reply sent
+                # as soon as a stream shows INPUT_REQUIRED waits for that, then resumes.
+                await finishing.done.wait()
+                record = await self._owned(message.task_id, caller)
             if record.task.id in self._live or not record.state.is_interrupted:
                 state = record.state.value
                 raise UnsupportedOperationError(
@@ -584,7 +621,12 @@ class TaskRuntime:
                 await self.store.save(record)
                 raise InternalError("the agent is shutting down; the task was not started")
         # No await since the checks above: registering the live task is atomic with them.
-        live = _LiveTask(record=record, caller=caller, trace_context=otel_context.get_current())
+        live = _LiveTask(
+            record=record,
+            caller=caller,
+            trace_context=otel_context.get_current(),
+            subscribers=self._parked.pop(record.task.id, []),
+        )
         self._live[record.task.id] = live
         subscription = self._subscribe(live) if subscribe else None
         assert self._task_group is not None
@@ -610,7 +652,8 @@ class TaskRuntime:
         live, subscription = await self._start(request, caller, subscribe=True)
         assert subscription is not None
         snapshot, subscriber, receive = subscription
-        async with aclosing(self._drain(live, snapshot, subscriber, receive)) as events:
+        drain = self._drain(live.record.task.id, live.subscribers, snapshot, subscriber, receive)
+        async with aclosing(drain) as events:
             async for event in events:
                 yield event
 
@@ -662,7 +705,7 @@ class TaskRuntime:
             raise TaskNotCancelableError(
                 f"task {record.task.id} is already {record.state.value} and cannot be canceled"
             )
-        idle = _LiveTask(record=record)
+        idle = _LiveTask(record=record, subscribers=self._parked.pop(record.task.id, []))
         await self._set_status(
             idle, TaskState.CANCELED, self._agent_message(record.task, CANCELED_BY_CLIENT)
         )
@@ -671,17 +714,32 @@ class TaskRuntime:
     async def subscribe(
         self, request: SubscribeToTaskRequest, *, caller: Caller
     ) -> AsyncGenerator[StreamResponse, None]:
-        """``SubscribeToTask``: the Task now, then its events until it stops."""
+        """``SubscribeToTask``: the Task now, then its events until it is terminal (§3.1.6).
+
+        An interrupted task's stream stays open: it carries the run that the client's
+        reply starts, through any further interruption, until the task ends.
+        """
         record = await self._owned(request.id, caller)
         if record.state.is_terminal:
             raise UnsupportedOperationError(
                 f"task {record.task.id} is {record.state.value}; there is nothing to subscribe to"
             )
-        live = self._live.get(record.task.id)
-        if live is None:  # interrupted: nothing runs until the client sends a message
-            yield StreamResponse(task=_view(record.task, history_length=None))
-            return
-        snapshot, subscriber, receive = self._subscribe(live)
-        async with aclosing(self._drain(live, snapshot, subscriber, receive)) as events:
+        task_id = record.task.id
+        live = self._live.get(task_id)
+        if live is not None:
+            subscribers = live.subscribers
+            snapshot, subscriber, receive = self._subscribe(live)
+        else:  # interrupted: wait, parked, for the run the client's reply starts
+            subscribers = self._parked.setdefault(task_id, [])
+            subscriber, receive = self._register(subscribers)
+            # The record may have been read before a reply resumed and finished the task:
+            # read it again now that the subscriber is registered (a run the reply starts
+            # from here on takes the parked subscribers with it).
+            latest = await self.store.get(task_id)
+            if latest is None or latest.state.is_terminal:
+                subscriber.send.close()
+            snapshot = _view((latest or record).task, history_length=None)
+        drain = self._drain(task_id, subscribers, snapshot, subscriber, receive)
+        async with aclosing(drain) as events:
             async for event in events:
                 yield event

@@ -349,8 +349,10 @@ async def test_input_required_then_resumed_by_the_reply() -> None:
         assert task.status.state is TaskState.INPUT_REQUIRED
         assert status_text(task) == "Who is the trip for?"
         assert [m.role for m in task.history] == [Role.USER, Role.AGENT]
-        only_task = await drain(runtime.subscribe(SubscribeToTaskRequest(id=task.id), caller=ALICE))
-        assert kinds(only_task) == ["task:INPUT_REQUIRED"]
+        # §3.1.6: the subscription stays open through INPUT_REQUIRED until the task ends.
+        subscription = runtime.subscribe(SubscribeToTaskRequest(id=task.id), caller=ALICE)
+        first = await subscription.__anext__()
+        assert kinds([first]) == ["task:INPUT_REQUIRED"]
         with pytest.raises(TaskNotFoundError):
             await send(runtime, request(say="mallory", task_id=task.id), BOB)
         with pytest.raises(InvalidParamsError, match="contextId"):
@@ -360,10 +362,70 @@ async def test_input_required_then_resumed_by_the_reply() -> None:
         assert done.status.state is TaskState.COMPLETED
         assert done.artifacts[0].parts == [Part(text="trip for alice")]
         assert [m.role for m in done.history] == [Role.USER, Role.AGENT, Role.USER]
+        with anyio.fail_after(10):
+            rest = await drain(subscription)
+        assert kinds(rest) == ["status:WORKING", "artifact:ask result", "status:COMPLETED"]
         with pytest.raises(UnsupportedOperationError, match="does not accept messages"):
             await send(runtime, request(say="again", task_id=task.id))
         with pytest.raises(UnsupportedOperationError):
             await runtime.subscribe(SubscribeToTaskRequest(id=task.id), caller=ALICE).__anext__()
+
+
+class TwoQuestions(Agent):
+    name = "two-questions"
+
+    def __init__(self) -> None:
+        super().__init__(url="http://127.0.0.1:9003")
+
+    @skill(scopes=["work"])
+    async def plan(self, ctx: Context) -> str:
+        who = await ctx.ask_input("Who travels?")
+        await ctx.require_auth("Consent to book is needed")
+        return f"booked for {who}"
+
+
+async def test_streams_stay_open_through_every_interruption_until_terminal() -> None:
+    runtime = TaskRuntime(TwoQuestions())
+    async with runtime.running():
+        stream = runtime.stream_message(request("plan"), caller=ALICE)
+        seen = [await stream.__anext__(), await stream.__anext__(), await stream.__anext__()]
+        assert kinds(seen) == ["task:SUBMITTED", "status:WORKING", "status:INPUT_REQUIRED"]
+        assert seen[0].task is not None
+        task_id = seen[0].task.id
+        watcher = runtime.subscribe(SubscribeToTaskRequest(id=task_id), caller=ALICE)
+        assert kinds([await watcher.__anext__()]) == ["task:INPUT_REQUIRED"]
+        reply = await send(runtime, request(say="alice", task_id=task_id))
+        assert reply.status.state is TaskState.AUTH_REQUIRED
+        done = await send(runtime, request(say="granted", task_id=task_id))
+        assert done.status.state is TaskState.COMPLETED
+        with anyio.fail_after(10):
+            rest_of_stream = await drain(stream)
+            rest_of_watcher = await drain(watcher)
+    after_input = [
+        "status:WORKING",
+        "status:AUTH_REQUIRED",
+        "status:WORKING",
+        "artifact:plan result",
+        "status:COMPLETED",
+    ]
+    assert kinds(rest_of_stream) == after_input
+    assert kinds(rest_of_watcher) == after_input
+
+
+async def test_canceling_an_interrupted_task_ends_its_waiting_streams() -> None:
+    runtime = TaskRuntime(Worker())
+    async with runtime.running():
+        task = await send(runtime, request("ask", topic="trip"))
+        watcher = runtime.subscribe(SubscribeToTaskRequest(id=task.id), caller=ALICE)
+        assert kinds([await watcher.__anext__()]) == ["task:INPUT_REQUIRED"]
+        await runtime.cancel_task(CancelTaskRequest(id=task.id), caller=ALICE)
+        with anyio.fail_after(10):
+            assert kinds(await drain(watcher)) == ["status:CANCELED"]
+        other = await send(runtime, request("ask", topic="dinner"))
+        parked = runtime.subscribe(SubscribeToTaskRequest(id=other.id), caller=ALICE)
+        assert kinds([await parked.__anext__()]) == ["task:INPUT_REQUIRED"]
+    with anyio.fail_after(10):  # shutting down ends the streams that still wait
+        assert await drain(parked) == []
 
 
 async def test_auth_required_then_resumed() -> None:
