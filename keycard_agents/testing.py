@@ -81,6 +81,14 @@ def client_id_for(agent: Agent) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", agent.agent_name).strip("-").lower() or "agent"
 
 
+def _dependency_target(target: str | None, urls: Mapping[str, str]) -> str:
+    """The resource a dependency is registered under: a registered agent's URL exactly as
+    the agent has it (its RFC 9728 ``resource``, which tokens are asked for), whether or
+    not the dependency spells it with a trailing "/"; any other target without that "/"."""
+    bare = (target or "").rstrip("/")
+    return next((url for url in urls if url.rstrip("/") == bare), bare)
+
+
 class LocalTokenService:
     """The embedded token service configured for a set of agents, with test credentials.
 
@@ -124,7 +132,7 @@ class LocalTokenService:
             for skill in agent.skills.values():
                 accepted[str(agent.url)].update(dict.fromkeys(skill.scopes))
             for dependency in agent.dependencies:
-                target = (dependency.target or "").rstrip("/")
+                target = _dependency_target(dependency.target, urls)
                 if not target:
                     continue
                 bucket = accepted if target in urls else extra
@@ -164,7 +172,9 @@ class LocalTokenService:
             self._secrets[client_id] = secret
             targets = tuple(
                 dict.fromkeys(
-                    d.target.rstrip("/") for d in agent.dependencies if d.target is not None
+                    _dependency_target(d.target, urls)
+                    for d in agent.dependencies
+                    if d.target is not None
                 )
             )
             authentication: dict[str, Any] = {

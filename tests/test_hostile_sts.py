@@ -8,6 +8,11 @@ refused it. Rows cover client authentication, the exchange policy, sign-in
 Every row must be refused (nothing is accepted: no token, no code, no audit data) and
 nothing may answer 5xx.
 
+A reason names one check, in one layer: where two layers refuse the same request (the
+verifier's audience check and the policy's audience chaining), the reason is the first
+layer's, and another row reaches the second; so a check dropped from one layer cannot
+hide behind the other.
+
 To add an attack, add a :class:`Row`. ``where`` says where the reason must show:
 
 - ``"body"``: the JSON ``error_description`` (and the audit record, for ``/token``);
@@ -201,7 +206,7 @@ def with_assertion(make: Callable[[World], str], **extra: Value) -> dict[str, Va
 
 
 def user_token(
-    aud: str = A, scopes: tuple[str, ...] = ("read", "write"), **extra: Any
+    aud: str | list[str] = A, scopes: tuple[str, ...] = ("read", "write"), **extra: Any
 ) -> Callable[[World], str]:
     def make(w: World) -> str:
         now = int(w.clock())
@@ -529,7 +534,10 @@ EXCHANGES = [
         exchange(subject=user_token(iss="https://evil.example")), 400, "invalid_request",
         "subject_token rejected (issuer)"),
     Row("subject sent to another agent", exchange(subject=user_token(aud=C)), 400,
-        "invalid_request", "an agent may only exchange tokens that were sent to it"),
+        "invalid_request", "subject_token rejected (audience)"),
+    Row("subject sent to this agent and another",
+        exchange(subject=user_token(aud=[A, C])), 400, "invalid_request",
+        f"subject_token is addressed to {[A, C]!r}, not to agent 'a'"),
     Row("subject token is a client assertion", exchange(subject=assertion(aud=A)), 400,
         "invalid_request", "subject_token rejected (type)"),
     Row("scope widening", exchange(subject=user_token(scopes=("read",)), scope="read write"), 400,
@@ -540,7 +548,9 @@ EXCHANGES = [
     Row("undeclared target", exchange(resource=D), 400, "invalid_target",
         "agent 'a' may not call 'https://d.example/api'"),
     Row("unknown target", exchange(resource="https://unknown.example/"), 400, "invalid_target",
-        "unknown resource 'https://unknown.example/'"),
+        "unknown resource 'https://unknown.example/': register it"),
+    Row("target differing by a slash", exchange(resource=B.rstrip("/")), 400, "invalid_target",
+        f"the registered resource is {B!r}"),
     Row("two targets", two_targets, 400, "invalid_target", "2 resources requested"),
     Row("loop back to an agent",
         exchange(subject=user_token(act={"sub": "b", "act": {"sub": "a"}})), 400, "invalid_request",
@@ -582,8 +592,8 @@ SIGN_IN = [
         "the authorization request is malformed", "page"),
     Row("implicit flow requested", authorize_get(response_type="token"), 303,
         "unsupported_response_type", "only response_type=code is supported", "redirect"),
-    Row("no PKCE", authorize_get(code_challenge=None), 303, "invalid_request", "PKCE is required",
-        "redirect"),
+    Row("no PKCE", authorize_get(code_challenge=None), 303, "invalid_request",
+        "PKCE is required: send code_challenge", "redirect"),
     Row("plain PKCE", authorize_get(code_challenge=VERIFIER, code_challenge_method="plain"), 303,
         "invalid_request", "code_challenge_method must be S256", "redirect"),
     Row("malformed code challenge", authorize_get(code_challenge="short"), 303, "invalid_request",

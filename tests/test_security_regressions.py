@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from delegation_support import USER_SCOPES, chain_agents
 from joserfc.jwk import ECKey
 from server_support import AGENT_URL, ISSUER, EchoAgent, bearer, call_message, rpc
 from starlette.applications import Starlette
@@ -19,6 +20,7 @@ from sts_support import AT, JWT_BEARER, SECRET_B, A, B, World, open_world
 from sts_support import ISSUER as STS_ISSUER
 
 from keycard_agents import (
+    AgentMount,
     AuthenticationError,
     InvalidTokenError,
     IssuerUnreachableError,
@@ -27,6 +29,7 @@ from keycard_agents import (
 )
 from keycard_agents._sts._clientauth import ReplayCache  # internal: not a public name
 from keycard_agents.auth import JWKSCache, StaticKeys, TrustedIssuer
+from keycard_agents.testing import LocalTokenService, open_local_agents
 
 pytestmark = pytest.mark.anyio
 
@@ -261,3 +264,30 @@ async def test_an_actor_token_may_not_bring_an_act_chain_of_its_own() -> None:
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"] == "invalid_request"
         assert "actor_token rejected" in refused.json()["error_description"]
+
+
+# -- the token is asked for the target's RFC 9728 resource, not its URL --------------------
+
+
+async def test_a_dependency_token_is_asked_for_the_targets_resource_not_its_url() -> None:
+    """Mutant: ``AgentHandle`` requests the token for the dependency's URL instead of the
+    ``resource`` its RFC 9728 metadata names. Collector is mounted under a path and its
+    resource (the URL it was configured with) ends in ``/``; the dependency handle strips
+    that ``/`` from the URL it calls, so only the metadata's ``resource`` is registered at
+    the token service and accepted as the audience."""
+    collector_url = "http://127.0.0.1:9103/agents/collector/"
+    agents = chain_agents(c_url=collector_url)
+    sts = LocalTokenService(agents=agents.all)
+    async with open_local_agents(sts, agents.all) as net:
+        # Serve Collector's app under its mount path, as a parent application would.
+        parent = Starlette()
+        parent.router.routes.append(AgentMount("/agents/collector", net.apps[collector_url]))
+        net.router.add(collector_url, httpx.ASGITransport(app=parent))
+        token = sts.mint_user_token("alice", audience=agents.front, scopes=USER_SCOPES)
+        async with net.client(agents.front, token=token) as client:
+            result = await client.call("start")
+        collector = result["below"]["below"]
+        assert collector["aud"] == [collector_url]
+        assert collector["actors"] == ["middle", "front"]
+        records = await sts.audit(txn=collector["txn"])
+        assert [r.target for r in records if r.decision == "issued"][-1] == collector_url

@@ -261,6 +261,9 @@ class AgentClient:
         if timeout <= 0:
             raise ConfigurationError("timeout must be positive", setting="timeout")
         self.url = url.rstrip("/")
+        # The resource identifier is the URL as given: ``/a/`` and ``/a`` are different
+        # resources (RFC 9728 §3.3), although requests go below either without the "/".
+        self._resource = url
         self._auth: httpx.Auth = auth or _BearerAuth(token, token_provider)
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient()
@@ -312,7 +315,7 @@ class AgentClient:
         path).
         """
         candidates = [resource_metadata_url_under(self.url)]
-        standard = protected_resource_metadata_url(self.url)
+        standard = protected_resource_metadata_url(self._resource)
         if standard != candidates[0]:
             candidates.append(standard)
         for index, url in enumerate(candidates):
@@ -322,7 +325,7 @@ class AgentClient:
                 if exc.status == 404 and index + 1 < len(candidates):
                     continue
                 raise
-            return parse_metadata(data, url=url, expected=self.url)
+            return parse_metadata(data, url=url, expected=self._resource)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     async def _endpoint(self) -> str:

@@ -304,7 +304,7 @@ class AgentHandle:
         self._scopes = tuple(scopes)
         self.auth = DelegatedAuth(tokens, resource=self._checked_resource, scopes=scopes)
         self.client = AgentClient(
-            self.url,
+            url,  # as declared: the resource its metadata must name (RFC 9728 §3.3)
             auth=self.auth,
             http_client=http_client,
             card_cache=card_cache,

@@ -316,6 +316,25 @@ async def test_crit_header_is_refused(es256: SigningKey, keys: StaticKeys) -> No
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "extension",
+    [{"b64": True, "crit": ["b64"]}, {"b64": True}, {"crit": ["exp"], "exp": NOW + 300}],
+    ids=["b64-critical", "b64", "crit"],
+)
+async def test_jws_extensions_are_refused_even_when_correctly_signed(
+    extension: dict[str, Any], es256: SigningKey, keys: StaticKeys
+) -> None:
+    """RFC 7515 §4.1.11 / RFC 7797: a header that needs an extension understood (``crit``,
+    ``b64``) is refused, even though the signature is good and the payload is unchanged."""
+    header = {"alg": "ES256", "kid": es256.kid, "typ": "at+jwt", **extension}
+    signing_input = f"{b64json(header)}.{b64json(claims())}"
+    signature = jws_registry(("ES256",)).get_alg("ES256").sign(signing_input.encode(), es256.key)
+    token = f"{signing_input}.{b64(signature)}"
+    message = await expect_check("malformed", token, keys)
+    assert "crit/b64" in message
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", ["sub", "aud", "exp", "iat", "jti"])
 async def test_missing_required_claim(name: str, es256: SigningKey, keys: StaticKeys) -> None:
     token = es256.sign(claims(**{name: None}), typ="at+jwt")
