@@ -52,6 +52,20 @@ def _all_scopes(agent: Agent) -> list[str]:
     return list(scopes)
 
 
+def chain_scopes(agent: Agent) -> list[str]:
+    """What a caller's token needs for the whole chain: the skills' scopes, then the
+    scopes the agent delegates to its dependencies.
+
+    A delegated token's scopes are a subset of the subject token's (RFC 8693 §2.1, our
+    profile), so a user token without a dependency's scopes fails at the first exchange;
+    RFC 9728 ``scopes_supported`` lists them all so a client can request them at sign-in.
+    """
+    scopes = dict.fromkeys(_all_scopes(agent))
+    for dependency in agent.dependencies:
+        scopes.update(dict.fromkeys(dependency.scopes))
+    return list(scopes)
+
+
 def _token_service(
     agent: Agent,
     issuer: str | None,
@@ -209,7 +223,8 @@ def protected_resource_metadata(
 ) -> dict[str, Any]:
     """RFC 9728 §2 metadata for the agent as a protected resource.
 
-    ``resource`` defaults to ``agent.url``, ``authorization_servers`` to ``[agent.issuer]``.
+    ``resource`` defaults to ``agent.url``, ``authorization_servers`` to ``[agent.issuer]``;
+    ``scopes_supported`` is :func:`chain_scopes` (what a caller needs for the whole chain).
     """
     resource = resource or agent.url
     if not resource:
@@ -222,7 +237,7 @@ def protected_resource_metadata(
     metadata: dict[str, Any] = {
         "resource": resource,
         "authorization_servers": list(authorization_servers),
-        "scopes_supported": _all_scopes(agent),
+        "scopes_supported": chain_scopes(agent),
         "bearer_methods_supported": ["header"],
         "resource_name": agent.agent_name,
     }

@@ -84,23 +84,43 @@ class AgentDependency(Dependency):
 
 @dataclass(frozen=True, init=False)
 class McpDependency(Dependency):
-    """An MCP server reached over streamable HTTP at ``url``."""
+    """An MCP server reached over streamable HTTP at ``url``.
+
+    ``resource`` is its RFC 8707 resource identifier (the audience of the tokens it is
+    sent). Leave it unset to read it from the server's RFC 9728 metadata; set it when the
+    server publishes none (no metadata is fetched then).
+    """
 
     kind: ClassVar[str] = "mcp"
     url: str
+    resource: str | None
 
     def __init__(
-        self, name: str, *, url: str, scopes: Sequence[str] = (), description: str | None = None
+        self,
+        name: str,
+        *,
+        url: str,
+        scopes: Sequence[str] = (),
+        description: str | None = None,
+        resource: str | None = None,
     ) -> None:
         super().__init__(name, scopes=scopes, description=description)
+        if resource is not None and not resource:
+            raise ConfigurationError(
+                f"MCP dependency {name!r}: resource must be a URL or None", setting="resource"
+            )
         object.__setattr__(self, "url", url)
+        object.__setattr__(self, "resource", resource)
 
     @property
     def target(self) -> str:
         return self.url
 
     def to_params(self) -> dict[str, Any]:
-        return {**super().to_params(), "url": self.url}
+        params = {**super().to_params(), "url": self.url}
+        if self.resource is not None:
+            params["resource"] = self.resource
+        return params
 
 
 @dataclass(frozen=True, init=False)

@@ -151,7 +151,13 @@ class DelegationDependency(BaseModel):
     url: str | None = Field(
         default=None, description="agent: its URL (optional, else resolved by name); mcp: required."
     )
-    resource: str | None = Field(default=None, description="http: its resource URL (RFC 8707).")
+    resource: str | None = Field(
+        default=None,
+        description=(
+            "http: its resource URL (RFC 8707); mcp: optional, its resource when it "
+            "publishes no RFC 9728 metadata."
+        ),
+    )
 
 
 class DelegationSkill(BaseModel):

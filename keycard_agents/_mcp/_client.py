@@ -275,12 +275,11 @@ class McpConnector:
         return self._trusted if self._trusted is not None else (self._exchange.issuer,)
 
     async def resource(self, dependency: McpDependency) -> str:
-        """The MCP server's resource identifier: declared (``McpServer(resource=...)``, the
+        """The MCP server's resource identifier: declared (``McpDependency(resource=...)``, the
         operator's word, no metadata fetched), or from its RFC 9728 metadata once that
         names an authorization server this agent trusts."""
-        explicit: str | None = getattr(dependency, "resource", None)
-        if explicit:
-            return explicit
+        if dependency.resource:
+            return dependency.resource
         cached = self._resources.get(dependency.url)
         if cached is None:
             found = await discover_resource(

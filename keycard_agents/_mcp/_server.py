@@ -20,20 +20,26 @@ import json
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import mcp_types
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from keycard_agents._a2a.errors import A2AError
 from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
 from keycard_agents._agent._agent import Agent, Skill
+from keycard_agents._agent._card import protected_resource_metadata
 from keycard_agents._agent._context import DelegationProvider
+from keycard_agents._delegation._provider import delegation_for
 from keycard_agents._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -43,6 +49,7 @@ from keycard_agents._errors import (
 from keycard_agents._jose._principal import Principal
 from keycard_agents._logs import get_logger
 from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._oauth._urls import protected_resource_metadata_url
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 
@@ -177,20 +184,27 @@ class AgentMcpServer(MCPServer[Any]):
         stdio_token: str | None = None,
         name: str | None = None,
         instructions: str | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.agent = agent
         self.runtime = runtime
+        self.bearer = bearer
+        self.issuers = [issuer] if issuer else []
         self._bearer = bearer
         self._stdio_token = stdio_token
         _tool_names(list(agent.skills.values()))  # a name clash surfaces at startup
 
         @asynccontextmanager
         async def lifespan(_: MCPServer[Any]) -> AsyncIterator[Any]:
-            if not run_runtime:
-                yield {}
-                return
-            async with runtime.running():
-                yield {}
+            try:
+                if not run_runtime:
+                    yield {}
+                    return
+                async with runtime.running():
+                    yield {}
+            finally:
+                if on_close is not None:
+                    await on_close()
 
         auth = None
         if authenticate:
@@ -298,12 +312,16 @@ def create_mcp_server(
     default ``agent.url``). ``verifier`` verifies bearer tokens (default: a
     ``TokenVerifier`` trusting ``issuer``, default ``agent.issuer``). ``runtime`` runs the
     skills (default: a new ``TaskRuntime(agent, delegation=delegation)`` started by the
-    server's lifespan; pass the A2A app's runtime to share tasks with it).
+    server's lifespan; pass the A2A app's runtime to share tasks with it). ``delegation``
+    defaults, as in ``create_app``, to the agent's own RFC 8693 exchange client
+    (``agent.credential`` and ``agent.issuer``, else the environment), closed with the
+    server's lifespan.
     ``authenticate=False`` serves without tokens (stdio for local clients, where
     ``stdio_token`` can still name the user; see the module docstring).
     """
     issuer = issuer or agent.issuer
     bearer: McpBearerVerifier | None = None
+    closers: list[Callable[[], Awaitable[None]]] = []  # what this function opened
     if authenticate or stdio_token is not None:
         resource = (resource or agent.url or "").rstrip("/") or None
         if resource is None:
@@ -319,10 +337,16 @@ def create_mcp_server(
                     setting="issuer",
                 )
 
-            verifier = TokenVerifier(issuers=[issuer])
+            default_verifier = TokenVerifier(issuers=[issuer])
+            closers.append(default_verifier.aclose)
+            verifier = default_verifier
         bearer = McpBearerVerifier(verifier, resource=resource)
     run_runtime = runtime is None
     if runtime is None:
+        if delegation is None:
+            owned = delegation_for(agent)
+            closers.append(owned.aclose)
+            delegation = owned
         runtime = TaskRuntime(agent, delegation=delegation)
     return AgentMcpServer(
         agent,
@@ -334,7 +358,16 @@ def create_mcp_server(
         stdio_token=stdio_token,
         name=name,
         instructions=instructions,
+        on_close=_close_all(closers),
     )
+
+
+def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        for closer in reversed(closers):
+            await closer()
+
+    return close
 
 
 def mcp_app(server: AgentMcpServer, *, path: str = "/mcp", **options: Any) -> Starlette:
@@ -344,7 +377,38 @@ def mcp_app(server: AgentMcpServer, *, path: str = "/mcp", **options: Any) -> St
     app). ``options`` go to ``MCPServer.streamable_http_app`` (``json_response``,
     ``stateless_http``, ``transport_security``, ...).
     """
-    return server.streamable_http_app(streamable_http_path=path, **options)
+    app = server.streamable_http_app(streamable_http_path=path, **options)
+    bearer = server.bearer
+    if bearer is not None and server.settings.auth is not None:
+        # The SDK's metadata lists only scopes every call requires; ours lists what a
+        # caller needs for the whole chain (RFC 9728 §2 scopes_supported) and names the
+        # issuer exactly as configured (RFC 8414 §3.3 compares it as a string).
+        metadata = protected_resource_metadata(
+            server.agent, resource=bearer.resource, authorization_servers=server.issuers
+        )
+        well_known = urlsplit(protected_resource_metadata_url(bearer.resource)).path
+        app.router.routes[:] = [
+            r for r in app.router.routes if getattr(r, "path", None) != well_known
+        ]
+        app.router.routes.append(
+            Route(well_known, _metadata_endpoint(metadata), methods=["GET", "OPTIONS"])
+        )
+    return app
+
+
+def _metadata_endpoint(metadata: Mapping[str, Any]) -> Callable[[Request], Awaitable[Response]]:
+    cors = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "GET, OPTIONS",
+        "Access-Control-Allow-Headers": "mcp-protocol-version",
+    }
+
+    async def handle(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=cors)
+        return JSONResponse(metadata, headers={**cors, "Cache-Control": "public, max-age=300"})
+
+    return handle
 
 
 STDIO_TOKEN_ENV = "KEYCARD_AGENTS_MCP_TOKEN"  # noqa: S105 - the variable's name

@@ -51,7 +51,6 @@ class McpServer(McpDependency):
     to call the tool skills; ``expose_tools=False`` keeps the server for ``ctx`` use only.
     """
 
-    resource: str | None
     expose_tools: bool
     allow: tuple[str, ...] | None
     deny: tuple[str, ...]
@@ -72,7 +71,7 @@ class McpServer(McpDependency):
         rename: Mapping[str, str] | None = None,
         skill_scopes: Sequence[str] = (),
     ) -> None:
-        super().__init__(name, url=url, scopes=scopes, description=description)
+        super().__init__(name, url=url, scopes=scopes, description=description, resource=resource)
         if not _SLUG.fullmatch(name):
             raise ConfigurationError(
                 f"MCP server slug {name!r} must be 1-64 characters of A-Z a-z 0-9 . _ -",
@@ -95,7 +94,6 @@ class McpServer(McpDependency):
             raise ConfigurationError(
                 f"MCP server {name!r}: two tools are renamed to the same name", setting="rename"
             )
-        object.__setattr__(self, "resource", resource)
         object.__setattr__(self, "expose_tools", expose_tools)
         object.__setattr__(self, "allow", None if allow is None else tuple(allow))
         object.__setattr__(self, "deny", tuple(deny))
@@ -110,12 +108,6 @@ class McpServer(McpDependency):
 
     def skill_id(self, tool: str) -> str:
         return f"{self.name}/{dict(self.rename).get(tool, tool)}"
-
-    def to_params(self) -> dict[str, Any]:
-        params = super().to_params()
-        if self.resource is not None:
-            params["resource"] = self.resource
-        return params
 
 
 class _AnyArguments(BaseModel):

@@ -24,6 +24,7 @@ import httpx
 
 from keycard_agents._errors import InvalidTokenError, KeycardError
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
+from keycard_agents._json import loads_bounded
 from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
 
 __all__ = ["TokenReport", "decode_unverified", "inspect_token", "looks_like_jwt", "render_report"]
@@ -40,7 +41,7 @@ def looks_like_jwt(text: str) -> bool:
 def _b64json(segment: str, what: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw)
+        value = loads_bounded(raw)  # never a RecursionError on a hostile token
     except (binascii.Error, ValueError) as exc:
         raise InvalidTokenError(
             f"malformed token: its {what} is not base64url-encoded JSON", check="malformed"

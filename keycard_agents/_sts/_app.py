@@ -126,7 +126,8 @@ class TokenService:
         #: The audit trail the audit page shows; add agents' stores with
         #: ``trail.add_agent_store(...)`` to merge their records into the trees.
         self.trail = AuditTrail(
-            token_service=self.audit, names={a.resource: a.client_id for a in config.agents}
+            token_service=self.audit,
+            names={url: a.client_id for a in config.agents for url in a.all_resources},
         )
         #: Every check of a secret, password or admin token: throttled, off the event loop.
         self.guard = CredentialGuard(limits, clock=clock)

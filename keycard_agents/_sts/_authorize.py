@@ -140,6 +140,7 @@ class _AuthRequest:
     code_challenge: str
     agent: RegisteredAgent
     scopes: tuple[str, ...] | None  # None: not requested, use the default
+    resource: str  # one of the agent's resources
 
     def hidden_fields(self) -> dict[str, str]:
         fields = {
@@ -148,7 +149,7 @@ class _AuthRequest:
             "redirect_uri": self.redirect_uri,
             "code_challenge": self.code_challenge,
             "code_challenge_method": "S256",
-            "resource": self.agent.resource,
+            "resource": self.resource,
         }
         if self.state is not None:
             fields["state"] = self.state
@@ -248,14 +249,14 @@ class LoginFlow:
                 raise _RedirectError(
                     "invalid_scope",
                     f"user {user.username!r} holds none of the requested scopes for "
-                    f"{req.agent.resource}: grant them in users[{user.username}].scopes",
+                    f"{req.resource}: grant them in users[{user.username}].scopes",
                 )
             code = self.codes.issue(
                 AuthCode(
                     client_id=client.client_id,
                     redirect_uri=redirect_uri,
                     code_challenge=req.code_challenge,
-                    resource=req.agent.resource,
+                    resource=req.resource,
                     scopes=scopes,
                     username=user.username,
                     expires_at=self._clock() + self._config.lifetimes.auth_code,
@@ -329,7 +330,7 @@ class LoginFlow:
                 f"none of the requested scopes is accepted by {agent.resource}: "
                 f"it accepts {scope_string(agent.scopes) or 'no scopes'}",
             )
-        return _AuthRequest(client, redirect_uri, state, challenge, agent, scopes)
+        return _AuthRequest(client, redirect_uri, state, challenge, agent, scopes, resources[0])
 
     async def _check_password(
         self, username: str, password: str, source: str | None

@@ -115,10 +115,16 @@ class Limits(_Model):
 
 
 class RegisteredAgent(_Model):
-    """An agent: a client of the token service and a resource (its own URL)."""
+    """An agent: a client of the token service and a resource (its own URL).
+
+    ``resources`` are more endpoints of the same agent (its MCP endpoint when it is also
+    served over MCP): tokens issued for any of them may be exchanged by the agent, and a
+    user may sign in for any of them.
+    """
 
     client_id: str = Field(min_length=1, max_length=200)
     resource: str
+    resources: tuple[str, ...] = ()
     auth: Literal["private_key_jwt", "client_secret"]
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
@@ -136,6 +142,20 @@ class RegisteredAgent(_Model):
     @classmethod
     def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _check_scopes(value)
+
+    @field_validator("resources")
+    @classmethod
+    def _more(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            check_url(url)
+        if len(set(value)) != len(value):
+            raise ValueError("lists a resource twice")
+        return value
+
+    @property
+    def all_resources(self) -> tuple[str, ...]:
+        """Every resource URL of this agent: ``resource`` first, then ``resources``."""
+        return (self.resource, *self.resources)
 
     @field_validator("dependencies")
     @classmethod
@@ -336,7 +356,8 @@ class TokenServiceConfig(_Model):
         _unique("clients", "client_id", [c.client_id for c in self.clients])
         _unique("users", "username", [u.username for u in self.users])
         _unique("trusted_issuers", "issuer", [t.issuer for t in self.trusted_issuers])
-        urls = [a.resource for a in self.agents] + [r.resource for r in self.resources]
+        urls = [u for a in self.agents for u in a.all_resources]
+        urls += [r.resource for r in self.resources]
         _unique("agents/resources", "resource", urls)
         clash = {a.client_id for a in self.agents} & {c.client_id for c in self.clients}
         if clash:
@@ -365,7 +386,7 @@ class TokenServiceConfig(_Model):
 
     def agent_for_resource(self, resource: str) -> RegisteredAgent | None:
         for agent in self.agents:
-            if agent.resource == resource:
+            if resource in agent.all_resources:
                 return agent
         return None
 

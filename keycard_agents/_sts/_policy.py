@@ -24,6 +24,7 @@ __all__ = [
     "check_target",
     "narrow_scopes",
     "parse_scope",
+    "subject_audience",
     "subject_identifier",
 ]
 
@@ -43,13 +44,28 @@ def _show(value: object, limit: int = 100) -> str:
 def check_audience(claims: Mapping[str, Any], agent: RegisteredAgent) -> None:
     """Audience chaining: the subject token must be addressed to this agent alone."""
     aud = claims.get("aud")
-    if aud == agent.resource or aud == [agent.resource]:
+    if isinstance(aud, list) and len(aud) == 1:
+        aud = aud[0]
+    if isinstance(aud, str) and aud in agent.all_resources:
         return
     raise DelegationDeniedError(
         "invalid_request",
         f"subject_token is addressed to {_show(aud)}, not to agent {agent.client_id!r} "
-        f"({agent.resource}): an agent may only exchange tokens that were sent to it",
+        f"({', '.join(agent.all_resources)}): an agent may only exchange tokens that were "
+        "sent to it",
     )
+
+
+def subject_audience(unverified: Mapping[str, Any], agent: RegisteredAgent) -> str:
+    """Which of the agent's resources to verify a subject token's audience against.
+
+    An agent may have several resources (its A2A and MCP endpoints); the token's own
+    ``aud`` picks one only when it is one of them, and the verification then checks it.
+    """
+    aud = unverified.get("aud")
+    if isinstance(aud, list) and len(aud) == 1:
+        aud = aud[0]
+    return aud if isinstance(aud, str) and aud in agent.all_resources else agent.resource
 
 
 def subject_identifier(claims: Mapping[str, Any], issuer: str) -> dict[str, Any]:
@@ -206,10 +222,22 @@ def narrow_scopes(
         raise OAuthError("invalid_request", "scope is empty: omit it or name at least one scope")
     extra = [s for s in wanted if s not in allowed]
     if extra:
+        missing = [s for s in extra if s not in subject_scopes]
+        refused = [s for s in extra if s not in accepted]
+        if refused:
+            remedy = (
+                f"{target} does not accept {' '.join(refused)!r}: register the scope for it "
+                "(resources[].scopes or the target agent's scopes) or stop requesting it"
+            )
+        else:
+            remedy = (
+                f"the user's token does not carry {' '.join(missing)!r}: the client must "
+                "request it when the user signs in (the first agent's RFC 9728 "
+                "scopes_supported lists what the whole chain needs)"
+            )
         raise DelegationDeniedError(
             "invalid_scope",
             f"scope {' '.join(extra)!r} exceeds what may be delegated to {target} "
-            f"(subject token scopes ∩ accepted = {' '.join(allowed) or 'none'}): "
-            "request only those",
+            f"(subject token scopes ∩ accepted = {' '.join(allowed) or 'none'}): {remedy}",
         )
     return wanted

@@ -26,7 +26,9 @@ def _is_absolute_uri(value: str) -> bool:
 
 
 def _registered(config: TokenServiceConfig) -> list[str]:
-    return [a.resource for a in config.agents] + [r.resource for r in config.resources]
+    return [u for a in config.agents for u in a.all_resources] + [
+        r.resource for r in config.resources
+    ]
 
 
 def _by_name(config: TokenServiceConfig, name: str) -> str | None:

@@ -30,9 +30,10 @@ from keycard_agents._errors import (
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver, KeyStore
 from keycard_agents._logs import get_logger
+from keycard_agents._oauth._inspect import decode_unverified
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
-from keycard_agents._sts._config import TokenServiceConfig
+from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import (
     Form,
     audit_reason,
@@ -47,6 +48,7 @@ from keycard_agents._sts._policy import (
     check_target,
     narrow_scopes,
     parse_scope,
+    subject_audience,
     subject_identifier,
 )
 
@@ -378,7 +380,7 @@ class TokenEndpoint:
             await self._check_actor_token(actor_token, client.client_id)
 
         # 2. subject token: signature, type, issuer, lifetime (and act shape).
-        claims = await self._verify_subject(subject_token, agent.resource)
+        claims = await self._verify_subject(subject_token, _audience_of(subject_token, agent))
         trail.user = claims["sub"]
         trail.txn = claims.get("txn")
         # ... and where its user came from (RFC 9493 iss_sub), copied into every hop.
@@ -495,3 +497,12 @@ class TokenEndpoint:
                 f"the token service cannot use the subject token issuer's keys: {exc}",
                 status_code=500,
             ) from exc
+
+
+def _audience_of(subject_token: str, agent: RegisteredAgent) -> str:
+    """The agent resource the subject token is checked against (it may have several)."""
+    try:
+        _, unverified = decode_unverified(subject_token)
+    except InvalidTokenError:
+        unverified = {}  # the verification names what is wrong with it
+    return subject_audience(unverified, agent)

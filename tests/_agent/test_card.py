@@ -222,7 +222,14 @@ def test_protected_resource_metadata() -> None:
     assert protected_resource_metadata(agent) == {
         "resource": URL,
         "authorization_servers": [ISSUER],
-        "scopes_supported": ["trips:plan", "trips:read"],
+        # the skills' scopes, then what the agent delegates: the whole chain's needs
+        "scopes_supported": [
+            "trips:plan",
+            "trips:read",
+            "calendar:read",
+            "maps:read",
+            "weather:read",
+        ],
         "bearer_methods_supported": ["header"],
         "resource_name": "planner",
         "resource_documentation": "https://example.test/docs",

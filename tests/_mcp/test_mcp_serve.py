@@ -237,10 +237,20 @@ async def test_unauthenticated_requests_get_a_challenge(deployment: Deployment) 
 async def test_stdio_identity_comes_from_a_configured_token(deployment: Deployment) -> None:
     verifier = _verifier(deployment.issuer)
     token = alice(deployment)
-    with_identity = create_mcp_server(
-        deployment.front, authenticate=False, stdio_token=token, verifier=verifier
+    # The front agent declares dependencies but has no credential: the default delegation
+    # would stop it at start-up (as create_app does), so it is given one.
+    exchange = TokenExchangeClient(
+        issuer=deployment.issuer, credential=ClientSecret("agent-a", SECRET_A)
     )
-    without = create_mcp_server(deployment.front, authenticate=False)
+    connector = McpConnector(exchange=exchange, timeout=10)
+    with_identity = create_mcp_server(
+        deployment.front,
+        authenticate=False,
+        stdio_token=token,
+        verifier=verifier,
+        delegation=connector,
+    )
+    without = create_mcp_server(deployment.front, authenticate=False, delegation=connector)
     try:
         async with Client(with_identity) as client:
             greeted = await client.call_tool("greet", {"name": "dora"})
@@ -249,6 +259,8 @@ async def test_stdio_identity_comes_from_a_configured_token(deployment: Deployme
             pong = await client.call_tool("ping", {})
     finally:
         await verifier.aclose()
+        await connector.aclose()
+        await exchange.aclose()
     assert greeted.content[0].text == "hello dora"  # type: ignore[union-attr]
     assert refused.is_error
     assert "stdio_token" in refused.content[0].text  # type: ignore[union-attr]
