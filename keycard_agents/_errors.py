@@ -20,6 +20,7 @@ __all__ = [
     "RemoteAuthenticationError",
     "RemoteTaskError",
     "ResourceAccessError",
+    "StoreUnavailableError",
     "TraceNotFoundError",
     "TransportError",
 ]
@@ -100,6 +101,15 @@ class TransportError(KeycardError):
 
 class IssuerUnreachableError(TransportError):
     """The token issuer's metadata or keys could not be fetched."""
+
+
+class StoreUnavailableError(TransportError):
+    """A shared store (Redis) could not be reached or answered with an error.
+
+    Requests that need the store fail closed with it (HTTP 503, retry later); nothing
+    that depends on shared state (a replayed assertion, a used code) is ever accepted
+    in its absence.
+    """
 
 
 class InteractionRequiredError(DelegationDeniedError):

@@ -26,9 +26,14 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".keycard-installed"
-EXTRAS = "dev,mcp,trio"
+EXTRAS = "dev,mcp,redis,trio"
 # Programs the test suite drives, and the Debian package that provides each.
-SYSTEM_PACKAGES = {"chromium": "chromium", "wrk": "wrk"}
+SYSTEM_PACKAGES = {
+    "chromium": "chromium",
+    "wrk": "wrk",
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
+}
 # JavaScript the interop tests run (the A2A JS client, an independent OAuth server): each
 # directory pins exact versions in package.json and package-lock.json.
 NODE_PROJECTS = ("tests/interop_js", "tests/interop_oidc")

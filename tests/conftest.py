@@ -7,6 +7,9 @@ import pytest
 from import_time_guard import pytest_collection as pytest_collection
 from import_time_guard import pytest_configure as pytest_configure
 
+#: Real Redis servers (single and Cluster) for the tests that ask for them.
+pytest_plugins = ["redis_support"]
+
 
 @pytest.fixture(
     params=[

@@ -16,7 +16,15 @@ import grimp
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "keycard_agents"
 #: Function-level imports are allowed only for optional extras, each with a comment.
-OPTIONAL_EXTRAS = ("mcp", "mcp_types", "httpx2", "trio", "hypercorn", "keycard_agents._mcp")
+OPTIONAL_EXTRAS = (
+    "mcp",
+    "mcp_types",
+    "httpx2",
+    "trio",
+    "hypercorn",
+    "keycard_agents._mcp",
+    "keycard_agents._redis",
+)
 
 
 #: import-linter configures logging for its own output (``logging.config.dictConfig``),

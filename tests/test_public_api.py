@@ -25,6 +25,7 @@ PUBLIC_MODULES = (
     "keycard_agents.auth",
     "keycard_agents.delegation",
     "keycard_agents.mcp",
+    "keycard_agents.redis",
     "keycard_agents.runtime",
     "keycard_agents.sts",
     "keycard_agents.testing",
@@ -109,7 +110,7 @@ def test_importing_the_core_imports_no_optional_integration() -> None:
         "import sys, keycard_agents, keycard_agents.sts, keycard_agents.testing\n"
         "import keycard_agents.auth, keycard_agents.audit, keycard_agents.delegation\n"
         "import keycard_agents.runtime\n"
-        "optional = ('mcp', 'redis', 'opentelemetry.sdk', 'hypercorn')\n"
+        "optional = ('mcp', 'redis', 'coredis', 'opentelemetry.sdk', 'hypercorn')\n"
         "bad = [m for m in optional if m in sys.modules]\n"
         "print(','.join(bad))"
     )
