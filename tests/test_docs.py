@@ -9,8 +9,9 @@ The marker on the line before a block's opening fence says how it is covered:
   python blocks of the same page import it.
 * ``<!-- output -->`` (text): what the python or shell block before it prints, exactly.
 
-Without a marker: ``python`` blocks are executed (with ``__name__`` not ``"__main__"``; an
-``async def main()`` they define is awaited, on asyncio and on trio), ``sh`` / ``bash``
+Without a marker: ``python`` blocks are executed as a user runs a script (``__name__`` is
+``"__main__"``; ``anyio.run`` runs on asyncio and then on trio; a block that defines an
+``async def main()`` must run it itself), ``sh`` / ``bash``
 blocks run under bash and must exit 0, ``toml`` blocks must be valid token service
 configurations, ``json`` blocks must parse. Anything else fails, naming file and line.
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from keycard_agents.sts import parse_config
@@ -58,7 +60,8 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{page}:{self.line}"
 
 
 def parse_blocks(page: Path) -> list[Block]:
@@ -237,29 +240,73 @@ def in_sandbox(tmp_path: Path) -> Iterator[Path]:
         os.chdir(previous)
 
 
-async def run_python(block: Block, tmp_path: Path) -> str:
-    """Execute a python block (its ``main()`` too, when it defines one); return stdout."""
-    namespace: dict[str, Any] = {"__name__": "docs_block", "__file__": block.where}
+def run_python(block: Block, tmp_path: Path, backend: str) -> str:
+    """Execute a python block as a user runs a script (``__name__ == "__main__"``); return
+    what it printed. ``anyio.run`` runs on ``backend``. A block that defines an
+    ``async def main()`` must run it itself (``anyio.run(main)``): typed as shown, a
+    coroutine nobody awaits prints nothing."""
+    namespace: dict[str, Any] = {"__name__": "__main__", "__file__": block.where}
     out = io.StringIO()
-    with page_modules(block, tmp_path), in_sandbox(tmp_path), contextlib.redirect_stdout(out):
+    real_run = anyio.run
+    runs: list[object] = []
+
+    def run_on_backend(func: Any, *args: Any, **options: Any) -> Any:
+        runs.append(func)
+        options.setdefault("backend", backend)
+        return real_run(func, *args, **options)
+
+    with (
+        page_modules(block, tmp_path),
+        in_sandbox(tmp_path),
+        contextlib.redirect_stdout(out),
+        _patched(anyio, "run", run_on_backend),
+    ):
         exec(compile(block.code, block.where, "exec"), namespace)  # noqa: S102 - our own docs
-        main = namespace.get("main")
-        if main is not None:
-            await main()
+    main = namespace.get("main")
+    if inspect.iscoroutinefunction(main):
+        assert main in runs, (
+            f"{block.where} defines async def main() but never runs it: a reader who types "
+            "it in sees nothing. End the block with anyio.run(main)"
+        )
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    previous = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, previous)
 
 
 EXECUTED = blocks_where(lambda b: b.lang in PYTHON and b.marker is None)
 MODULES = blocks_where(lambda b: b.marker == "module")
 
 
-@pytest.mark.anyio
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize("block", EXECUTED, ids=ids(EXECUTED))
-async def test_python_block_runs(block: Block, tmp_path: Path) -> None:
-    printed = await run_python(block, tmp_path)
+def test_python_block_runs(block: Block, backend: str, tmp_path: Path) -> None:
+    printed = run_python(block, tmp_path, backend)
     expected = output_after(block)
     if expected is not None:
         assert printed == expected.code, f"{block.where} printed:\n{printed}"
+
+
+def test_a_block_that_never_runs_its_main_fails(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nasync def main() -> None:\n    print('hello')\n```\n", encoding="utf-8"
+    )
+    (block,) = parse_blocks(page)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    with pytest.raises(AssertionError, match="never runs it"):
+        run_python(block, tmp_path / "one", "asyncio")
+    code = block.code + "\n\nimport anyio\nanyio.run(main)\n"
+    ran = Block(page, 1, "python", code, None, None)
+    assert run_python(ran, tmp_path / "two", "trio") == "hello\n"
 
 
 @pytest.mark.parametrize("block", MODULES, ids=ids(MODULES))

@@ -46,6 +46,14 @@ _ANSI = {
 _MARK = {"ok": "✔", "denied": "✘", "failed": "!", "pending": "…", "unknown": "?"}
 
 
+#: What the terminal view's terms mean, printed under every tree.
+LEGEND = (
+    "txn: the id every token of this chain carries · at +T: when a hop started, after\n"
+    "the first record · took: how long it lasted · token jti: the id of the token\n"
+    "issued for the hop (tokens themselves are never recorded)"
+)
+
+
 def should_colour(stream: IO[str]) -> bool:
     """Colour only on a terminal, and never when ``NO_COLOR`` is set (to any value)."""
     if "NO_COLOR" in os.environ:
@@ -119,9 +127,9 @@ def render_text(tree: DelegationTree, *, colour: bool = False) -> str:
         if hop.scopes_granted is not None:
             head += f"  [{_clean(_scopes(hop.scopes_granted))}]"
         if start is not None and hop.started is not None:
-            timing = f"+{_ms(hop.started - start)}"
+            timing = f"at +{_ms(hop.started - start)}"
             if hop.duration:
-                timing += f", {_ms(hop.duration)}"
+                timing += f", took {_ms(hop.duration)}"
             head += "  " + paint(timing, "dim")
         yield prefix + branch + head
         inner = prefix + ("   " if last else "│  ")
@@ -136,7 +144,7 @@ def render_text(tree: DelegationTree, *, colour: bool = False) -> str:
             label = "reason" if hop.status in ("denied", "failed") else "note"
             details.append(paint(f"{label}: {_clean(hop.reason)}", status))
         if hop.jti:
-            details.append(paint(f"jti {_clean(hop.jti)}", "dim"))
+            details.append(paint(f"token jti {_clean(hop.jti)}", "dim"))
         tail = "│  " if hop.children else "   "
         for detail in details:
             yield inner + tail + detail
@@ -145,6 +153,8 @@ def render_text(tree: DelegationTree, *, colour: bool = False) -> str:
 
     for i, hop in enumerate(tree.hops):
         lines.extend(emit(hop, "", i == len(tree.hops) - 1))
+    lines.append("")
+    lines.extend(paint(line, "dim") for line in LEGEND.splitlines())
     if tree.unplaced:
         lines.append("")
         lines.append(paint(f"{len(tree.unplaced)} record(s) not placed in the tree:", "dim"))

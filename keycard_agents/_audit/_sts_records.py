@@ -44,6 +44,9 @@ class AuditRecord(BaseModel):
     user_issuer: str | None = None
     actors: tuple[str, ...] | None = None
     client_id: str | None = None
+    resource: str | None = None
+    """The requesting agent's own resource URL (RFC 8707), when the client is an agent:
+    what names the agent in a tree drawn from this file alone."""
     target: str | None = None
     scopes_requested: tuple[str, ...] | None = None
     scopes_granted: tuple[str, ...] | None = None

@@ -44,6 +44,7 @@ def entry_from_token_service(record: AuditRecord) -> TrailEntry:
         actors=record.actors,
         target=record.target,
         client_id=record.client_id,
+        resource=record.resource if agent is not None else None,
         scopes_requested=record.scopes_requested,
         scopes_granted=record.scopes_granted,
         error=record.error,
@@ -89,6 +90,9 @@ class ChainSummary:
     hops: int
     denied: int
     failed: int
+    paths: tuple[tuple[str, ...], ...] = ()
+    """Every hop's path below the user (``("planner", "travel")``...), depth first: the
+    shape of the tree, siblings as siblings."""
 
     @classmethod
     def of(cls, tree: DelegationTree) -> ChainSummary:
@@ -97,6 +101,7 @@ class ChainSummary:
             txn=tree.txn,
             user=tree.user,
             agents=tree.agents,
+            paths=tuple(h.path[1:] for h in hops),
             started=tree.started,
             ended=tree.ended,
             hops=len(hops),

@@ -308,6 +308,47 @@ def _name(value: str | None, names: Mapping[str, str]) -> str:
     return names.get(value, value)
 
 
+def _learn_names(ordered: list[TrailEntry], names: Mapping[str, str]) -> dict[str, str]:
+    """Resource URL → agent id, from ``names`` and from what the records themselves say.
+
+    An agent's own records name its resource; a token service record of an exchange
+    names the requesting agent's resource (``resource``). Older token service records
+    lack it, so audience chaining (an agent exchanges only tokens sent to it, RFC 8693
+    §2.1 as profiled in protocols/delegation-profile.md §5) fills in what is unambiguous:
+    an agent acting first was the sign-in's target; an agent acting after ``X`` was a
+    target ``X`` obtained a token for, when ``X`` obtained one for only one unnamed target.
+    """
+    mapping = dict(names)
+    for entry in ordered:
+        if entry.resource and entry.agent and entry.kind != "sign-in":
+            mapping.setdefault(entry.resource, entry.agent)
+    known = set(mapping.values())
+    exchanges = [e for e in ordered if e.kind == "exchange" and e.agent and e.actors]
+    sign_ins = {e.target for e in ordered if e.kind == "sign-in" and e.target}
+    for entry in exchanges:
+        agent = str(entry.agent)
+        if agent in known:
+            continue
+        actors = tuple(entry.actors or ())
+        if len(actors) == 1 and actors[0] == agent:
+            candidates = {t for t in sign_ins if t not in mapping}
+        elif len(actors) > 1 and actors[0] == agent:
+            candidates = {
+                str(e.target)
+                for e in exchanges
+                if e.outcome == "issued"
+                and e.target
+                and e.target not in mapping
+                and tuple(e.actors or ()) == actors[1:]
+            }
+        else:
+            continue
+        if len(candidates) == 1:
+            mapping[candidates.pop()] = agent
+            known.add(agent)
+    return mapping
+
+
 def build_tree(
     txn: str, entries: Iterable[TrailEntry], *, names: Mapping[str, str] | None = None
 ) -> DelegationTree:
@@ -320,10 +361,7 @@ def build_tree(
     so its children still hang in the right place.
     """
     ordered = sorted((e for e in entries if e.txn == txn), key=lambda e: e.time)
-    mapping = dict(names or {})
-    for entry in ordered:
-        if entry.source == "agent" and entry.resource and entry.agent:
-            mapping.setdefault(entry.resource, entry.agent)
+    mapping = _learn_names(ordered, names or {})
     users = [e.user for e in ordered if e.user]
     user = users[0] if users else None
     tree = DelegationTree(txn=txn, user=user)

@@ -166,6 +166,13 @@ def _fetch_tree(url: str, txn: str, token: str | None) -> Any:
     except httpx.HTTPError as exc:
         raise _InputError(f"cannot reach {url} ({type(exc).__name__})") from exc
     if reply.status_code == 404:
+        if _error_code(reply) != "not_found":  # not the audit API's own answer
+            raise _InputError(
+                f"{url} does not serve the audit API (/audit/api/...): the token service "
+                "runs without an [admin] section, so its audit API is disabled. Add [admin] "
+                "with token_hash (from `keycard-agents sts hash-secret`) and restart it, or "
+                "read its audit_file with --audit FILE"
+            )
         raise TraceNotFoundError(f"the token service at {url} has no audit record for txn {txn!r}")
     if reply.status_code == 401:
         raise _InputError(f"{url} refused the admin token (HTTP 401)")
@@ -175,6 +182,16 @@ def _fetch_tree(url: str, txn: str, token: str | None) -> Any:
         return DelegationTree.from_dict(reply.json())
     except ValueError as exc:
         raise _InputError(f"{url} did not answer with a delegation tree") from exc
+
+
+def _error_code(reply: httpx.Response) -> str | None:
+    """The OAuth-style ``error`` of a JSON answer, else ``None``."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) else None
 
 
 async def _tree_from_files(txn: str, config: Path | None, audits: list[Path]) -> Any:

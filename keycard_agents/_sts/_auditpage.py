@@ -82,13 +82,12 @@ def _e(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 # -- the drawn graph ------------------------------------------------------------------------
 
-_BOX_W, _BOX_H, _COL, _ROW, _PAD = 210, 56, 280, 90, 24
+_BOX_W, _BOX_H, _GAP, _ROW, _PAD = 210, 56, 70, 90, 24
+#: Generous average glyph widths (px) of the node name (13px bold) and the smaller
+#: lines (11px): boxes are sized so that no label is ever cut short.
+_NAME_EM, _SMALL_EM = 8.6, 7.0
 
 
 @dataclass
@@ -119,16 +118,62 @@ def _layout(tree: DelegationTree) -> list[_Placed]:
     return placed
 
 
+@dataclass
+class _Labels:
+    name: str
+    detail: str
+    edge: str
+    title: str
+    status: str
+
+
+def _labels(tree: DelegationTree, hop: Hop | None) -> _Labels:
+    if hop is None:
+        user = tree.user or "?"
+        return _Labels(name=user, detail="user", edge="", title=user, status="user")
+    line1 = describe(hop)
+    line2 = f"skill {hop.skill}" if hop.skill else ""
+    title = f"{hop.caller} → {hop.target}: {line1}"
+    if hop.reason:
+        title += f" ({hop.reason})"
+    denied = hop.status == "denied"
+    scopes = hop.scopes_requested if denied else hop.scopes_granted
+    edge = ("denied" + (": " if scopes else "") if denied else "") + " ".join(scopes or ())
+    return _Labels(
+        name=hop.target,
+        detail=line1 + (f" · {line2}" if line2 else ""),
+        edge=edge,
+        title=title,
+        status=hop.status,
+    )
+
+
+def _box_width(label: _Labels) -> int:
+    """Wide enough for the node's name, its detail line and the label of its edge."""
+    widest = max(
+        len(label.name) * _NAME_EM, len(label.detail) * _SMALL_EM, len(label.edge) * _SMALL_EM
+    )
+    return max(_BOX_W, math.ceil(widest) + 24)
+
+
 def draw_tree_svg(tree: DelegationTree) -> str:
-    """The tree as a self-contained SVG: the user in blue, hops coloured by status."""
+    """The tree as a self-contained SVG: the user in blue, hops coloured by status.
+
+    Every label is drawn whole: the boxes are as wide as the longest one needs.
+    """
     placed = _layout(tree)
-    rows = max(1, max((math.floor(p.y) for p in placed), default=0) + 1)
+    labels = [_labels(tree, node.hop) for node in placed]
     depth = max(p.depth for p in placed)
-    width = _PAD * 2 + depth * _COL + _BOX_W
+    column = [_BOX_W] * (depth + 1)  # each column as wide as its widest node
+    for node, label in zip(placed, labels, strict=True):
+        column[node.depth] = max(column[node.depth], _box_width(label))
+    lefts = [_PAD + sum(column[:d]) + d * _GAP for d in range(depth + 1)]
+    rows = max(1, max((math.floor(p.y) for p in placed), default=0) + 1)
+    width = lefts[-1] + column[-1] + _PAD
     height = _PAD * 2 + (rows - 1) * _ROW + _BOX_H
 
     def xy(node: _Placed) -> tuple[float, float]:
-        return _PAD + node.depth * _COL, _PAD + node.y * _ROW
+        return lefts[node.depth], _PAD + node.y * _ROW
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" width="{width}" '
@@ -137,12 +182,12 @@ def draw_tree_svg(tree: DelegationTree) -> str:
         "<style>text{font:13px system-ui,sans-serif}.n{font-weight:700;fill:#fff}"
         ".d{font-size:11px;fill:#fff}.s{font-size:11px;fill:#374151}</style>",
     ]
-    for node in placed:  # edges first, under the boxes
+    for node, label in zip(placed, labels, strict=True):  # edges first, under the boxes
         if node.parent is None or node.hop is None:
             continue
         px, py = xy(node.parent)
         cx, cy = xy(node)
-        x1, y1, x2, y2 = px + _BOX_W, py + _BOX_H / 2, cx, cy + _BOX_H / 2
+        x1, y1, x2, y2 = px + column[node.parent.depth], py + _BOX_H / 2, cx, cy + _BOX_H / 2
         mid = (x1 + x2) / 2
         denied = node.hop.status == "denied"
         colour = STATUS_COLOURS["denied"] if denied else "#6b7280"
@@ -151,32 +196,18 @@ def draw_tree_svg(tree: DelegationTree) -> str:
             f'<path d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}" fill="none" '
             f'stroke="{colour}" stroke-width="2"{dash}/>'
         )
-        scopes = node.hop.scopes_requested if denied else node.hop.scopes_granted
-        label = ("denied" + (": " if scopes else "") if denied else "") + " ".join(scopes or ())
-        if label:  # just above the target box, clear of the curves
-            out.append(f'<text class="s" x="{cx + 4}" y="{cy - 6}">{_e(_short(label, 34))}</text>')
-    for node in placed:
+        if label.edge:  # just above the target box, clear of the curves
+            out.append(f'<text class="s" x="{cx + 4}" y="{cy - 6}">{_e(label.edge)}</text>')
+    for node, label in zip(placed, labels, strict=True):
         x, y = xy(node)
-        if node.hop is None:
-            colour, title, line1, line2 = STATUS_COLOURS["user"], tree.user or "?", "user", ""
-            name = tree.user or "?"
-        else:
-            hop = node.hop
-            colour = STATUS_COLOURS[hop.status]
-            name = hop.target
-            line1 = describe(hop)
-            line2 = f"skill {hop.skill}" if hop.skill else ""
-            title = f"{hop.caller} → {hop.target}: {line1}"
-            if hop.reason:
-                title += f" ({hop.reason})"
-        status = "user" if node.hop is None else node.hop.status
-        out.append(f'<g class="node {status}"><title>{_e(title)}</title>')
+        colour = STATUS_COLOURS[label.status]
+        out.append(f'<g class="node {label.status}"><title>{_e(label.title)}</title>')
         out.append(
-            f'<rect x="{x}" y="{y}" width="{_BOX_W}" height="{_BOX_H}" rx="10" fill="{colour}"/>'
+            f'<rect x="{x}" y="{y}" width="{column[node.depth]}" height="{_BOX_H}" rx="10" '
+            f'fill="{colour}"/>'
         )
-        out.append(f'<text class="n" x="{x + 12}" y="{y + 21}">{_e(_short(name, 26))}</text>')
-        detail = _short(line1 + (f" · {line2}" if line2 else ""), 34)
-        out.append(f'<text class="d" x="{x + 12}" y="{y + 41}">{_e(detail)}</text></g>')
+        out.append(f'<text class="n" x="{x + 12}" y="{y + 21}">{_e(label.name)}</text>')
+        out.append(f'<text class="d" x="{x + 12}" y="{y + 41}">{_e(label.detail)}</text></g>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -192,6 +223,8 @@ th{background:#f3f4f6}.denied{color:#b91c1c;font-weight:600}.failed{color:#c2410
 .ok{color:#15803d}.pending{color:#0e7490}.unknown{color:#4b5563}code{font-size:12px}
 .card{background:#fff;border:1px solid #e5e7eb;border-radius:8px;padding:12px;margin:12px 0;
 overflow-x:auto}form{margin:8px 0}input{padding:4px}.muted{color:#6b7280}
+ul.tree{margin:0;padding-left:0;list-style:none}ul.tree ul.tree{padding-left:18px}
+ul.tree ul.tree>li::before{content:"└ ";color:#9ca3af}
 """
 
 
@@ -202,6 +235,24 @@ def _page(title: str, body: str) -> str:
         '<header><strong>keycard-agents</strong> · <a href="/audit">audit trail</a></header>'
         f"<main>{body}</main></body></html>"
     )
+
+
+def _outline(paths: tuple[tuple[str, ...], ...]) -> str:
+    """Hop paths as nested lists: each agent once under its caller, siblings side by side."""
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for path in paths:
+        kids = children.setdefault(path[:-1], [])
+        if path not in kids:
+            kids.append(path)
+
+    def items(parent: tuple[str, ...]) -> str:
+        kids = children.get(parent)
+        if not kids:
+            return ""
+        inner = "".join(f"<li>{_e(path[-1])}{items(path)}</li>" for path in kids)
+        return f'<ul class="tree">{inner}</ul>'
+
+    return items(())
 
 
 def _hop_rows(tree: DelegationTree) -> str:
@@ -404,12 +455,12 @@ class AuditPage:
         rows = []
         for chain in chains:
             link = f"/audit/txn/{quote(chain.txn, safe='')}"
-            path = " → ".join(chain.agents)
+            path = _outline(chain.paths) or _e(" → ".join(chain.agents))
             rows.append(
                 "<tr>"
                 f"<td>{_e(_when(chain.ended))}</td>"
                 f'<td><a href="{_e(link)}"><code>{_e(chain.txn)}</code></a></td>'
-                f"<td>{_e(chain.user or '?')}</td><td>{_e(path)}</td><td>{chain.hops}</td>"
+                f"<td>{_e(chain.user or '?')}</td><td>{path}</td><td>{chain.hops}</td>"
                 f'<td class="{"denied" if chain.denied else "ok"}">{chain.denied}</td>'
                 f'<td class="{"failed" if chain.failed else "ok"}">{chain.failed}</td>'
                 "</tr>"

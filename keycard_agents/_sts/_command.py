@@ -35,7 +35,9 @@ def add_sts_command(subparsers: Any) -> None:
         help="run the embedded token service",
         description="Run the embedded RFC 8693 token service (see docs/token-service.md).",
     )
-    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="the token service TOML configuration"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8900, help="TCP port (default 8900)")
     parser.set_defaults(func=run_sts, sts_command=None)
@@ -43,11 +45,29 @@ def add_sts_command(subparsers: Any) -> None:
     rotate = sub.add_parser(
         "rotate-key",
         help="make a new signing key (the old one stays published for the longest lifetime)",
+        description=(
+            "Make a new signing key in the configuration's key_dir (the first one when it "
+            "is empty). The previous keys stay published for the longest token lifetime, so "
+            "tokens they signed keep verifying; a running service uses the new key on its "
+            "next request."
+        ),
     )
-    rotate.add_argument("--config", dest="rotate_config", type=Path, required=True)
+    rotate.add_argument(
+        "--config",
+        dest="rotate_config",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the token service TOML whose key_dir holds the keys",
+    )
     sub.add_parser(
         "hash-secret",
         help="hash a client secret or password read from stdin, for the configuration",
+        description=(
+            "Read one secret from standard input (prompted without echo on a terminal) and "
+            "print its hash for secret_hash, password_hash or [admin] token_hash. The "
+            "secret never appears in your shell history or process list."
+        ),
     )
 
 

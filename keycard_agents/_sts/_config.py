@@ -433,17 +433,37 @@ def _unique(section: str, key: str, values: list[str]) -> None:
         seen.add(value)
 
 
-def _format_loc(loc: Iterable[str | int]) -> str:
+#: The key that names an entry of each list section, as people (and policy messages) say it.
+_ENTRY_NAMES = {
+    "agents": "client_id",
+    "clients": "client_id",
+    "users": "username",
+    "resources": "resource",
+    "trusted_issuers": "issuer",
+}
+
+
+def _format_loc(loc: Iterable[str | int], data: Any = None) -> str:
+    """``agents[planner].resource``: list entries by their name (or a string entry by its
+    value), else by their position counted from 1 (``agents[#2]``)."""
     out = ""
+    node = data
+    section: str | int | None = None
     for part in loc:
         if isinstance(part, int):
-            out += f"[{part}]"
+            entry = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+            key = _ENTRY_NAMES.get(section) if isinstance(section, str) else None
+            name = entry.get(key) if isinstance(entry, dict) and key else entry
+            out += f"[{name}]" if isinstance(name, str) and name else f"[#{part + 1}]"
+            node = entry
         else:
             out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, dict) else None
+        section = part
     return out
 
 
-def _translate(exc: ValidationError, source: str) -> ConfigurationError:
+def _translate(exc: ValidationError, source: str, data: Any = None) -> ConfigurationError:
     err = exc.errors(include_url=False)[0]
     loc: tuple[str | int, ...] = tuple(err["loc"])
     message = str(err["msg"])
@@ -453,7 +473,7 @@ def _translate(exc: ValidationError, source: str) -> ConfigurationError:
         message = str(ctx_error)
     elif message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    where = _format_loc(loc) or "(top level)"
+    where = _format_loc(loc, data) or "(top level)"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return ConfigurationError(f"{source}: {where}: {message}{suffix}", setting=where)
@@ -464,7 +484,7 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> TokenServic
     try:
         return TokenServiceConfig.model_validate(data)
     except ValidationError as exc:
-        raise _translate(exc, source) from None
+        raise _translate(exc, source, data) from None
 
 
 def load_config(path: str | Path) -> TokenServiceConfig:

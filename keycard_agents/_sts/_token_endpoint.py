@@ -123,6 +123,7 @@ class _Trail:
 
     grant_type: str | None = None
     client_id: str | None = None
+    resource: str | None = None
     user: str | None = None
     user_issuer: str | None = None
     actors: tuple[str, ...] | None = None
@@ -142,6 +143,7 @@ class _Trail:
             user_issuer=self.user_issuer,
             actors=self.actors,
             client_id=self.client_id,
+            resource=self.resource,
             target=self.target,
             scopes_requested=self.scopes_requested,
             scopes_granted=self.scopes_granted if error is None else None,
@@ -239,6 +241,7 @@ class TokenEndpoint:
     ) -> AuthenticatedClient:
         client = await self._clients.authenticate(request, form)
         trail.client_id = client.client_id
+        trail.resource = None if client.agent is None else client.agent.resource
         if client.agent is None:
             raise OAuthError(
                 "unauthorized_client",

@@ -41,7 +41,9 @@ def test_text_view_shows_every_hop_and_the_denials(tree: DelegationTree) -> None
     assert lines[0] == f"txn {tree.txn}   user alice"
     assert "5 hops, 2 denied" in lines[1]
     assert lines[3] == "alice"
-    assert lines[4].startswith("└─ ! a (https://a.example/)  issued → failed  [read write]  +0 ms")
+    assert lines[4].startswith(
+        "└─ ! a (https://a.example/)  issued → failed  [read write]  at +0 ms"
+    )
     assert "├─ ✔ b (https://b.example/)  issued → completed  [read write]" in text
     assert "✔ c (https://c.example/)  issued → completed  [read]" in text
     assert f"✘ {D}  DENIED invalid_target" in text

@@ -50,15 +50,68 @@ def test_trace_from_audit_files(
     assert "task task-c · skill lookup" in out
 
 
-def test_trace_from_the_token_service_file_alone_shows_urls(
+def _hop_lines(out: str) -> list[str]:
+    """The tree's hop lines, each reduced to its drawing prefix and target."""
+    lines = []
+    for line in out.splitlines():
+        for mark in ("✔ ", "✘ ", "! ", "? ", "… "):
+            branch = line.find("─ " + mark)
+            if branch >= 0:
+                head = line[: branch + 2 + len(mark)]
+                lines.append(head + line[branch + 2 + len(mark) :].split("  ")[0])
+                break
+    return lines
+
+
+#: The recorded chain as the token service saw it: user at the root, three hops under a.
+_STS_TREE = [
+    "└─ ✔ a (https://a.example/)",
+    "   ├─ ✔ b (https://b.example/)",
+    f"   │  ├─ ✔ {C}",
+    f"   │  └─ ✘ {D}",
+    f"   └─ ✘ {C}",
+]
+
+
+def test_trace_from_the_token_service_file_alone_draws_the_recorded_tree(
     recorded: tuple[str, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     txn, sts_file, _ = recorded
     assert main(["trace", txn, "--audit", str(sts_file)]) == 0
     out = capsys.readouterr().out
-    # without a config nothing maps resource URLs to agent names
-    assert f"✔ {B}  issued" in out
-    assert f"✘ {D}  DENIED invalid_target" in out
+    # the records name the agents that exchanged (a, b); c never exchanged: its URL stays
+    assert _hop_lines(out) == _STS_TREE, out
+    assert "5 hops, 2 denied" in out
+    assert "not recorded" not in out
+    assert "\nalice\n└─ ✔ a (https://a.example/)  issued  [read write]  at +0 ms" in out
+
+
+def test_trace_names_agents_from_records_written_before_they_named_resources(
+    recorded: tuple[str, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    txn, sts_file, _ = recorded
+    old = tmp_path / "old-audit.jsonl"
+    lines = []
+    for line in sts_file.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        record.pop("resource", None)
+        lines.append(json.dumps(record))
+    old.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["trace", txn, "--audit", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert _hop_lines(out) == _STS_TREE, out
+
+
+def test_trace_text_labels_timings_and_explains_its_ids(
+    recorded: tuple[str, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    txn, sts_file, agent_file = recorded
+    assert main(["trace", txn, "--audit", str(sts_file), "--audit", str(agent_file)]) == 0
+    out = capsys.readouterr().out
+    assert "issued → completed  [read write]  at +10 ms, took 44 ms" in out
+    assert "token jti " in out
+    assert "txn: the id every token of this chain carries" in out
+    assert "token jti: the id of the token" in out
 
 
 def test_trace_with_the_config_names_agents(
@@ -172,3 +225,24 @@ def test_from_url_needs_the_admin_token(
         == 2
     )
     assert "cannot read the admin token file" in capsys.readouterr().err
+
+
+def test_trace_from_a_service_without_admin_says_the_audit_api_is_disabled(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keycard_agents._demo._services import bind_loopback, start_server
+    from keycard_agents.sts import TokenService, parse_config
+
+    sock = bind_loopback(0, service="token service")
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    service = TokenService(parse_config({"issuer": url}))  # no [admin]: no audit API
+    server = start_server(service.app, sock, name="token service", url=url)
+    try:
+        monkeypatch.setenv("KEYCARD_ADMIN_TOKEN", "any-admin-token")
+        assert main(["trace", "some-txn", "--from", url]) == 2
+        err = capsys.readouterr().err
+        assert "audit API is disabled" in err
+        assert "[admin]" in err
+        assert "no audit record" not in err
+    finally:
+        server.stop()

@@ -48,9 +48,10 @@ def test_bad_resource_names_field_and_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_config(_write(tmp_path, text))
     assert str(info.value) == (
-        "sts.toml: agents[1].resource: must be an absolute https or http://127.0.0.1/localhost URL"
+        "sts.toml: agents[second].resource: must be an absolute https or "
+        "http://127.0.0.1/localhost URL"
     )
-    assert info.value.setting == "agents[1].resource"
+    assert info.value.setting == "agents[second].resource"
 
 
 @pytest.mark.parametrize(
@@ -62,44 +63,44 @@ def test_bad_resource_names_field_and_file(tmp_path: Path) -> None:
         ("typo_key = 1", "typo_key", "Extra inputs"),
         (
             '[[agents]]\nclient_id = "a"\nresource = "https://a.example/"\nauth = "client_secret"',
-            "agents[0]",
+            "agents[a]",
             "needs secret_hash",
         ),
         (
             '[[agents]]\nclient_id = "a"\nresource = "https://a.example/"\n'
             'auth = "private_key_jwt"\njwks = {keys = [{kty = "EC", d = "secret"}]}',
-            "agents[0].jwks",
+            "agents[a].jwks",
             "public keys only",
         ),
         (
             '[[agents]]\nclient_id = "a"\nresource = "https://a.example/"\n'
             'auth = "client_secret"\nsecret_hash = "plaintext"',
-            "agents[0].secret_hash",
+            "agents[a].secret_hash",
             "scrypt$N$r$p$salt$hash",
         ),
         (
             '[[users]]\nusername = "alice"\nscopes = ["read"]',
-            "users[0]",
+            "users[alice]",
             "exactly one of password_hash or password",
         ),
         (
             '[[users]]\nusername = "alice"\npassword = ""',
-            "users[0].password",
+            "users[alice].password",
             "at least 1 character",
         ),
         (
             '[[clients]]\nclient_id = "app"\nredirect_uris = ["http://example.com/cb"]',
-            "clients[0].redirect_uris",
+            "clients[app].redirect_uris",
             "https",
         ),
         (
             '[[trusted_issuers]]\nissuer = "https://idp.example"',
-            "trusted_issuers[0]",
+            "trusted_issuers[https://idp.example]",
             "exactly one of jwks_uri or metadata_url",
         ),
         (
             '[[resources]]\nresource = "https://r.example/"\nscopes = ["a b"]',
-            "resources[0].scopes",
+            "resources[https://r.example/].scopes",
             "scope token",
         ),
     ],
@@ -112,13 +113,22 @@ def test_mistakes_are_named(tmp_path: Path, text: str, where: str, fragment: str
     assert fragment in message
 
 
+def test_an_entry_without_a_name_is_counted_from_one(tmp_path: Path) -> None:
+    text = '[[agents]]\nresource = "https://a.example/"\nauth = "client_secret"\n'
+    with pytest.raises(ConfigurationError) as info:
+        load_config(_write(tmp_path, text))
+    assert str(info.value).startswith("sts.toml: agents[#1]"), str(info.value)
+
+
 def test_cross_checks(tmp_path: Path) -> None:
     h = hash_secret("x", cost=4)
     agent = GOOD_AGENT.format(hash=h)
     undeclared = agent + 'dependencies = ["https://nowhere.example/"]\n'
     with pytest.raises(ConfigurationError) as info:
         load_config(_write(tmp_path, undeclared))
-    assert str(info.value).startswith("sts.toml: agents[0].dependencies[0]: ")
+    assert str(info.value).startswith(
+        "sts.toml: agents[planner].dependencies[https://nowhere.example/]: "
+    )
     assert "not a registered agent or resource" in str(info.value)
 
     with pytest.raises(ConfigurationError, match="appears twice"):
