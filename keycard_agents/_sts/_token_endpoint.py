@@ -391,6 +391,8 @@ class TokenEndpoint:
         trail.user_issuer = sub_id["iss"]
         # 3. audience chaining.
         check_audience(claims, agent)
+        if isinstance(claims["aud"], str):  # which of the agent's resources it was sent to
+            trail.resource = claims["aud"]
         # 4. first hop: may_act.
         check_first_hop(claims, agent)
         # 5. policy: declared dependency, chain depth, repeated agents.
