@@ -29,6 +29,7 @@ from keycard_agents._a2a.errors import TaskNotCancelableError as TaskNotCancelab
 from keycard_agents._a2a.errors import TaskNotFoundError as TaskNotFoundError
 from keycard_agents._a2a.errors import UnsupportedOperationError as UnsupportedOperationError
 from keycard_agents._a2a.errors import VersionNotSupportedError as VersionNotSupportedError
+from keycard_agents._a2a.parts import File as File
 from keycard_agents._a2a.types import A2A_PROTOCOL_VERSION as A2A_PROTOCOL_VERSION
 from keycard_agents._a2a.types import AGENT_CARD_PATH as AGENT_CARD_PATH
 from keycard_agents._a2a.types import INTERRUPTED_STATES as INTERRUPTED_STATES
@@ -107,6 +108,7 @@ __all__ = [
     "DeviceCodeOAuthFlow",
     "ExtendedAgentCardNotConfiguredError",
     "ExtensionSupportRequiredError",
+    "File",
     "GetExtendedAgentCardRequest",
     "GetTaskRequest",
     "HTTPAuthSecurityScheme",

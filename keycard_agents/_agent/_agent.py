@@ -24,9 +24,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from keycard_agents._a2a.errors import InvalidAgentResponseError, InvalidParamsError
-from keycard_agents._a2a.parts import to_parts
-from keycard_agents._a2a.types import AgentProvider, Message, Part
+from keycard_agents._a2a.errors import (
+    ContentTypeNotSupportedError,
+    InvalidAgentResponseError,
+    InvalidParamsError,
+)
+from keycard_agents._a2a.parts import accepts, is_skill_call, part_media_type, to_parts
+from keycard_agents._a2a.types import AgentExtension, AgentProvider, Message, Part
 from keycard_agents._agent._context import Context
 from keycard_agents._agent._dependencies import Dependency
 from keycard_agents._errors import ConfigurationError
@@ -363,6 +367,12 @@ class Agent:
     default_output_modes: ClassVar[Sequence[str]] = ("text/plain", "application/json")
     require_user: ClassVar[bool] = False
     """Default of ``@skill(require_user=)``: refuse client-credentials tokens (no user)."""
+    extensions: ClassVar[Sequence[AgentExtension]] = ()
+    """A2A extensions the agent supports, published in its card next to ours (§3.3.4).
+
+    Requests must activate those marked ``required=True`` (``A2A-Extensions`` header)
+    or are refused with ExtensionSupportRequiredError; skills see what a request
+    activated as ``ctx.extensions``."""
 
     _skill_methods: ClassVar[dict[str, str]] = {}
     _resolved_skills: ClassVar[dict[str, Skill]]
@@ -454,10 +464,40 @@ class Agent:
 
     # -- dispatch ----------------------------------------------------------------------
 
+    def accepted_modes(self, skill: Skill | None = None) -> tuple[str, ...]:
+        """The media types a message may carry: to ``skill``, or to any skill when ``None``.
+
+        A skill accepts its ``inputModes`` and the agent's ``defaultInputModes``.
+        """
+        modes = list(self.default_input_modes)
+        for each in self.skills.values() if skill is None else (skill,):
+            modes.extend(m for m in each.input_modes if m not in modes)
+        return tuple(modes)
+
+    def check_media_types(self, message: Message, skill: Skill | None = None) -> None:
+        """Refuse a part whose media type the agent (or ``skill``) does not accept.
+
+        A2A 1.0 §3.3.2: ContentTypeNotSupportedError (-32005, HTTP 415). A typed skill
+        call is the request itself, not content, and is always accepted.
+        """
+        modes = self.accepted_modes(skill)
+        for index, part in enumerate(message.parts):
+            if is_skill_call(part):
+                continue
+            media_type = part_media_type(part)
+            if not accepts(modes, media_type):
+                shown = media_type[:80] if media_type.isprintable() else "(unreadable)"
+                target = f"skill {skill.id!r}" if skill is not None else "this agent"
+                raise ContentTypeNotSupportedError(
+                    f"part {index} has media type {shown!r}, which {target} does not accept; "
+                    f"accepted: {', '.join(modes)}",
+                    data={"mediaType": shown, "accepted": ", ".join(modes)},
+                )
+
     def route(self, message: Message) -> SkillCall:
         """Which skill a message targets, with its raw arguments (see module docstring)."""
         for part in message.parts:
-            if isinstance(part.data, Mapping) and "skill" in part.data:
+            if is_skill_call(part):
                 skill_id = part.data["skill"]
                 arguments = part.data.get("arguments", {})
                 if not isinstance(skill_id, str) or skill_id not in self.skills:

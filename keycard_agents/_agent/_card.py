@@ -205,7 +205,7 @@ def build_agent_card(
             streaming=streaming,
             push_notifications=False,
             extended_agent_card=extended_agent_card,
-            extensions=[extension],
+            extensions=[extension, *agent.extensions],
         ),
         security_schemes=security_schemes,
         security_requirements=security_requirements,

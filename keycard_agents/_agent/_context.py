@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, overload
 
 from keycard_agents._a2a.interrupt import TaskInterrupt
-from keycard_agents._a2a.parts import to_parts
+from keycard_agents._a2a.parts import File, data_of, files_of, to_parts
 from keycard_agents._a2a.types import Message, Part, Role, TaskState
 from keycard_agents._agent._dependencies import AgentDependency, Dependency, HttpDependency
 from keycard_agents._agent._handles import AgentCalls, HttpApiCalls
@@ -123,6 +123,25 @@ class Context:
     def text(self) -> str:
         """The text parts of the message that started this run, joined by newlines."""
         return _text_of(self.message)
+
+    @property
+    def files(self) -> list[File]:
+        """The files (``raw`` and ``url`` parts) of the message that started this run.
+
+        Their media types are among those the skill accepts (``@skill(input_modes=...)``
+        or the agent's ``default_input_modes``): others are refused before the skill runs.
+        """
+        return files_of(self.message)
+
+    @property
+    def data(self) -> list[Any]:
+        """The JSON values of the data parts of that message (a typed skill call aside)."""
+        return data_of(self.message)
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """URIs of the A2A extensions the client activated for this request (§3.3.4)."""
+        return self._caller.extensions
 
     # -- task helpers ----------------------------------------------------------------
 

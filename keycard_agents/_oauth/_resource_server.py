@@ -53,10 +53,13 @@ class Caller:
     ``principal`` is ``None`` for an anonymous call (allowed only for skills declared
     ``anonymous=True``). ``token`` is the inbound bearer token, kept for token exchange by
     the delegation layer; it is never shown in a repr, a log line or an error.
+    ``extensions`` are the URIs of the A2A extensions the request activated (its
+    ``A2A-Extensions`` service parameter, A2A 1.0 §3.3.4, among those the agent supports).
     """
 
     principal: Principal | None
     token: str | None = field(default=None, repr=False)
+    extensions: frozenset[str] = frozenset()
 
     @property
     def owner(self) -> str | None:

@@ -579,6 +579,7 @@ class TaskRuntime:
             if skill is None:
                 raise InternalError(f"the skill of task {record.task.id} no longer exists")
             self._authorize(skill, caller)
+            self.agent.check_media_types(message, skill)
             arguments = skill.validate_arguments(record.arguments)
             message = message.model_copy(update={"context_id": record.task.context_id})
             self._check_fits(record, message, what="the message", copies=2)
@@ -586,6 +587,7 @@ class TaskRuntime:
             record.task.history.append(message)
             record.size += 2 * size  # in the history and among the replies
         else:
+            self.agent.check_media_types(message)
             call = self.agent.route(message)
             skill = self.agent.skills.get(call.skill_id)
             if skill is None:
@@ -593,6 +595,7 @@ class TaskRuntime:
                     f"unknown skill {call.skill_id!r}. {self.agent.describe_skills()}"
                 )
             self._authorize(skill, caller)
+            self.agent.check_media_types(message, skill)
             arguments = skill.validate_arguments(call.arguments)
             task_id = str(uuid.uuid4())
             context_id = message.context_id or str(uuid.uuid4())
@@ -662,11 +665,16 @@ class TaskRuntime:
         return _view(record.task, history_length=request.history_length)
 
     async def list_tasks(self, request: ListTasksRequest, *, caller: Caller) -> ListTasksResponse:
-        """``ListTasks``: the caller's own tasks, newest first."""
-        if caller.principal is None:
-            raise AuthenticationError("listing tasks requires a bearer token")
+        """``ListTasks``: the caller's own tasks, newest first.
+
+        Authentication follows the agent card: where anonymous calls are allowed, an
+        anonymous caller may list too, and sees no task (no task is visible to anonymous
+        callers after the request that created it, see :class:`TaskViewer`).
+        """
         size = request.page_size or DEFAULT_PAGE_SIZE
         size = min(size, MAX_PAGE_SIZE)
+        if caller.principal is None:
+            return ListTasksResponse(tasks=[], next_page_token="", page_size=size, total_size=0)
         after = request.status_timestamp_after
         page = await self.store.list(
             viewer=TaskViewer.of(caller.principal),
@@ -735,7 +743,16 @@ class TaskRuntime:
             # The record may have been read before a reply resumed and finished the task:
             # read it again now that the subscriber is registered (a run the reply starts
             # from here on takes the parked subscribers with it).
-            latest = await self.store.get(task_id)
+            try:
+                latest = await self.store.get(task_id)
+            except BaseException:  # cancelled or failed before the stream began
+                if subscriber in subscribers:
+                    subscribers.remove(subscriber)
+                if not subscribers and self._parked.get(task_id) is subscribers:
+                    del self._parked[task_id]
+                subscriber.send.close()
+                receive.close()
+                raise
             if latest is None or latest.state.is_terminal:
                 subscriber.send.close()
             snapshot = _view((latest or record).task, history_length=None)

@@ -48,6 +48,7 @@ from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._server._dispatch import A2ARuntime, Dispatcher, ManagedRuntime
+from keycard_agents._server._extensions import ExtensionNegotiation
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
 from keycard_agents._server._rest import RestBinding
@@ -205,20 +206,24 @@ def create_app(
         anonymous_allowed=any(s.anonymous for s in agent.skills.values()),
     )
     dispatcher = Dispatcher(runtime=runtime, extended_card=extended_card)
+    has_extended = extended_card is not None
+    build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
+    # The extensions a request may activate, and those it must, are the card's (§3.3.4).
+    extensions = ExtensionNegotiation(build_card().capabilities.extensions or ())
     jsonrpc = JsonRpcEndpoint(
         dispatcher=dispatcher,
         authenticator=authenticator,
         max_body_size=max_body_size,
         allow_missing_version=allow_missing_version,
+        extensions=extensions,
     )
     rest = RestBinding(
         dispatcher=dispatcher,
         authenticator=authenticator,
         max_body_size=max_body_size,
         allow_missing_version=allow_missing_version,
+        extensions=extensions,
     )
-    has_extended = extended_card is not None
-    build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
     card_route = _StaticJson(lambda: dump(build_card()), max_age=card_max_age)
     metadata_route = _StaticJson(lambda: _default_metadata(agent, resource), max_age=card_max_age)
     # Build both documents now: a mistake in the agent's configuration surfaces at startup,

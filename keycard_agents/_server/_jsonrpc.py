@@ -13,6 +13,7 @@ and still carry a JSON-RPC error body; protocol errors are answered with HTTP 20
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -40,6 +41,7 @@ from keycard_agents._server._dispatch import (
     as_protocol_error,
     parse_params,
 )
+from keycard_agents._server._extensions import ExtensionNegotiation
 from keycard_agents._server._protocol import (
     BodyTooLargeError,
     check_version,
@@ -80,11 +82,13 @@ class JsonRpcEndpoint:
         authenticator: BearerAuthenticator,
         max_body_size: int,
         allow_missing_version: bool,
+        extensions: ExtensionNegotiation | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._auth = authenticator
         self._max_body_size = max_body_size
         self._allow_missing_version = allow_missing_version
+        self._extensions = extensions or ExtensionNegotiation(())
 
     async def handle(self, request: Request) -> Response:
         with server_span(request.headers, attributes=_SPAN_ATTRIBUTES) as current:
@@ -96,14 +100,17 @@ class JsonRpcEndpoint:
                 check_version(request, allow_missing=self._allow_missing_version)
                 caller = await self._auth.caller(request.headers)
                 set_principal(current, caller.principal)
+                activated = self._extensions.activate(request)
+                caller = dataclasses.replace(caller, extensions=activated)
+                echo = self._extensions.echo(activated)
                 params = parse_params(envelope.method, envelope.params)
                 if envelope.method in STREAMING_METHODS:
                     events = await self._dispatcher.open_stream(
                         envelope.method, params, caller=caller
                     )
-                    return EventStreamResponse(_frame(request_id, events))
+                    return EventStreamResponse(_frame(request_id, events), headers=echo)
                 result = await self._dispatcher.unary(envelope.method, params, caller=caller)
-                return JSONResponse(_envelope(request_id, result=result))
+                return JSONResponse(_envelope(request_id, result=result), headers=echo)
             except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
                 mark_error(current, exc)
                 log_refusal("JSONRPC", exc.error if isinstance(exc, _HttpLevelError) else exc)

@@ -11,6 +11,7 @@ content type ``application/a2a+json`` (``application/json`` accepted); errors as
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
@@ -38,6 +39,7 @@ from keycard_agents._errors import AuthenticationError, IssuerUnreachableError
 from keycard_agents._oauth._resource_server import BearerAuthenticator
 from keycard_agents._observe._tracing import ATTR_OPERATION, mark_error, server_span, set_principal
 from keycard_agents._server._dispatch import Dispatcher, as_protocol_error
+from keycard_agents._server._extensions import ExtensionNegotiation
 from keycard_agents._server._protocol import (
     BodyTooLargeError,
     check_version,
@@ -80,11 +82,13 @@ class RestBinding:
         authenticator: BearerAuthenticator,
         max_body_size: int,
         allow_missing_version: bool,
+        extensions: ExtensionNegotiation | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._auth = authenticator
         self._max_body_size = max_body_size
         self._allow_missing_version = allow_missing_version
+        self._extensions = extensions or ExtensionNegotiation(())
 
     def routes(self) -> list[BaseRoute]:
         def route(path: str, method: str, operation: str, build: _Builder, *, body: bool) -> Route:
@@ -133,6 +137,9 @@ class RestBinding:
                 check_version(request, allow_missing=self._allow_missing_version)
                 caller = await self._auth.caller(request.headers)
                 set_principal(current, caller.principal)
+                activated = self._extensions.activate(request)
+                caller = dataclasses.replace(caller, extensions=activated)
+                echo = self._extensions.echo(activated)
                 data = await self._read_json(request) if body else {}
                 try:
                     model = build(request, data)
@@ -140,9 +147,9 @@ class RestBinding:
                     raise invalid_params(exc, what="request") from exc
                 if operation in ("SendStreamingMessage", "SubscribeToTask"):
                     events = await self._dispatcher.open_stream(operation, model, caller=caller)
-                    return EventStreamResponse(_frame(events))
+                    return EventStreamResponse(_frame(events), headers=echo)
                 result = await self._dispatcher.unary(operation, model, caller=caller)
-                return JSONResponse(result, media_type=content_type)
+                return JSONResponse(result, media_type=content_type, headers=echo)
             except Exception as exc:  # every failure gets a Status body, never a 500 page
                 mark_error(current, exc)
                 log_refusal("HTTP+JSON", exc.error if isinstance(exc, _HttpError) else exc)

@@ -266,7 +266,7 @@ async def test_non_anonymous_skill_without_token(client: httpx.AsyncClient) -> N
     assert response.headers["www-authenticate"] == MISSING_CHALLENGE
 
 
-async def test_anonymous_caller_cannot_list_tasks_or_read_extended_card() -> None:
+async def test_anonymous_caller_lists_no_task_and_cannot_read_extended_card() -> None:
     application = create_app(
         EchoAgent(url=AGENT_URL),
         verifier=MINTER.verifier(),
@@ -275,10 +275,16 @@ async def test_anonymous_caller_cannot_list_tasks_or_read_extended_card() -> Non
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as client:
-            for method in ("ListTasks", "GetExtendedAgentCard"):
-                response = await client.post("/", json=rpc(method, {}), headers=A2A_HEADERS)
-                assert response.status_code == 401
-                assert response.headers["www-authenticate"] == MISSING_CHALLENGE
+            # The card allows anonymous calls (EchoAgent has an anonymous skill): listing
+            # is answered, with no task, since no task is visible to anonymous callers.
+            listed = await client.post("/", json=rpc("ListTasks", {}), headers=A2A_HEADERS)
+            assert listed.status_code == 200
+            assert listed.json()["result"].get("tasks", []) == []
+            response = await client.post(
+                "/", json=rpc("GetExtendedAgentCard", {}), headers=A2A_HEADERS
+            )
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == MISSING_CHALLENGE
 
 
 async def test_agent_without_anonymous_skills_refuses_before_parsing() -> None:

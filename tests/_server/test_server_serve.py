@@ -287,7 +287,11 @@ def test_serve_command_end_to_end(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.05)
         assert card.json()["supportedInterfaces"][0]["url"] == url
-        missing = httpx.post(url + "/", json=rpc("ListTasks", {}), headers={"A2A-Version": "1.0"})
+        missing = httpx.post(
+            url + "/",
+            json=rpc("SendMessage", {"message": call_message("admin", {"action": 1})}),
+            headers={"A2A-Version": "1.0"},
+        )
         assert missing.status_code == 401
         assert missing.headers["www-authenticate"] == (
             f'Bearer resource_metadata="{url}/.well-known/oauth-protected-resource"'

@@ -1,11 +1,15 @@
 """Rules of the A2A 1.0 specification, each checked over both bindings (JSON-RPC, HTTP+JSON).
 
-§3.1.6 streams through interruptions.
+§3.1.6 streams through interruptions; §3.3.2 media types (ContentTypeNotSupported);
+§7.3/§7.4 the authentication of every method follows the card; §3.3.4 extensions.
 """
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -15,6 +19,7 @@ from server_support import AGENT_URL, ISSUER, TokenMinter, bearer, call_message,
 from wire_support import BINDINGS, Refusal, Wire
 
 from keycard_agents import Agent, Context, create_app, skill
+from keycard_agents.a2a import DELEGATION_EXTENSION_URI, AgentExtension
 
 pytestmark = pytest.mark.anyio
 
@@ -46,13 +51,44 @@ def state_of(event: dict[str, Any]) -> str:
 
 
 @pytest.fixture(params=BINDINGS)
-async def wire(request: pytest.FixtureRequest) -> AsyncIterator[Wire]:
-    agent = Planner(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+def binding(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def serving(agent: Agent, binding: str, *, user: str | None = "alice") -> AsyncIterator[Wire]:
+    """``agent`` served in process; a Wire calling it as ``user`` (``None``: anonymous)."""
     app = create_app(agent, verifier=MINTER.verifier())
+    headers = bearer(MINTER.token(sub=user)) if user else {"A2A-Version": "1.0"}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as client:
-            yield Wire(request.param, app, client, bearer(MINTER.token(sub="alice")))
+            yield Wire(binding, app, client, headers)
+
+
+@pytest.fixture
+async def wire(binding: str) -> AsyncIterator[Wire]:
+    agent = Planner(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    async with serving(agent, binding) as w:
+        yield w
+
+
+def refused(result: Any, *, code: int, status: int, reason: str) -> Refusal:
+    """Check a refusal: the JSON-RPC code over JSON-RPC, the HTTP status over HTTP+JSON."""
+    assert isinstance(result, Refusal), result
+    if result.binding == "JSONRPC":
+        assert result.code == code, result
+    else:
+        assert result.status == status, result
+    assert result.reason == reason, result
+    return result
+
+
+def artifact_data(result: Any) -> Any:
+    assert not isinstance(result, Refusal), result
+    task = result["task"]
+    assert task["status"]["state"] == "TASK_STATE_COMPLETED", task
+    return task["artifacts"][-1]["parts"][0].get("data", task["artifacts"][-1]["parts"][0])
 
 
 async def next_state(events: AsyncIterator[dict[str, Any]]) -> str:
@@ -103,3 +139,158 @@ async def test_a_streamed_message_stays_open_through_input_required(wire: Wire) 
         assert answered["task"]["status"]["state"] == "TASK_STATE_AUTH_REQUIRED"
         await wire.send(text_message("granted", taskId=task_id))
         assert await rest_of(events) == AFTER_FIRST_REPLY
+
+
+# ------------------------------------------------------------- §3.3.2 media types
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake image").decode()
+
+
+class Viewer(Agent):
+    name = "Viewer"
+    description = "Describes images and echoes text."
+
+    @skill(id="describe", input_modes=["image/png", "image/jpeg", "application/pdf"])
+    async def describe(self, ctx: Context) -> dict[str, Any]:
+        """Describe the files sent."""
+        return {
+            "files": [
+                {"type": f.media_type, "name": f.filename, "size": len(f.content or b"")}
+                for f in ctx.files
+            ],
+            "text": ctx.text,
+        }
+
+    @skill(id="echo")
+    async def echo(self, text: str) -> str:
+        """Say it back."""
+        return f"echo: {text}"
+
+
+def message(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"messageId": uuid.uuid4().hex, "role": "ROLE_USER", "parts": list(parts)}
+
+
+def viewer() -> Viewer:
+    return Viewer(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+
+
+async def test_a_part_no_skill_accepts_is_refused_as_unsupported_content(binding: str) -> None:
+    async with serving(viewer(), binding) as wire:
+        odd = {"raw": PNG, "mediaType": "application/x-unsupported"}
+        only_odd = await wire.send(message(odd))
+        refused(only_odd, code=-32005, status=415, reason="CONTENT_TYPE_NOT_SUPPORTED")
+        # Text next to it is not enough: the part is refused, not silently dropped.
+        with_text = await wire.send(message({"text": "hello"}, odd))
+        error = refused(with_text, code=-32005, status=415, reason="CONTENT_TYPE_NOT_SUPPORTED")
+        assert "application/x-unsupported" in error.message
+
+
+async def test_each_skill_accepts_its_declared_media_types(binding: str) -> None:
+    async with serving(viewer(), binding) as wire:
+        call = {"data": {"skill": "describe", "arguments": {}}}
+        png = {"raw": PNG, "mediaType": "image/png", "filename": "cat.png"}
+        described = artifact_data(await wire.send(message(call, png, {"text": "what is it?"})))
+        assert described == {
+            "files": [{"type": "image/png", "name": "cat.png", "size": 19}],
+            "text": "what is it?",
+        }
+        # An image is fine for describe, not for echo (text and JSON only).
+        to_echo = await wire.send(message({"text": "look"}, png))
+        error = refused(to_echo, code=-32005, status=415, reason="CONTENT_TYPE_NOT_SUPPORTED")
+        assert "skill 'echo'" in error.message
+        assert artifact_data(await wire.send(message({"text": "hi"}))) == {"text": "echo: hi"}
+
+
+# ------------------------------------------- §7.3/§7.4 authentication follows the card
+
+
+class Public(Agent):
+    name = "Public"
+    description = "Anyone may call it."
+
+    @skill(id="hello", anonymous=True)
+    async def hello(self, name: str) -> str:
+        """Greet."""
+        return f"hello {name}"
+
+
+async def test_anonymous_agents_serve_every_method_to_anonymous_callers(binding: str) -> None:
+    agent = Public(url=AGENT_URL)  # no issuer: the card declares no security at all
+    async with serving(agent, binding, user=None) as anonymous:
+        card = (await anonymous.client.get("/.well-known/agent-card.json")).json()
+        assert "securitySchemes" not in card
+        assert "securityRequirements" not in card
+        mine = await anonymous.send(text_message("anon"))
+        assert mine["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+        listed, response = await anonymous.call("ListTasks", {})
+        assert response.status_code == 200, response.text
+        assert listed.get("tasks", []) == []  # anonymous tasks are nobody's to read later
+        got, _ = await anonymous.call("GetTask", {"id": mine["task"]["id"]})
+        refused(got, code=-32001, status=404, reason="TASK_NOT_FOUND")
+        alice = Wire(binding, anonymous.app, anonymous.client, bearer(MINTER.token(sub="alice")))
+        hers = await alice.send(text_message("alice"))
+        listed, _ = await anonymous.call("ListTasks", {})
+        assert listed.get("tasks", []) == []  # per-owner isolation holds for anonymous callers
+        own, _ = await alice.call("ListTasks", {})
+        assert [t["id"] for t in own["tasks"]] == [hers["task"]["id"]]
+
+
+async def test_agents_that_require_tokens_require_them_for_every_method(binding: str) -> None:
+    async with serving(viewer(), binding, user=None) as anonymous:
+        for method, params in (
+            ("SendMessage", {"message": text_message("x")}),
+            ("ListTasks", {}),
+            ("GetTask", {"id": "t"}),
+            ("CancelTask", {"id": "t"}),
+        ):
+            result, response = await anonymous.call(method, params)
+            assert isinstance(result, Refusal), (method, result)
+            assert response.status_code == 401, (method, response.text)
+            assert response.headers["www-authenticate"].startswith("Bearer ")
+
+
+# ------------------------------------------------------------- §3.3.4 extensions
+
+REQUIRED = "urn:example:a2a:ext:receipts"
+OPTIONAL = "urn:example:a2a:ext:timing"
+
+
+class Strict(Agent):
+    name = "Strict"
+    description = "Needs the receipts extension."
+    extensions = (
+        AgentExtension(uri=REQUIRED, description="Receipts", required=True),
+        AgentExtension(uri=OPTIONAL, description="Timing"),
+    )
+
+    @skill(id="which")
+    async def which(self, ctx: Context, text: str) -> list[str]:
+        """The extensions this request activated."""
+        return sorted(ctx.extensions)
+
+
+async def test_required_extensions_are_enforced_and_activated_ones_echoed(binding: str) -> None:
+    agent = Strict(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    async with serving(agent, binding) as wire:
+        card = (await wire.client.get("/.well-known/agent-card.json")).json()
+        declared = {e["uri"]: e.get("required", False) for e in card["capabilities"]["extensions"]}
+        assert declared == {DELEGATION_EXTENSION_URI: False, REQUIRED: True, OPTIONAL: False}
+        without = await wire.send(text_message("hi"))
+        error = refused(without, code=-32008, status=400, reason="EXTENSION_SUPPORT_REQUIRED")
+        assert REQUIRED in error.message
+        listed, _ = await wire.call("ListTasks", {})
+        refused(listed, code=-32008, status=400, reason="EXTENSION_SUPPORT_REQUIRED")
+        asking = Wire(
+            binding,
+            wire.app,
+            wire.client,
+            {**wire.headers, "A2A-Extensions": f"{REQUIRED}, {OPTIONAL}, urn:unknown:ext"},
+        )
+        result, response = await asking.call("SendMessage", {"message": text_message("hi")})
+        assert artifact_data(result) == sorted([REQUIRED, OPTIONAL])
+        echoed = {u.strip() for u in response.headers["A2A-Extensions"].split(",")}
+        assert echoed == {REQUIRED, OPTIONAL}
+        async with asking.stream(text_message("streamed")) as events:
+            assert await next_state(events) == "task:SUBMITTED"
+            assert await rest_of(events) == ["status:WORKING", "artifact", "status:COMPLETED"]
