@@ -3,7 +3,8 @@
 Public entry points; the implementation lives in ``keycard_agents._sts``. See
 docs/token-service.md. Implements the issuing side of the delegation profile
 (RFC 8693 token exchange with nested ``act``, RFC 8707 resources, RFC 7523 and
-RFC 6749 §2.3.1 client authentication, RFC 7636 PKCE sign-in, RFC 8414 metadata).
+RFC 6749 §2.3.1 client authentication, RFC 7636 PKCE sign-in, RFC 8414 metadata,
+RFC 7591 dynamic registration of public clients).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from keycard_agents._audit._sts_records import JsonlAuditStore as JsonlAuditStor
 from keycard_agents._audit._sts_records import MemoryAuditStore as MemoryAuditStore
 from keycard_agents._oauth._pkce import pkce_challenge as pkce_challenge
 from keycard_agents._sts._app import TokenService as TokenService
+from keycard_agents._sts._client_store import ClientStore as ClientStore
+from keycard_agents._sts._client_store import JsonlClientStore as JsonlClientStore
+from keycard_agents._sts._client_store import MemoryClientStore as MemoryClientStore
+from keycard_agents._sts._client_store import RegisteredClient as RegisteredClient
 from keycard_agents._sts._config import AdminConfig as AdminConfig
 from keycard_agents._sts._config import DevUser as DevUser
 from keycard_agents._sts._config import Lifetimes as Lifetimes
@@ -21,6 +26,7 @@ from keycard_agents._sts._config import Limits as Limits
 from keycard_agents._sts._config import PublicClient as PublicClient
 from keycard_agents._sts._config import RegisteredAgent as RegisteredAgent
 from keycard_agents._sts._config import RegisteredResource as RegisteredResource
+from keycard_agents._sts._config import RegistrationConfig as RegistrationConfig
 from keycard_agents._sts._config import TokenServiceConfig as TokenServiceConfig
 from keycard_agents._sts._config import TrustedIssuerConfig as TrustedIssuerConfig
 from keycard_agents._sts._config import load_config as load_config
@@ -33,14 +39,19 @@ __all__ = [
     "AdminConfig",
     "AuditRecord",
     "AuditStore",
+    "ClientStore",
     "DevUser",
     "JsonlAuditStore",
+    "JsonlClientStore",
     "Lifetimes",
     "Limits",
     "MemoryAuditStore",
+    "MemoryClientStore",
     "PublicClient",
     "RegisteredAgent",
+    "RegisteredClient",
     "RegisteredResource",
+    "RegistrationConfig",
     "TokenService",
     "TokenServiceConfig",
     "TokenStats",

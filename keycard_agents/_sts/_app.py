@@ -31,9 +31,16 @@ from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
 from keycard_agents._oauth._urls import AUTHORIZATION_SERVER_WELL_KNOWN
 from keycard_agents._sts._auditpage import AuditPage
 from keycard_agents._sts._authorize import LoginFlow
+from keycard_agents._sts._client_store import (
+    ClientStore,
+    JsonlClientStore,
+    MemoryClientStore,
+    PublicClients,
+)
 from keycard_agents._sts._clientauth import ClientAuthenticator
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import NO_STORE
+from keycard_agents._sts._registration import REGISTRATION_PATH, RegistrationEndpoint
 from keycard_agents._sts._token_endpoint import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
@@ -102,6 +109,7 @@ class TokenService:
         clock: Callable[[], float] = time.time,
         http_client: httpx.AsyncClient | None = None,
         leeway: float = 30.0,
+        clients: ClientStore | None = None,
     ) -> None:
         if config.issuer is None:
             raise ConfigurationError(
@@ -171,7 +179,17 @@ class TokenService:
                     [TrustedIssuer(agent.client_id, jwks_uri=agent.jwks_uri)], http_client
                 )
         self.minter = TokenMinter(issuer=self.issuer, keys=lambda: self.keys, clock=clock)
-        self.login = LoginFlow(config=config, issuer=self.issuer, clock=clock, guard=self.guard)
+        #: Clients registered at run time (RFC 7591); see ``[registration]``.
+        self.client_store: ClientStore = clients if clients is not None else _client_store(config)
+        public = PublicClients(config, self.client_store)
+        self.registration: RegistrationEndpoint | None = None
+        if config.registration_enabled():
+            self.registration = RegistrationEndpoint(
+                config=config, store=self.client_store, guard=self.guard, clock=clock
+            )
+        self.login = LoginFlow(
+            config=config, issuer=self.issuer, clock=clock, guard=self.guard, clients=public
+        )
         self.clients = ClientAuthenticator(
             config=config,
             issuer=self.issuer,
@@ -179,6 +197,7 @@ class TokenService:
             agent_keys=self._keys_for_agent,
             guard=self.guard,
             leeway=leeway,
+            clients=public,
         )
         self.token_endpoint = TokenEndpoint(
             config=config,
@@ -310,6 +329,11 @@ class TokenService:
                 | {s for r in self.config.resources for s in r.scopes}
             ),
             "authorization_response_iss_parameter_supported": True,
+            **(
+                {"registration_endpoint": f"{base}{REGISTRATION_PATH}"}
+                if self.registration is not None
+                else {}
+            ),
         }
 
     # -- the ASGI app -----------------------------------------------------------------------
@@ -343,6 +367,8 @@ class TokenService:
             ("/authorize", self.login.authorize_get, ["GET"]),
             ("/authorize", self.login.authorize_post, ["POST"]),
         ]
+        if self.registration is not None:
+            routes.append((REGISTRATION_PATH, self.registration.handle, ["POST"]))
         if self.audit_page is not None:
             routes.extend(self.audit_page.routes())
         for path, endpoint, methods in routes:
@@ -351,6 +377,13 @@ class TokenService:
 
     def __repr__(self) -> str:
         return f"TokenService(issuer={self.issuer!r}, agents={len(self.config.agents)})"
+
+
+def _client_store(config: TokenServiceConfig) -> ClientStore:
+    reg = config.registration
+    if reg.clients_file is not None:
+        return JsonlClientStore(reg.clients_file, max_clients=reg.max_clients)
+    return MemoryClientStore(max_clients=reg.max_clients)
 
 
 def _guard(

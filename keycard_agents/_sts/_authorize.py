@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from keycard_agents._errors import OAuthError
 from keycard_agents._oauth._pkce import pkce_challenge
+from keycard_agents._sts._client_store import PublicClients
 from keycard_agents._sts._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import Form, read_form, retry_after_header
 from keycard_agents._sts._throttle import (
@@ -183,10 +184,12 @@ class LoginFlow:
         issuer: str,
         clock: Callable[[], float],
         guard: CredentialGuard | None = None,
+        clients: PublicClients | None = None,
     ) -> None:
         self._config = config
         self._issuer = issuer
         self._clock = clock
+        self._clients = clients if clients is not None else PublicClients(config)
         limits = config.limits
         self._guard = guard if guard is not None else CredentialGuard(limits, clock=clock)
         hashes = [u.password_hash for u in config.users if u.password_hash is not None]
@@ -222,7 +225,7 @@ class LoginFlow:
 
     async def _handle(self, form: Form, *, login: bool, source: str | None = None) -> Response:
         try:
-            client, redirect_uri, state = self._client_part(form)
+            client, redirect_uri, state = await self._client_part(form)
         except (_PageError, OAuthError) as exc:
             message = exc.message if isinstance(exc, _PageError) else exc.error_description
             return _page_error(message)
@@ -270,11 +273,11 @@ class LoginFlow:
             params = {"error": exc.error, "error_description": exc.error_description}
             return _redirect(redirect_uri, {**params, "state": state, "iss": self._issuer})
 
-    def _client_part(self, form: Form) -> tuple[PublicClient, str, str | None]:
+    async def _client_part(self, form: Form) -> tuple[PublicClient, str, str | None]:
         client_id = form.get("client_id")
         if client_id is None:
             raise _PageError("the request has no client_id")
-        client = self._config.client(client_id)
+        client = await self._clients.get(client_id)
         if client is None:
             raise _PageError(f"unknown client_id: register it under [[clients]] ({client_id!r})")
         redirect_uri = form.get("redirect_uri")
@@ -360,10 +363,10 @@ class LoginFlow:
 
     # -- the token endpoint side ----------------------------------------------------------
 
-    def redeem(self, form: Form) -> AuthCode:
+    async def redeem(self, form: Form) -> AuthCode:
         """Check an ``authorization_code`` token request; return the consumed grant."""
         client_id = form.require("client_id")
-        if self._config.client(client_id) is None:
+        if await self._clients.get(client_id) is None:
             raise OAuthError(
                 "invalid_client",
                 f"unknown public client {client_id!r}: register it under [[clients]]",

@@ -27,6 +27,7 @@ from keycard_agents._errors import (
 from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver
 from keycard_agents._json import loads_bounded
+from keycard_agents._sts._client_store import PublicClients
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import ClientAuthError, Form
 from keycard_agents._sts._throttle import CredentialGuard, DummyHash, request_source
@@ -127,8 +128,10 @@ class ClientAuthenticator:
         agent_keys: Callable[[RegisteredAgent], KeyResolver],
         guard: CredentialGuard | None = None,
         leeway: float = 30.0,
+        clients: PublicClients | None = None,
     ) -> None:
         self._config = config
+        self._public = clients if clients is not None else PublicClients(config)
         self._issuer = issuer
         self._clock = clock
         self._agent_keys = agent_keys
@@ -167,7 +170,7 @@ class ClientAuthenticator:
         if assertion:
             return await self._assertion(form)
         client_id = form.get("client_id")
-        if client_id is not None and self._config.client(client_id) is not None:
+        if client_id is not None and await self._public.get(client_id) is not None:
             return AuthenticatedClient(client_id=client_id, method="none", agent=None)
         raise _invalid_client(
             "client authentication required: use private_key_jwt, client_secret_basic or "

@@ -33,6 +33,7 @@ __all__ = [
     "PublicClient",
     "RegisteredAgent",
     "RegisteredResource",
+    "RegistrationConfig",
     "TokenServiceConfig",
     "TrustedIssuerConfig",
     "load_config",
@@ -204,6 +205,13 @@ class RegisteredAgent(_Model):
         return self
 
 
+def _is_loopback(url: str) -> bool:
+    try:
+        return urlsplit(url).hostname in _LOOPBACK_HOSTS
+    except ValueError:
+        return False
+
+
 def _opt_url(value: str | None) -> str | None:
     return None if value is None else check_url(value)
 
@@ -303,6 +311,42 @@ class PublicClient(_Model):
         return value
 
 
+class RegistrationConfig(_Model):
+    """Dynamic client registration (RFC 7591) at ``/register``: who may register.
+
+    ``enabled`` defaults to on for a loopback issuer (development: anyone may register a
+    public client) and to on elsewhere only when a policy is set: ``initial_access_token_hash``
+    (RFC 7591 §3: requests carry ``Authorization: Bearer <token>``; make the hash with
+    ``keycard-agents sts hash-secret``) or ``allowed_redirect_uris`` (every redirect URI
+    registered must be listed; a loopback entry matches any port, RFC 8252 §7.3).
+    ``clients_file`` keeps registered clients across restarts (JSON Lines); without it
+    they live in memory (the newest ``max_clients``).
+    """
+
+    enabled: bool | None = None
+    initial_access_token_hash: str | None = None
+    allowed_redirect_uris: tuple[str, ...] = ()
+    clients_file: Path | None = None
+    max_clients: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_redirect_uris: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("initial_access_token_hash")
+    @classmethod
+    def _hash(cls, value: str | None) -> str | None:
+        return None if value is None else check_secret_hash_format(value)
+
+    @field_validator("allowed_redirect_uris")
+    @classmethod
+    def _uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uri in value:
+            check_url(uri)
+        return value
+
+    @property
+    def has_policy(self) -> bool:
+        return self.initial_access_token_hash is not None or bool(self.allowed_redirect_uris)
+
+
 class AdminConfig(_Model):
     """The operator's credential for the read-only audit page (``/audit``).
 
@@ -339,6 +383,7 @@ class TokenServiceConfig(_Model):
     clients: tuple[PublicClient, ...] = ()
     audit_file: Path | None = None
     admin: AdminConfig | None = None
+    registration: RegistrationConfig = RegistrationConfig()
 
     @field_validator("issuer")
     @classmethod
@@ -371,6 +416,17 @@ class TokenServiceConfig(_Model):
                         f"{dep!r} is not a registered agent or resource: add it to agents "
                         "or resources",
                     )
+        if (
+            self.registration.enabled
+            and self.issuer is not None
+            and not _is_loopback(self.issuer)
+            and not self.registration.has_policy
+        ):
+            raise _FieldError(
+                ("registration", "enabled"),
+                "open registration is for a loopback (development) issuer only: set "
+                "registration.initial_access_token_hash or registration.allowed_redirect_uris",
+            )
         if self.issuer is not None:
             if self.issuer in known:
                 raise ValueError("the issuer URL must not also be an agent or resource URL")
@@ -411,6 +467,13 @@ class TokenServiceConfig(_Model):
             if user.username == username:
                 return user
         return None
+
+    def registration_enabled(self) -> bool:
+        """Whether ``/register`` accepts registrations (see :class:`RegistrationConfig`)."""
+        reg = self.registration
+        if reg.enabled is not None:
+            return reg.enabled
+        return reg.has_policy or (self.issuer is not None and _is_loopback(self.issuer))
 
     def longest_lifetime(self) -> float:
         lt = self.lifetimes
@@ -488,8 +551,8 @@ def parse_config(data: dict[str, Any], *, source: str = "config") -> TokenServic
 
 
 def load_config(path: str | Path) -> TokenServiceConfig:
-    """Load a TOML configuration file; a relative ``key_dir`` or ``audit_file`` is
-    relative to the file."""
+    """Load a TOML configuration file; a relative ``key_dir``, ``audit_file`` or
+    ``registration.clients_file`` is relative to the file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -508,4 +571,10 @@ def load_config(path: str | Path) -> TokenServiceConfig:
     if config.audit_file is not None and not config.audit_file.is_absolute():
         audit_file = (path.parent / config.audit_file).resolve()
         config = config.model_copy(update={"audit_file": audit_file})
+    clients_file = config.registration.clients_file
+    if clients_file is not None and not clients_file.is_absolute():
+        registration = config.registration.model_copy(
+            update={"clients_file": (path.parent / clients_file).resolve()}
+        )
+        config = config.model_copy(update={"registration": registration})
     return config

@@ -292,7 +292,7 @@ class TokenEndpoint:
                 f"agent {client.client_id!r} cannot use {GRANT_AUTHORIZATION_CODE}: only public "
                 "clients listed under [[clients]] sign users in",
             )
-        grant = self._login.redeem(form)
+        grant = await self._login.redeem(form)
         trail.user = grant.username
         trail.user_issuer = self._issuer
         trail.target = grant.resource
