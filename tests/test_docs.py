@@ -582,6 +582,7 @@ def test_configuration_lists_every_token_service_key() -> None:
         "[[trusted_issuers]] key": sts.TrustedIssuerConfig,
         "[admin] key": sts.AdminConfig,
         "[limits] key": sts.Limits,
+        "[registration] key": sts.RegistrationConfig,
     }
     sections = {
         "lifetimes",
@@ -592,6 +593,7 @@ def test_configuration_lists_every_token_service_key() -> None:
         "clients",
         "trusted_issuers",
         "admin",
+        "registration",
     }
     for first, model in models.items():
         expected = {
