@@ -4,17 +4,23 @@
     python3 scripts/dev.py demo      # the local delegation demo
     python3 scripts/dev.py test      # lint (ruff, ruff format, mypy --strict), then the suite
     python3 scripts/dev.py lint      # only the lint steps
+    python3 scripts/dev.py mutation  # mutation testing of the security core (not in CI)
 
 Creates ``.venv`` beside this repository, installs the package with its test
 dependencies (again only when ``pyproject.toml`` changed), installs the system
 packages the tests use when they are missing, then runs the command.
-Extra arguments are passed through (``dev.py test -k sts``).
+Extra arguments are passed through (``dev.py test -k sts``). ``mutation`` takes area
+names (``dev.py mutation sts jwks``; all areas by default) and ``--resume`` to keep the
+results of an earlier run (docs/testing.md).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,8 +123,117 @@ def ensure_node_packages() -> None:
         run(npm, "ci", *quiet, cwd=directory, stdout=subprocess.DEVNULL, timeout=300)
 
 
+# -- mutation testing -------------------------------------------------------------------
+
+#: The mutation tool, pinned: the ``mutation`` extra of pyproject.toml.
+MUTATION_TOOL = "mutmut"
+#: The security core by area, as mutant-name patterns (module paths; the files are listed
+#: in ``[tool.mutmut] only_mutate`` of pyproject.toml).
+MUTATION_AREAS: dict[str, tuple[str, ...]] = {
+    "jose": ("keycard_agents._jose.*",),
+    "sts": ("keycard_agents._sts.*",),
+    "jwks": ("keycard_agents._oauth._jwks.*",),
+    "bearer": ("keycard_agents._oauth._resource_server.*",),
+    "tasks": ("keycard_agents._runtime._store.*",),
+}
+#: Where the equivalent mutants are listed, one ``- `name`: reason`` line each.
+EQUIVALENTS_DOC = ROOT / "docs" / "testing.md"
+_EQUIVALENT_LINE = re.compile(r"^- `(keycard_agents\.[\w.]+__mutmut_\d+)`: \S")
+#: mutmut's exit codes per mutant, as outcomes (anything else counts as suspicious).
+_OUTCOMES = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"}
+_OUTCOMES.update(dict.fromkeys((36, 24, -24, 152, 255), "timeout"))
+
+
+def equivalent_mutants(doc: Path = EQUIVALENTS_DOC) -> set[str]:
+    """The mutants docs/testing.md lists as equivalent (no test can tell them apart)."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    return {m.group(1) for m in map(_EQUIVALENT_LINE.match, lines) if m}
+
+
+def mutation_results(mutants: Path = ROOT / "mutants") -> dict[str, str]:
+    """Every mutant mutmut has made under ``mutants/``, with its outcome."""
+    results: dict[str, str] = {}
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+        for name, code in codes.items():
+            results[name] = "not checked" if code is None else _OUTCOMES.get(code, "suspicious")
+    return results
+
+
+def mutation_summary(areas: list[str], results: dict[str, str], equivalents: set[str]) -> int:
+    """Print killed/survived/timeout per area and the score; 0 when every area is ≥ 95 %."""
+    rows, failing, survivors = [], [], []
+    totals = {"killed": 0, "timeout": 0, "survived": 0, "other": 0, "equivalent": 0}
+    for area in areas:
+        names = [n for n in results if any(fnmatch.fnmatch(n, p) for p in MUTATION_AREAS[area])]
+        count = {key: 0 for key in totals}
+        for name in names:
+            outcome = results[name]
+            if name in equivalents:
+                key = "equivalent"
+            elif outcome in ("killed", "timeout", "survived"):
+                key = outcome
+            else:
+                key = "other"
+            count[key] += 1
+            if key in ("survived", "other"):
+                survivors.append(f"{name} ({outcome})")
+        for key in totals:
+            totals[key] += count[key]
+        rows.append((area, count))
+    say("mutation results (equivalent mutants listed in docs/testing.md are left out)")
+    for area, count in [*rows, ("total", totals)]:
+        counted = count["killed"] + count["timeout"] + count["survived"] + count["other"]
+        score = 100.0 * (count["killed"] + count["timeout"]) / counted if counted else 0.0
+        if area != "total" and score < 95.0:
+            failing.append(area)
+        print(
+            f"  {area:<7} killed {count['killed']:>5}  timeout {count['timeout']:>3}  "
+            f"survived {count['survived']:>4}  untested/suspicious {count['other']:>3}  "
+            f"equivalent {count['equivalent']:>3}  score {score:5.1f} %",
+            flush=True,
+        )
+    for line in survivors:
+        print(f"  survived: {line}")
+    if survivors:
+        say("see one with: .venv/bin/mutmut show NAME (run from the repository root)")
+    return 1 if failing else 0
+
+
+def ensure_mutation_tool(env: dict[str, str]) -> None:
+    probe = [str(PYTHON), "-c", f"import {MUTATION_TOOL}"]
+    if subprocess.call(probe, stderr=subprocess.DEVNULL, env=env) == 0:
+        return
+    say("installing the mutation tool (the 'mutation' extra)")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{EXTRAS},mutation]")
+
+
+def mutation(args: list[str], env: dict[str, str]) -> int:
+    """Run mutmut over the security core, area by area, then print the summary."""
+    resume = "--resume" in args
+    areas = [a for a in args if a != "--resume"] or list(MUTATION_AREAS)
+    unknown = [a for a in areas if a not in MUTATION_AREAS]
+    if unknown:
+        say(f"unknown area {', '.join(unknown)}; the areas are {', '.join(MUTATION_AREAS)}")
+        return 2
+    ensure_mutation_tool(env)
+    if not resume:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    # The machine is shared: mutants run at low priority, one per core.
+    nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+    jobs = str(max(1, min(2, os.cpu_count() or 1)))
+    for area in areas:
+        say(f"mutation: {area} ({', '.join(MUTATION_AREAS[area])})")
+        command = [*nice, str(BIN / "mutmut"), "run", "--max-children", jobs]
+        status = subprocess.call([*command, *MUTATION_AREAS[area]], cwd=ROOT, env=env)
+        if status != 0:
+            say(f"mutmut stopped with status {status} in area {area}")
+            return status
+    return mutation_summary(areas, mutation_results(), equivalent_mutants())
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "lint", "install"}:
+    if not argv or argv[0] not in {"demo", "test", "lint", "install", "mutation"}:
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -128,6 +243,8 @@ def main(argv: list[str]) -> int:
     env["VIRTUAL_ENV"] = str(VENV)
     if command == "install":
         return 0
+    if command == "mutation":
+        return mutation(rest, env)
     if command == "demo":
         exe = BIN / "keycard-agents"
         return subprocess.call([str(exe), "demo", *rest], cwd=ROOT, env=env)

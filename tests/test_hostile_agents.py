@@ -813,7 +813,7 @@ STS_ROWS: list[tuple[str, Send, Expect, str]] = [
         "finding 1: an IdP names only its own users (TS-3a)",
     ),
     (
-        "exchange/A → B → A",
+        "exchange/A -> B -> A",
         _loop_back,
         Expect.oauth("invalid_target"),
         "finding 8: allow_repeated_agents = false (TS-7)",

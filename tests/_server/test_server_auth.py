@@ -153,7 +153,11 @@ async def test_invalid_token(
         assert token not in response.headers["www-authenticate"]
 
 
-@pytest.mark.parametrize("value", [b"Bearer", b"Bearer ", b"Bearer a b", "Bearer ä".encode()])
+@pytest.mark.parametrize(
+    "value",
+    [b"Bearer", b"Bearer ", b"Bearer a b", "Bearer ä".encode()],
+    ids=["bare", "empty", "two-parts", "non-ascii"],  # node ids a tool can pass back
+)
 async def test_malformed_authorization_header(client: httpx.AsyncClient, value: bytes) -> None:
     headers: dict[str, Any] = {**A2A_HEADERS, "Authorization": value}
     response = await client.post("/", json=send(), headers=headers)
