@@ -186,7 +186,18 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     duration_s: float
+    p90_ms: float = 0.0
+    max_ms: float = 0.0
+    loadavg: tuple[float, float] = (0.0, 0.0)
     raw: str = field(repr=False, default="")
+
+    def describe(self) -> str:
+        """One log line: throughput, p50/p90/p99/max and the load average around the run."""
+        return (
+            f"{self.requests_per_sec:8.0f}/s p50 {self.p50_ms:6.2f} p90 {self.p90_ms:6.2f} "
+            f"p99 {self.p99_ms:6.2f} max {self.max_ms:7.2f} ms "
+            f"bad {self.non_2xx + self.errors} load {self.loadavg[0]:.2f}->{self.loadavg[1]:.2f}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -197,7 +208,10 @@ class WrkResult:
             "reused": self.reused,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
+            "p90_ms": self.p90_ms,
+            "max_ms": self.max_ms,
             "duration_s": self.duration_s,
+            "loadavg_1min": list(self.loadavg),
         }
 
 
@@ -217,6 +231,8 @@ def parse_wrk(output: str) -> WrkResult:
     total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    p90 = re.search(r"^\s+90%\s+(\S+)", output, re.MULTILINE)
+    latency = re.search(r"^[ \t]+Latency[ \t]+\S+[ \t]+\S+[ \t]+(\S+)", output, re.MULTILINE)
     if not (rps and total and p50 and p99):
         raise RuntimeError("unexpected wrk output:\n" + output[-2000:])
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -237,6 +253,8 @@ def parse_wrk(output: str) -> WrkResult:
         reused=int(lua_reused.group(1)) if lua_reused else 0,
         p50_ms=_ms(p50.group(1)),
         p99_ms=_ms(p99.group(1)),
+        p90_ms=_ms(p90.group(1)) if p90 else 0.0,
+        max_ms=_ms(latency.group(1)) if latency else 0.0,
         duration_s=_ms(total.group(2) + total.group(3)) / 1e3,
         raw=output,
     )
@@ -289,12 +307,20 @@ def wrk(
         str(LUA_SCRIPT),
         url,
     ]
+    load_before = loadavg()
     proc = subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=duration + 30, check=False
     )
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr[-1000:]}")
-    return parse_wrk(proc.stdout)
+    result = parse_wrk(proc.stdout)
+    result.loadavg = (load_before, loadavg())
+    return result
+
+
+def loadavg() -> float:
+    """The 1-minute load average (0.0 where the system does not report one)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 # ----------------------------------------------------------------------------- machine

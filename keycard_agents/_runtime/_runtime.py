@@ -129,6 +129,7 @@ class _LiveTask:
     caller: Caller = field(default_factory=lambda: Caller(None))
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
+    # Orders the saves of one task for stores that await (see _persist).
     save_lock: anyio.Lock = field(default_factory=anyio.Lock)
     #: Shared with the task's earlier and later runs: parked while the task is interrupted.
     subscribers: list[_Subscriber] = field(default_factory=list)
@@ -167,17 +168,27 @@ class _Sink:
             description=description,
             metadata=dict(metadata) if metadata is not None else None,
         )
-        self._runtime._check_fits(self._live.record, artifact, what="the artifact")
-        await self._runtime._add_artifact(self._live, artifact)
+        size = self._runtime._check_fits(self._live.record, artifact, what="the artifact")
+        await self._runtime._add_artifact(self._live, artifact, size)
 
 
 def _view(task: Task, *, history_length: int | None, include_artifacts: bool = True) -> Task:
-    """A copy of ``task`` as a client sees it (``historyLength`` 0 means no history)."""
-    copy = task.model_copy(deep=True)
-    if history_length is not None:
-        copy.history = copy.history[-history_length:] if history_length > 0 else []
-    if not include_artifacts:
-        copy.artifacts = []
+    """A snapshot of ``task`` as a client sees it (``historyLength`` 0 means no history).
+
+    Copy-on-write, not a deep copy: the runtime never mutates a message, artifact or
+    status once it is in a task; it only replaces ``task.status`` and appends to
+    ``task.history`` / ``task.artifacts``. So a shallow copy of the task with lists of its
+    own is a snapshot that later events cannot change, at a fraction of the cost.
+    """
+    history = task.history
+    if history_length is None:
+        history = list(history)
+    else:
+        history = history[-history_length:] if history_length > 0 else []
+    artifacts = list(task.artifacts) if include_artifacts else []
+    copy = task.model_copy()
+    copy.__dict__["history"] = history
+    copy.__dict__["artifacts"] = artifacts
     return copy
 
 
@@ -333,14 +344,17 @@ class TaskRuntime:
 
     def _check_fits(
         self, record: TaskRecord, model: BaseModel, *, what: str, copies: int = 1
-    ) -> None:
-        """Refuse ``model`` when adding it (``copies`` times) would pass the task's limit."""
-        size = _json_size(model) * copies
+    ) -> int:
+        """Refuse ``model`` when adding it (``copies`` times) would pass the task's limit;
+        else the bytes of one copy."""
+        one = _json_size(model)
+        size = one * copies
         if record.size + size > self.max_task_bytes:
             raise TaskTooLargeError(
                 f"{what} ({size} bytes) would make task {record.task.id} hold more than "
                 f"this agent's limit of {self.max_task_bytes} bytes"
             )
+        return one
 
     # -- events ------------------------------------------------------------------------
 
@@ -361,8 +375,15 @@ class TaskRuntime:
         live.subscribers.clear()
 
     async def _persist(self, live: _LiveTask) -> None:
-        async with live.save_lock:
+        lock = live.save_lock
+        try:  # uncontended (always, with the memory store): no checkpoint, no loop round trip
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await lock.acquire()
+        try:
             await self.store.save(live.record)
+        finally:
+            lock.release()
 
     async def _set_status(self, live: _LiveTask, state: TaskState, message: Message | None) -> None:
         # Mutate and publish without awaiting in between, so a subscriber that joins
@@ -373,24 +394,28 @@ class TaskRuntime:
         if message is not None:
             task.history.append(message)
             live.record.size += _json_size(message)
-        event = TaskStatusUpdateEvent(task_id=task.id, context_id=task.context_id, status=status)
-        self._publish(live, StreamResponse(status_update=event))
+        if live.subscribers:  # no event objects when nobody streams (most tasks)
+            event = TaskStatusUpdateEvent(
+                task_id=task.id, context_id=task.context_id, status=status
+            )
+            self._publish(live, StreamResponse(status_update=event))
         if state.is_terminal:
             self._close_subscribers(live)
         await self._persist(live)
 
-    async def _add_artifact(self, live: _LiveTask, artifact: Artifact) -> None:
+    async def _add_artifact(self, live: _LiveTask, artifact: Artifact, size: int) -> None:
         task = live.record.task
         task.artifacts.append(artifact)
-        live.record.size += _json_size(artifact)
-        event = TaskArtifactUpdateEvent(
-            task_id=task.id,
-            context_id=task.context_id,
-            artifact=artifact,
-            append=False,
-            last_chunk=True,
-        )
-        self._publish(live, StreamResponse(artifact_update=event))
+        live.record.size += size
+        if live.subscribers:
+            event = TaskArtifactUpdateEvent(
+                task_id=task.id,
+                context_id=task.context_id,
+                artifact=artifact,
+                append=False,
+                last_chunk=True,
+            )
+            self._publish(live, StreamResponse(artifact_update=event))
         await self._persist(live)
 
     def _agent_message(self, task: Task, text: str) -> Message:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
@@ -635,10 +636,10 @@ async def test_store_eviction_skips_running_tasks_and_follows_state_changes() ->
         done = await send(runtime, request("echo", text="a"))
         # Full: the finished task goes first, never the older running one.
         newest = await send(runtime, request("echo", text="b"))
-        assert {r.task.id for r in store._tasks.values()} == {running.id, asked.id, newest.id}
+        assert set(store._tasks) == {running.id, asked.id, newest.id}
         # The interrupted task outlives every finished one; the running one is never evicted.
         last = [(await send(runtime, request("echo", text=t))).id for t in "cd"]
-        assert {r.task.id for r in store._tasks.values()} == {running.id, asked.id, last[1]}
+        assert set(store._tasks) == {running.id, asked.id, last[1]}
         assert done.id not in store._tasks
         agent.release.set()
 
@@ -736,3 +737,81 @@ async def test_shutdown_while_a_task_is_being_stored() -> None:
     assert "shutting down" in str(failures[0])
     page = await store.list(viewer=TaskViewer.of(ALICE.principal))
     assert [r.state for r in page.records] == [TaskState.CANCELED]
+
+
+# ------------------------------------------------ snapshots and finished tasks at rest
+
+
+async def test_a_view_does_not_change_when_the_task_does() -> None:
+    agent = Worker()
+    runtime = TaskRuntime(agent)
+    async with runtime.running():
+        asked = await send(runtime, request("ask", topic="lunch"))
+        assert asked.status.state is TaskState.INPUT_REQUIRED
+        before = await runtime.get_task(GetTaskRequest(id=asked.id), caller=ALICE)
+        history, status = len(before.history), before.status
+        done = await send(runtime, request(say="Bob", task_id=asked.id))
+        assert done.status.state is TaskState.COMPLETED
+        # The earlier views kept their history, status and (no) artifacts.
+        for view in (asked, before):
+            assert len(view.history) == history
+            assert view.status == status
+            assert view.artifacts == []
+        assert len(done.history) > history
+        assert done.artifacts
+        # A view handed out is the client's: changing it changes nothing stored.
+        done.history.clear()
+        done.artifacts.clear()
+        again = await runtime.get_task(GetTaskRequest(id=asked.id), caller=ALICE)
+        assert len(again.history) > history
+        assert again.artifacts
+
+
+async def test_finished_tasks_read_back_exactly_as_they_were_returned() -> None:
+    store = MemoryTaskStore()
+    runtime = TaskRuntime(Worker(), store=store, clock=lambda: NOW)
+    async with runtime.running():
+        returned = [
+            await send(runtime, request("echo", context_id="ctx", text=f"t{i}")) for i in range(3)
+        ]
+        asked = await send(runtime, request("ask", topic="x"))
+        for task in returned:
+            got = await runtime.get_task(GetTaskRequest(id=task.id), caller=ALICE)
+            assert got == task
+            record = await store.get(task.id)
+            assert record is not None
+            assert record.skill_id == "echo"
+            assert record.scopes == ("work",)
+            assert record.arguments == {"text": task.history[0].parts[0].data["arguments"]["text"]}
+        listed = await runtime.list_tasks(
+            ListTasksRequest(context_id="ctx", include_artifacts=True), caller=ALICE
+        )
+        assert listed.tasks == returned[::-1]
+        completed = await runtime.list_tasks(
+            ListTasksRequest(status=TaskState.COMPLETED), caller=ALICE
+        )
+        assert [t.id for t in completed.tasks] == [t.id for t in returned[::-1]]
+        waiting = await store.list(viewer=TaskViewer.of(ALICE.principal), state=asked.status.state)
+        assert [r.task.id for r in waiting.records] == [asked.id]
+        later = datetime.fromtimestamp(NOW + 1, tz=timezone.utc)
+        assert (
+            await store.list(viewer=TaskViewer.of(ALICE.principal), updated_after=later)
+        ).total == 0
+        assert (await store.list(viewer=TaskViewer.of(BOB.principal))).total == 0
+        assert await runtime.list_tasks(ListTasksRequest(), caller=BOB) is not None
+
+
+async def test_finished_tasks_leave_almost_nothing_for_the_garbage_collector() -> None:
+    store = MemoryTaskStore()
+    runtime = TaskRuntime(Worker(), store=store)
+    async with runtime.running():
+        for i in range(50):
+            await send(runtime, request("echo", text=f"t{i}"))
+        gc.collect()
+        entries = list(store._tasks.values())
+        assert len(entries) == 50
+        # A finished task at rest holds only atoms (strings, numbers, bytes, tuples of
+        # strings): nothing the collector walks on every full collection.
+        for entry in entries:
+            for part in gc.get_referents(entry):
+                assert part is type(entry) or not gc.is_tracked(part), type(part)
