@@ -80,11 +80,21 @@ class UserRequiredError(InsufficientScopeError):
 class OAuthError(KeycardError):
     """An OAuth 2.0 error (RFC 6749 §5.2, RFC 8693 §2.2.2) with its wire fields."""
 
-    def __init__(self, error: str, error_description: str, *, status_code: int = 400) -> None:
+    def __init__(
+        self,
+        error: str,
+        error_description: str,
+        *,
+        status_code: int = 400,
+        error_uri: str | None = None,
+    ) -> None:
         super().__init__(f"{error}: {error_description}")
         self.error = error
         self.error_description = error_description
         self.status_code = status_code
+        #: RFC 6749 §5.2 ``error_uri``: a page for the user. For ``consent_required`` from
+        #: a token service with connections, it is where the user connects the account.
+        self.error_uri = error_uri
 
 
 class DelegationDeniedError(OAuthError):

@@ -20,6 +20,7 @@ from keycard_agents._sts._client_store import JsonlClientStore as JsonlClientSto
 from keycard_agents._sts._client_store import MemoryClientStore as MemoryClientStore
 from keycard_agents._sts._client_store import RegisteredClient as RegisteredClient
 from keycard_agents._sts._config import AdminConfig as AdminConfig
+from keycard_agents._sts._config import ConnectionConfig as ConnectionConfig
 from keycard_agents._sts._config import DevUser as DevUser
 from keycard_agents._sts._config import Lifetimes as Lifetimes
 from keycard_agents._sts._config import Limits as Limits
@@ -29,8 +30,21 @@ from keycard_agents._sts._config import RegisteredResource as RegisteredResource
 from keycard_agents._sts._config import RegistrationConfig as RegistrationConfig
 from keycard_agents._sts._config import TokenServiceConfig as TokenServiceConfig
 from keycard_agents._sts._config import TrustedIssuerConfig as TrustedIssuerConfig
+from keycard_agents._sts._config import VaultConfig as VaultConfig
 from keycard_agents._sts._config import load_config as load_config
 from keycard_agents._sts._config import parse_config as parse_config
+from keycard_agents._sts._connections._broker import ConnectionStats as ConnectionStats
+from keycard_agents._sts._connections._vault import FileVaultStore as FileVaultStore
+from keycard_agents._sts._connections._vault import MemoryVaultStore as MemoryVaultStore
+from keycard_agents._sts._connections._vault import StoredGrant as StoredGrant
+from keycard_agents._sts._connections._vault import TokenVault as TokenVault
+from keycard_agents._sts._connections._vault import VaultError as VaultError
+from keycard_agents._sts._connections._vault import VaultKeyMissingError as VaultKeyMissingError
+from keycard_agents._sts._connections._vault import VaultKeys as VaultKeys
+from keycard_agents._sts._connections._vault import (
+    VaultRecordTamperedError as VaultRecordTamperedError,
+)
+from keycard_agents._sts._connections._vault import VaultStore as VaultStore
 from keycard_agents._sts._secrets import hash_secret as hash_secret
 from keycard_agents._sts._secrets import verify_secret as verify_secret
 from keycard_agents._sts._token_endpoint import TokenStats as TokenStats
@@ -40,22 +54,34 @@ __all__ = [
     "AuditRecord",
     "AuditStore",
     "ClientStore",
+    "ConnectionConfig",
+    "ConnectionStats",
     "DevUser",
+    "FileVaultStore",
     "JsonlAuditStore",
     "JsonlClientStore",
     "Lifetimes",
     "Limits",
     "MemoryAuditStore",
     "MemoryClientStore",
+    "MemoryVaultStore",
     "PublicClient",
     "RegisteredAgent",
     "RegisteredClient",
     "RegisteredResource",
     "RegistrationConfig",
+    "StoredGrant",
     "TokenService",
     "TokenServiceConfig",
     "TokenStats",
+    "TokenVault",
     "TrustedIssuerConfig",
+    "VaultConfig",
+    "VaultError",
+    "VaultKeyMissingError",
+    "VaultKeys",
+    "VaultRecordTamperedError",
+    "VaultStore",
     "hash_secret",
     "load_config",
     "parse_config",

@@ -39,6 +39,15 @@ from keycard_agents._sts._client_store import (
 )
 from keycard_agents._sts._clientauth import ClientAuthenticator
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
+from keycard_agents._sts._connections._broker import Connections
+from keycard_agents._sts._connections._pages import ConnectionPages
+from keycard_agents._sts._connections._vault import (
+    FileVaultStore,
+    MemoryVaultStore,
+    TokenVault,
+    VaultKeys,
+    VaultStore,
+)
 from keycard_agents._sts._forms import NO_STORE
 from keycard_agents._sts._registration import REGISTRATION_PATH, RegistrationEndpoint
 from keycard_agents._sts._token_endpoint import (
@@ -110,6 +119,7 @@ class TokenService:
         http_client: httpx.AsyncClient | None = None,
         leeway: float = 30.0,
         clients: ClientStore | None = None,
+        vault_store: VaultStore | None = None,
     ) -> None:
         if config.issuer is None:
             raise ConfigurationError(
@@ -190,6 +200,20 @@ class TokenService:
         self.login = LoginFlow(
             config=config, issuer=self.issuer, clock=clock, guard=self.guard, clients=public
         )
+        #: The users' upstream tokens (``None`` when no connections are configured).
+        self.connections: Connections | None = None
+        self.vault: TokenVault | None = None
+        if config.connections:
+            self.vault = self._open_vault(vault_store)
+            self.connections = Connections(
+                connections=config.connections,
+                vault=self.vault,
+                settings=config.vault,
+                issuer=self.issuer,
+                audit=self.audit,
+                http_client=http_client,
+                clock=clock,
+            )
         self.clients = ClientAuthenticator(
             config=config,
             issuer=self.issuer,
@@ -209,6 +233,7 @@ class TokenService:
             audit=self.audit,
             clock=clock,
             leeway=leeway,
+            connections=self.connections,
         )
         self.app = self._build_app()
 
@@ -221,6 +246,14 @@ class TokenService:
             clock=self._clock,
             retention=self.config.longest_lifetime(),
         )
+
+    def _open_vault(self, store: VaultStore | None) -> TokenVault:
+        key_dir = self.config.key_dir
+        keys = VaultKeys(None if key_dir is None else key_dir / "vault")
+        if store is None:
+            vault_dir = self.config.vault.dir
+            store = MemoryVaultStore() if vault_dir is None else FileVaultStore(vault_dir)
+        return TokenVault(keys=keys, store=store)
 
     def _dir_stamp(self) -> tuple[tuple[str, int, int, int], ...] | None:
         """What the key files look like now: a change means another process rotated."""
@@ -269,6 +302,8 @@ class TokenService:
         """Close the HTTP clients opened to fetch keys (the app's lifespan calls this)."""
         for cache in self._caches:
             await cache.aclose()
+        if self.connections is not None:
+            await self.connections.aclose()
 
     # -- public helpers ---------------------------------------------------------------------
 
@@ -371,6 +406,14 @@ class TokenService:
             routes.append((REGISTRATION_PATH, self.registration.handle, ["POST"]))
         if self.audit_page is not None:
             routes.extend(self.audit_page.routes())
+        if self.connections is not None:
+            pages = ConnectionPages(
+                connections=self.connections,
+                login=self.login,
+                issuer=self.issuer,
+                clock=self._clock,
+            )
+            routes.extend(pages.routes())
         for path, endpoint, methods in routes:
             app.add_route(path, _guard(endpoint), methods=methods, include_in_schema=False)
         return app

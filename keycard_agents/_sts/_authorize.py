@@ -335,6 +335,10 @@ class LoginFlow:
             )
         return _AuthRequest(client, redirect_uri, state, challenge, agent, scopes, resources[0])
 
+    async def check_user(self, username: str, password: str, source: str | None) -> DevUser | None:
+        """:meth:`_check_password` for other sign-in pages (the connections page)."""
+        return await self._check_password(username, password, source)
+
     async def _check_password(
         self, username: str, password: str, source: str | None
     ) -> DevUser | None:

@@ -20,8 +20,9 @@ from keycard_agents._jose._keys import KeyStore
 from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
 from keycard_agents._sts._app import TokenService
-from keycard_agents._sts._config import check_url, load_config
+from keycard_agents._sts._config import load_config
 from keycard_agents._sts._secrets import hash_secret
+from keycard_agents._sts._values import check_url
 
 __all__ = ["add_sts_command"]
 

@@ -18,7 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._profiles import TokenProfile
+from keycard_agents._sts._connection_config import ConnectionConfig, VaultConfig
 from keycard_agents._sts._secrets import check_secret_hash_format
+from keycard_agents._sts._values import check_scopes as _check_scopes
+from keycard_agents._sts._values import check_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +30,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = [
     "AdminConfig",
+    "ConnectionConfig",
     "DevUser",
     "Lifetimes",
     "Limits",
@@ -36,40 +40,12 @@ __all__ = [
     "RegistrationConfig",
     "TokenServiceConfig",
     "TrustedIssuerConfig",
+    "VaultConfig",
     "load_config",
     "parse_config",
 ]
 
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-_URL_RULE = "must be an absolute https or http://127.0.0.1/localhost URL"
 SIGNING_ALGORITHMS = ("ES256", "EdDSA", "RS256")
-
-
-def check_url(value: str) -> str:
-    """An absolute https URL, or http on a loopback host; no fragment, no credentials."""
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        raise ValueError(_URL_RULE) from None
-    if not host or parts.fragment or parts.username is not None or parts.password is not None:
-        raise ValueError(_URL_RULE)
-    if parts.scheme == "https":
-        return value
-    if parts.scheme == "http" and host in _LOOPBACK_HOSTS:
-        return value
-    raise ValueError(_URL_RULE)
-
-
-def _check_scopes(values: Iterable[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for scope in values:
-        # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-        if not scope or any(c in ' "\\' or not 0x21 <= ord(c) <= 0x7E for c in scope):
-            raise ValueError(f"invalid scope token {scope!r} (RFC 6749 §3.3)")
-        if scope not in out:
-            out.append(scope)
-    return tuple(out)
 
 
 class _Model(BaseModel):
@@ -384,6 +360,8 @@ class TokenServiceConfig(_Model):
     audit_file: Path | None = None
     admin: AdminConfig | None = None
     registration: RegistrationConfig = RegistrationConfig()
+    connections: tuple[ConnectionConfig, ...] = ()
+    vault: VaultConfig = VaultConfig()
 
     @field_validator("issuer")
     @classmethod
@@ -401,9 +379,13 @@ class TokenServiceConfig(_Model):
         _unique("clients", "client_id", [c.client_id for c in self.clients])
         _unique("users", "username", [u.username for u in self.users])
         _unique("trusted_issuers", "issuer", [t.issuer for t in self.trusted_issuers])
+        _unique("connections", "name", [c.name for c in self.connections])
         urls = [u for a in self.agents for u in a.all_resources]
         urls += [r.resource for r in self.resources]
-        _unique("agents/resources", "resource", urls)
+        urls += [url for c in self.connections for url in c.resources]
+        _unique("agents/resources/connections", "resource", urls)
+        if self.vault.dir is not None and self.key_dir is None:
+            raise ValueError("vault.dir needs key_dir (the vault keys are kept there)")
         clash = {a.client_id for a in self.agents} & {c.client_id for c in self.clients}
         if clash:
             raise ValueError(f"client_id {sorted(clash)[0]!r} is both an agent and a public client")
@@ -413,8 +395,8 @@ class TokenServiceConfig(_Model):
                 if dep not in known:
                     raise _FieldError(
                         ("agents", i, "dependencies", j),
-                        f"{dep!r} is not a registered agent or resource: add it to agents "
-                        "or resources",
+                        f"{dep!r} is not a registered agent or resource (nor a connection's "
+                        "API): add it to agents, resources or connections",
                     )
         if (
             self.registration.enabled
@@ -454,6 +436,14 @@ class TokenServiceConfig(_Model):
         for res in self.resources:
             if res.resource == resource:
                 return res.scopes
+        connection = self.connection_for_resource(resource)
+        return None if connection is None else connection.scopes
+
+    def connection_for_resource(self, resource: str) -> ConnectionConfig | None:
+        """The connection whose API ``resource`` is, or ``None``."""
+        for connection in self.connections:
+            if resource in connection.resources:
+                return connection
         return None
 
     def client(self, client_id: str) -> PublicClient | None:
@@ -577,4 +567,7 @@ def load_config(path: str | Path) -> TokenServiceConfig:
             update={"clients_file": (path.parent / clients_file).resolve()}
         )
         config = config.model_copy(update={"registration": registration})
+    if config.vault.dir is not None and not config.vault.dir.is_absolute():
+        vault = config.vault.model_copy(update={"dir": (path.parent / config.vault.dir).resolve()})
+        config = config.model_copy(update={"vault": vault})
     return config

@@ -165,8 +165,11 @@ def oauth_error_response(exc: OAuthError) -> JSONResponse:
     headers = {**NO_STORE, **retry_after_header(exc)}
     if isinstance(exc, ClientAuthError) and exc.basic:
         headers["WWW-Authenticate"] = 'Basic realm="token", charset="UTF-8"'
+    body = {"error": exc.error, "error_description": exc.error_description}
+    if exc.error_uri is not None:
+        body["error_uri"] = exc.error_uri
     return JSONResponse(
-        {"error": exc.error, "error_description": exc.error_description},
+        body,
         status_code=exc.status_code,
         headers=headers,
     )

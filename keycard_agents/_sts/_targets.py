@@ -26,19 +26,23 @@ def _is_absolute_uri(value: str) -> bool:
 
 
 def _registered(config: TokenServiceConfig) -> list[str]:
-    return [u for a in config.agents for u in a.all_resources] + [
-        r.resource for r in config.resources
-    ]
+    registered = [u for a in config.agents for u in a.all_resources]
+    registered += [r.resource for r in config.resources]
+    return registered + [url for c in config.connections for url in c.resources]
 
 
 def _by_name(config: TokenServiceConfig, name: str) -> str | None:
-    """The resource a logical name stands for: an agent's client id or a resource's name."""
+    """The resource a logical name stands for: an agent's client id, a resource's name, or
+    the name of a connection serving one API."""
     for agent in config.agents:
         if agent.client_id == name:
             return agent.resource
     for resource in config.resources:
         if resource.name == name:
             return resource.resource
+    for connection in config.connections:
+        if connection.name == name and len(connection.resources) == 1:
+            return connection.resources[0]
     return None
 
 

@@ -34,6 +34,7 @@ from keycard_agents._oauth._inspect import decode_unverified
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
+from keycard_agents._sts._connections._broker import Connections, UserRef
 from keycard_agents._sts._forms import (
     Form,
     audit_reason,
@@ -172,8 +173,10 @@ class TokenEndpoint:
         audit: AuditStore,
         clock: Callable[[], float] = time.time,
         leeway: float = 30.0,
+        connections: Connections | None = None,
     ) -> None:
         self._config = config
+        self._connections = connections
         self._minter = minter
         self._issuer = minter.issuer
         self._clients = clients
@@ -401,6 +404,16 @@ class TokenEndpoint:
         trail.target = target
         chain = check_chain(self._config, claims, agent, self._issuer, target=target)
         trail.actors = chain.subjects()
+        connection = self._config.connection_for_resource(target)
+        if connection is not None and self._connections is not None:
+            # 6-7 for a third-party API: the user's own upstream token (_connections).
+            trail.txn = claims.get("txn")
+            user = UserRef(issuer=sub_id["iss"], sub=sub_id["sub"])
+            issue = await self._connections.issue(
+                connection, user=user, requested_scope=requested_scope, txn=trail.txn
+            )
+            trail.scopes_granted, trail.jti = issue.scopes, f"sha256:{issue.thumbprint}"
+            return issue.payload
         # 6. scope narrowing.
         granted = narrow_scopes(requested_scope, parse_scope(claims.get("scope")), accepted, target)
         # 7. issue.
