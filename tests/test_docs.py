@@ -583,6 +583,8 @@ def test_configuration_lists_every_token_service_key() -> None:
         "[admin] key": sts.AdminConfig,
         "[limits] key": sts.Limits,
         "[registration] key": sts.RegistrationConfig,
+        "[[connections]] key": sts.ConnectionConfig,
+        "[vault] key": sts.VaultConfig,
     }
     sections = {
         "lifetimes",
@@ -594,6 +596,8 @@ def test_configuration_lists_every_token_service_key() -> None:
         "trusted_issuers",
         "admin",
         "registration",
+        "connections",
+        "vault",
     }
     for first, model in models.items():
         expected = {

@@ -20,8 +20,8 @@ from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._profiles import TokenProfile
 from keycard_agents._sts._connection_config import ConnectionConfig, VaultConfig
 from keycard_agents._sts._secrets import check_secret_hash_format
+from keycard_agents._sts._values import LOOPBACK_HOSTS, check_url
 from keycard_agents._sts._values import check_scopes as _check_scopes
-from keycard_agents._sts._values import check_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -183,7 +183,7 @@ class RegisteredAgent(_Model):
 
 def _is_loopback(url: str) -> bool:
     try:
-        return urlsplit(url).hostname in _LOOPBACK_HOSTS
+        return urlsplit(url).hostname in LOOPBACK_HOSTS
     except ValueError:
         return False
 
