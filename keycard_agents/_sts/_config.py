@@ -21,8 +21,8 @@ from keycard_agents._jose._profiles import TokenProfile
 from keycard_agents._sts._connection_config import ConnectionConfig, VaultConfig
 from keycard_agents._sts._secrets import check_secret_hash_format
 from keycard_agents._sts._values import LOOPBACK_HOSTS
-from keycard_agents._sts._values import check_url as check_url  # its old home
 from keycard_agents._sts._values import check_scopes as _check_scopes
+from keycard_agents._sts._values import check_url as check_url  # its old home
 
 if sys.version_info >= (3, 11):
     import tomllib
