@@ -32,6 +32,7 @@ from keycard_agents._client._agent_client import call_message as call_message
 from keycard_agents._client._agent_client import open_agent_client as open_agent_client
 from keycard_agents._client._agent_client import task_result as task_result
 from keycard_agents._client._agent_client import text_message as text_message
+from keycard_agents._client._assembly import ArtifactAssembler as ArtifactAssembler
 from keycard_agents._errors import AuthenticationError as AuthenticationError
 from keycard_agents._errors import ConfigurationError as ConfigurationError
 from keycard_agents._errors import DelegationDeniedError as DelegationDeniedError
@@ -73,6 +74,7 @@ __all__ = [
     "AgentDependency",
     "AgentMount",
     "ApplicationCredential",
+    "ArtifactAssembler",
     "AuthenticationError",
     "Caller",
     "CardCache",

@@ -420,6 +420,23 @@ class RecordingSink:
     ) -> None:
         self.artifacts.append(list(parts))
 
+    async def append_artifact(
+        self,
+        artifact_id: str,
+        parts: Sequence[Part],
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        append: bool,
+        last_chunk: bool,
+    ) -> None:
+        """Chunks of one artifact are recorded as one entry, as the task holds them."""
+        if append and self.artifacts:
+            self.artifacts[-1].extend(parts)
+        else:
+            self.artifacts.append(list(parts))
+
 
 def make_context(
     *,

@@ -2,7 +2,8 @@
 
 A2A 1.0 §4.1.3: a task stops in ``TASK_STATE_INPUT_REQUIRED`` when the agent needs the
 client's input and in ``TASK_STATE_AUTH_REQUIRED`` when it needs a credential or consent;
-the client's next message on the task resumes it.
+the client's next message on the task resumes it. A skill that declines the task ends
+it in the terminal ``TASK_STATE_REJECTED`` the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ __all__ = ["TaskInterrupt"]
 
 
 class TaskInterrupt(BaseException):
-    """Raised by :meth:`Context.ask_input` and :meth:`Context.require_auth`.
+    """Raised by :meth:`Context.ask_input`, :meth:`Context.require_auth` and
+    :meth:`Context.reject`.
 
     A ``BaseException`` so a skill's ``except Exception`` does not swallow it; the
     runtime catches it and ends the run in ``state`` with ``message`` as the status.

@@ -194,6 +194,8 @@ class Skill:
     output_adapter: TypeAdapter[Any] = field(repr=False)
     require_user: bool = False
     """Refuse tokens whose subject is a client (a client-credentials token)."""
+    returns_message: bool = False
+    """Annotated ``-> Message``: answers with that message directly, creating no task."""
 
     def input_schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema(by_alias=True)
@@ -302,6 +304,7 @@ def _build_skill(owner: type, method_name: str, func: Callable[..., Any]) -> Ski
     if len(params) == 1 and hints.get(params[0].name) is str:
         text_parameter = params[0].name
     returns_text = return_type is str
+    returns_message = return_type is Message
     input_modes = options.input_modes or (
         ("text/plain", "application/json") if text_parameter else ("application/json",)
     )
@@ -325,6 +328,7 @@ def _build_skill(owner: type, method_name: str, func: Callable[..., Any]) -> Ski
         returns_text=returns_text,
         input_model=input_model,
         output_adapter=output_adapter,
+        returns_message=returns_message,
         require_user=(
             options.require_user
             if options.require_user is not None

@@ -22,7 +22,7 @@ from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._principal import ActorChain, Principal, UserId
 from keycard_agents._oauth._resource_server import Caller
 
-__all__ = ["Context", "DelegationProvider", "TaskSink"]
+__all__ = ["ArtifactWriter", "Context", "DelegationProvider", "TaskSink"]
 
 
 class DelegationProvider(Protocol):
@@ -48,6 +48,65 @@ class TaskSink(Protocol):
         description: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> None: ...
+
+    async def append_artifact(
+        self,
+        artifact_id: str,
+        parts: Sequence[Part],
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        append: bool,
+        last_chunk: bool,
+    ) -> None: ...
+
+
+class ArtifactWriter:
+    """One artifact sent in chunks (A2A 1.0 ``TaskArtifactUpdateEvent`` ``append`` /
+    ``lastChunk``): every chunk carries the same ``artifact_id``; the first starts the
+    artifact, later ones append to it, and the one written with ``last=True`` ends it.
+    Clients reassemble the chunks (``keycard_agents.ArtifactAssembler``); the task holds
+    the whole artifact."""
+
+    def __init__(
+        self,
+        sink: TaskSink,
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
+        self.artifact_id = str(uuid.uuid4())
+        self._sink = sink
+        self._name = name
+        self._description = description
+        self._metadata = metadata
+        self._started = False
+        self._finished = False
+
+    async def write(
+        self, content: Any, *, media_type: str | None = None, last: bool = False
+    ) -> None:
+        """Send the next chunk (text, bytes, JSON data or parts); ``last=True`` ends it."""
+        if self._finished:
+            raise ConfigurationError(
+                f"artifact {self.artifact_id} already received its last chunk", setting="last"
+            )
+        parts = to_parts(content, media_type=media_type)
+        if not parts:
+            raise ConfigurationError("an artifact chunk needs content; got None", setting="content")
+        await self._sink.append_artifact(
+            self.artifact_id,
+            parts,
+            name=self._name,
+            description=self._description,
+            metadata=self._metadata,
+            append=self._started,
+            last_chunk=last,
+        )
+        self._started = True
+        self._finished = last
 
 
 def _text_of(message: Message) -> str:
@@ -172,6 +231,21 @@ class Context:
         if not parts:
             raise ConfigurationError("an artifact needs content; got None", setting="content")
         await self._sink.add_artifact(parts, name=name, description=description, metadata=metadata)
+
+    def open_artifact(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ArtifactWriter:
+        """Start an artifact sent in chunks: ``await writer.write(chunk)``, the last one
+        with ``last=True``. Streaming clients see each chunk as it is written."""
+        return ArtifactWriter(self._sink, name=name, description=description, metadata=metadata)
+
+    async def reject(self, reason: str) -> None:
+        """Decline the task: it ends in the terminal state REJECTED with ``reason``."""
+        raise TaskInterrupt(TaskState.REJECTED, reason)
 
     async def ask_input(self, question: str) -> str:
         """Ask the client a question; the task ends in INPUT_REQUIRED until it answers.

@@ -86,6 +86,7 @@ from keycard_agents._observe._tracing import (
     set_task_outcome,
     span,
 )
+from keycard_agents._runtime._direct import answer_directly
 from keycard_agents._runtime._store import (
     MemoryTaskStore,
     TaskRecord,
@@ -170,6 +171,29 @@ class _Sink:
         )
         size = self._runtime._check_fits(self._live.record, artifact, what="the artifact")
         await self._runtime._add_artifact(self._live, artifact, size)
+
+    async def append_artifact(
+        self,
+        artifact_id: str,
+        parts: Sequence[Part],
+        *,
+        name: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        append: bool,
+        last_chunk: bool,
+    ) -> None:
+        chunk = Artifact(
+            artifact_id=artifact_id,
+            parts=list(parts),
+            name=name,
+            description=description,
+            metadata=dict(metadata) if metadata is not None else None,
+        )
+        size = self._runtime._check_fits(self._live.record, chunk, what="the artifact chunk")
+        await self._runtime._add_artifact(
+            self._live, chunk, size, append=append, last_chunk=last_chunk
+        )
 
 
 def _view(task: Task, *, history_length: int | None, include_artifacts: bool = True) -> Task:
@@ -403,17 +427,42 @@ class TaskRuntime:
             self._close_subscribers(live)
         await self._persist(live)
 
-    async def _add_artifact(self, live: _LiveTask, artifact: Artifact, size: int) -> None:
+    async def _add_artifact(
+        self,
+        live: _LiveTask,
+        artifact: Artifact,
+        size: int,
+        *,
+        append: bool = False,
+        last_chunk: bool = True,
+    ) -> None:
+        """Add an artifact, or with ``append`` a chunk to the task's artifact of that id.
+
+        A chunk replaces the held artifact with a longer copy (never mutates it in place:
+        snapshots share the artifacts the task holds, see :func:`_view`).
+        """
         task = live.record.task
-        task.artifacts.append(artifact)
+        index = None
+        if append:
+            index = next(
+                (i for i, a in enumerate(task.artifacts) if a.artifact_id == artifact.artifact_id),
+                None,
+            )
+        if index is not None:
+            held = task.artifacts[index]
+            task.artifacts[index] = held.model_copy(
+                update={"parts": [*held.parts, *artifact.parts]}
+            )
+        else:
+            task.artifacts.append(artifact)
         live.record.size += size
         if live.subscribers:
             event = TaskArtifactUpdateEvent(
                 task_id=task.id,
                 context_id=task.context_id,
                 artifact=artifact,
-                append=False,
-                last_chunk=True,
+                append=append,
+                last_chunk=last_chunk,
             )
             self._publish(live, StreamResponse(artifact_update=event))
         await self._persist(live)
@@ -663,9 +712,40 @@ class TaskRuntime:
 
     # -- A2A operations ----------------------------------------------------------------
 
+    async def _direct(self, request: SendMessageRequest, caller: Caller) -> Message | None:
+        """The answer of a skill annotated ``-> Message`` (no task), else ``None``."""
+        message = request.message
+        if message.task_id or not any(s.returns_message for s in self.agent.skills.values()):
+            return None
+        if self._task_group is None or self._closing:
+            return None  # _start refuses it
+        self._check_message(message)
+        self.agent.check_media_types(message)
+        call = self.agent.route(message)
+        skill = self.agent.skills.get(call.skill_id)
+        if skill is None or not skill.returns_message:
+            return None
+        self._authorize(skill, caller)
+        self.agent.check_media_types(message, skill)
+        arguments = skill.validate_arguments(call.arguments)
+        return await answer_directly(
+            self.agent,
+            skill,
+            arguments,
+            message,
+            caller=caller,
+            delegation=self.delegation,
+            recorder=self.recorder,
+            max_bytes=self.max_task_bytes,
+        )
+
     async def send_message(self, request: SendMessageRequest, *, caller: Caller) -> Task | Message:
         """``SendMessage``: wait until the task is terminal or interrupted, unless
-        ``configuration.returnImmediately`` is set."""
+        ``configuration.returnImmediately`` is set. A skill annotated ``-> Message``
+        answers with its message and no task."""
+        direct = await self._direct(request, caller)
+        if direct is not None:
+            return direct
         live, _ = await self._start(request, caller, subscribe=False)
         config = request.configuration
         history_length = config.history_length if config is not None else None
@@ -676,7 +756,12 @@ class TaskRuntime:
     async def stream_message(
         self, request: SendMessageRequest, *, caller: Caller
     ) -> AsyncGenerator[StreamResponse, None]:
-        """``SendStreamingMessage``: the Task first, then its events until it stops."""
+        """``SendStreamingMessage``: the Task first, then its events until it stops (or,
+        from a skill annotated ``-> Message``, that one message)."""
+        direct = await self._direct(request, caller)
+        if direct is not None:
+            yield StreamResponse(message=direct)
+            return
         live, subscription = await self._start(request, caller, subscribe=True)
         assert subscription is not None
         snapshot, subscriber, receive = subscription

@@ -383,6 +383,9 @@ class _NullSink:
     async def add_artifact(self, parts: Any, **kwargs: Any) -> None:
         raise AssertionError("not used")
 
+    async def append_artifact(self, artifact_id: str, parts: Any, **kwargs: Any) -> None:
+        raise AssertionError("not used")
+
 
 def _context(delegation: Any = None, principal: Principal | None = None) -> Context:
     return Context(

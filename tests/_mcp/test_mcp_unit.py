@@ -360,6 +360,9 @@ class _Sink:
     async def add_artifact(self, parts: Any, **kwargs: Any) -> None:
         raise AssertionError("not used")
 
+    async def append_artifact(self, artifact_id: str, parts: Any, **kwargs: Any) -> None:
+        raise AssertionError("not used")
+
 
 class _FakeHandle:
     def __init__(self, outcome: Any) -> None:
