@@ -32,13 +32,21 @@ from keycard_agents._redis._connection import open_redis as open_redis  # noqa: 
 from keycard_agents._redis._connection import (  # noqa: E402
     settings_from_env as settings_from_env,
 )
+from keycard_agents._redis._tasks import RUNNER_LOST as RUNNER_LOST  # noqa: E402
+from keycard_agents._redis._tasks import RedisTaskStore as RedisTaskStore  # noqa: E402
+from keycard_agents._redis._tasks import (  # noqa: E402
+    TaskStoreUnavailableError as TaskStoreUnavailableError,
+)
 
 __all__ = [
     "REDIS_URL_ENV",
+    "RUNNER_LOST",
     "RedisConnection",
     "RedisNotInstalledError",
     "RedisSettings",
+    "RedisTaskStore",
     "StoreUnavailableError",
+    "TaskStoreUnavailableError",
     "open_redis",
     "settings_from_env",
 ]

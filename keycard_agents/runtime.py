@@ -8,6 +8,9 @@ choose the store (any :class:`TaskStore`) or other options.
 from __future__ import annotations
 
 from keycard_agents._runtime._runtime import TaskRuntime as TaskRuntime
+from keycard_agents._runtime._shared import SharedTaskStore as SharedTaskStore
+from keycard_agents._runtime._shared import TaskConflictError as TaskConflictError
+from keycard_agents._runtime._shared import TaskWatch as TaskWatch
 from keycard_agents._runtime._store import CapacityExceededError as CapacityExceededError
 from keycard_agents._runtime._store import MemoryTaskStore as MemoryTaskStore
 from keycard_agents._runtime._store import TaskPage as TaskPage
@@ -24,6 +27,8 @@ __all__ = [
     "CapacityExceededError",
     "ManagedRuntime",
     "MemoryTaskStore",
+    "SharedTaskStore",
+    "TaskConflictError",
     "TaskPage",
     "TaskQuotaExceededError",
     "TaskRecord",
@@ -31,4 +36,5 @@ __all__ = [
     "TaskStore",
     "TaskTooLargeError",
     "TaskViewer",
+    "TaskWatch",
 ]

@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -87,6 +87,7 @@ from keycard_agents._observe._tracing import (
     span,
 )
 from keycard_agents._runtime._direct import answer_directly
+from keycard_agents._runtime._shared import SharedTaskStore, TaskWatch
 from keycard_agents._runtime._store import (
     MemoryTaskStore,
     TaskRecord,
@@ -262,6 +263,8 @@ class TaskRuntime:
         self.max_task_bytes = max_task_bytes
         self.agent = agent
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
+        #: A store shared with other replicas carries events and cancels between them.
+        self._shared = self.store if isinstance(self.store, SharedTaskStore) else None
         self.delegation = delegation
         self.recorder = recorder
         self._clock = clock
@@ -282,8 +285,10 @@ class TaskRuntime:
             raise ConfigurationError("this TaskRuntime is already running")
         self._closing = False
         try:
-            async with anyio.create_task_group() as task_group:
+            async with anyio.create_task_group() as task_group, AsyncExitStack() as stack:
                 self._task_group = task_group
+                if self._shared is not None:
+                    await stack.enter_async_context(self._shared.attach(self._cancel_requested))
                 try:
                     yield self
                 finally:
@@ -398,14 +403,25 @@ class TaskRuntime:
             subscriber.send.close()
         live.subscribers.clear()
 
-    async def _persist(self, live: _LiveTask) -> None:
+    def _cancel_requested(self, task_id: str) -> None:
+        """Another replica asked (through the shared store) to cancel a task running here."""
+        live = self._live.get(task_id)
+        if live is not None:
+            if live.cancel_reason is None:
+                live.cancel_reason = CANCELED_BY_CLIENT
+            live.scope.cancel()
+
+    async def _persist(self, live: _LiveTask, event: StreamResponse | None = None) -> None:
         lock = live.save_lock
         try:  # uncontended (always, with the memory store): no checkpoint, no loop round trip
             lock.acquire_nowait()
         except anyio.WouldBlock:
             await lock.acquire()
         try:
-            await self.store.save(live.record)
+            if self._shared is not None:
+                await self._shared.save_event(live.record, event)
+            else:
+                await self.store.save(live.record)
         finally:
             lock.release()
 
@@ -418,14 +434,16 @@ class TaskRuntime:
         if message is not None:
             task.history.append(message)
             live.record.size += _json_size(message)
-        if live.subscribers:  # no event objects when nobody streams (most tasks)
+        response = None
+        if live.subscribers or self._shared is not None:  # no events when nobody streams
             event = TaskStatusUpdateEvent(
                 task_id=task.id, context_id=task.context_id, status=status
             )
-            self._publish(live, StreamResponse(status_update=event))
+            response = StreamResponse(status_update=event)
+            self._publish(live, response)
         if state.is_terminal:
             self._close_subscribers(live)
-        await self._persist(live)
+        await self._persist(live, response)
 
     async def _add_artifact(
         self,
@@ -456,7 +474,8 @@ class TaskRuntime:
         else:
             task.artifacts.append(artifact)
         live.record.size += size
-        if live.subscribers:
+        response = None
+        if live.subscribers or self._shared is not None:
             event = TaskArtifactUpdateEvent(
                 task_id=task.id,
                 context_id=task.context_id,
@@ -464,8 +483,9 @@ class TaskRuntime:
                 append=append,
                 last_chunk=last_chunk,
             )
-            self._publish(live, StreamResponse(artifact_update=event))
-        await self._persist(live)
+            response = StreamResponse(artifact_update=event)
+            self._publish(live, response)
+        await self._persist(live, response)
 
     def _agent_message(self, task: Task, text: str) -> Message:
         return Message(
@@ -532,7 +552,15 @@ class TaskRuntime:
                 context=live.trace_context,
             ) as current,
         ):
-            await self._run_skill(live, skill, arguments, current)
+            try:
+                await self._run_skill(live, skill, arguments, current)
+            except KeycardError as exc:  # a shared store failed, or another replica ended it
+                mark_error(current, exc)
+                logger.warning(
+                    "task %s: its state could not be saved (%s)",
+                    live.record.task.id,
+                    type(exc).__name__,
+                )
 
     async def _run_skill(
         self, live: _LiveTask, skill: Skill, arguments: dict[str, Any], current: Span
@@ -624,7 +652,7 @@ class TaskRuntime:
 
     async def _start(
         self, request: SendMessageRequest, caller: Caller, *, subscribe: bool
-    ) -> tuple[_LiveTask, tuple[Task, _Subscriber, _Receive] | None]:
+    ) -> tuple[_LiveTask, tuple[Task, _Subscriber, _Receive] | tuple[Task, TaskWatch] | None]:
         if self._task_group is None or self._closing:
             raise InternalError(
                 "the task runtime is not running (enter TaskRuntime.running()) or is shutting down"
@@ -660,6 +688,13 @@ class TaskRuntime:
             record.replies.append(message)
             record.task.history.append(message)
             record.size += 2 * size  # in the history and among the replies
+            if self._shared is not None:
+                # Claim the resume (compare-and-set): of two replicas resuming at once,
+                # one wins and the other answers TaskConflictError.
+                record.task.status = TaskStatus(state=TaskState.WORKING, timestamp=self._now())
+                await self._shared.save_event(record, None)
+                if record.task.id in self._live:
+                    raise UnsupportedOperationError(f"task {record.task.id} is already running")
         else:
             self.agent.check_media_types(message)
             call = self.agent.route(message)
@@ -705,7 +740,13 @@ class TaskRuntime:
             subscribers=self._parked.pop(record.task.id, []),
         )
         self._live[record.task.id] = live
-        subscription = self._subscribe(live) if subscribe else None
+        subscription: tuple[Task, _Subscriber, _Receive] | tuple[Task, TaskWatch] | None = None
+        if subscribe and self._shared is not None:
+            watch = self._shared.watch(record.task.id)
+            watch.start_after(record.revision)
+            subscription = (_view(record.task, history_length=None), watch)
+        elif subscribe:
+            subscription = self._subscribe(live)
         assert self._task_group is not None
         self._task_group.start_soon(self._run, live, skill, arguments)
         return live, subscription
@@ -763,12 +804,28 @@ class TaskRuntime:
             yield StreamResponse(message=direct)
             return
         live, subscription = await self._start(request, caller, subscribe=True)
+        if subscription is not None and len(subscription) == 2:
+            async with aclosing(self._drain_shared(*subscription)) as events:
+                async for event in events:
+                    yield event
+            return
         assert subscription is not None
         snapshot, subscriber, receive = subscription
         drain = self._drain(live.record.task.id, live.subscribers, snapshot, subscriber, receive)
         async with aclosing(drain) as events:
             async for event in events:
                 yield event
+
+    async def _drain_shared(
+        self, snapshot: Task, watch: TaskWatch
+    ) -> AsyncGenerator[StreamResponse, None]:
+        """The snapshot, then the task's events from every replica; always closes."""
+        try:
+            yield StreamResponse(task=snapshot)
+            async for event in watch.events():
+                yield event
+        finally:
+            watch.close()
 
     async def get_task(self, request: GetTaskRequest, *, caller: Caller) -> Task:
         record = await self._owned(request.id, caller)
@@ -819,6 +876,10 @@ class TaskRuntime:
             live.scope.cancel()
             await live.done.wait()
             return _view(live.record.task, history_length=None)
+        if self._shared is not None and not (
+            record.state.is_terminal or record.state.is_interrupted
+        ):
+            return await self._cancel_elsewhere(self._shared, record)
         if record.state.is_terminal:
             raise TaskNotCancelableError(
                 f"task {record.task.id} is already {record.state.value} and cannot be canceled"
@@ -828,6 +889,21 @@ class TaskRuntime:
             idle, TaskState.CANCELED, self._agent_message(record.task, CANCELED_BY_CLIENT)
         )
         return _view(record.task, history_length=None)
+
+    async def _cancel_elsewhere(self, shared: SharedTaskStore, record: TaskRecord) -> Task:
+        """Cancel a task running on another replica: ask it, then wait for the end."""
+        task_id = record.task.id
+        watch = shared.watch(task_id)
+        try:
+            watch.start_after(record.revision)
+            await shared.request_cancel(task_id)
+            with anyio.move_on_after(self._grace):
+                async for _ in watch.events():
+                    pass
+        finally:
+            watch.close()
+        latest = await self.store.get(task_id)
+        return _view((latest or record).task, history_length=None)
 
     async def subscribe(
         self, request: SubscribeToTaskRequest, *, caller: Caller
@@ -843,6 +919,19 @@ class TaskRuntime:
                 f"task {record.task.id} is {record.state.value}; there is nothing to subscribe to"
             )
         task_id = record.task.id
+        if self._shared is not None:
+            watch = self._shared.watch(task_id)
+            latest = await self.store.get(task_id)  # read after registering: nothing missed
+            if latest is None or latest.state.is_terminal:
+                watch.close()
+                yield StreamResponse(task=_view((latest or record).task, history_length=None))
+                return
+            watch.start_after(latest.revision)
+            shared = self._drain_shared(_view(latest.task, history_length=None), watch)
+            async with aclosing(shared) as events:
+                async for event in events:
+                    yield event
+            return
         live = self._live.get(task_id)
         if live is not None:
             subscribers = live.subscribers

@@ -72,6 +72,7 @@ class TaskRecord:
     are the scopes its skill required. ``arguments`` are the validated skill arguments in
     JSON form and ``replies`` the client messages that answered interruptions (for
     replay). ``size`` is the runtime's count of the JSON bytes the task holds.
+    ``revision`` counts the writes of a shared store (its compare-and-set token).
     """
 
     task: Task
@@ -82,6 +83,7 @@ class TaskRecord:
     sequence: int = 0
     scopes: tuple[str, ...] = ()
     size: int = 0
+    revision: int = 0
 
     @property
     def state(self) -> TaskState:

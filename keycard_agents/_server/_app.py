@@ -47,6 +47,7 @@ from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVe
 from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_metadata_url_under
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
+from keycard_agents._runtime._store import TaskStore
 from keycard_agents._server._dispatch import A2ARuntime, Dispatcher, ManagedRuntime
 from keycard_agents._server._extensions import ExtensionNegotiation
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
@@ -136,6 +137,7 @@ def create_app(
     allow_missing_version: bool = False,
     card_max_age: int = 300,
     recorder: AuditRecorder | None = None,
+    store: TaskStore | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``agent`` (A2A 1.0 JSON-RPC and HTTP+JSON bindings).
 
@@ -153,6 +155,10 @@ def create_app(
     agent's client id; pass ``AuditRecorder(agent=..., store=JsonlAgentAuditStore(path))``
     to keep them in a file. A ``runtime`` built without a recorder gets this one. The
     recorder in use is ``app.state.keycard_recorder``.
+
+    ``store`` is where the default runtime keeps tasks: a ``MemoryTaskStore``, or the
+    Redis task store that replicas share when ``KEYCARD_REDIS_URL`` is set (or pass
+    ``keycard_agents.redis.RedisTaskStore(url)``; see docs/replicas.md).
 
     To mount it in a FastAPI or Starlette app, run its lifespan from the parent's and
     mount it with :class:`AgentMount` so the bare mount path also reaches the JSON-RPC
@@ -197,7 +203,12 @@ def create_app(
         # credential is only looked up when a skill first calls a dependency.
         delegation = delegation_for(agent, credential=credential)
         closers.append(delegation.aclose)
-        runtime = TaskRuntime(agent, delegation=delegation)
+        runtime = TaskRuntime(agent, delegation=delegation, store=store or _store_from_env())
+    elif store is not None:
+        raise ConfigurationError(
+            "pass store= to the TaskRuntime you pass as runtime=, not to create_app",
+            setting="store",
+        )
     recorder = _audit_recorder(agent, runtime, recorder, base_url)
     authenticator = BearerAuthenticator(
         verifier=verifier,
@@ -274,6 +285,23 @@ def create_app(
     app.state.keycard_runtime = runtime
     app.state.keycard_recorder = recorder
     return app
+
+
+def _store_from_env() -> TaskStore | None:
+    """The Redis task store when ``KEYCARD_REDIS_URL`` names one (docs/replicas.md)."""
+    if not os.environ.get("KEYCARD_REDIS_URL", "").strip():
+        return None
+    try:  # the redis extra, imported only when Redis is configured
+        from keycard_agents._redis._connection import settings_from_env
+        from keycard_agents._redis._tasks import RedisTaskStore
+    except ImportError as exc:
+        raise ConfigurationError(
+            "KEYCARD_REDIS_URL is set but coredis is not installed: install keycard-agents[redis]",
+            setting="KEYCARD_REDIS_URL",
+        ) from exc
+    settings = settings_from_env()
+    assert settings is not None
+    return RedisTaskStore(settings)
 
 
 def _audit_recorder(
