@@ -1,5 +1,6 @@
-"""MCP integration: MCP servers as agent dependencies whose tools become skills, and
-agents served as MCP servers. Needs the optional extra: ``pip install keycard-agents[mcp]``.
+"""MCP integration: MCP servers as agent dependencies whose tools become skills, agents
+served as MCP servers, and existing MCP servers protected (``AuthProvider``). Needs the
+optional extra: ``pip install keycard-agents[mcp]``.
 
 Implements, on top of the ``mcp`` SDK: RFC 8693 token exchange per hop towards MCP
 servers (no token passthrough, as the MCP authorization spec requires), RFC 8707
@@ -28,6 +29,7 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 from keycard_agents._mcp import (  # noqa: E402 - after the dependency probe
     AgentMcpServer as AgentMcpServer,
 )
+from keycard_agents._mcp import AuthProvider as AuthProvider  # noqa: E402
 from keycard_agents._mcp import McpAgent as McpAgent  # noqa: E402
 from keycard_agents._mcp import McpBearerVerifier as McpBearerVerifier  # noqa: E402
 from keycard_agents._mcp import McpConnector as McpConnector  # noqa: E402
@@ -45,6 +47,8 @@ from keycard_agents._mcp import TokenExchanger as TokenExchanger  # noqa: E402
 from keycard_agents._mcp import TokenSource as TokenSource  # noqa: E402
 from keycard_agents._mcp import connector_for as connector_for  # noqa: E402
 from keycard_agents._mcp import create_mcp_server as create_mcp_server  # noqa: E402
+from keycard_agents._mcp import current_caller as current_caller  # noqa: E402
+from keycard_agents._mcp import current_principal as current_principal  # noqa: E402
 from keycard_agents._mcp import discover_resource as discover_resource  # noqa: E402
 from keycard_agents._mcp import mcp_app as mcp_app  # noqa: E402
 from keycard_agents._mcp import serve_mcp_stdio as serve_mcp_stdio  # noqa: E402
@@ -52,6 +56,7 @@ from keycard_agents._mcp import tool_skill as tool_skill  # noqa: E402
 
 __all__ = [
     "AgentMcpServer",
+    "AuthProvider",
     "McpAgent",
     "McpBearerVerifier",
     "McpConnector",
@@ -70,6 +75,8 @@ __all__ = [
     "TokenSource",
     "connector_for",
     "create_mcp_server",
+    "current_caller",
+    "current_principal",
     "discover_resource",
     "mcp_app",
     "serve_mcp_stdio",
