@@ -8,14 +8,37 @@ Imported only when ``AuthProvider.fastmcp()`` is called (FastMCP is optional).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from keycard_agents._errors import ConfigurationError, InvalidTokenError, KeycardError
 from keycard_agents._logs import get_logger
 
 if TYPE_CHECKING:
-    from keycard_agents._mcp._protect import AuthProvider
+    from collections.abc import Sequence
+
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from keycard_agents._jose._principal import Principal
+
+
+class AuthProvider(Protocol):
+    """What this adapter uses of :class:`keycard_agents._mcp._protect.AuthProvider`."""
+
+    resource: str
+    issuer: str
+    metadata_url: str
+    required_scopes: tuple[str, ...]
+    resource_name: str | None
+
+    @property
+    def scopes_supported(self) -> list[str]: ...
+
+    async def verify(self, token: str, *, required_scopes: Sequence[str] = ()) -> Principal: ...
+
+    async def metadata_endpoint(self, request: Request) -> Response: ...
+
 
 __all__ = ["fastmcp_provider"]
 
