@@ -22,6 +22,7 @@ OPTIONAL_EXTRAS = (
     "httpx2",
     "trio",
     "hypercorn",
+    "fastmcp",
     "keycard_agents._mcp",
     "keycard_agents._redis",
 )

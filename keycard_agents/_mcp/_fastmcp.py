@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from pydantic import AnyHttpUrl
+from starlette.routing import Route
+
 from keycard_agents._errors import ConfigurationError, InvalidTokenError, KeycardError
 from keycard_agents._logs import get_logger
 
@@ -47,15 +50,13 @@ logger = get_logger("keycard_agents.mcp")
 
 def fastmcp_provider(provider: AuthProvider) -> Any:
     """A FastMCP ``RemoteAuthProvider`` verifying tokens with ``provider``."""
-    try:
+    try:  # FastMCP is an optional extra: imported only when asked for
         from fastmcp.server.auth.auth import AccessToken, RemoteAuthProvider, TokenVerifier
     except ImportError as exc:  # pragma: no cover - exercised without the extra
         raise ConfigurationError(
             "AuthProvider.fastmcp() needs FastMCP: install keycard-agents[fastmcp]",
             setting="fastmcp",
         ) from exc
-    from pydantic import AnyHttpUrl
-    from starlette.routing import Route
 
     class KeycardTokenVerifier(TokenVerifier):
         """Verifies bearer tokens with the keycard verifier, audience = the endpoint."""

@@ -388,6 +388,7 @@ class AuthProvider:
 
     def fastmcp(self) -> Any:
         """This provider as a FastMCP auth provider: ``FastMCP(..., auth=auth.fastmcp())``."""
+        # Here, not at the top: the adapter imports FastMCP, an optional extra.
         from keycard_agents._mcp._fastmcp import fastmcp_provider
 
         return fastmcp_provider(self)
