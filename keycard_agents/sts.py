@@ -45,7 +45,10 @@ from keycard_agents._sts._connections._vault import (
     VaultRecordTamperedError as VaultRecordTamperedError,
 )
 from keycard_agents._sts._connections._vault import VaultStore as VaultStore
+from keycard_agents._sts._secrets import WeakSecretError as WeakSecretError
+from keycard_agents._sts._secrets import hash_client_secret as hash_client_secret
 from keycard_agents._sts._secrets import hash_secret as hash_secret
+from keycard_agents._sts._secrets import new_client_secret as new_client_secret
 from keycard_agents._sts._secrets import verify_secret as verify_secret
 from keycard_agents._sts._token_endpoint import TokenStats as TokenStats
 
@@ -82,8 +85,11 @@ __all__ = [
     "VaultKeys",
     "VaultRecordTamperedError",
     "VaultStore",
+    "WeakSecretError",
+    "hash_client_secret",
     "hash_secret",
     "load_config",
+    "new_client_secret",
     "parse_config",
     "pkce_challenge",
     "verify_secret",

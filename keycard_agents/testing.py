@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import socket
 import threading
 import time
@@ -56,7 +55,7 @@ from keycard_agents._sts._config import (
     RegisteredResource,
     TokenServiceConfig,
 )
-from keycard_agents._sts._secrets import hash_secret
+from keycard_agents._sts._secrets import hash_client_secret, new_client_secret
 
 __all__ = [
     "DEFAULT_ISSUER",
@@ -72,8 +71,6 @@ __all__ = [
 ]
 
 DEFAULT_ISSUER = "http://127.0.0.1:8900"
-# Cheap hashes: these secrets exist only for the lifetime of a test.
-_TEST_HASH_COST = 16
 
 
 def client_id_for(agent: Agent) -> str:
@@ -168,7 +165,7 @@ class LocalTokenService:
         registered = []
         for agent in agents:
             client_id = urls[str(agent.url)]
-            secret = secrets.token_urlsafe(24)
+            secret = new_client_secret()
             self._secrets[client_id] = secret
             targets = tuple(
                 dict.fromkeys(
@@ -179,7 +176,7 @@ class LocalTokenService:
             )
             authentication: dict[str, Any] = {
                 "auth": "client_secret",
-                "secret_hash": hash_secret(secret, cost=_TEST_HASH_COST),
+                "secret_hash": hash_client_secret(secret),
             }
             if isinstance(agent.credential, WebIdentity):
                 # The agent serves its public keys; the service fetches them (RFC 7523).

@@ -59,7 +59,7 @@ from keycard_agents._sts._config import (
     RegisteredResource,
     TokenServiceConfig,
 )
-from keycard_agents._sts._secrets import hash_secret
+from keycard_agents._sts._secrets import hash_client_secret, hash_secret, new_client_secret
 
 __all__ = ["DEFAULT_REQUEST", "DemoDependencyError", "run_demo"]
 
@@ -161,7 +161,7 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
     )
     # planner signs client assertions (private_key_jwt); the others use client secrets.
     planner_identity = WebIdentity("planner", storage_dir=f"{workdir}/planner-keys")
-    travel_secret, weather_secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    travel_secret, weather_secret = new_client_secret(), new_client_secret()
     password, admin_token = secrets.token_urlsafe(12), secrets.token_urlsafe(24)
     config = TokenServiceConfig(
         issuer=issuer,
@@ -178,7 +178,7 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
                 client_id="travel",
                 resource=urls["travel"],
                 auth="client_secret",
-                secret_hash=hash_secret(travel_secret, cost=_HASH_COST),
+                secret_hash=hash_client_secret(travel_secret),
                 scopes=TRAVEL_SCOPES,
                 dependencies=(urls["travel-tools"],),
                 may_act_first=False,
@@ -187,7 +187,7 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
                 client_id="weather",
                 resource=urls["weather"],
                 auth="client_secret",
-                secret_hash=hash_secret(weather_secret, cost=_HASH_COST),
+                secret_hash=hash_client_secret(weather_secret),
                 scopes=WEATHER_SCOPES,
                 may_act_first=False,
             ),

@@ -27,9 +27,11 @@ from keycard_agents._errors import (
 from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver
 from keycard_agents._json import loads_bounded
+from keycard_agents._logs import get_logger
 from keycard_agents._sts._client_store import PublicClients
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import ClientAuthError, Form
+from keycard_agents._sts._secrets import WeakSecretError, hash_client_secret, is_fast_hash
 from keycard_agents._sts._throttle import CredentialGuard, DummyHash, request_source
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "ClientAuthenticator",
     "ReplayCache",
 ]
+
+logger = get_logger("keycard_agents.sts")
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_TYPS = frozenset({CLIENT_ASSERTION_TYPE, "JWT"})
@@ -139,6 +143,11 @@ class ClientAuthenticator:
         self._guard = guard if guard is not None else CredentialGuard(config.limits, clock=clock)
         self._dummy = DummyHash(a.secret_hash for a in config.agents if a.secret_hash)
         self.replay = ReplayCache(clock=clock)
+        # Fast hashes of client secrets configured with a legacy scrypt hash, made on their
+        # first successful check (docs/security.md, "Client secrets"). At most one per
+        # configured agent; the configuration file itself is never written.
+        self._upgraded: dict[str, str] = {}
+        self._weak: set[str] = set()
 
     async def authenticate(self, request: Request, form: Form) -> AuthenticatedClient:
         """Authenticate the caller; ``invalid_request`` / ``invalid_client`` on failure."""
@@ -201,9 +210,13 @@ class ClientAuthenticator:
         basic = method == "basic"
         agent = self._config.agent(client_id)
         stored = agent.secret_hash if agent is not None else None
+        if stored is not None:
+            stored = self._upgraded.get(client_id, stored)
         ok = await self._guard.check_hash(
             secret, stored, account=f"client:{client_id[:200]}", source=source, dummy=self._dummy
         )
+        if ok and stored is not None and not is_fast_hash(stored):
+            self._upgrade(client_id, secret)
         if not ok:
             shown = repr(client_id[:100])
             if agent is None:
@@ -215,6 +228,30 @@ class ClientAuthenticator:
             raise _bad_credentials(detail, basic=basic)
         return AuthenticatedClient(
             client_id=client_id, method=f"client_secret_{method}", agent=agent
+        )
+
+    def _upgrade(self, client_id: str, secret: str) -> None:
+        """After a client secret matched its legacy scrypt hash: check it with a fast hash
+        from now on, if it is strong enough to be stored with one."""
+        try:
+            self._upgraded[client_id] = hash_client_secret(secret)
+        except WeakSecretError as exc:
+            if client_id not in self._weak:
+                self._weak.add(client_id)
+                logger.warning(
+                    "agent %r authenticates with a client secret that could be guessed (%s); "
+                    "it stays checked with scrypt, about 40 ms of CPU per token request. "
+                    "Give the agent a generated secret: keycard-agents sts hash-secret "
+                    "--generate FILE",
+                    client_id,
+                    exc,
+                )
+            return
+        logger.warning(
+            "agent %r: its secret_hash is a scrypt hash; this process now checks the secret "
+            "with a fast SHA-256 hash. To skip the slow first check after a restart, replace "
+            "secret_hash with the output of: printf %%s SECRET | keycard-agents sts hash-secret",
+            client_id,
         )
 
     async def _assertion(self, form: Form) -> AuthenticatedClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,12 @@ from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import load_config
-from keycard_agents._sts._secrets import hash_secret
+from keycard_agents._sts._secrets import (
+    WeakSecretError,
+    hash_client_secret,
+    hash_secret,
+    new_client_secret,
+)
 from keycard_agents._sts._values import check_url
 
 __all__ = ["add_sts_command"]
@@ -61,35 +67,83 @@ def add_sts_command(subparsers: Any) -> None:
         metavar="FILE",
         help="the token service TOML whose key_dir holds the keys",
     )
-    sub.add_parser(
+    hashing = sub.add_parser(
         "hash-secret",
-        help="hash a client secret or password read from stdin, for the configuration",
+        help="make or hash a client secret (or, with --password, a password) for the config",
         description=(
-            "Read one secret from standard input (prompted without echo on a terminal) and "
-            "print its hash for secret_hash, password_hash or [admin] token_hash. The "
-            "secret never appears in your shell history or process list."
+            "Read one client secret from standard input (prompted without echo on a "
+            "terminal) and print its hash for secret_hash, [admin] token_hash or "
+            "initial_access_token_hash: a secret of at least 256 random bits, stored as "
+            "sha256$... and checked at the speed of a hash lookup (weaker ones are refused). "
+            "--generate FILE makes a new secret instead; --password hashes a password people "
+            "chose with scrypt, for [[users]] password_hash. The secret never appears in "
+            "your shell history or process list."
         ),
+    )
+    kind = hashing.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--generate",
+        metavar="FILE",
+        type=Path,
+        help="make a new client secret, write it to FILE (owner-only; refused if FILE "
+        "exists) and print its hash",
+    )
+    kind.add_argument(
+        "--password",
+        action="store_true",
+        help="hash a password people chose (scrypt) instead of a generated client secret",
     )
 
 
 def run_sts(args: argparse.Namespace) -> int:
     if args.sts_command == "hash-secret":
-        return _hash_secret()
+        if args.generate is not None:
+            return _generate_secret(args.generate)
+        return _hash_secret(password=args.password)
     if args.sts_command == "rotate-key":
         return _rotate_key(args.rotate_config)
     return _serve(args.config, host=args.host, port=args.port)
 
 
-def _hash_secret() -> int:
+def _hash_secret(*, password: bool) -> int:
 
     if sys.stdin.isatty():
-        secret = getpass.getpass("secret to hash: ")
+        secret = getpass.getpass("password to hash: " if password else "secret to hash: ")
     else:
         secret = sys.stdin.readline().rstrip("\r\n")
     if not secret:
         print("error: no secret on stdin (pipe it in: `printf %s SECRET | ...`)", file=sys.stderr)
         return 2
-    print(hash_secret(secret))
+    if password:
+        print(hash_secret(secret))
+        return 0
+    try:
+        print(hash_client_secret(secret))
+    except WeakSecretError as exc:
+        print(
+            f"error: not hashed as a client secret: {exc}. Make one with "
+            "`keycard-agents sts hash-secret --generate FILE`, or hash a password people "
+            "chose with --password (scrypt; for [[users]] password_hash)",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def _generate_secret(path: Path) -> int:
+    secret = new_client_secret()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"error: {path} exists; choose a new file for the secret", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot create {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(secret + "\n")
+    print(hash_client_secret(secret))
+    print(f"the client secret is in {path} (owner-only): give it to the agent", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._profiles import TokenProfile
 from keycard_agents._sts._connection_config import ConnectionConfig, VaultConfig
-from keycard_agents._sts._secrets import check_secret_hash_format
+from keycard_agents._sts._secrets import check_password_hash_format, check_secret_hash_format
 from keycard_agents._sts._values import LOOPBACK_HOSTS
 from keycard_agents._sts._values import check_scopes as _check_scopes
 from keycard_agents._sts._values import check_url as check_url  # its old home
@@ -231,7 +231,7 @@ class DevUser(_Model):
     @field_validator("password_hash")
     @classmethod
     def _hash(cls, value: str | None) -> str | None:
-        return None if value is None else check_secret_hash_format(value)
+        return None if value is None else check_password_hash_format(value)
 
     @model_validator(mode="after")
     def _one_password(self) -> DevUser:

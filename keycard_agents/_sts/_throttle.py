@@ -7,9 +7,10 @@ token goes through one :class:`CredentialGuard`:
 
 - failed checks are counted per source address and per account (client id, user name,
   admin) in token buckets; an empty bucket answers 429 before any hash is computed;
-- the hash runs in a worker thread, at most ``hash_workers`` at a time, so a flood of
-  wrong secrets never blocks the event loop (token exchanges by ``private_key_jwt``
-  agents, ``/jwks.json`` and the rest keep their latency);
+- a slow (scrypt) hash runs in a worker thread, at most ``hash_workers`` at a time, so a
+  flood of wrong secrets never blocks the event loop (token exchanges by
+  ``private_key_jwt`` agents, ``/jwks.json`` and the rest keep their latency); a fast
+  ``sha256$`` client-secret hash (a microsecond) is checked in line;
 - an unknown account is checked against a dummy hash as costly as a real one, so the
   response time does not tell which accounts exist.
 """
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from keycard_agents._errors import OAuthError
 
 from ._config import Limits
-from ._secrets import dummy_hash_like, verify_secret
+from ._secrets import dummy_hash_like, dummy_is_fast, is_fast_hash, verify_secret
 
 __all__ = [
     "CredentialGuard",
@@ -136,6 +137,8 @@ class DummyHash:
     def __init__(self, stored: Iterable[str]) -> None:
         self._stored = tuple(stored)
         self._value: str | None = None
+        #: Whether the dummy is a fast hash (checked in line, like the hashes it stands for).
+        self.fast = dummy_is_fast(self._stored)
 
     def get(self) -> str:
         if self._value is None:
@@ -195,12 +198,24 @@ class CredentialGuard:
     ) -> bool:
         """Whether ``presented`` matches the hash ``stored``; ``stored=None`` (unknown
         account) costs the same and is ``False``. Raises :class:`TooManyAttemptsError`."""
+        fast = is_fast_hash(stored) if stored is not None else dummy.fast
         return await self.check(
-            lambda: _check_hash(presented, stored, dummy), account=account, source=source
+            lambda: _check_hash(presented, stored, dummy),
+            account=account,
+            source=source,
+            inline=fast,
         )
 
-    async def check(self, verify: Callable[[], bool], *, account: str, source: str | None) -> bool:
-        """Run ``verify`` in a worker thread if ``account`` and ``source`` may try now.
+    async def check(
+        self,
+        verify: Callable[[], bool],
+        *,
+        account: str,
+        source: str | None,
+        inline: bool = False,
+    ) -> bool:
+        """Run ``verify`` if ``account`` and ``source`` may try now: in a worker thread, or
+        on the event loop when ``inline`` (a check that costs a fast hash).
 
         A failure is charged to both; a success is not. Raises
         :class:`TooManyAttemptsError` (429, or 503 when too many checks wait already).
@@ -212,11 +227,14 @@ class CredentialGuard:
             # one attempt per delay and connection, and a sleeping request costs no CPU.
             await anyio.sleep(self.limits.throttle_delay)
             raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
-        if self.waiting >= self.limits.hash_queue:
+        if not inline and self.waiting >= self.limits.hash_queue:
             raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
         for throttle, key in keys:
             throttle.take(key)
-        ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+        if inline:
+            ok = verify()
+        else:
+            ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
         if ok:
             for throttle, key in keys:
                 throttle.give_back(key)

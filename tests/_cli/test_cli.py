@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from keycard_agents._cli import COMMANDS, build_parser, main
-from keycard_agents.sts import verify_secret
+from keycard_agents.sts import new_client_secret, verify_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "sts.toml"
@@ -47,15 +47,61 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: keycard-agents" in capsys.readouterr().out
 
 
-def test_hash_secret_reads_stdin(
+def test_hash_secret_hashes_a_generated_client_secret_fast(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = new_client_secret()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(secret + "\n"))
+    assert main(["sts", "hash-secret"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("sha256$")
+    assert secret not in out
+    assert verify_secret(secret, out)
+
+
+@pytest.mark.parametrize("weak", ["correct horse", "a" * 80, "0123456789" * 3, "Ab1-" * 20])
+def test_hash_secret_refuses_a_guessable_client_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], weak: str
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(weak + "\n"))
+    assert main(["sts", "hash-secret"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "bits of entropy" in captured.err
+    assert "at least 256" in captured.err
+    assert "--generate FILE" in captured.err
+    assert "--password" in captured.err
+    assert weak not in captured.err
+
+
+def test_hash_secret_password_uses_scrypt(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
-    assert main(["sts", "hash-secret"]) == 0
+    assert main(["sts", "hash-secret", "--password"]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("scrypt$")
     assert "correct horse" not in out
     assert verify_secret("correct horse", out)
+
+
+def test_hash_secret_generates_a_secret_into_an_owner_only_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "agent.secret"
+    assert main(["sts", "hash-secret", "--generate", str(target)]) == 0
+    captured = capsys.readouterr()
+    stored = captured.out.strip()
+    secret = target.read_text(encoding="ascii").strip()
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert len(secret) == 43
+    assert stored.startswith("sha256$")
+    assert verify_secret(secret, stored)
+    assert secret not in captured.out + captured.err
+    # Never overwrites a secret already handed out.
+    assert main(["sts", "hash-secret", "--generate", str(target)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert target.read_text(encoding="ascii").strip() == secret
 
 
 def test_hash_secret_refuses_empty_input(
