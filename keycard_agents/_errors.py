@@ -174,16 +174,27 @@ class RemoteTaskError(KeycardError):
 
     ``state`` is its A2A task state (``TASK_STATE_FAILED``, ``TASK_STATE_REJECTED``,
     ``TASK_STATE_CANCELED``, or an interrupted ``TASK_STATE_INPUT_REQUIRED`` /
-    ``TASK_STATE_AUTH_REQUIRED``), ``reason`` the text of the agent's status message.
+    ``TASK_STATE_AUTH_REQUIRED``), ``reason`` the text of the agent's status message,
+    ``url`` the page its status message links to (for AUTH_REQUIRED: where the user
+    connects an account or consents; then send a message to ``task_id`` to resume).
     """
 
     def __init__(
-        self, message: str, *, state: str, task_id: str | None, reason: str | None
+        self,
+        message: str,
+        *,
+        state: str,
+        task_id: str | None,
+        reason: str | None,
+        url: str | None = None,
+        context_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.state = state
         self.task_id = task_id
         self.reason = reason
+        self.url = url
+        self.context_id = context_id
 
 
 class ResourceAccessError(KeycardError):

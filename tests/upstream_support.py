@@ -124,15 +124,22 @@ def api_app(*, issuer: str, audience: str, jwks: dict[str, Any]) -> Starlette:
 
 
 async def start_connect(
-    browser: httpx.AsyncClient, sts: str, connection: str, *, user: str, password: str
+    browser: httpx.AsyncClient,
+    sts: str,
+    connection: str,
+    *,
+    user: str,
+    password: str,
+    url: str | None = None,
 ) -> str:
-    """Sign in on our connections page and start connecting; returns the provider URL."""
+    """Sign in on our connections page and start connecting (at ``url`` when given: the
+    link an agent or the token service handed out); returns the provider URL."""
     signin = await browser.post(
         f"{sts}/connections/signin",
         data={"username": user, "password": password, "next": "/connections"},
     )
     assert signin.status_code == 303, signin.text
-    started = await browser.get(f"{sts}/connections/{connection}/connect")
+    started = await browser.get(url or f"{sts}/connections/{connection}/connect")
     assert started.status_code == 303, started.text
     return str(started.headers["location"])
 
@@ -162,9 +169,15 @@ async def through_provider(browser: httpx.AsyncClient, location: str, *, user: s
 
 
 async def connect(
-    browser: httpx.AsyncClient, sts: str, connection: str, *, user: str, password: str
+    browser: httpx.AsyncClient,
+    sts: str,
+    connection: str,
+    *,
+    user: str,
+    password: str,
+    url: str | None = None,
 ) -> httpx.Response:
     """The whole connect flow as a browser; returns our final page."""
-    location = await start_connect(browser, sts, connection, user=user, password=password)
+    location = await start_connect(browser, sts, connection, user=user, password=password, url=url)
     callback = await through_provider(browser, location, user=user)
     return await browser.get(callback)

@@ -21,7 +21,10 @@ class TaskInterrupt(BaseException):
     runtime catches it and ends the run in ``state`` with ``message`` as the status.
     """
 
-    def __init__(self, state: TaskState, text: str) -> None:
+    def __init__(self, state: TaskState, text: str, *, url: str | None = None) -> None:
         super().__init__(state.value)
         self.state = state
         self.text = text
+        #: Where the user acts (AUTH_REQUIRED: the page that grants the authorization);
+        #: sent as a ``url`` part of the status message, after the text.
+        self.url = url

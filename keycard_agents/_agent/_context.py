@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, overload
 
 from keycard_agents._a2a.interrupt import TaskInterrupt
@@ -21,6 +22,11 @@ from keycard_agents._agent._handles import AgentCalls, HttpApiCalls
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._principal import ActorChain, Principal, UserId
 from keycard_agents._oauth._resource_server import Caller
+
+#: While set, a dependency that needs the user (``consent_required``, ...) raises its
+#: error instead of ending the task in AUTH_REQUIRED: ``@grant(..., on_auth="report")``
+#: reports it in the AccessContext, with the link.
+REPORT_AUTH_REQUIRED: ContextVar[bool] = ContextVar("keycard_report_auth", default=False)
 
 __all__ = ["ArtifactWriter", "Context", "DelegationProvider", "TaskSink"]
 
@@ -257,15 +263,16 @@ class Context:
             return _text_of(reply)
         raise TaskInterrupt(TaskState.INPUT_REQUIRED, question)
 
-    async def require_auth(self, reason: str) -> None:
+    async def require_auth(self, reason: str, *, url: str | None = None) -> None:
         """Signal that a credential or consent is needed: the task ends in AUTH_REQUIRED.
 
         AUTH_REQUIRED is a signal, never a grant: the client obtains the authorization
         out of band and sends a follow-up message to the task, which replays the skill;
-        this call then returns.
+        this call then returns. ``url`` is where the user grants it (a connect or consent
+        page): the status message carries it as a ``url`` part after the text.
         """
         if self._next_reply() is None:
-            raise TaskInterrupt(TaskState.AUTH_REQUIRED, reason)
+            raise TaskInterrupt(TaskState.AUTH_REQUIRED, reason, url=url)
 
     def _next_reply(self) -> Message | None:
         index = self._interrupts

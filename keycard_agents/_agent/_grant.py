@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 
 from keycard_agents._a2a.interrupt import TaskInterrupt
-from keycard_agents._agent._context import Context
+from keycard_agents._agent._context import REPORT_AUTH_REQUIRED, Context
 from keycard_agents._errors import (
     ConfigurationError,
     KeycardError,
@@ -60,21 +60,28 @@ class ResourceError:
 
     error: str
     message: str
+    url: str | None = None
+    """Where the user can fix it (``consent_required``: the page that connects the
+    account or grants consent), when the issuer sent one (RFC 6749 §5.2 ``error_uri``)."""
 
     def to_dict(self) -> dict[str, str]:
-        """Ours (``error``, ``message``) and Keycard's field names (``code``, ``description``)."""
-        return {
+        """Ours (``error``, ``message``) and Keycard's field names (``code``, ``description``);
+        ``url`` when there is one."""
+        out = {
             "error": self.error,
             "message": self.message,
             "code": self.error,
             "description": self.message,
         }
+        if self.url is not None:
+            out["url"] = self.url
+        return out
 
 
 def error_of(exc: KeycardError) -> ResourceError:
     """A failure as a :class:`ResourceError` (messages carry no token)."""
     if isinstance(exc, OAuthError):
-        return ResourceError(exc.error, exc.error_description)
+        return ResourceError(exc.error, exc.error_description, url=exc.error_uri)
     if isinstance(exc, TransportError):
         return ResourceError("transport_error", str(exc))
     if isinstance(exc, ConfigurationError):
@@ -207,8 +214,13 @@ def _aliases(pairs: Sequence[tuple[str, Any]]) -> dict[str, str]:
     return aliases
 
 
-async def collect_access(ctx: Context, agent: Any, specs: Sequence[str]) -> AccessContext:
-    """Exchange for every resource concurrently; failures become entries, not raises."""
+async def collect_access(
+    ctx: Context, agent: Any, specs: Sequence[str], *, report_auth: bool = False
+) -> AccessContext:
+    """Exchange for every resource concurrently; failures become entries, not raises.
+
+    A resource that needs the user ends the task in AUTH_REQUIRED, unless ``report_auth``:
+    then it is an entry too (its ``url`` is where the user acts)."""
     pairs = [(spec, _find_dependency(agent, spec)) for spec in specs]
     aliases = _aliases(pairs)
     tokens: dict[str, ExchangedToken] = {}
@@ -228,9 +240,13 @@ async def collect_access(ctx: Context, agent: Any, specs: Sequence[str]) -> Acce
         except (TaskInterrupt, Exception) as interrupt:  # AUTH_REQUIRED, or a bug
             interrupts.append(interrupt)
 
-    async with anyio.create_task_group() as group:
-        for spec, dependency in pairs:
-            group.start_soon(fetch, spec, dependency.name)
+    reporting = REPORT_AUTH_REQUIRED.set(report_auth)  # copied into the tasks started below
+    try:
+        async with anyio.create_task_group() as group:
+            for spec, dependency in pairs:
+                group.start_soon(fetch, spec, dependency.name)
+    finally:
+        REPORT_AUTH_REQUIRED.reset(reporting)
     if interrupts:
         raise interrupts[0]
     ordered = {s: tokens[s] for s in specs if s in tokens}
@@ -263,8 +279,15 @@ def _is_context(param: inspect.Parameter) -> bool:
     return annotation is inspect.Parameter.empty and param.name in {"ctx", "context"}
 
 
-def grant(*resources: str | Sequence[str]) -> Callable[[_Method[_R]], _Method[_R]]:
+def grant(
+    *resources: str | Sequence[str], on_auth: Literal["interrupt", "report"] = "interrupt"
+) -> Callable[[_Method[_R]], _Method[_R]]:
     """Give a skill tokens for ``resources`` (declared dependencies, by name or URL).
+
+    A resource that needs the user first (``consent_required``: an account to connect,
+    ``interaction_required``) ends the task in AUTH_REQUIRED with the issuer's link
+    (``on_auth="interrupt"``), or is reported like any other failure, with the link in
+    its error's ``url`` (``on_auth="report"``: the skill decides).
 
     Resources are given one by one or as a list (Keycard's ``grant([url1, url2])``). The
     skill takes a parameter annotated :class:`AccessContext`; it is filled before the
@@ -285,6 +308,9 @@ def grant(*resources: str | Sequence[str]) -> Callable[[_Method[_R]], _Method[_R
     if not flat or not all(isinstance(r, str) and r for r in flat):
         raise ConfigurationError("@grant needs one or more resource names or URLs")
     specs = tuple(dict.fromkeys(str(r) for r in flat))
+    if on_auth not in ("interrupt", "report"):
+        raise ConfigurationError("@grant: on_auth is 'interrupt' or 'report'", setting="on_auth")
+    report = on_auth == "report"
 
     # Typed for coroutine functions; a plain function (Keycard's sync tools) works at run
     # time too, run in a worker thread, but type checkers only know the async form.
@@ -316,7 +342,7 @@ def grant(*resources: str | Sequence[str]) -> Callable[[_Method[_R]], _Method[_R
             if mock is not None:
                 access = mock([(spec, _find_dependency(self, spec)) for spec in specs])
             else:
-                access = await collect_access(ctx, self, specs)
+                access = await collect_access(ctx, self, specs, report_auth=report)
             arguments[access_name] = access
             call = (
                 functools.partial(func, self, ctx)

@@ -16,6 +16,7 @@ import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -71,10 +72,12 @@ from keycard_agents._observe._tracing import (
 
 __all__ = [
     "AgentClient",
+    "AuthRequired",
     "CardCache",
     "CardCacheStats",
     "ResourceMetadata",
     "TokenProvider",
+    "auth_required",
     "call_message",
     "open_agent_client",
     "task_result",
@@ -150,12 +153,48 @@ def _status_text(task: Task) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+def _status_url(task: Task) -> str | None:
+    """The first ``url`` part of the task's status message (an interruption's link)."""
+    message = task.status.message
+    if message is None:
+        return None
+    return next((p.url for p in message.parts if p.url is not None), None)
+
+
+@dataclass(frozen=True)
+class AuthRequired:
+    """A task stopped in ``TASK_STATE_AUTH_REQUIRED``: what to show the user.
+
+    ``url`` is the page where the user authorizes (connects an account, consents), when
+    the agent sent one; ``reason`` the agent's message. Once the user is done, send a
+    message to ``task_id`` (``client.send("done", task_id=...)``) to resume the task.
+    """
+
+    task_id: str
+    context_id: str | None
+    url: str | None
+    reason: str | None
+
+
+def auth_required(task: Task | Message) -> AuthRequired | None:
+    """The :class:`AuthRequired` of a task stopped for authorization, else ``None``."""
+    if isinstance(task, Message) or task.status.state is not TaskState.AUTH_REQUIRED:
+        return None
+    return AuthRequired(
+        task_id=task.id,
+        context_id=task.context_id,
+        url=_status_url(task),
+        reason=_status_text(task),
+    )
+
+
 def task_result(task: Task | Message) -> Any:
     """The value a finished task produced: its last artifact's content.
 
     One part gives its value (text as ``str``, data as JSON data, raw as ``bytes``);
     several give a list; no artifact gives ``None``. A task that did not complete
-    raises :class:`RemoteTaskError` with its state and the agent's reason.
+    raises :class:`RemoteTaskError` with its state, the agent's reason and, for an
+    interrupted task, the link its status message carries (``url``).
     """
     if isinstance(task, Message):
         values = [_part_value(p) for p in task.parts]
@@ -165,11 +204,14 @@ def task_result(task: Task | Message) -> Any:
         reason = _status_text(task)
         if state.is_terminal or state.is_interrupted:
             what = state.value.removeprefix("TASK_STATE_").lower().replace("_", " ")
+            url = _status_url(task) if state.is_interrupted else None
             raise RemoteTaskError(
                 f"task {task.id} ended {what}" + (f": {reason}" if reason else ""),
                 state=state.value,
                 task_id=task.id,
                 reason=reason,
+                url=url,
+                context_id=task.context_id,
             )
         raise InvalidAgentResponseError(
             f"task {task.id} is still {state.value}; expected a finished task"

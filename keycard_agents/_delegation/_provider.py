@@ -23,7 +23,7 @@ import httpx
 from opentelemetry.trace import SpanKind, get_current_span
 
 from keycard_agents._a2a.types import AgentCard, Message, StreamResponse, Task, TaskState
-from keycard_agents._agent._context import Context
+from keycard_agents._agent._context import REPORT_AUTH_REQUIRED, Context
 from keycard_agents._agent._dependencies import (
     AgentDependency,
     Dependency,
@@ -129,13 +129,15 @@ class DelegatedTokens:
                     self._subject, resource=resource, scopes=scopes, refresh=refresh
                 )
             except InteractionRequiredError as exc:
-                if self._context is None:
+                if self._context is None or REPORT_AUTH_REQUIRED.get():
                     raise
                 # Interrupts the task (AUTH_REQUIRED); returns when the client replied.
+                where = f" at {exc.error_uri}" if exc.error_uri else ""
                 await self._context.require_auth(
                     f"The token service needs the user before this agent can call {resource}: "
-                    f"{exc.error} ({exc.error_description or 'no details'}). Complete it, "
-                    "then send a message to this task to continue."
+                    f"{exc.error} ({exc.error_description or 'no details'}). Complete it"
+                    f"{where}, then send a message to this task to continue.",
+                    url=exc.error_uri,
                 )
 
     def __repr__(self) -> str:
@@ -373,7 +375,8 @@ class AgentHandle:
             except RemoteTaskError as exc:
                 if exc.state == TaskState.AUTH_REQUIRED.value and self._context is not None:
                     await self._context.require_auth(
-                        f"{self.name} needs authorization: {exc.reason or 'no details'}"
+                        f"{self.name} needs authorization: {exc.reason or 'no details'}",
+                        url=exc.url,
                     )
                     return await self.client.call(skill, **arguments)
                 raise RemoteTaskError(

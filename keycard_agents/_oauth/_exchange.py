@@ -568,9 +568,12 @@ def _parse_token_response(
             description = body.get("error_description")
             description = description if isinstance(description, str) else ""
             description = description[:_MAX_ERROR_DESCRIPTION]
+            error_uri = _page_url(body.get("error_uri"))
             if error in _INTERACTION_ERRORS:
-                raise InteractionRequiredError(error, description, status_code=status)
-            raise DelegationDeniedError(error, description, status_code=status)
+                raise InteractionRequiredError(
+                    error, description, status_code=status, error_uri=error_uri
+                )
+            raise DelegationDeniedError(error, description, status_code=status, error_uri=error_uri)
         raise InvalidTokenResponseError(
             f"token endpoint answered HTTP {status} without an OAuth error response",
             status_code=status,
@@ -628,6 +631,16 @@ def _parse_token_response(
         issued_token_type=ACCESS_TOKEN_TYPE_URN,
         expires_in=max(0, round(expires_at - now)),
     )
+
+
+def _page_url(value: Any) -> str | None:
+    """An RFC 6749 §5.2 ``error_uri`` worth showing a user: an absolute http(s) URL of
+    printable ASCII, at most 2048 characters; anything else is dropped."""
+    if not isinstance(value, str) or len(value) > 2048 or not value.isascii():
+        return None
+    if not value.isprintable() or " " in value or not _is_http_url(value):
+        return None
+    return value
 
 
 def _expiry_of(token: str) -> float | None:

@@ -487,11 +487,14 @@ class TaskRuntime:
             self._publish(live, response)
         await self._persist(live, response)
 
-    def _agent_message(self, task: Task, text: str) -> Message:
+    def _agent_message(self, task: Task, text: str, *, url: str | None = None) -> Message:
+        parts = [Part(text=text)]
+        if url is not None:  # where the user acts on an interruption (AUTH_REQUIRED)
+            parts.append(Part(url=url, media_type="text/html"))
         return Message(
             message_id=str(uuid.uuid4()),
             role=Role.AGENT,
-            parts=[Part(text=text)],
+            parts=parts,
             task_id=task.id,
             context_id=task.context_id,
         )
@@ -579,6 +582,7 @@ class TaskRuntime:
             replies=record.replies,
         )
         outcome: tuple[TaskState, str | None] | None = None
+        interrupt_url: str | None = None
         started = self._clock()
         try:
             with live.scope:
@@ -588,6 +592,7 @@ class TaskRuntime:
                     parts = skill.result_parts(result)
                 except TaskInterrupt as interrupt:
                     outcome = (interrupt.state, interrupt.text)
+                    interrupt_url = interrupt.url
                 except KeycardError as exc:
                     mark_error(current, exc)
                     outcome = (TaskState.FAILED, str(exc))
@@ -616,7 +621,13 @@ class TaskRuntime:
             state, text = outcome
             set_task_outcome(current, state.value)
             with anyio.move_on_after(self._grace, shield=True):
-                message = None if text is None else self._agent_message(task, text)
+                message = (
+                    None
+                    if text is None
+                    else self._agent_message(
+                        task, text, url=interrupt_url if state.is_interrupted else None
+                    )
+                )
                 await self._set_status(live, state, message)
                 await self._record_served(live, skill, state, text, started)
         finally:
