@@ -28,8 +28,6 @@ from keycard_agents._agent._grant import AccessContext as AccessContext
 from keycard_agents._agent._grant import ResourceError as ResourceError
 from keycard_agents._agent._grant import grant as grant
 from keycard_agents._client._agent_client import AgentClient as AgentClient
-from keycard_agents._client._agent_client import AuthRequired as AuthRequired
-from keycard_agents._client._agent_client import auth_required as auth_required
 from keycard_agents._client._agent_client import call_message as call_message
 from keycard_agents._client._agent_client import open_agent_client as open_agent_client
 from keycard_agents._client._agent_client import task_result as task_result
@@ -77,7 +75,6 @@ __all__ = [
     "AgentMount",
     "ApplicationCredential",
     "ArtifactAssembler",
-    "AuthRequired",
     "AuthenticationError",
     "Caller",
     "CardCache",
@@ -108,7 +105,6 @@ __all__ = [
     "WebIdentity",
     "WorkloadIdentity",
     "__version__",
-    "auth_required",
     "call_message",
     "create_app",
     "credential_from_env",

@@ -83,6 +83,8 @@ from keycard_agents._a2a.types import TaskStatusUpdateEvent as TaskStatusUpdateE
 from keycard_agents._a2a.types import dump as dump
 from keycard_agents._agent._card import DELEGATION_EXTENSION_URI as DELEGATION_EXTENSION_URI
 from keycard_agents._agent._card import build_agent_card as build_agent_card
+from keycard_agents._client._agent_client import AuthRequired as AuthRequired
+from keycard_agents._client._agent_client import auth_required as auth_required
 
 __all__ = [
     "A2A_PROTOCOL_VERSION",
@@ -100,6 +102,7 @@ __all__ = [
     "AgentProvider",
     "AgentSkill",
     "Artifact",
+    "AuthRequired",
     "AuthenticationInfo",
     "AuthorizationCodeOAuthFlow",
     "CancelTaskRequest",
@@ -152,6 +155,7 @@ __all__ = [
     "TaskStatusUpdateEvent",
     "UnsupportedOperationError",
     "VersionNotSupportedError",
+    "auth_required",
     "build_agent_card",
     "dump",
 ]

@@ -37,14 +37,13 @@ from keycard_agents import (
     Context,
     HttpDependency,
     RemoteTaskError,
-    auth_required,
     call_message,
     create_app,
     open_agent_client,
     skill,
     task_result,
 )
-from keycard_agents.a2a import TaskState
+from keycard_agents.a2a import TaskState, auth_required
 from keycard_agents.sts import TokenService, hash_secret, parse_config
 from keycard_agents.testing import free_loopback_socket, serve_on_loopback
 

@@ -97,7 +97,8 @@ def test_a2a_module_reexports_wire_types_and_errors() -> None:
     from keycard_agents._a2a import errors
     from keycard_agents._a2a import types as wire
 
-    card = {"DELEGATION_EXTENSION_URI", "build_agent_card", "File"}  # File: content as parts
+    # File: content as parts; AuthRequired: what a task stopped for authorization asks for.
+    card = {"DELEGATION_EXTENSION_URI", "build_agent_card", "File", "AuthRequired", "auth_required"}
     assert set(a2a.__all__) - card == (set(wire.__all__) | set(errors.__all__)) - {"invalid_params"}
     for name in set(a2a.__all__) - card:
         assert getattr(a2a, name) is getattr(wire, name, None) or getattr(a2a, name) is getattr(

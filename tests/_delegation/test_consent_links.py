@@ -24,13 +24,12 @@ from keycard_agents import (
     HttpDependency,
     InteractionRequiredError,
     RemoteTaskError,
-    auth_required,
     call_message,
     grant,
     skill,
     task_result,
 )
-from keycard_agents.a2a import Task, TaskState
+from keycard_agents.a2a import Task, TaskState, auth_required
 from keycard_agents.auth import TokenExchangeClient
 from keycard_agents.testing import LocalTokenService, open_local_agents
 
