@@ -1,0 +1,271 @@
+"""Edges of the token service's checks that a mutation run showed no test pinned: where a
+target is a URI and where a name, how much of a hostile value an answer echoes, the
+leeway on actor tokens and the Basic challenge (``dev.py mutation``, docs/testing.md)."""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from sts_support import (
+    AT,
+    EXCHANGE,
+    ISSUER,
+    JWT_BEARER,
+    PASSWORD,
+    REDIRECT,
+    SECRET_B,
+    VERIFIER,
+    A,
+    B,
+    World,
+    claims_of,
+    open_world,
+)
+
+from keycard_agents.sts import pkce_challenge
+
+pytestmark = pytest.mark.anyio
+
+
+def _user(w: World, **claims: Any) -> str:
+    now = int(w.clock())
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "aud": A,
+        "scope": "read write",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
+    return str(w.service.keys.current.sign(base, typ="at+jwt"))
+
+
+async def _refusal(reply: Any, status: int, error: str) -> str:
+    assert reply.status_code == status, reply.text
+    body = reply.json()
+    assert body["error"] == error, body
+    return str(body["error_description"])
+
+
+@pytest.mark.parametrize(
+    ("audience", "what"),
+    [
+        ("urn:example:payroll", "unknown resource 'urn:example:payroll'"),  # a URN is a URI
+        ("https://nowhere.example/api", "unknown resource 'https://nowhere.example/api'"),
+        ("//b.example/", "unknown audience '//b.example/'"),  # no scheme: a name
+        ("mailto:payroll", "unknown audience 'mailto:payroll'"),  # neither host nor URN
+        ("payroll", "unknown audience 'payroll'"),
+    ],
+)
+async def test_an_audience_is_a_uri_only_with_a_scheme_and_a_host_or_a_urn(
+    audience: str, what: str
+) -> None:
+    """RFC 8693 §2.1: ``audience`` is an absolute URI or a logical name; only a name is
+    looked up among the registered client ids."""
+    async with open_world() as w:
+        form = {"grant_type": EXCHANGE, "subject_token": _user(w), "subject_token_type": AT}
+        reply = await w.post_token({**form, "audience": audience, **w.auth("a")})
+        assert what in await _refusal(reply, 400, "invalid_target")
+
+
+@pytest.mark.parametrize(
+    ("length", "shown"),
+    [
+        (98, "'" + "n" * 98 + "'"),  # a repr of 100 characters is shown whole
+        (99, "'" + "n" * 96 + "..."),  # one more, and it is cut to 100 with an ellipsis
+        (5000, "'" + "n" * 96 + "..."),
+    ],
+)
+async def test_an_unknown_audience_is_echoed_at_most_100_characters(
+    length: int, shown: str
+) -> None:
+    async with open_world() as w:
+        form = {"grant_type": EXCHANGE, "subject_token": _user(w), "subject_token_type": AT}
+        reply = await w.post_token({**form, "audience": "n" * length, **w.auth("a")})
+        description = await _refusal(reply, 400, "invalid_target")
+        assert f"unknown audience {shown}: " in description
+        assert "n" * 99 not in description
+
+
+@pytest.mark.parametrize(
+    ("path", "cut"),
+    [(74, False), (75, True), (3000, True)],  # the URL's repr is 26 + path characters
+)
+async def test_an_unknown_resource_is_echoed_at_most_100_characters(path: int, cut: bool) -> None:
+    async with open_world() as w:
+        target = "https://nowhere.example/" + "p" * path
+        description = await _refusal(await w.exchange("a", _user(w), target), 400, "invalid_target")
+        shown = repr(target)[:97] + "..." if cut else repr(target)
+        assert f"unknown resource {shown}: register it" in description
+        assert len(repr(target)) <= 100 or repr(target) not in description
+
+
+async def test_a_subject_addressed_elsewhere_is_echoed_at_most_100_characters() -> None:
+    async with open_world() as w:
+        extra = "https://x.example/" + "q" * 200
+        subject = _user(w, aud=[A, extra])
+        description = await _refusal(await w.exchange("a", subject, B), 400, "invalid_request")
+        aud = repr([A, extra])
+        assert f"subject_token is addressed to {aud[:97]}..., not to agent 'a'" in description
+
+
+async def test_an_actor_token_gets_the_services_leeway_not_the_verifiers_default() -> None:
+    """The service's leeway is 30 s (a receiving agent's is 60 s): an actor token that
+    expired 45 s ago is refused."""
+    async with open_world() as w:
+        cc = await w.post_token({"grant_type": "client_credentials", **w.auth("a")})
+        assert cc.status_code == 200, cc.text
+        actor = cc.json()["access_token"]
+        lifetime = int(cc.json()["expires_in"])
+        w.clock.advance(lifetime + 20)  # expired, within the leeway
+        ok = await w.exchange("a", _user(w), B, actor_token=actor, actor_token_type=AT)
+        assert ok.status_code == 200, ok.text
+        w.clock.advance(25)  # 45 s past exp
+        late = await w.exchange("a", _user(w), B, actor_token=actor, actor_token_type=AT)
+        assert "actor_token rejected (expired)" in await _refusal(late, 400, "invalid_request")
+
+
+async def test_only_a_failed_basic_authentication_gets_a_basic_challenge() -> None:
+    """RFC 6749 §5.2: ``WWW-Authenticate`` answers a client that tried HTTP Basic, and
+    only such a client."""
+    async with open_world() as w:
+        headers = {"Authorization": "Basic !!!"}
+        malformed = await w.client.post("/token", data={"grant_type": "client_credentials"},
+                                        headers=headers)  # fmt: skip
+        await _refusal(malformed, 401, "invalid_client")
+        assert malformed.headers["www-authenticate"].startswith("Basic realm=")
+        wrong = await w.post_token({"grant_type": "client_credentials"}, auth=("b", "wrong"))
+        await _refusal(wrong, 401, "invalid_client")
+        assert wrong.headers["www-authenticate"].startswith("Basic realm=")
+        form = {"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER}
+        others = [w.assertion("a", sub="c"), w.assertion("a", key=w.keys["a-other"])]
+        for assertion in ("x.y.z", "e" * 9000, *others):
+            reply = await w.post_token({**form, "client_assertion": assertion})
+            await _refusal(reply, 401, "invalid_client")
+            assert "www-authenticate" not in reply.headers
+        post = await w.post_token(
+            {"grant_type": "client_credentials", "client_id": "b", "client_secret": "no"}
+        )
+        await _refusal(post, 401, "invalid_client")
+        assert "www-authenticate" not in post.headers
+        good = await w.post_token({"grant_type": "client_credentials"}, auth=("b", SECRET_B))
+        assert good.status_code == 200, good.text
+
+
+# -- sign-in ------------------------------------------------------------------------------
+
+_HIDDEN = re.compile(r"<input type='hidden' name='([^']*)' value='([^']*)'>")
+_LOCKED_DOWN = {
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "content-security-policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+def _authorize(**over: str) -> dict[str, str]:
+    params = {
+        "response_type": "code",
+        "client_id": "app",
+        "redirect_uri": REDIRECT,
+        "code_challenge": pkce_challenge(VERIFIER),
+        "code_challenge_method": "S256",
+        "resource": A,
+        "state": "st&<",
+        "scope": "write read",
+    }
+    params.update(over)
+    return params
+
+
+async def _redeem(w: World, code: str) -> Any:
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": "app",
+        "code_verifier": VERIFIER,
+    }
+    return await w.post_token(form)
+
+
+async def test_the_login_form_carries_the_request_in_its_hidden_fields() -> None:
+    """The browser posts back only what the page holds: the hidden fields must be the
+    authorization request, exactly."""
+    async with open_world() as w:
+        page = await w.client.get("/authorize", params=_authorize())
+        assert page.status_code == 200, page.text
+        hidden = {html.unescape(k): html.unescape(v) for k, v in _HIDDEN.findall(page.text)}
+        assert hidden == {**_authorize(), "scope": "write read"}
+        form = {**hidden, "username": "alice", "password": PASSWORD}
+        reply = await w.client.post("/authorize", data=form)
+        assert reply.status_code == 303, reply.text
+        query = parse_qs(urlsplit(reply.headers["location"]).query)
+        assert query["state"] == ["st&<"]
+        token = await _redeem(w, query["code"][0])
+        assert token.status_code == 200, token.text
+        assert sorted(token.json()["scope"].split()) == ["read", "write"]
+
+
+async def test_every_sign_in_page_forbids_framing_caching_and_scripts() -> None:
+    async with open_world() as w:
+        login = await w.client.get("/authorize", params=_authorize())
+        refused = await w.client.get("/authorize", params=_authorize(client_id="evil"))
+        wrong = await w.client.post(
+            "/authorize", data={**_authorize(), "username": "alice", "password": "no"}
+        )
+        assert [login.status_code, refused.status_code, wrong.status_code] == [200, 400, 401]
+        for page in (login, refused, wrong):
+            assert {k: page.headers.get(k) for k in _LOCKED_DOWN} == _LOCKED_DOWN
+        assert "<title>Sign-in request rejected</title>" in refused.text
+
+
+async def test_a_code_is_dead_at_its_expiry_second() -> None:
+    async with open_world() as w:
+        lifetime = w.service.config.lifetimes.auth_code
+        code = await w.sign_in()
+        w.clock.advance(lifetime - 1)
+        assert (await _redeem(w, code)).status_code == 200
+        code = await w.sign_in()
+        w.clock.advance(lifetime)
+        late = await _redeem(w, code)
+        assert "the code is unknown, expired or already used" in await _refusal(
+            late, 400, "invalid_grant"
+        )
+
+
+async def test_the_authorization_request_may_be_8_kib_long() -> None:
+    async with open_world() as w:
+        base = urlencode(_authorize(state=""))
+        longest = base + "x" * (8192 - len(base))
+        assert len(longest) == 8192
+        assert (await w.client.get(f"/authorize?{longest}")).status_code == 200
+        too_long = await w.client.get(f"/authorize?{longest}x")
+        assert too_long.status_code == 400
+        assert "the authorization request is too long" in too_long.text
+
+
+async def test_a_sign_in_is_audited_with_who_for_what_and_which_token() -> None:
+    async with open_world() as w:
+        code = await w.sign_in(scope="write read")
+        reply = await _redeem(w, code)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["token_type"] == "Bearer"
+        assert body["expires_in"] == w.service.config.lifetimes.user_token
+        claims = claims_of(body["access_token"])
+        [record] = [r for r in await w.service.audit.query() if r.decision == "issued"]
+        assert record.grant_type == "authorization_code"
+        assert (record.user, record.user_issuer, record.client_id) == ("alice", ISSUER, "app")
+        assert record.target == A
+        assert set(record.scopes_requested or ()) == {"read", "write"}
+        assert record.scopes_granted == record.scopes_requested
+        assert (record.jti, record.txn) == (claims["jti"], claims["txn"])
