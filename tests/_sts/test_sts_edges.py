@@ -269,3 +269,24 @@ async def test_a_sign_in_is_audited_with_who_for_what_and_which_token() -> None:
         assert set(record.scopes_requested or ()) == {"read", "write"}
         assert record.scopes_granted == record.scopes_requested
         assert (record.jti, record.txn) == (claims["jti"], claims["txn"])
+
+
+def _visible_text(page: str) -> str:
+    """The words a user sees (tags, the style sheet and hidden fields stripped)."""
+    page = re.sub(r"<style>.*?</style>|<title>.*?</title>", "", page)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+async def test_the_sign_in_page_says_who_asks_and_only_that() -> None:
+    async with open_world() as w:
+        page = await w.client.get("/authorize", params=_authorize())
+        assert "<title>Sign in</title>" in page.text
+        form = page.text[page.text.index("<form") : page.text.index("<label>")]
+        assert re.fullmatch(r"<form [^>]*>(<input type='hidden' [^>]*>){8}", form), form
+        assert _visible_text(page.text) == (
+            "Sign in Sign in to let a act for you (client app ). Username Password Sign in"
+        )
+        wrong = await w.client.post(
+            "/authorize", data={**_authorize(), "username": "alice", "password": "no"}
+        )
+        assert "Wrong username or password" in _visible_text(wrong.text)
