@@ -27,7 +27,13 @@ from sts_support import (
     open_world,
 )
 
-from keycard_agents.sts import pkce_challenge
+from keycard_agents._sts._authorize import (  # internal: the module's own API
+    AuthCode,
+    CodeStore,
+    _same_password,
+)
+from keycard_agents._sts._forms import OAuthError
+from keycard_agents.sts import hash_secret, pkce_challenge
 
 pytestmark = pytest.mark.anyio
 
@@ -290,3 +296,75 @@ async def test_the_sign_in_page_says_who_asks_and_only_that() -> None:
             "/authorize", data={**_authorize(), "username": "alice", "password": "no"}
         )
         assert "Wrong username or password" in _visible_text(wrong.text)
+
+
+# -- password guessing is throttled per account and per source ----------------------------
+
+
+def _users(hashed: bool) -> list[dict[str, Any]]:
+    """Four users with plain passwords, or with scrypt hashes of them."""
+    users: list[dict[str, Any]] = []
+    for name in ("alice", "bob", "carol", "dave"):
+        secret = f"{name}-pw-0123"
+        if hashed:
+            users.append({"username": name, "password_hash": hash_secret(secret, cost=2**4)})
+        else:
+            users.append({"username": name, "password": secret})
+        users[-1]["scopes"] = ["read"]
+    return users
+
+
+async def _sign_in(w: World, username: str, password: str) -> int:
+    form = {**_authorize(scope="read"), "username": username, "password": password}
+    return (await w.client.post("/authorize", data=form)).status_code
+
+
+@pytest.mark.parametrize("hashed", [False, True], ids=["plain", "hashed"])
+async def test_failed_sign_ins_are_charged_to_their_own_account(hashed: bool) -> None:
+    async with open_world(users=_users(hashed)) as w:
+        assert [await _sign_in(w, "alice", "guess") for _ in range(10)] == [401] * 10
+        assert await _sign_in(w, "alice", "alice-pw-0123") == 429
+        assert await _sign_in(w, "bob", "bob-pw-0123") == 303  # bob is not alice
+        assert [await _sign_in(w, "mallory", "guess") for _ in range(10)] == [401] * 10
+        assert await _sign_in(w, "mallory", "guess") == 429
+        assert await _sign_in(w, "eve", "guess") == 401  # eve is not mallory
+
+
+@pytest.mark.parametrize("hashed", [False, True], ids=["plain", "hashed"])
+@pytest.mark.parametrize("known", [True, False], ids=["known", "unknown"])
+async def test_failed_sign_ins_are_charged_to_their_source(hashed: bool, known: bool) -> None:
+    """30 failures from one address, spread over accounts, and that address waits."""
+    names = ["alice", "bob", "carol", "dave"] if known else ["u1", "u2", "u3", "u4"]
+    async with open_world(users=_users(hashed)) as w:
+        statuses = [await _sign_in(w, names[i % 4], "guess") for i in range(30)]
+        assert statuses == [401] * 30
+        assert await _sign_in(w, "carol" if known else "u5", "guess") == 429
+
+
+# -- the code store ----------------------------------------------------------------------
+
+
+def _grant(user: str, client: str = "app", expires_at: float = 100.0) -> AuthCode:
+    return AuthCode(client, REDIRECT, "challenge", A, ("read",), user, expires_at)
+
+
+def test_the_code_store_caps_all_pending_codes_until_one_expires() -> None:
+    now = [0.0]
+    store = CodeStore(clock=lambda: now[0], max_codes=3, per_user=5, per_client=5)
+    codes = [store.issue(_grant(user, client)) for user, client in [("u1", "a"), ("u2", "b")]]
+    codes.append(store.issue(_grant("u3", "c", expires_at=50.0)))
+    with pytest.raises(OAuthError) as info:
+        store.issue(_grant("u4", "d"))
+    assert (info.value.error, info.value.status_code) == ("temporarily_unavailable", 503)
+    assert info.value.error_description == "too many pending sign-ins: retry later"
+    now[0] = 50.0  # u3's code is dead at its expiry second, and makes room
+    store.issue(_grant("u4", "d"))
+    assert len(store) == 3
+    assert all(len(code) == 43 for code in codes)  # 256 bits, base64url
+
+
+def test_codes_and_passwords_that_utf_8_cannot_encode_never_match() -> None:
+    store = CodeStore(clock=lambda: 0.0)
+    store.issue(_grant("u1"))
+    assert store.consume("\udc80") is None
+    assert _same_password("\udc80", "secret") is False
