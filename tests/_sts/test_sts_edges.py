@@ -368,3 +368,77 @@ def test_codes_and_passwords_that_utf_8_cannot_encode_never_match() -> None:
     store.issue(_grant("u1"))
     assert store.consume("\udc80") is None
     assert _same_password("\udc80", "secret") is False
+
+
+# -- redemption ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("over", "error", "reason"),
+    [
+        ({"client_id": "other"}, "invalid_grant", "the code was issued to another client"),
+        (
+            {"redirect_uri": REDIRECT + "/x"},
+            "invalid_grant",
+            "redirect_uri differs from the one in the authorization request",
+        ),
+        ({"code_verifier": None}, "invalid_request", "PKCE is required: send code_verifier"),
+        (
+            {"code_verifier": "x" * 43},
+            "invalid_grant",
+            "code_verifier does not match the code_challenge",
+        ),
+        (
+            {"resource": B},
+            "invalid_target",
+            "resource must be omitted or equal the one signed in for",
+        ),
+        (
+            {"resource": [A, A]},
+            "invalid_target",
+            "resource must be omitted or equal the one signed in for",
+        ),
+        ({"code": "forged"}, "invalid_grant", "the code is unknown, expired or already used"),
+    ],
+    ids=["client", "redirect", "no-verifier", "verifier", "resource", "two-resources", "code"],
+)
+async def test_a_refused_redemption_says_exactly_why(
+    over: dict[str, Any], error: str, reason: str
+) -> None:
+    clients = [
+        {"client_id": "app", "redirect_uris": [REDIRECT]},
+        {"client_id": "other", "redirect_uris": [REDIRECT]},
+    ]
+    async with open_world(clients=clients) as w:
+        code = await w.sign_in()
+        form: dict[str, Any] = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": "app",
+            "code_verifier": VERIFIER,
+            **over,
+        }
+        pairs = [
+            (k, item)
+            for k, v in form.items()
+            if v is not None
+            for item in (v if isinstance(v, list) else [v])
+        ]
+        description = await _refusal(await w.post_token(pairs), 400, error)
+        assert description.startswith(reason), description
+
+
+async def test_the_redirect_keeps_the_clients_query_adds_no_fragment_and_is_not_cached() -> None:
+    registered = REDIRECT + "?tenant=7"
+    clients = [{"client_id": "app", "redirect_uris": [registered]}]
+    async with open_world(clients=clients) as w:
+        params = _authorize(redirect_uri=registered)
+        reply = await w.client.post(
+            "/authorize", data={**params, "username": "alice", "password": PASSWORD}
+        )
+        assert reply.status_code == 303, reply.text
+        location = reply.headers["location"]
+        assert location.startswith(registered + "&code="), location
+        assert "#" not in location
+        assert reply.headers["cache-control"] == "no-store"
