@@ -4,6 +4,7 @@ leeway on actor tokens and the Basic challenge (``dev.py mutation``, docs/testin
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 import uuid
@@ -27,12 +28,12 @@ from sts_support import (
     open_world,
 )
 
+from keycard_agents import OAuthError
 from keycard_agents._sts._authorize import (  # internal: the module's own API
     AuthCode,
     CodeStore,
     _same_password,
 )
-from keycard_agents._sts._forms import OAuthError
 from keycard_agents.sts import hash_secret, pkce_challenge
 
 pytestmark = pytest.mark.anyio
@@ -442,3 +443,34 @@ async def test_the_redirect_keeps_the_clients_query_adds_no_fragment_and_is_not_
         assert location.startswith(registered + "&code="), location
         assert "#" not in location
         assert reply.headers["cache-control"] == "no-store"
+
+
+# -- HTTP Basic client authentication ------------------------------------------------------
+
+
+async def test_basic_credentials_with_characters_outside_base64_are_malformed() -> None:
+    async with open_world() as w:
+        good = base64.b64encode(f"b:{SECRET_B}".encode()).decode()
+        ok = await w.client.post(
+            "/token", data={"grant_type": "client_credentials"}, headers=_basic_header(good)
+        )
+        assert ok.status_code == 200, ok.text
+        for junk in (good[:4] + "*" + good[4:], good + "!", good[:4] + " " + good[4:]):
+            reply = await w.client.post(
+                "/token", data={"grant_type": "client_credentials"}, headers=_basic_header(junk)
+            )
+            description = await _refusal(reply, 401, "invalid_client")
+            assert description.startswith("malformed HTTP Basic credentials")
+
+
+def _basic_header(credentials: str) -> dict[str, str]:
+    return {"Authorization": f"Basic {credentials}"}
+
+
+async def test_the_client_id_ends_at_the_first_colon_of_basic_credentials() -> None:
+    """RFC 7617 §2: the user-id cannot contain a colon; the password may."""
+    async with open_world() as w:
+        reply = await w.post_token({"grant_type": "client_credentials"}, auth=("b", "x:y"))
+        await _refusal(reply, 401, "invalid_client")
+        [denied] = [r for r in await w.service.audit.query() if r.decision == "denied"]
+        assert denied.reason == "wrong client secret for 'b'"
