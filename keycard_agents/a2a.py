@@ -85,6 +85,7 @@ from keycard_agents._agent._card import DELEGATION_EXTENSION_URI as DELEGATION_E
 from keycard_agents._agent._card import build_agent_card as build_agent_card
 from keycard_agents._client._agent_client import AuthRequired as AuthRequired
 from keycard_agents._client._agent_client import auth_required as auth_required
+from keycard_agents._jose._card_signature import CardSignatureError as CardSignatureError
 
 __all__ = [
     "A2A_PROTOCOL_VERSION",
@@ -106,6 +107,7 @@ __all__ = [
     "AuthenticationInfo",
     "AuthorizationCodeOAuthFlow",
     "CancelTaskRequest",
+    "CardSignatureError",
     "ClientCredentialsOAuthFlow",
     "ContentTypeNotSupportedError",
     "DeviceCodeOAuthFlow",

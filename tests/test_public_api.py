@@ -97,8 +97,16 @@ def test_a2a_module_reexports_wire_types_and_errors() -> None:
     from keycard_agents._a2a import errors
     from keycard_agents._a2a import types as wire
 
-    # File: content as parts; AuthRequired: what a task stopped for authorization asks for.
-    card = {"DELEGATION_EXTENSION_URI", "build_agent_card", "File", "AuthRequired", "auth_required"}
+    # File: content as parts; AuthRequired: what a task stopped for authorization asks for;
+    # CardSignatureError: the client's card verification.
+    card = {
+        "DELEGATION_EXTENSION_URI",
+        "build_agent_card",
+        "File",
+        "AuthRequired",
+        "auth_required",
+        "CardSignatureError",
+    }
     assert set(a2a.__all__) - card == (set(wire.__all__) | set(errors.__all__)) - {"invalid_params"}
     for name in set(a2a.__all__) - card:
         assert getattr(a2a, name) is getattr(wire, name, None) or getattr(a2a, name) is getattr(

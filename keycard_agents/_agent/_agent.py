@@ -83,6 +83,7 @@ class _SkillOptions:
     input_modes: tuple[str, ...] | None
     output_modes: tuple[str, ...] | None
     require_user: bool | None = None
+    extended: bool = False
 
 
 @typing.overload
@@ -100,6 +101,7 @@ def skill(
     input_modes: Sequence[str] | None = None,
     output_modes: Sequence[str] | None = None,
     require_user: bool | None = None,
+    extended: bool = False,
 ) -> Callable[[F], F]: ...
 def skill(
     func: F | None = None,
@@ -115,6 +117,7 @@ def skill(
     input_modes: Sequence[str] | None = None,
     output_modes: Sequence[str] | None = None,
     require_user: bool | None = None,
+    extended: bool = False,
 ) -> F | Callable[[F], F]:
     """Mark an async method of an :class:`Agent` subclass as an A2A skill.
 
@@ -123,7 +126,10 @@ def skill(
     without a token (scopes are then not checked). ``require_user=True`` refuses tokens
     whose subject is a client rather than a user (a client-credentials token, RFC 9068
     §2.2) with HTTP 403; the default is the agent class's ``require_user`` (``False``:
-    any verified subject).
+    any verified subject). ``extended=True`` leaves the skill off the public agent card:
+    it is listed on the authenticated extended card (``GetExtendedAgentCard``) of callers
+    whose token holds its scopes. Visibility is not authorization: calls are checked the
+    same way either way.
     """
     for label, value in (("tags", tags), ("examples", examples), ("scopes", scopes)):
         if isinstance(value, str):
@@ -139,6 +145,7 @@ def skill(
         input_modes=None if input_modes is None else tuple(input_modes),
         output_modes=None if output_modes is None else tuple(output_modes),
         require_user=require_user,
+        extended=extended,
     )
     if anonymous and require_user:
         raise ConfigurationError(
@@ -196,6 +203,8 @@ class Skill:
     """Refuse tokens whose subject is a client (a client-credentials token)."""
     returns_message: bool = False
     """Annotated ``-> Message``: answers with that message directly, creating no task."""
+    extended: bool = False
+    """Listed only on the extended card of callers holding its scopes."""
 
     def input_schema(self) -> dict[str, Any]:
         schema = self.input_model.model_json_schema(by_alias=True)
@@ -329,6 +338,7 @@ def _build_skill(owner: type, method_name: str, func: Callable[..., Any]) -> Ski
         input_model=input_model,
         output_adapter=output_adapter,
         returns_message=returns_message,
+        extended=options.extended,
         require_user=(
             options.require_user
             if options.require_user is not None

@@ -85,10 +85,25 @@ def _token_service(
     return {"issuer": issuer, "tokenEndpoint": token_endpoint, "metadataUrl": metadata_url}
 
 
+def visible_skills(agent: Agent, viewer_scopes: frozenset[str] | None) -> list[Skill]:
+    """The skills a card shows: all but ``extended`` ones on the public card
+    (``viewer_scopes`` ``None``); on an authenticated caller's extended card, also the
+    extended skills whose scopes the caller's token holds."""
+    return [
+        s
+        for s in agent.skills.values()
+        if not s.extended or (viewer_scopes is not None and set(s.scopes) <= viewer_scopes)
+    ]
+
+
 def delegation_extension_params(
-    agent: Agent, *, token_service: dict[str, str] | None = None
+    agent: Agent,
+    *,
+    token_service: dict[str, str] | None = None,
+    skills: Sequence[Skill] | None = None,
 ) -> dict[str, Any]:
     """The ``params`` of our delegation extension (see ``protocols/`` for its schema)."""
+    shown = visible_skills(agent, None) if skills is None else skills
     params: dict[str, Any] = {
         "dependencies": [d.to_params() for d in agent.dependencies],
         "skills": {
@@ -98,7 +113,7 @@ def delegation_extension_params(
                 "scopes": list(s.scopes),
                 "anonymous": s.anonymous,
             }
-            for s in agent.skills.values()
+            for s in shown
         },
     }
     if token_service is not None:
@@ -135,8 +150,13 @@ def build_agent_card(
     metadata_url: str | None = None,
     streaming: bool = True,
     extended_agent_card: bool = False,
+    viewer_scopes: frozenset[str] | None = None,
 ) -> AgentCard:
     """The A2A 1.0 Agent Card for ``agent``.
+
+    Skills declared ``@skill(extended=True)`` are left out, except on an extended card
+    built for a caller (``viewer_scopes``: its token's scopes) that holds their scopes;
+    an agent with such skills offers the extended card.
 
     ``base_url`` defaults to ``agent.url``; the token service settings default to the
     agent's own (``issuer``, ``token_endpoint``, ``metadata_url``). Without an issuer the
@@ -149,6 +169,8 @@ def build_agent_card(
             setting="url",
         )
     token_service = _token_service(agent, issuer, token_endpoint, metadata_url)
+    shown = visible_skills(agent, viewer_scopes)
+    extended_agent_card = extended_agent_card or any(s.extended for s in agent.skills.values())
     security_schemes: dict[str, SecurityScheme] | None = None
     security_requirements: list[SecurityRequirement] | None = None
     if token_service is not None:
@@ -180,7 +202,7 @@ def build_agent_card(
             "act claims; params list the token service, dependencies and skill schemas."
         ),
         required=False,
-        params=delegation_extension_params(agent, token_service=token_service),
+        params=delegation_extension_params(agent, token_service=token_service, skills=shown),
     )
     return AgentCard(
         name=agent.agent_name,
@@ -211,7 +233,7 @@ def build_agent_card(
         security_requirements=security_requirements,
         default_input_modes=list(agent.default_input_modes),
         default_output_modes=list(agent.default_output_modes),
-        skills=[_skill_card(s, token_service is not None) for s in agent.skills.values()],
+        skills=[_skill_card(s, token_service is not None) for s in shown],
     )
 
 

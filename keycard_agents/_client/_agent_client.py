@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -46,6 +46,14 @@ from keycard_agents._errors import (
     RemoteTaskError,
     TransportError,
 )
+from keycard_agents._jose._card_signature import (
+    CARD_SIGNATURE_POLICIES,
+    CardSignatureError,
+    CardSignaturePolicy,
+    signature_key_urls,
+    verify_card,
+)
+from keycard_agents._jose._keys import VerificationKeys
 from keycard_agents._json import JsonLimitError, loads_bounded
 from keycard_agents._oauth._challenge import bearer_challenge
 from keycard_agents._oauth._discovery import (
@@ -277,6 +285,12 @@ class AgentClient:
     metadata are public and fetched without credentials. Prefer
     :func:`open_agent_client`, which closes the HTTP client it opens.
 
+    Card signatures (A2A 1.0 §8.4): ``card_signatures`` is ``"verify-if-present"``
+    (default: a signed card must verify), ``"require"`` (an unsigned card is refused too)
+    or ``"ignore"``. The keys are ``card_keys`` (a JWK Set) or, by default, the JWK Set a
+    signature names when it is on the agent's own origin. A refused card raises
+    ``CardSignatureError`` (an ``InvalidAgentResponseError``).
+
     Each operation is an OpenTelemetry CLIENT span ``A2A call <name or host>`` whose W3C
     ``traceparent`` goes with the request; ``name`` (a dependency name) labels it.
     """
@@ -292,7 +306,16 @@ class AgentClient:
         card_cache: CardCache | None = None,
         timeout: float = 60.0,
         name: str | None = None,
+        card_signatures: CardSignaturePolicy = "verify-if-present",
+        card_keys: Mapping[str, Any] | None = None,
     ) -> None:
+        if card_signatures not in CARD_SIGNATURE_POLICIES:
+            raise ConfigurationError(
+                f"card_signatures must be one of {', '.join(CARD_SIGNATURE_POLICIES)}",
+                setting="card_signatures",
+            )
+        self._card_policy: CardSignaturePolicy = card_signatures
+        self._card_keys = card_keys
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"agent URL {url!r} is not an absolute http(s) URL")
@@ -338,6 +361,12 @@ class AgentClient:
         """The agent's card (cached for its ``max-age``, revalidated by ``ETag``)."""
         url = self.url + AGENT_CARD_PATH
         data = await self._cards.get_json(self._http, url, request_timeout=self._timeout)
+        policy = self._card_policy
+        if isinstance(data, dict) and (
+            policy == "require" or (policy == "verify-if-present" and data.get("signatures"))
+        ):
+            keys = await self._card_verification_keys(data)
+            verify_card(data, keys, policy=policy, where=url)
         try:
             return AgentCard.model_validate(data)
         except ValidationError as exc:
@@ -348,6 +377,24 @@ class AgentClient:
             raise InvalidAgentResponseError(
                 f"the agent card at {url} is not a valid A2A 1.0 card: {problems}"
             ) from exc
+
+    async def _card_verification_keys(self, card: Mapping[str, Any]) -> VerificationKeys:
+        """The keys that may sign the card: ``card_keys``, else the JWK Set a signature
+        names (``jku``) when it is on the agent's own origin (any other is ignored: a
+        card altered in transit could name its own keys)."""
+        where = self.url + AGENT_CARD_PATH
+        try:
+            if self._card_keys is not None:
+                return VerificationKeys.from_jwks(self._card_keys, source="card_keys")
+            for jku in signature_key_urls(card):
+                if same_origin(jku, self.url):
+                    jwks = await self._cards.get_json(
+                        self._http, jku, request_timeout=self._timeout
+                    )
+                    return VerificationKeys.from_jwks(jwks, source=jku)
+        except ValueError as exc:
+            raise CardSignatureError(f"the keys for the agent card at {where}: {exc}") from exc
+        return VerificationKeys(())
 
     async def resource_metadata(self) -> ResourceMetadata:
         """The agent's RFC 9728 metadata, checked to describe this agent's URL.
@@ -652,6 +699,8 @@ async def open_agent_client(
     http_client: httpx.AsyncClient | None = None,
     card_cache: CardCache | None = None,
     timeout: float = 60.0,
+    card_signatures: CardSignaturePolicy = "verify-if-present",
+    card_keys: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[AgentClient]:
     """An :class:`AgentClient` for the agent at ``url``, closed on exit.
 
@@ -665,6 +714,8 @@ async def open_agent_client(
         http_client=http_client,
         card_cache=card_cache,
         timeout=timeout,
+        card_signatures=card_signatures,
+        card_keys=card_keys,
     )
     try:
         yield client

@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._jwt import CLIENT_ASSERTION_TYPE
-from keycard_agents._jose._keys import ALGORITHMS, KeyStore
+from keycard_agents._jose._keys import ALGORITHMS, KeyStore, SigningKey
 from keycard_agents._json import loads_bounded
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ClientSecret",
     "CredentialType",
     "EKSWorkloadIdentity",
+    "HoldsSigningKey",
     "PublishesJwks",
     "WebIdentity",
     "WorkloadIdentity",
@@ -121,6 +122,15 @@ class PublishesJwks(Protocol):
     so the token service can verify its ``private_key_jwt`` assertions (RFC 7523)."""
 
     def public_jwks(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class HoldsSigningKey(Protocol):
+    """A credential with a private key of the agent's own (:class:`WebIdentity`): the
+    server signs the agent card with it (A2A 1.0 §8.4), next to publishing its JWKS."""
+
+    @property
+    def signing_key(self) -> SigningKey: ...
 
 
 # --------------------------------------------------------------------------- client secret
@@ -331,6 +341,11 @@ class WebIdentity:
     def public_jwks(self) -> dict[str, Any]:
         """The JWK Set (RFC 7517 §5) to serve at ``/.well-known/jwks.json``."""
         return self._store.public_jwks()
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The current private key (signs assertions and the agent card)."""
+        return self._store.current
 
     def rotate_key(self) -> str:
         """Start signing with a new key; returns its ``kid``. The old one stays published."""

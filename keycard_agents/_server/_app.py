@@ -18,8 +18,10 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -36,8 +38,11 @@ from keycard_agents._agent._card import build_agent_card, protected_resource_met
 from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._delegation._provider import TokenExchangeDelegation, delegation_for
 from keycard_agents._errors import ConfigurationError
+from keycard_agents._jose._card_signature import sign_card
+from keycard_agents._jose._keys import SigningKey
 from keycard_agents._oauth._credentials import (
     ENV_CLIENT_ID,
+    HoldsSigningKey,
     PublishesJwks,
     bind_to_agent,
     web_identity_from_env,
@@ -80,12 +85,18 @@ def _jwks_endpoint(public_jwks: Callable[[], Any]) -> Callable[[Request], Any]:
 
 
 class _StaticJson:
-    """A JSON document served with a strong ETag and ``Cache-Control``; 304 when fresh."""
+    """A JSON document served with a strong ETag, ``Last-Modified`` and ``Cache-Control``;
+    304 when the client's copy is current (RFC 9110 §13.1.2 ``If-None-Match``, and
+    §13.1.3 ``If-Modified-Since`` when no ``If-None-Match`` was sent)."""
 
-    def __init__(self, build: Callable[[], Any], *, max_age: int) -> None:
+    def __init__(
+        self, build: Callable[[], Any], *, max_age: int, clock: Callable[[], float] = time.time
+    ) -> None:
         self._build = build
+        self._clock = clock
         self._body: bytes | None = None
         self._etag = ""
+        self._modified = 0
         self._cache_control = f"public, max-age={max_age}"
 
     def prepare(self) -> bytes:
@@ -93,14 +104,36 @@ class _StaticJson:
             data = self._build()
             self._body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
             self._etag = '"' + hashlib.sha256(self._body).hexdigest()[:32] + '"'
+            self._modified = int(self._clock())
         return self._body
 
     async def handle(self, request: Request) -> Response:
         body = self.prepare()
-        headers = {"ETag": self._etag, "Cache-Control": self._cache_control}
-        if _etag_matches(request.headers.get("if-none-match"), self._etag):
+        headers = {
+            "ETag": self._etag,
+            "Last-Modified": formatdate(self._modified, usegmt=True),
+            "Cache-Control": self._cache_control,
+        }
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None:
+            if _etag_matches(if_none_match, self._etag):
+                return Response(status_code=304, headers=headers)
+        elif _not_modified_since(request.headers.get("if-modified-since"), self._modified):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
+
+
+def _not_modified_since(header: str | None, modified: int) -> bool:
+    # RFC 9110 §13.1.3: an HTTP-date; an invalid date is ignored (the full answer).
+    if not header or len(header) > 64:
+        return False
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return modified <= since.timestamp()
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:
@@ -138,6 +171,7 @@ def create_app(
     card_max_age: int = 300,
     recorder: AuditRecorder | None = None,
     store: TaskStore | None = None,
+    card_signing_key: SigningKey | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``agent`` (A2A 1.0 JSON-RPC and HTTP+JSON bindings).
 
@@ -147,7 +181,9 @@ def create_app(
     (default: a ``TokenVerifier`` trusting ``agent.issuer``). ``runtime`` runs the tasks
     (default: a ``TaskRuntime`` for the agent). ``max_body_size`` caps request bodies
     (bytes). ``allow_missing_version`` serves requests without ``A2A-Version`` as 1.0
-    instead of refusing them as 0.3 requests.
+    instead of refusing them as 0.3 requests. The card is signed (A2A 1.0 §8.4, JWS over
+    its RFC 8785 form) with ``card_signing_key``, by default the key of the agent's
+    credential when it has one (``WebIdentity``).
 
     ``recorder`` is the agent's own audit trail: every task it serves and every call its
     skills make to dependencies (denials by the token service included). The default
@@ -216,6 +252,14 @@ def create_app(
         resource_metadata_url=resource_metadata_url_under(base_url),
         anonymous_allowed=any(s.anonymous for s in agent.skills.values()),
     )
+    if extended_card is None and any(s.extended for s in agent.skills.values()):
+        # The extended card of an authenticated caller: the skills its scopes may see.
+        def extended_card(caller: Caller) -> AgentCard:
+            scopes = caller.principal.scopes if caller.principal is not None else frozenset()
+            return build_agent_card(
+                agent, base_url=base_url, extended_agent_card=True, viewer_scopes=scopes
+            )
+
     dispatcher = Dispatcher(runtime=runtime, extended_card=extended_card)
     has_extended = extended_card is not None
     build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
@@ -235,17 +279,27 @@ def create_app(
         allow_missing_version=allow_missing_version,
         extensions=extensions,
     )
-    card_route = _StaticJson(lambda: dump(build_card()), max_age=card_max_age)
+    # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
+    # that registered this agent's jwks_uri can verify its private_key_jwt assertions,
+    # and sign the card with its key (A2A 1.0 §8.4), naming the JWKS as ``jku``.
+    in_use = credential
+    if in_use is None and agent.exchange is not None:
+        in_use = agent.exchange.credential
+    if card_signing_key is None and isinstance(in_use, HoldsSigningKey):
+        card_signing_key = in_use.signing_key
+    signer = card_signing_key
+    jku = base_url + AGENT_JWKS_PATH if isinstance(in_use, PublishesJwks) else None
+
+    def card_document() -> Any:
+        data = dump(build_card())
+        return data if signer is None else sign_card(data, signer, jku=jku)
+
+    card_route = _StaticJson(card_document, max_age=card_max_age)
     metadata_route = _StaticJson(lambda: _default_metadata(agent, resource), max_age=card_max_age)
     # Build both documents now: a mistake in the agent's configuration surfaces at startup,
     # and the routes then only serve bytes (they cannot fail).
     card_route.prepare()
     metadata_route.prepare()
-    # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
-    # that registered this agent's jwks_uri can verify its private_key_jwt assertions.
-    in_use = credential
-    if in_use is None and agent.exchange is not None:
-        in_use = agent.exchange.credential
     jwks_routes: list[BaseRoute] = []
     if isinstance(in_use, PublishesJwks):
         jwks = _jwks_endpoint(in_use.public_jwks)
@@ -281,7 +335,7 @@ def create_app(
         exception_handlers={404: _not_found, 405: _not_found},
     )
     app.state.keycard_agent = agent
-    app.state.keycard_card = lambda: dump(build_card())
+    app.state.keycard_card = card_document
     app.state.keycard_runtime = runtime
     app.state.keycard_recorder = recorder
     return app

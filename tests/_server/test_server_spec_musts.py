@@ -294,3 +294,52 @@ async def test_required_extensions_are_enforced_and_activated_ones_echoed(bindin
         async with asking.stream(text_message("streamed")) as events:
             assert await next_state(events) == "task:SUBMITTED"
             assert await rest_of(events) == ["status:WORKING", "artifact", "status:COMPLETED"]
+
+
+# ------------------------------------------------- §3.1.11 the authenticated extended card
+
+
+class Catalog(Agent):
+    name = "Catalog"
+    description = "Search for everyone; more for members and admins."
+
+    @skill(id="search")
+    async def search(self, text: str) -> str:
+        """Search the catalog."""
+        return f"found {text}"
+
+    @skill(id="members", extended=True)
+    async def members(self, count: int) -> str:
+        """Members-only offers."""
+        return f"{count} offers"
+
+    @skill(id="purge", extended=True, scopes=("admin",))
+    async def purge(self, count: int) -> str:
+        """Admins only."""
+        return f"purged {count}"
+
+
+def skill_ids(card: dict[str, Any]) -> list[str]:
+    params = next(
+        e for e in card["capabilities"]["extensions"] if e["uri"] == DELEGATION_EXTENSION_URI
+    )
+    assert sorted(params["params"]["skills"]) == sorted(s["id"] for s in card["skills"])
+    return [s["id"] for s in card["skills"]]
+
+
+async def test_extended_card_shows_skills_by_the_callers_scopes(binding: str) -> None:
+    agent = Catalog(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    async with serving(agent, binding) as alice:
+        public = (await alice.client.get("/.well-known/agent-card.json")).json()
+        assert public["capabilities"]["extendedAgentCard"] is True
+        assert skill_ids(public) == ["search"]
+        card, _ = await alice.call("GetExtendedAgentCard", {})
+        assert not isinstance(card, Refusal), card
+        assert skill_ids(card) == ["search", "members"]
+        admin = Wire(binding, alice.app, alice.client, bearer(MINTER.token(scopes=("admin",))))
+        card, _ = await admin.call("GetExtendedAgentCard", {})
+        assert skill_ids(card) == ["search", "members", "purge"]
+        anonymous = Wire(binding, alice.app, alice.client, {"A2A-Version": "1.0"})
+        refusal, response = await anonymous.call("GetExtendedAgentCard", {})
+        assert isinstance(refusal, Refusal)
+        assert response.status_code == 401

@@ -1,0 +1,86 @@
+"""The JSON Canonicalization Scheme (RFC 8785), what agent card signatures are computed over.
+
+RFC 8785 §3.2: no whitespace; object members sorted by their names as UTF-16 code units
+(§3.2.3); strings escaped as ECMAScript's ``JSON.stringify`` does (§3.2.2.2: only ``"``,
+``\\``, and control characters, the latter as ``\\b \\t \\n \\f \\r`` or ``\\u00xx``);
+numbers as ECMAScript's ``Number.prototype.toString`` (§3.2.2.3: the shortest digits that
+round-trip, plain notation for exponents from -7 to 20, else ``d.ddde±x``). NaN and the
+infinities are not JSON and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["canonicalize"]
+
+
+def _number(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError("NaN and Infinity are not JSON (RFC 8785 §3.2.2.3)")
+    if value == 0:
+        return "0"  # also -0
+    sign = "-" if value < 0 else ""
+    # repr gives the shortest round-tripping digits; rewrite them the ECMAScript way.
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    digits_before, _, digits_after = mantissa.partition(".")
+    digits = (digits_before + digits_after).lstrip("0")
+    # n: the position of the decimal point relative to the digits (ECMA-262 §6.1.6.1.20)
+    point = len(digits_before.lstrip("0")) if digits_before.strip("0") else 0
+    if not digits_before.strip("0"):
+        point = -(len(digits_after) - len(digits_after.lstrip("0")))
+    point += int(exponent or 0)
+    digits = digits.rstrip("0") or "0"
+    k = len(digits)
+    if k <= point <= 21:
+        return sign + digits + "0" * (point - k)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * (-point) + digits
+    shown = point - 1
+    tail = f"e{'+' if shown >= 0 else '-'}{abs(shown)}"
+    if k == 1:
+        return sign + digits + tail
+    return sign + digits[0] + "." + digits[1:] + tail
+
+
+def _serialize(value: Any, out: list[str]) -> None:
+    if value is None or value is True or value is False:
+        out.append(json.dumps(value))
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(_number(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        members = sorted(value.items(), key=lambda item: item[0].encode("utf-16-be"))
+        for index, (name, member) in enumerate(members):
+            if not isinstance(name, str):
+                raise TypeError("JSON object member names are strings")
+            if index:
+                out.append(",")
+            out.append(json.dumps(name, ensure_ascii=False))
+            out.append(":")
+            _serialize(member, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _serialize(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def canonicalize(value: Any) -> bytes:
+    """``value`` (JSON data: dict, list, str, int, float, bool, None) as RFC 8785 UTF-8."""
+    out: list[str] = []
+    _serialize(value, out)
+    return "".join(out).encode("utf-8")
