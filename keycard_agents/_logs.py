@@ -7,16 +7,35 @@ made by :func:`get_logger`, whose filter escapes C0 and C1 control characters, D
 the Unicode line and paragraph separators in the message and in each of its arguments,
 as ``\\xNN`` / ``\\uNNNN``, before any handler formats the record. The serve paths
 install the same filter on the HTTP servers' own loggers (:func:`escape_logger`).
+
+:func:`configure_logging` is what the command line uses: one handler on the
+``keycard_agents`` logger, in text or JSON Lines (one object per line, for log
+shippers; JSON escapes control characters too). Levels: ``DEBUG`` detail for
+development; ``INFO`` one line per token issued or denied, per failed task; ``WARNING``
+what an operator should look at (a task failed by a framework error, an unreachable
+token service, an audit store that fails); ``ERROR`` a 5xx answer or an unexpected
+exception.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import sys
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime, timezone
+from typing import IO, Any
 
-__all__ = ["escape_control", "escape_logger", "get_logger"]
+__all__ = [
+    "LOG_FIELDS",
+    "JsonLogFormatter",
+    "configure_logging",
+    "escape_control",
+    "escape_logger",
+    "get_logger",
+]
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -68,3 +87,85 @@ def escape_logger(logger: logging.Logger) -> logging.Logger:
 def get_logger(name: str) -> logging.Logger:
     """The logger ``name``, with control characters escaped in everything it logs."""
     return escape_logger(logging.getLogger(name))
+
+
+#: Structured fields a log call may pass in ``extra=``; the JSON format emits them as keys.
+LOG_FIELDS = (
+    "txn",
+    "client_id",
+    "agent",
+    "task_id",
+    "skill",
+    "grant_type",
+    "error",
+    "reason",
+    "status",
+    "jti",
+    "target",
+    "path",
+)
+LOG_FORMAT_ENV = "KEYCARD_LOG_FORMAT"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, the
+    structured fields of :data:`LOG_FIELDS` that the call passed, and ``exception`` (its
+    type only: a message or traceback could hold request data)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": escape_control(record.getMessage()),
+        }
+        for name in LOG_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                out[name] = value if isinstance(value, (int, float, bool)) else str(value)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exception"] = record.exc_info[0].__name__
+        return json.dumps(out, ensure_ascii=True, separators=(",", ":"))
+
+
+def configure_logging(
+    *, level: str | int = "info", fmt: str | None = None, stream: IO[str] | None = None
+) -> logging.Handler:
+    """Send the library's logs (logger ``keycard_agents``) to ``stream`` (stderr).
+
+    ``fmt`` is ``text`` or ``json`` (default: ``$KEYCARD_LOG_FORMAT``, else ``text``).
+    Replaces a handler this function installed before; returns the new one. Records
+    still propagate to the root logger's handlers, when an application has any.
+    """
+    chosen = (fmt or os.environ.get(LOG_FORMAT_ENV) or "text").lower()
+    if chosen not in ("text", "json"):
+        raise ValueError(f"log format must be text or json, not {chosen!r}")
+    handler: logging.StreamHandler[Any] = (
+        logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    )
+    handler.setFormatter(
+        JsonLogFormatter() if chosen == "json" else logging.Formatter(_TEXT_FORMAT)
+    )
+    handler.set_name("keycard_agents")
+    root = get_logger("keycard_agents")
+    for old in [h for h in root.handlers if h.get_name() == "keycard_agents"]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return handler
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is logged."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass

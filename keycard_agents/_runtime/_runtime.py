@@ -87,6 +87,7 @@ from keycard_agents._observe._tracing import (
     span,
 )
 from keycard_agents._runtime._direct import answer_directly
+from keycard_agents._runtime._failures import log_failed_task
 from keycard_agents._runtime._shared import SharedTaskStore, TaskWatch
 from keycard_agents._runtime._store import (
     MemoryTaskStore,
@@ -596,11 +597,11 @@ class TaskRuntime:
                 except KeycardError as exc:
                     mark_error(current, exc)
                     outcome = (TaskState.FAILED, str(exc))
+                    log_failed_task(live.caller.principal, task.id, skill.id, exc)
                 except Exception as exc:
                     mark_error(current, exc)
-                    logger.exception(
-                        "skill %s failed in task %s (%s)", skill.id, task.id, type(exc).__name__
-                    )
+                    log_failed_task(live.caller.principal, task.id, skill.id, exc)
+                    logger.debug("skill %s raised", skill.id, exc_info=True)
                     outcome = (
                         TaskState.FAILED,
                         f"The skill failed with an unexpected error ({type(exc).__name__}).",

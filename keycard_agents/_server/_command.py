@@ -15,6 +15,7 @@ from typing import Any
 
 from keycard_agents._agent._agent import Agent
 from keycard_agents._errors import ConfigurationError, KeycardError
+from keycard_agents._logs import configure_logging
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE
 from keycard_agents._server._serve import serve
 from keycard_agents._server._timeouts import (
@@ -60,7 +61,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve requests without an A2A-Version header as A2A 1.0",
     )
-    parser.add_argument("--log-level", default="info", help="server log level (info)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        help="log level of the server and the agent: debug, info, warning, error (info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="the agent's log lines as text or JSON Lines (default: $KEYCARD_LOG_FORMAT or text)",
+    )
     for name, default, what in (
         ("header", DEFAULT_HEADER_TIMEOUT, "a request's headers may take to arrive"),
         ("body", DEFAULT_BODY_TIMEOUT, "a request body may take after its headers"),
@@ -122,6 +133,11 @@ def load_agent(
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``keycard-agents serve``; the process exit status."""
 
+    try:
+        configure_logging(level=args.log_level, fmt=args.log_format)
+    except ValueError as exc:
+        print(f"keycard-agents serve: --log-level/--log-format: {exc}", file=sys.stderr)
+        return 2
     try:
         agent = load_agent(
             args.target, url=args.url, issuer=args.issuer, token_endpoint=args.token_endpoint

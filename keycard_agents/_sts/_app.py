@@ -440,11 +440,17 @@ def _guard(
         except Exception as exc:
             incident = uuid.uuid4().hex[:12]
             logger.error(
-                "internal error %s in %s %s: %s",
+                "internal error %s in %s %s: HTTP 500 error=server_error reason=%s",
                 incident,
                 request.method,
                 request.url.path,
                 type(exc).__name__,
+                extra={
+                    "status": 500,
+                    "error": "server_error",
+                    "reason": type(exc).__name__,
+                    "path": request.url.path,
+                },
             )
             return JSONResponse(
                 {

@@ -18,6 +18,7 @@ import uvicorn
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._keys import KeyStore
+from keycard_agents._logs import configure_logging
 from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
 from keycard_agents._sts._app import TokenService
@@ -47,6 +48,18 @@ def add_sts_command(subparsers: Any) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8900, help="TCP port (default 8900)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="info: one line per token issued or denied; error: 5xx only (default info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text or JSON Lines (default: $KEYCARD_LOG_FORMAT or text)",
+    )
     parser.set_defaults(func=run_sts, sts_command=None)
     sub = parser.add_subparsers(dest="sts_command", metavar="{rotate-key,hash-secret}")
     rotate = sub.add_parser(
@@ -102,6 +115,10 @@ def run_sts(args: argparse.Namespace) -> int:
         return _hash_secret(password=args.password)
     if args.sts_command == "rotate-key":
         return _rotate_key(args.rotate_config)
+    try:
+        configure_logging(level=args.log_level, fmt=args.log_format)
+    except ValueError as exc:
+        raise ConfigurationError(f"sts: {exc}", setting="log-format") from None
     return _serve(args.config, host=args.host, port=args.port)
 
 

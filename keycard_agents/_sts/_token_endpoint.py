@@ -11,6 +11,7 @@ audit record.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -154,6 +155,14 @@ class _Trail:
         )
 
 
+def _internal_error() -> OAuthError:
+    return OAuthError("server_error", "internal error; see the token service log", status_code=500)
+
+
+class _AuditFailed(Exception):
+    """The audit store could not take a record (its exception is the cause)."""
+
+
 def _short(value: str, limit: int = 100) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
@@ -216,26 +225,75 @@ class TokenEndpoint:
                     f"{GRANT_AUTHORIZATION_CODE}",
                 )
         except OAuthError as exc:
-            self.stats.denied += 1
-            await self._audit.append(trail.record(self._clock(), error=exc))
-            logger.info(
-                "token request denied: grant=%s client=%s error=%s reason=%s",
-                trail.grant_type,
-                trail.client_id,
-                exc.error,
-                _short(audit_reason(exc), 300),
-            )
-            return oauth_error_response(exc)
+            return await self._deny(trail, exc)
+        except Exception as exc:  # a bug or a failing store: one line and a plain 500
+            why = f"internal error: {type(exc).__name__}"
+            audit = not isinstance(exc, _AuditFailed)
+            return await self._deny(trail, _internal_error(), audit=audit, why=why)
         self.stats.issued += 1
-        await self._audit.append(trail.record(self._clock(), error=None))
+        try:
+            await self._append(trail.record(self._clock(), error=None))
+        except _AuditFailed as failed:  # no evidence, no token
+            why = f"the audit store failed ({failed}); no token was issued"
+            self.stats.issued -= 1
+            return await self._deny(trail, _internal_error(), audit=False, why=why)
         logger.info(
-            "issued token jti=%s grant=%s client=%s target=%s",
+            "issued token jti=%s grant=%s client=%s txn=%s target=%s",
             trail.jti,
             trail.grant_type,
             trail.client_id,
+            trail.txn,
             trail.target,
+            extra={
+                "jti": trail.jti,
+                "grant_type": trail.grant_type,
+                "client_id": trail.client_id,
+                "txn": trail.txn,
+                "target": trail.target,
+            },
         )
         return token_response(payload)
+
+    async def _deny(
+        self, trail: _Trail, exc: OAuthError, *, audit: bool = True, why: str | None = None
+    ) -> Response:
+        """Audit and log a refusal: one line with status, grant, client, txn, error, reason.
+
+        A refusal that cannot be audited becomes a 500 (no evidence, no answer).
+        """
+        self.stats.denied += 1
+        reason = _short(why or audit_reason(exc), 300)
+        if audit:
+            try:
+                await self._append(trail.record(self._clock(), error=exc))
+            except _AuditFailed as failed:
+                reason = f"{reason} (then the audit store failed: {failed})"
+                exc = _internal_error()
+        logger.log(
+            logging.ERROR if exc.status_code >= 500 else logging.INFO,
+            "token request denied: HTTP %s grant=%s client=%s txn=%s error=%s reason=%s",
+            exc.status_code,
+            trail.grant_type,
+            trail.client_id,
+            trail.txn,
+            exc.error,
+            reason,
+            extra={
+                "status": exc.status_code,
+                "grant_type": trail.grant_type,
+                "client_id": trail.client_id,
+                "txn": trail.txn,
+                "error": exc.error,
+                "reason": reason,
+            },
+        )
+        return oauth_error_response(exc)
+
+    async def _append(self, record: AuditRecord) -> None:
+        try:
+            await self._audit.append(record)
+        except Exception as exc:
+            raise _AuditFailed(type(exc).__name__) from exc
 
     # -- grants ----------------------------------------------------------------------------
 
