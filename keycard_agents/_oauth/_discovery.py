@@ -26,6 +26,7 @@ from keycard_agents._oauth._http import (
     read_document,
 )
 from keycard_agents._oauth._urls import same_resource
+from keycard_agents._observe._tracing import fetch_span
 
 __all__ = [
     "CardCache",
@@ -84,10 +85,12 @@ class CardCache:
                 headers["If-None-Match"] = cached.etag
             self.stats.fetches += 1
             try:
-                async with http.stream(
-                    "GET", url, headers=headers, timeout=request_timeout
-                ) as response:
-                    body = await read_document(response) if response.status_code == 200 else b""
+                with fetch_span("document", url) as trace_headers:
+                    headers.update(trace_headers)
+                    async with http.stream(
+                        "GET", url, headers=headers, timeout=request_timeout
+                    ) as response:
+                        body = await read_document(response) if response.status_code == 200 else b""
             except httpx.HTTPError as exc:
                 raise TransportError(f"GET {url} failed: {describe_error(exc)}") from exc
             except DocumentTooLargeError as exc:

@@ -52,11 +52,15 @@ from keycard_agents._oauth._http import (
     retry_after,
 )
 from keycard_agents._oauth._urls import discovery_urls, identifier_mismatch
+from keycard_agents._observe._metrics import record_cache_lookup, record_exchange
 from keycard_agents._observe._tracing import (
     ATTR_CACHE,
+    ATTR_JTI,
     ATTR_SCOPES_GRANTED,
     ATTR_SCOPES_REQUESTED,
+    ATTR_SUBJECT_JTI,
     ATTR_TARGET,
+    fetch_span,
     inject_context,
     span,
 )
@@ -277,6 +281,13 @@ class TokenExchangeClient:
             token = await self._cached(key, request, not_after=subject_exp, trace_span=current)
             if current.is_recording():
                 current.set_attribute(ATTR_SCOPES_GRANTED, token.scopes)
+                # the jti of the token this exchange issued; the subject's under its own name
+                subject_jti = _claim_of(subject_token, "jti")
+                issued_jti = _claim_of(token.access_token, "jti")
+                if isinstance(subject_jti, str):
+                    current.set_attribute(ATTR_SUBJECT_JTI, subject_jti)
+                if isinstance(issued_jti, str):
+                    current.set_attribute(ATTR_JTI, issued_jti)
             return token
 
     async def client_credentials(
@@ -354,6 +365,7 @@ class TokenExchangeClient:
                 if self._clock() < entry.refresh_at:
                     self._cache.move_to_end(key)
                     self.stats.cache_hits += 1
+                    record_cache_lookup("hit")
                     if trace_span is not None:
                         trace_span.set_attribute(ATTR_CACHE, "hit")
                     return entry.token
@@ -362,6 +374,7 @@ class TokenExchangeClient:
             if inflight is None:
                 break
             self.stats.coalesced += 1
+            record_cache_lookup("coalesced")
             if trace_span is not None:
                 trace_span.set_attribute(ATTR_CACHE, "coalesced")
             await inflight.done.wait()
@@ -374,6 +387,7 @@ class TokenExchangeClient:
 
         inflight = _Inflight()
         self._inflight[key] = inflight
+        record_cache_lookup("miss")
         if trace_span is not None:
             trace_span.set_attribute(ATTR_CACHE, "miss")
         try:
@@ -424,7 +438,15 @@ class TokenExchangeClient:
         logger.debug(
             "token request grant=%s resource=%s scopes=%s", grant, resource, " ".join(scopes)
         )
-        return await self._with_retries(attempt, url=endpoint, error=TransportError)
+        timer = time.perf_counter()
+        kind = "token-exchange" if grant == TOKEN_EXCHANGE_GRANT else grant
+        try:
+            token = await self._with_retries(attempt, url=endpoint, error=TransportError)
+        except Exception:
+            record_exchange(time.perf_counter() - timer, grant=kind, ok=False)
+            raise
+        record_exchange(time.perf_counter() - timer, grant=kind, ok=True)
+        return token
 
     async def _fetch_metadata(self) -> dict[str, Any]:
         *first, last = discovery_urls(self.issuer, self._metadata_url)
@@ -438,36 +460,42 @@ class TokenExchangeClient:
     async def _fetch_metadata_at(self, url: str, *, missing_ok: bool) -> dict[str, Any]:
         async def attempt() -> dict[str, Any]:
             self.stats.metadata_fetches += 1
-            headers = {"Accept": "application/json"}
-            async with self._http.stream("GET", url, headers=headers) as response:
-                status = response.status_code
-                if is_retryable_status(status):
-                    raise _Retryable(f"HTTP {status}", retry_after=retry_after(response))
-                if status == 404 and missing_ok:
-                    raise _MetadataMissing(url)
-                if status != 200:
-                    tried = " and ".join(discovery_urls(self.issuer, self._metadata_url))
-                    raise IssuerUnreachableError(
-                        f"token service metadata at {url} answered HTTP {status} "
-                        f"(tried {tried}); check the issuer URL, or set metadata_url or "
-                        "token_endpoint"
-                    )
-                try:
-                    raw = await read_document(response)
-                except DocumentTooLargeError as exc:
-                    raise IssuerUnreachableError(
-                        f"token service metadata at {url}: {exc}; check the issuer URL"
-                    ) from exc
-            try:
-                body = loads_bounded(raw)
-            except ValueError as exc:  # JsonLimitError: not JSON, or nested beyond the limit
-                raise IssuerUnreachableError(
-                    f"token service metadata at {url} is not acceptable JSON ({exc}); "
-                    "check the issuer URL"
-                ) from exc
-            return _check_metadata(body, issuer=self.issuer, url=url)
+            with fetch_span("metadata", url) as trace_headers:
+                headers = {"Accept": "application/json", **trace_headers}
+                return await self._read_metadata(url, headers, missing_ok=missing_ok)
 
         return await self._with_retries(attempt, url=url, error=IssuerUnreachableError)
+
+    async def _read_metadata(
+        self, url: str, headers: dict[str, str], *, missing_ok: bool
+    ) -> dict[str, Any]:
+        async with self._http.stream("GET", url, headers=headers) as response:
+            status = response.status_code
+            if is_retryable_status(status):
+                raise _Retryable(f"HTTP {status}", retry_after=retry_after(response))
+            if status == 404 and missing_ok:
+                raise _MetadataMissing(url)
+            if status != 200:
+                tried = " and ".join(discovery_urls(self.issuer, self._metadata_url))
+                raise IssuerUnreachableError(
+                    f"token service metadata at {url} answered HTTP {status} "
+                    f"(tried {tried}); check the issuer URL, or set metadata_url or "
+                    "token_endpoint"
+                )
+            try:
+                raw = await read_document(response)
+            except DocumentTooLargeError as exc:
+                raise IssuerUnreachableError(
+                    f"token service metadata at {url}: {exc}; check the issuer URL"
+                ) from exc
+        try:
+            body = loads_bounded(raw)
+        except ValueError as exc:  # JsonLimitError: not JSON, or nested beyond the limit
+            raise IssuerUnreachableError(
+                f"token service metadata at {url} is not acceptable JSON ({exc}); "
+                "check the issuer URL"
+            ) from exc
+        return _check_metadata(body, issuer=self.issuer, url=url)
 
     async def _with_retries(
         self,
@@ -643,8 +671,8 @@ def _page_url(value: Any) -> str | None:
     return value
 
 
-def _expiry_of(token: str) -> float | None:
-    """The ``exp`` of a JWT, read without verification (the caller verified it)."""
+def _claim_of(token: str, name: str) -> Any:
+    """A claim of a JWT, read without verification (for correlation only), or ``None``."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -654,7 +682,12 @@ def _expiry_of(token: str) -> float | None:
         claims = loads_bounded(raw)
     except (binascii.Error, ValueError):  # JsonLimitError is a ValueError
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims.get(name) if isinstance(claims, dict) else None
+
+
+def _expiry_of(token: str) -> float | None:
+    """The ``exp`` of a JWT, read without verification (the caller verified it)."""
+    exp = _claim_of(token, "exp")
     if isinstance(exp, (int, float)) and not isinstance(exp, bool) and math.isfinite(exp):
         return float(exp)
     return None

@@ -44,6 +44,7 @@ from keycard_agents._oauth._urls import (
     openid_configuration_url,
     same_origin,
 )
+from keycard_agents._observe._tracing import fetch_span
 
 __all__ = ["JWKSCache", "TrustedIssuer"]
 
@@ -329,7 +330,7 @@ class JWKSCache:
                 reraise=True,
             ):
                 with attempt:
-                    body = await self._get(state, url, missing_ok=missing_ok)
+                    body = await self._get(state, url, what=what, missing_ok=missing_ok)
         except _Retryable as exc:
             raise IssuerUnreachableError(
                 f"could not reach issuer {issuer} at {url}: {exc} (after {self._retries + 1} "
@@ -351,11 +352,16 @@ class JWKSCache:
             )
         return document
 
-    async def _get(self, state: _IssuerState, url: str, *, missing_ok: bool) -> bytes:
+    async def _get(self, state: _IssuerState, url: str, *, what: str, missing_ok: bool) -> bytes:
         state.requests += 1
+        with fetch_span(what, url) as trace_headers:  # a child of the request that needs it
+            headers = {"Accept": "application/json", **trace_headers}
+            return await self._get_traced(url, headers, missing_ok=missing_ok)
+
+    async def _get_traced(self, url: str, headers: dict[str, str], *, missing_ok: bool) -> bytes:
         try:
             async with self._http().stream(
-                "GET", url, headers={"Accept": "application/json"}, timeout=self._timeout
+                "GET", url, headers=headers, timeout=self._timeout
             ) as response:
                 status = response.status_code
                 if is_retryable_status(status):

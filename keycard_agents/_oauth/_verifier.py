@@ -29,6 +29,7 @@ from keycard_agents._jose._jwt import (
 from keycard_agents._jose._keys import ALGORITHMS, KeyResolver, allowed_algorithms
 from keycard_agents._jose._principal import Principal
 from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
+from keycard_agents._observe._metrics import record_verification, record_verification_failure
 
 if TYPE_CHECKING:
     import httpx
@@ -107,6 +108,28 @@ class TokenVerifier:
         Raises :class:`InvalidTokenError` (HTTP 401) or
         :class:`InsufficientScopeError` (HTTP 403) when a required scope is missing.
         """
+        started = time.perf_counter()
+        try:
+            principal = await self._verify(token, audience)
+        except InvalidTokenError as exc:
+            record_verification_failure(exc.check, "agent")
+            record_verification(time.perf_counter() - started, ok=False)
+            raise
+        record_verification(time.perf_counter() - started, ok=True)
+        required = tuple(required_scopes)
+        if required:
+            missing = tuple(s for s in required if s not in principal.scopes)
+            if missing:
+                raise InsufficientScopeError(
+                    f"token lacks the scope(s) {' '.join(missing)} this operation requires "
+                    f"(required: {' '.join(required)}; granted: "
+                    f"{' '.join(sorted(principal.scopes)) or 'none'})",
+                    required=required,
+                    missing=missing,
+                )
+        return principal
+
+    async def _verify(self, token: str, audience: str) -> Principal:
         digest = self._digest(token)
         principal = None if digest is None else self._cached(digest, audience)
         if principal is None:
@@ -131,17 +154,6 @@ class TokenVerifier:
                 principal = replace(principal, client_id=profile.client_of(claims))
             if digest is not None:
                 self._remember(digest, principal, kid=kid)
-        required = tuple(required_scopes)
-        if required:
-            missing = tuple(s for s in required if s not in principal.scopes)
-            if missing:
-                raise InsufficientScopeError(
-                    f"token lacks the scope(s) {' '.join(missing)} this operation requires "
-                    f"(required: {' '.join(required)}; granted: "
-                    f"{' '.join(sorted(principal.scopes)) or 'none'})",
-                    required=required,
-                    missing=missing,
-                )
         return principal
 
     def _digest(self, token: str) -> bytes | None:

@@ -46,6 +46,7 @@ __all__ = [
     "ATTR_SCOPES_GRANTED",
     "ATTR_SCOPES_REQUESTED",
     "ATTR_SKILL",
+    "ATTR_SUBJECT_JTI",
     "ATTR_TARGET",
     "ATTR_TASK_ID",
     "ATTR_TASK_STATE",
@@ -57,12 +58,14 @@ __all__ = [
     "current_principal",
     "describe_a2a_call",
     "describe_a2a_result",
+    "fetch_span",
     "get_tracer",
     "inject_context",
     "mark_error",
     "name_server_span",
     "outcome_of",
     "principal_attributes",
+    "request_span",
     "server_span",
     "set_attributes",
     "set_grant",
@@ -93,6 +96,7 @@ ATTR_OPERATION = "keycard.a2a.operation"
 ATTR_CACHE = "keycard.exchange.cache"
 ATTR_ERROR = "keycard.error"
 ATTR_JTI = "keycard.jti"
+ATTR_SUBJECT_JTI = "keycard.subject.jti"
 
 _ERROR_TYPE: Final = "error.type"
 _RPC_ERROR_CODE: Final = "rpc.jsonrpc.error_code"
@@ -284,6 +288,25 @@ def server_span(
         yield current
 
 
+@contextmanager
+def request_span(headers: Mapping[str, str], *, name: str) -> Iterator[Span]:
+    """The span of one inbound request, in the caller's trace (``traceparent``).
+
+    When the web framework already opened a SERVER span for this request (FastAPI does
+    when an SDK is configured), this is an INTERNAL child of it; otherwise it is the
+    SERVER span itself, a child of the caller's context.
+    """
+    parent = propagate.extract(headers)
+    framework = trace.get_current_span().get_span_context()
+    caller = trace.get_current_span(parent).get_span_context()
+    if framework.is_valid and (not caller.is_valid or framework.trace_id == caller.trace_id):
+        with acting_for(None), span(name, principal=None) as current:
+            yield current
+    else:
+        with server_span(headers, name=name) as current:
+            yield current
+
+
 _TASK_FAILED = frozenset({"TASK_STATE_FAILED", "TASK_STATE_REJECTED"})
 
 
@@ -370,6 +393,22 @@ def name_server_span(current: Span, operation: str) -> None:
         operation = operation[:64]
         current.update_name(f"A2A {operation}")
         current.set_attributes({ATTR_OPERATION: operation, "rpc.method": operation})
+
+
+@contextmanager
+def fetch_span(what: str, url: str) -> Iterator[dict[str, str]]:
+    """A CLIENT span for fetching a discovery document or a key set (RFC 8414, RFC 9728,
+    a JWKS) for the request being served: a child of the current span, never a trace
+    of its own. Yields the trace context headers to send with the fetch."""
+    attributes = {
+        "http.request.method": "GET",
+        "url.full": url,
+        "server.address": urlsplit(url).hostname,
+    }
+    with span(f"GET {what}", kind=SpanKind.CLIENT, attributes=attributes):
+        headers: dict[str, str] = {}
+        inject_context(headers)
+        yield headers
 
 
 def inject_context(

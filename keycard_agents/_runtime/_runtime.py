@@ -78,6 +78,7 @@ from keycard_agents._errors import (
 from keycard_agents._jose._subjects import subject_is_client
 from keycard_agents._logs import get_logger
 from keycard_agents._oauth._resource_server import Caller
+from keycard_agents._observe._metrics import record_skill, watch_task_store
 from keycard_agents._observe._tracing import (
     ATTR_SKILL,
     ATTR_TASK_ID,
@@ -266,6 +267,7 @@ class TaskRuntime:
         self.store: TaskStore = store if store is not None else MemoryTaskStore()
         #: A store shared with other replicas carries events and cancels between them.
         self._shared = self.store if isinstance(self.store, SharedTaskStore) else None
+        watch_task_store(self.store, agent.agent_name)
         self.delegation = delegation
         self.recorder = recorder
         self._clock = clock
@@ -585,6 +587,7 @@ class TaskRuntime:
         outcome: tuple[TaskState, str | None] | None = None
         interrupt_url: str | None = None
         started = self._clock()
+        timer = time.perf_counter()
         try:
             with live.scope:
                 await self._set_status(live, TaskState.WORKING, None)
@@ -621,6 +624,7 @@ class TaskRuntime:
             assert outcome is not None
             state, text = outcome
             set_task_outcome(current, state.value)
+            record_skill(skill.id, state.value, time.perf_counter() - timer)
             with anyio.move_on_after(self._grace, shield=True):
                 message = (
                     None

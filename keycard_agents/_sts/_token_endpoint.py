@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,8 +31,23 @@ from keycard_agents._errors import (
 )
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver, KeyStore
+from keycard_agents._jose._principal import ActorChain
 from keycard_agents._logs import get_logger
 from keycard_agents._oauth._inspect import decode_unverified
+from keycard_agents._observe._metrics import record_token_request, record_verification_failure
+from keycard_agents._observe._tracing import (
+    ATTR_ACTORS,
+    ATTR_AGENT,
+    ATTR_DECISION,
+    ATTR_JTI,
+    ATTR_SCOPES_GRANTED,
+    ATTR_TARGET,
+    ATTR_TXN,
+    ATTR_USER,
+    request_span,
+    set_attributes,
+    span,
+)
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
@@ -134,6 +150,16 @@ class _Trail:
     scopes_requested: tuple[str, ...] | None = None
     scopes_granted: tuple[str, ...] | None = None
     jti: str | None = None
+    timer: float = field(default_factory=time.perf_counter)
+
+    def grant_kind(self) -> str:
+        """The grant as a metric attribute (bounded: unknown grants are ``other``)."""
+        if self.grant_type == GRANT_TOKEN_EXCHANGE:
+            return "token-exchange"
+        return self.grant_type if self.grant_type in _GRANTS else "other"
+
+    def measure(self, decision: str, error: str | None) -> None:
+        record_token_request(self.grant_kind(), decision, error, time.perf_counter() - self.timer)
 
     def record(self, now: float, *, error: OAuthError | None) -> AuditRecord:
         return AuditRecord(
@@ -201,7 +227,31 @@ class TokenEndpoint:
         self.stats = TokenStats()
 
     async def handle(self, request: Request) -> Response:
-        trail = _Trail()
+        """``POST /token`` in a span of the caller's trace (``traceparent``)."""
+        with request_span(request.headers, name="token service POST /token") as current:
+            trail = _Trail()
+            response = await self._handle(request, trail)
+            if current.is_recording():
+                current.update_name(f"token service {trail.grant_kind()}")
+                set_attributes(
+                    current,
+                    {
+                        ATTR_AGENT: trail.client_id,
+                        ATTR_TARGET: trail.target,
+                        ATTR_TXN: trail.txn,
+                        ATTR_USER: trail.user,
+                        ATTR_ACTORS: trail.actors,
+                        ATTR_SCOPES_GRANTED: trail.scopes_granted,
+                        ATTR_JTI: trail.jti,
+                        ATTR_DECISION: "issued" if response.status_code == 200 else "denied",
+                        "http.response.status_code": response.status_code,
+                    },
+                )
+                if response.status_code >= 500:
+                    current.set_status(Status(StatusCode.ERROR, "server_error"))
+            return response
+
+    async def _handle(self, request: Request, trail: _Trail) -> Response:
         self.stats.requests += 1
         try:
             form = await read_form(request)
@@ -237,6 +287,7 @@ class TokenEndpoint:
             why = f"the audit store failed ({failed}); no token was issued"
             self.stats.issued -= 1
             return await self._deny(trail, _internal_error(), audit=False, why=why)
+        trail.measure("issued", None)
         logger.info(
             "issued token jti=%s grant=%s client=%s txn=%s target=%s",
             trail.jti,
@@ -269,6 +320,7 @@ class TokenEndpoint:
             except _AuditFailed as failed:
                 reason = f"{reason} (then the audit store failed: {failed})"
                 exc = _internal_error()
+        trail.measure("denied", exc.error)
         logger.log(
             logging.ERROR if exc.status_code >= 500 else logging.INFO,
             "token request denied: HTTP %s grant=%s client=%s txn=%s error=%s reason=%s",
@@ -450,6 +502,51 @@ class TokenEndpoint:
         # ... and where its user came from (RFC 9493 iss_sub), copied into every hop.
         sub_id = subject_identifier(claims, self._issuer)
         trail.user_issuer = sub_id["iss"]
+        with span("token service policy", principal=None):
+            target, chain, granted = self._decide(
+                claims, agent, resources, audiences, requested_scope, trail
+            )
+        # 7. issue.
+        txn = claims.get("txn") or uuid.uuid4().hex
+        trail.txn = txn
+        act = chain.to_act_claim()
+        with span("token service sign", principal=None) as signing:
+            token, issued = self._minter.mint(
+                sub=claims["sub"],
+                aud=target,
+                lifetime=self._config.lifetimes.delegated_token,
+                not_after=float(claims["exp"]),
+                extra={
+                    "client_id": agent.client_id,
+                    "scope": " ".join(granted),
+                    "act": act,
+                    "txn": txn,
+                    "sub_id": sub_id,
+                },
+            )
+            if signing.is_recording():
+                signing.set_attribute(ATTR_JTI, issued["jti"])
+        trail.scopes_granted = granted
+        trail.jti = issued["jti"]
+        return {
+            "access_token": token,
+            "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
+            "token_type": "Bearer",
+            "expires_in": max(0, issued["exp"] - issued["iat"]),
+            "scope": issued["scope"],
+        }
+
+    def _decide(
+        self,
+        claims: dict[str, Any],
+        agent: RegisteredAgent,
+        resources: list[str],
+        audiences: list[str],
+        requested_scope: str | None,
+        trail: _Trail,
+    ) -> tuple[str, ActorChain, tuple[str, ...]]:
+        """Checks 3 to 6: audience chaining, first hop, policy, scopes; returns the target,
+        the resulting actor chain and the granted scopes."""
         # 3. audience chaining.
         check_audience(claims, agent)
         if isinstance(claims["aud"], str):  # which of the agent's resources it was sent to
@@ -474,32 +571,7 @@ class TokenEndpoint:
             return issue.payload
         # 6. scope narrowing.
         granted = narrow_scopes(requested_scope, parse_scope(claims.get("scope")), accepted, target)
-        # 7. issue.
-        txn = claims.get("txn") or uuid.uuid4().hex
-        trail.txn = txn
-        act = chain.to_act_claim()
-        token, issued = self._minter.mint(
-            sub=claims["sub"],
-            aud=target,
-            lifetime=self._config.lifetimes.delegated_token,
-            not_after=float(claims["exp"]),
-            extra={
-                "client_id": agent.client_id,
-                "scope": " ".join(granted),
-                "act": act,
-                "txn": txn,
-                "sub_id": sub_id,
-            },
-        )
-        trail.scopes_granted = granted
-        trail.jti = issued["jti"]
-        return {
-            "access_token": token,
-            "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
-            "token_type": "Bearer",
-            "expires_in": max(0, issued["exp"] - issued["iat"]),
-            "scope": issued["scope"],
-        }
+        return target, chain, granted
 
     async def _check_actor_token(self, actor_token: str, client_id: str) -> None:
         try:
@@ -532,6 +604,7 @@ class TokenEndpoint:
         # The leeway absorbs clock skew for receivers; it never stretches a delegation:
         # a subject that has expired, even within the leeway, yields nothing (CL-8, TS-3).
         if float(claims["exp"]) <= self._clock():
+            record_verification_failure("expired", "token_service")
             raise OAuthError(
                 "invalid_request",
                 "subject_token rejected (expired): it has already expired, so no token "
@@ -555,6 +628,7 @@ class TokenEndpoint:
                 profiles=self._profiles,
             )
         except InvalidTokenError as exc:
+            record_verification_failure(exc.check, "token_service")
             hint = ""
             if exc.check == "audience":
                 hint = " (an agent may only exchange tokens that were sent to it)"

@@ -1,0 +1,179 @@
+"""Metrics through the OpenTelemetry API, read with the SDK's in-memory reader.
+
+A real chain in process (planner → calendar on the embedded token service): exchanges and
+denials by reason, verification failures by check, latency histograms of verification,
+exchange and skills, exchange cache hits and misses, and the task store's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.util._once import Once
+
+from keycard_agents import (
+    Agent,
+    AgentDependency,
+    Context,
+    DelegationDeniedError,
+    RemoteAuthenticationError,
+    RemoteTaskError,
+    skill,
+)
+from keycard_agents._observe import _metrics
+from keycard_agents.testing import LocalTokenService, open_local_agents
+
+pytestmark = pytest.mark.anyio
+
+CALENDAR = "http://127.0.0.1:8902"
+
+
+class Calendar(Agent):
+    """Knows when the user is free."""
+
+    @skill(scopes=["calendar.read"])
+    async def free_slots(self, ctx: Context, day: str) -> list[str]:
+        return [f"{day} 09:00"]
+
+
+class Planner(Agent):
+    """Plans meetings."""
+
+    dependencies = [AgentDependency("calendar", url=CALENDAR, scopes=["calendar.read"])]  # noqa: RUF012
+
+    @skill(scopes=["plan"])
+    async def plan(self, ctx: Context, day: str) -> str:
+        slots = await ctx.dependency("calendar").call("free_slots", day=day)
+        return str(slots[0])
+
+    @skill(scopes=["plan"])
+    async def broken(self, ctx: Context) -> str:
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    """The SDK with an in-memory reader as the global meter provider, for one test."""
+    saved = metrics._internal._METER_PROVIDER
+    memory = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[memory])
+    _install(provider)
+    try:
+        yield memory
+    finally:
+        provider.shutdown()
+        _install(saved)
+
+
+def _install(provider: Any) -> None:
+    """Set the global meter provider (the API allows it once) and drop our instruments,
+    so that the next recording makes them from this provider."""
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics._internal._METER_PROVIDER = None
+    if provider is not None:
+        metrics.set_meter_provider(provider)
+    _metrics._instruments = None
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    found: dict[str, list[Any]] = {}
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            if scope.scope.name != _metrics.METER_NAME:
+                continue
+            for metric in scope.metrics:
+                found.setdefault(metric.name, []).extend(metric.data.data_points)
+    return found
+
+
+def _value(points: list[Any], **attributes: Any) -> float:
+    """The sum (counters), count (histograms) or value (gauges) of the matching points."""
+    total = 0.0
+    for point in points:
+        if all(point.attributes.get(k) == v for k, v in attributes.items()):
+            count = getattr(point, "count", None)
+            total += float(count if count is not None else point.value)
+    return total
+
+
+async def test_the_chain_reports_its_metrics(reader: InMemoryMetricReader) -> None:
+    planner = Planner(url="http://127.0.0.1:8901")
+    calendar = Calendar(url=CALENDAR)
+    sts = LocalTokenService(agents=[planner, calendar])
+    token = sts.mint_user_token("alice", audience=planner, scopes=["plan", "calendar.read"])
+    async with open_local_agents(sts, [planner, calendar]) as net:
+        async with net.client(planner, token=token) as client:
+            assert await client.call("plan", day="Monday") == "Monday 09:00"
+            assert await client.call("plan", day="Monday") == "Monday 09:00"  # cached token
+            with pytest.raises(RemoteTaskError):
+                await client.call("broken")
+        # an agent refuses a token sent to another audience
+        async with net.client(calendar, token=token) as wrong:
+            with pytest.raises(RemoteAuthenticationError):
+                await wrong.call("free_slots", day="Monday")
+        # the token service refuses a target nobody declared, and a subject token
+        # that was not sent to the agent exchanging it
+        with pytest.raises(DelegationDeniedError):
+            await net.exchange_client(planner).exchange(token, resource="https://x.example/")
+        with pytest.raises(DelegationDeniedError):
+            await net.exchange_client(calendar).exchange(token, resource=CALENDAR)
+        points = _points(reader)
+
+    requests = points["keycard.token_service.requests"]
+    exchange = {"keycard.grant_type": "token-exchange"}
+    assert _value(requests, **exchange, **{"keycard.decision": "issued"}) == 1
+    assert _value(requests, **exchange, **{"error.type": "invalid_target"}) == 1
+    assert _value(requests, **exchange, **{"error.type": "invalid_request"}) == 1
+    assert _value(points["keycard.token_service.request.duration"], **exchange) == 3
+
+    failures = points["keycard.token.verification.failures"]
+    assert _value(failures, **{"keycard.check": "audience", "keycard.verifier": "agent"}) == 1
+    assert (
+        _value(failures, **{"keycard.check": "audience", "keycard.verifier": "token_service"}) == 1
+    )
+    verified = points["keycard.token.verification.duration"]
+    assert _value(verified, **{"keycard.outcome": "ok"}) == 5  # 3 at the planner, 2 calendar
+    assert _value(verified, **{"keycard.outcome": "error"}) == 1
+
+    exchanged = points["keycard.exchange.duration"]
+    assert (
+        _value(exchanged, **{"keycard.grant_type": "token-exchange", "keycard.outcome": "ok"}) == 1
+    )
+    assert _value(exchanged, **{"keycard.outcome": "error"}) == 2
+
+    lookups = points["keycard.exchange.cache.lookups"]
+    assert _value(lookups, **{"keycard.cache.result": "hit"}) == 1
+    assert _value(lookups, **{"keycard.cache.result": "miss"}) == 3
+    hits = _value(lookups, **{"keycard.cache.result": "hit"})
+    assert hits / _value(lookups) == pytest.approx(0.25)
+
+    skills = points["keycard.skill.duration"]
+    completed = {"keycard.task.state": "TASK_STATE_COMPLETED"}
+    assert _value(skills, **{"keycard.skill": "plan"}, **completed) == 2
+    assert _value(skills, **{"keycard.skill": "free_slots"}, **completed) == 2
+    failed = {"keycard.skill": "broken", "keycard.task.state": "TASK_STATE_FAILED"}
+    assert _value(skills, **failed) == 1
+    assert all(p.sum >= 0 for p in skills)
+
+    stored = points["keycard.tasks.stored"]
+    assert _value(stored, **{"keycard.agent": planner.agent_name}) == 3
+    assert _value(stored, **{"keycard.agent": calendar.agent_name}) == 2
+    # durations in seconds, in buckets made for them
+    assert skills[0].explicit_bounds[0] < 0.01
+
+
+def test_without_an_sdk_recording_is_a_no_op() -> None:
+    saved = metrics._internal._METER_PROVIDER
+    _install(None)
+    try:
+        _metrics.record_skill("any", "TASK_STATE_COMPLETED", 0.1)
+        _metrics.record_cache_lookup("hit")
+    finally:
+        _install(saved)
