@@ -39,6 +39,8 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 
+from keycard_agents._version import __version__
+
 __all__ = [
     "METER_NAME",
     "record_cache_lookup",
@@ -86,8 +88,6 @@ def _observe_stores(options: CallbackOptions) -> Iterable[Observation]:
 def _get() -> _Instruments:
     global _instruments
     if _instruments is None:
-        from keycard_agents._version import __version__
-
         meter = metrics.get_meter(METER_NAME, __version__)
         _instruments = _Instruments(
             requests=meter.create_counter(
