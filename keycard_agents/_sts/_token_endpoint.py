@@ -503,9 +503,20 @@ class TokenEndpoint:
         sub_id = subject_identifier(claims, self._issuer)
         trail.user_issuer = sub_id["iss"]
         with span("token service policy", principal=None):
-            target, chain, granted = self._decide(
-                claims, agent, resources, audiences, requested_scope, trail
-            )
+            target, accepted, chain = self._decide(claims, agent, resources, audiences, trail)
+            connection = self._config.connection_for_resource(target)
+            if connection is not None and self._connections is not None:
+                # 6-7 for a third-party API: the user's own upstream token (_connections).
+                trail.txn = claims.get("txn")
+                user = UserRef(issuer=sub_id["iss"], sub=sub_id["sub"])
+                issue = await self._connections.issue(
+                    connection, user=user, requested_scope=requested_scope, txn=trail.txn
+                )
+                trail.scopes_granted, trail.jti = issue.scopes, f"sha256:{issue.thumbprint}"
+                return issue.payload
+            # 6. scope narrowing.
+            scopes = parse_scope(claims.get("scope"))
+            granted = narrow_scopes(requested_scope, scopes, accepted, target)
         # 7. issue.
         txn = claims.get("txn") or uuid.uuid4().hex
         trail.txn = txn
@@ -542,11 +553,10 @@ class TokenEndpoint:
         agent: RegisteredAgent,
         resources: list[str],
         audiences: list[str],
-        requested_scope: str | None,
         trail: _Trail,
-    ) -> tuple[str, ActorChain, tuple[str, ...]]:
-        """Checks 3 to 6: audience chaining, first hop, policy, scopes; returns the target,
-        the resulting actor chain and the granted scopes."""
+    ) -> tuple[str, tuple[str, ...], ActorChain]:
+        """Checks 3 to 5: audience chaining, first hop, policy; returns the target, the
+        scopes it accepts and the resulting actor chain."""
         # 3. audience chaining.
         check_audience(claims, agent)
         if isinstance(claims["aud"], str):  # which of the agent's resources it was sent to
@@ -559,19 +569,7 @@ class TokenEndpoint:
         trail.target = target
         chain = check_chain(self._config, claims, agent, self._issuer, target=target)
         trail.actors = chain.subjects()
-        connection = self._config.connection_for_resource(target)
-        if connection is not None and self._connections is not None:
-            # 6-7 for a third-party API: the user's own upstream token (_connections).
-            trail.txn = claims.get("txn")
-            user = UserRef(issuer=sub_id["iss"], sub=sub_id["sub"])
-            issue = await self._connections.issue(
-                connection, user=user, requested_scope=requested_scope, txn=trail.txn
-            )
-            trail.scopes_granted, trail.jti = issue.scopes, f"sha256:{issue.thumbprint}"
-            return issue.payload
-        # 6. scope narrowing.
-        granted = narrow_scopes(requested_scope, parse_scope(claims.get("scope")), accepted, target)
-        return target, chain, granted
+        return target, accepted, chain
 
     async def _check_actor_token(self, actor_token: str, client_id: str) -> None:
         try:
