@@ -121,7 +121,12 @@ async def test_an_unknown_dependency_is_logged(caplog: pytest.LogCaptureFixture)
 
 
 def _sts_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "keycard_agents.sts"]
+    """The token service's lines about requests (not its start-up warnings)."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "keycard_agents.sts" and r.getMessage().startswith("token request")
+    ]
 
 
 async def test_the_token_service_logs_each_denial_once(caplog: pytest.LogCaptureFixture) -> None:
