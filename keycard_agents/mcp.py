@@ -31,6 +31,7 @@ from keycard_agents._mcp import (  # noqa: E402 - after the dependency probe
 )
 from keycard_agents._mcp import AuthProvider as AuthProvider  # noqa: E402
 from keycard_agents._mcp import McpAgent as McpAgent  # noqa: E402
+from keycard_agents._mcp import McpAuthRequiredError as McpAuthRequiredError  # noqa: E402
 from keycard_agents._mcp import McpBearerVerifier as McpBearerVerifier  # noqa: E402
 from keycard_agents._mcp import McpConnector as McpConnector  # noqa: E402
 from keycard_agents._mcp import McpServer as McpServer  # noqa: E402
@@ -58,6 +59,7 @@ __all__ = [
     "AgentMcpServer",
     "AuthProvider",
     "McpAgent",
+    "McpAuthRequiredError",
     "McpBearerVerifier",
     "McpConnector",
     "McpNotInstalledError",

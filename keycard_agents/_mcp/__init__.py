@@ -17,7 +17,12 @@ from keycard_agents._mcp._client import (
     TokenSource,
 )
 from keycard_agents._mcp._discovery import ProtectedResource, discover_resource
-from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError, McpToolError
+from keycard_agents._mcp._errors import (
+    McpAuthRequiredError,
+    McpServerError,
+    McpTokenRejectedError,
+    McpToolError,
+)
 from keycard_agents._mcp._integration import connector_for, register
 from keycard_agents._mcp._protect import AuthProvider, current_caller, current_principal
 from keycard_agents._mcp._results import McpTool, McpToolResult
@@ -34,6 +39,7 @@ __all__ = [
     "AgentMcpServer",
     "AuthProvider",
     "McpAgent",
+    "McpAuthRequiredError",
     "McpBearerVerifier",
     "McpConnector",
     "McpServer",

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 import httpx
 import httpx2
-from mcp import Client, MCPError
+import mcp_types
+from mcp import Client, MCPError, UrlElicitationRequiredError
 from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
@@ -43,7 +44,11 @@ from keycard_agents._errors import (
 )
 from keycard_agents._logs import get_logger
 from keycard_agents._mcp._discovery import discover_resource
-from keycard_agents._mcp._errors import McpServerError, McpTokenRejectedError
+from keycard_agents._mcp._errors import (
+    McpAuthRequiredError,
+    McpServerError,
+    McpTokenRejectedError,
+)
 from keycard_agents._mcp._results import McpTool, McpToolResult, result_from_mcp, tool_from_mcp
 from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._oauth._urls import names_same_server
@@ -402,6 +407,14 @@ class McpConnector:
                 return rejected
         if isinstance(exc, KeycardError):
             return None
+        if isinstance(exc, MCPError) and exc.error.code == URL_ELICITATION_REQUIRED:
+            asked = _elicitation(exc)
+            if asked is not None:
+                return McpAuthRequiredError(
+                    f"MCP server {name!r} needs the user first: {asked.message[:300]}",
+                    server=name,
+                    url=asked.url,
+                )
         if isinstance(exc, MCPError):
             return McpServerError(
                 f"MCP server {name!r} answered with an error: {exc.error.message[:300]}",
@@ -466,13 +479,34 @@ class McpConnector:
         return f"McpConnector(timeout={self._timeout:g}, tools_ttl={self._ttl:g})"
 
 
+URL_ELICITATION_REQUIRED = -32042  # MCP 2025-11-25, "Elicitation": URL mode
+
+
+def _elicitation(exc: MCPError) -> mcp_types.ElicitRequestURLParams | None:
+    """The first URL-mode elicitation of a -32042 error whose URL is http(s), else None."""
+    try:
+        asked = UrlElicitationRequiredError.from_error(exc.error).elicitations
+    except (ValueError, ValidationError):
+        return None
+    for item in asked:
+        scheme = item.url.split(":", 1)[0].lower()
+        if scheme in ("https", "http") and len(item.url) <= 2048 and item.url.isprintable():
+            return item
+    return None
+
+
 def _default_mcp_http(auth: httpx2.Auth, timeout: httpx2.Timeout) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(auth=auth, timeout=timeout)
 
 
 class McpServerHandle:
     """What ``ctx.dependency(name)`` returns for an MCP server: its tools, called with a
-    token exchanged from the caller's. Bound to one caller; never share it."""
+    token exchanged from the caller's. Bound to one caller; never share it.
+
+    With the skill's ``context``, a tool call the server answers with URL-mode
+    elicitation ends the task in AUTH_REQUIRED with the server's link, and is made again
+    when the client resumes the task; without it, :class:`McpAuthRequiredError` is raised.
+    """
 
     def __init__(
         self,
@@ -481,11 +515,13 @@ class McpServerHandle:
         caller: Caller,
         *,
         tokens: TokenSource | None = None,
+        context: Context | None = None,
     ) -> None:
         self._connector = connector
         self.dependency = dependency
         self._caller = caller
         self._tokens = tokens
+        self._context = context
 
     @property
     def name(self) -> str:
@@ -516,12 +552,25 @@ class McpServerHandle:
                 dependency=dependency.name,
                 scopes_requested=dependency.scopes,
             ) as call:
-                result = await self._connector.run(
-                    dependency,
-                    self._caller,
-                    lambda s: s.call_tool(name, arguments),
-                    tokens=self._tokens,
-                )
+                while True:
+                    try:
+                        result = await self._connector.run(
+                            dependency,
+                            self._caller,
+                            lambda s: s.call_tool(name, arguments),
+                            tokens=self._tokens,
+                        )
+                        break
+                    except McpAuthRequiredError as exc:
+                        if self._context is None:
+                            raise
+                        call.outcome = "auth_required"
+                        # Interrupts the task; returns (and the call is retried) on resume.
+                        await self._context.require_auth(
+                            f"{exc} Complete it at {exc.url}, then send a message to this "
+                            "task to continue.",
+                            url=exc.url,
+                        )
                 if result.is_error:
                     call.outcome = "failed"
                     set_attributes(current, {ATTR_OUTCOME: "failed", "error.type": "tool_error"})

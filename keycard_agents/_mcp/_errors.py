@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from keycard_agents._errors import KeycardError, TransportError
 
-__all__ = ["McpServerError", "McpTokenRejectedError", "McpToolError"]
+__all__ = ["McpAuthRequiredError", "McpServerError", "McpTokenRejectedError", "McpToolError"]
 
 
 class McpServerError(TransportError):
@@ -26,6 +26,17 @@ class McpTokenRejectedError(McpServerError):
     def __init__(self, message: str, *, server: str, status_code: int) -> None:
         super().__init__(message, server=server)
         self.status_code = status_code
+
+
+class McpAuthRequiredError(McpServerError):
+    """The MCP server needs the user first: it answered with URL-mode elicitation (MCP
+    2025-11-25, ``URLElicitationRequiredError``, -32042). ``url`` is where the user goes
+    (to connect an account, consent, enter a key); then retry. Inside a skill the task
+    ends in AUTH_REQUIRED with that link instead."""
+
+    def __init__(self, message: str, *, server: str, url: str) -> None:
+        super().__init__(message, server=server)
+        self.url = url
 
 
 class McpToolError(KeycardError):

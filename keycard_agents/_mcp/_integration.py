@@ -55,6 +55,7 @@ def _handle(
         dependency,
         caller,
         tokens=delegation.tokens(caller, context=context),
+        context=context,
     )
 
 

@@ -11,6 +11,11 @@ downstream calls are delegated as usual.
 Over stdio there is no transport to carry a token: pass ``stdio_token`` (a token issued
 for ``resource``, verified like an HTTP bearer token) to act as that user; without it
 only skills declared ``anonymous=True`` can be called.
+
+A skill that stops in AUTH_REQUIRED with a link (an account to connect, a consent, a key
+to enter) answers the tool call with the MCP 2025-11-25 URL-mode elicitation error
+(``URLElicitationRequiredError``, -32042) carrying that link; the client retries the
+call once the user is done.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.shared.exceptions import UrlElicitationRequiredError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -153,7 +159,26 @@ def _content(part: Part, artifact_id: str) -> mcp_types.ContentBlock:
     return mcp_types.TextContent(type="text", text=json.dumps(part.data, ensure_ascii=False))
 
 
+def _auth_url(task: Task) -> str | None:
+    """The link of a task stopped in AUTH_REQUIRED (its status message's ``url`` part)."""
+    message = task.status.message
+    if task.status.state != TaskState.AUTH_REQUIRED or message is None:
+        return None
+    return next((p.url for p in message.parts if p.url is not None), None)
+
+
 def _result(task: Task, *, structured: bool) -> mcp_types.CallToolResult:
+    url = _auth_url(task)
+    if url is not None:
+        # MCP 2025-11-25 "Elicitation", URL mode: the user opens the link (connects an
+        # account, consents, enters a key), then the client retries the tool call.
+        raise UrlElicitationRequiredError(
+            [
+                mcp_types.ElicitRequestURLParams(
+                    message=_status_text(task), url=url, elicitation_id=task.id
+                )
+            ]
+        )
     state = task.status.state
     if state != TaskState.COMPLETED:
         label = state.value.removeprefix("TASK_STATE_").lower().replace("_", " ")
