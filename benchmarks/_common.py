@@ -189,6 +189,9 @@ class WrkResult:
     p90_ms: float = 0.0
     max_ms: float = 0.0
     loadavg: tuple[float, float] = (0.0, 0.0)
+    #: Server CPU time (user + system) per request, when the server's pid was given: a
+    #: figure that other work on the machine disturbs far less than throughput.
+    server_cpu_us: float | None = None
     raw: str = field(repr=False, default="")
 
     def describe(self) -> str:
@@ -197,6 +200,7 @@ class WrkResult:
             f"{self.requests_per_sec:8.0f}/s p50 {self.p50_ms:6.2f} p90 {self.p90_ms:6.2f} "
             f"p99 {self.p99_ms:6.2f} max {self.max_ms:7.2f} ms "
             f"bad {self.non_2xx + self.errors} load {self.loadavg[0]:.2f}->{self.loadavg[1]:.2f}"
+            + ("" if self.server_cpu_us is None else f" cpu/req {self.server_cpu_us:.0f} us")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,6 +216,7 @@ class WrkResult:
             "max_ms": self.max_ms,
             "duration_s": self.duration_s,
             "loadavg_1min": list(self.loadavg),
+            "server_cpu_us_per_request": self.server_cpu_us,
         }
 
 
@@ -273,13 +278,15 @@ def wrk(
     content_type: str = "application/json",
     extra_headers: dict[str, str] | None = None,
     expect: str | None = None,
+    pid: int | None = None,
 ) -> WrkResult:
     """Run wrk against ``url`` for ``duration`` seconds with the POST Lua script.
 
     ``body_file``: one body for every request. ``bodies_file``: one body per line, each used
     once (requests that need a fresh value: a client assertion, a never-seen token).
     ``auth`` or ``auth_file`` (one Authorization value per line, each used once) set the
-    Authorization header.
+    Authorization header. ``pid``: the server's process, to measure its CPU time per
+    request.
     """
     exe = shutil.which("wrk")
     if exe is None:
@@ -295,6 +302,7 @@ def wrk(
         env["BENCH_AUTH_FILE"] = str(auth_file)
     env["BENCH_HEADERS"] = json.dumps(extra_headers or {})
     env["BENCH_EXPECT"] = expect or ""
+    env["BENCH_THREADS"] = str(threads)
     argv = [
         exe,
         f"-t{threads}",
@@ -308,6 +316,7 @@ def wrk(
         url,
     ]
     load_before = loadavg()
+    cpu_before = cpu_seconds(pid) if pid is not None else None
     proc = subprocess.run(
         argv, capture_output=True, text=True, env=env, timeout=duration + 30, check=False
     )
@@ -315,7 +324,20 @@ def wrk(
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr[-1000:]}")
     result = parse_wrk(proc.stdout)
     result.loadavg = (load_before, loadavg())
+    if pid is not None and cpu_before is not None and result.requests:
+        used = (cpu_seconds(pid) or cpu_before) - cpu_before
+        result.server_cpu_us = 1e6 * used / result.requests
     return result
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), else ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> float:

@@ -145,12 +145,8 @@ def run(plan: Plan, issuer: BenchIssuer) -> dict[str, Any]:
                     )
                 if rep == 0 and plan.warmup > 0 and auth != "fresh":
                     wrk(url, **{**options, "duration": plan.warmup})
-                result = wrk(url, **options)
-                plan.log(
-                    f"  {variant:28s} rep {rep + 1}: {result.requests_per_sec:8.0f} req/s "
-                    f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms "
-                    f"bad {result.non_2xx + result.errors}"
-                )
+                result = wrk(url, pid=servers[kind].process.pid, **options)
+                plan.log(f"  {variant:28s} rep {rep + 1}: {result.describe()}")
                 runs[variant].append(result.as_dict())
         profiles: dict[str, Any] = {}
         if not plan.quick:
@@ -180,7 +176,16 @@ def summarize_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "label": LABELS[variant],
             "requests_per_sec": summarize([r["requests_per_sec"] for r in results]),
             "p50_ms": summarize([r["p50_ms"] for r in results]),
+            "p90_ms": summarize([r["p90_ms"] for r in results]),
             "p99_ms": summarize([r["p99_ms"] for r in results]),
+            "max_ms": summarize([r["max_ms"] for r in results]),
+            "p99_over_p50": summarize(
+                [r["p99_ms"] / r["p50_ms"] for r in results if r["p50_ms"] > 0]
+            ),
+            "server_cpu_us_per_request": summarize(
+                [r["server_cpu_us_per_request"] for r in results if r["server_cpu_us_per_request"]]
+            ),
+            "loadavg_1min": [r["loadavg_1min"] for r in results],
             "bad_responses": sum(r["non_2xx"] + r["errors"] for r in results),
             "reused_inputs": sum(r["reused"] for r in results),
             "runs": results,
@@ -207,6 +212,13 @@ def summarize_runs(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "keycard_auth", "a2a_sdk_static_bearer"
         ),
         "keycard_auth_vs_fastapi_jwt": per_run_ratio("keycard_auth", "fastapi_jwt"),
+        "keycard_auth_vs_fastapi_jwt_by_server_cpu": summarize(
+            [
+                y["server_cpu_us_per_request"] / x["server_cpu_us_per_request"]
+                for x, y in zip(runs["keycard_auth"], runs["fastapi_jwt"], strict=True)
+                if x["server_cpu_us_per_request"] and y["server_cpu_us_per_request"]
+            ]
+        ),
         "keycard_auth_fresh_vs_fastapi_jwt": per_run_ratio(
             "keycard_auth_fresh_tokens", "fastapi_jwt"
         ),

@@ -8,10 +8,17 @@ client assertion (unique ``jti``, so no request is a replay), the user's token a
 
 Also measured: one sequential client with the real ``TokenExchangeClient`` (assertion
 signing, httpx and response parsing included), cache bypassed, to show what an agent sees.
+
+And the two ways agents authenticate, side by side in the same pass (ES256 service): the
+hop-1 exchange by an agent that signs a ``private_key_jwt`` assertion and by one that sends
+its generated client secret with ``client_secret_basic`` (HTTP Basic), each with wrk at
+2 threads x 16 connections and at one connection, p50/p90/p99 and the load average
+around every run.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from pathlib import Path
@@ -36,8 +43,10 @@ from _common import (
 
 from keycard_agents import WebIdentity
 from keycard_agents.auth import KeyStore, TokenExchangeClient
+from keycard_agents.sts import hash_client_secret, new_client_secret
 
 A = "https://agent-a.bench.example"
+S = "https://agent-s.bench.example"
 B = "https://agent-b.bench.example"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
@@ -45,7 +54,9 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLI = "import sys; from keycard_agents._cli import main; sys.exit(main())"
 
 
-def _config_toml(*, issuer: str, alg: str, key_dir: Path, agent_jwk: dict[str, Any]) -> str:
+def _config_toml(
+    *, issuer: str, alg: str, key_dir: Path, agent_jwk: dict[str, Any], secret_hash: str
+) -> str:
     jwk_items = ", ".join(f'{k} = "{v}"' for k, v in agent_jwk.items() if isinstance(v, str))
     return f"""issuer = "{issuer}"
 key_dir = "{key_dir}"
@@ -58,6 +69,14 @@ auth = "private_key_jwt"
 scopes = ["read", "write"]
 dependencies = ["{B}"]
 jwks = {{ keys = [ {{ {jwk_items} }} ] }}
+
+[[agents]]
+client_id = "agent-s"
+resource = "{S}"
+auth = "client_secret"
+secret_hash = "{secret_hash}"
+scopes = ["read", "write"]
+dependencies = ["{B}"]
 
 [[resources]]
 resource = "{B}"
@@ -77,12 +96,22 @@ class _Service:
         store = KeyStore(key_dir, alg=alg, retention=3600)
         self.identity = WebIdentity("agent-a", storage_dir=base / "agent-a")
         jwk = self.identity.public_jwks()["keys"][0]
+        self.secret = new_client_secret()
         self.config = base / "sts.toml"
         self.config.write_text(
-            _config_toml(issuer=self.issuer, alg=alg, key_dir=key_dir, agent_jwk=jwk),
+            _config_toml(
+                issuer=self.issuer,
+                alg=alg,
+                key_dir=key_dir,
+                agent_jwk=jwk,
+                secret_hash=hash_client_secret(self.secret),
+            ),
             encoding="utf-8",
         )
         self.user_token = user_token(store, issuer=self.issuer, audience=A, client_id="agent-a")
+        self.secret_user_token = user_token(
+            store, issuer=self.issuer, audience=S, client_id="agent-s"
+        )
         self.base = base
 
     def argv(self) -> list[str]:
@@ -115,6 +144,26 @@ class _Service:
     def bodies(self, count: int, name: str) -> Path:
         return write_lines(self.base / name, [self.body() for _ in range(count)])
 
+    def secret_body(self) -> Path:
+        """The hop-1 exchange of the client-secret agent: the same body every time (the
+        secret goes in the Authorization header, see :meth:`basic`)."""
+        body = urlencode(
+            {
+                "grant_type": EXCHANGE,
+                "subject_token": self.secret_user_token,
+                "subject_token_type": ACCESS,
+                "resource": B,
+            }
+        )
+        path = self.base / "secret-body.txt"
+        path.write_text(body, encoding="ascii")
+        return path
+
+    def basic(self) -> str:
+        """``client_secret_basic`` (RFC 6749 §2.3.1) for agent-s."""
+        pair = f"agent-s:{self.secret}".encode("ascii")
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+
 
 def _probe(service: _Service) -> int:
     reply = httpx.post(
@@ -126,6 +175,17 @@ def _probe(service: _Service) -> int:
     if reply.status_code != 200 or "access_token" not in reply.text:
         raise RuntimeError(f"token service answered {reply.status_code}: {reply.text[:300]}")
     token = reply.json()["access_token"]
+    secret = httpx.post(
+        service.issuer + "/token",
+        content=service.secret_body().read_bytes(),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": service.basic(),
+        },
+        timeout=10,
+    )
+    if secret.status_code != 200 or "access_token" not in secret.text:
+        raise RuntimeError(f"client_secret_basic: {secret.status_code}: {secret.text[:300]}")
     return len(token)
 
 
@@ -146,11 +206,52 @@ async def _client_latency(service: _Service, count: int) -> dict[str, Any]:
     }
 
 
+#: (key, threads, connections) of the per-method runs: 2 threads x 16 connections and one
+#: connection. ``private_key_jwt`` at one connection is the sequential ES256 run above.
+METHOD_RUNS: list[tuple[str, int, int]] = [
+    ("private_key_jwt_c16", 2, 16),
+    ("client_secret_basic_c16", 2, 16),
+    ("client_secret_basic_c1", 1, 1),
+]
+
+
+def _by_method(
+    plan: Plan,
+    service: _Service,
+    url: str,
+    count: int,
+    rep: int,
+    methods: dict[str, list[dict[str, Any]]],
+    pid: int,
+) -> None:
+    """One pass of the hop-1 exchange by each client authentication method, interleaved."""
+    common = {"content_type": "application/x-www-form-urlencoded", "expect": "access_token"}
+    for key, threads, connections in METHOD_RUNS:
+        if plan.quick and connections == 1:
+            continue  # the smoke run stays short: the paired 16-connection runs only
+        if key.startswith("private_key_jwt"):
+            options: dict[str, Any] = {"bodies_file": service.bodies(count, "method-bodies.txt")}
+        else:
+            options = {"body_file": service.secret_body(), "auth": service.basic()}
+        result = wrk(
+            url,
+            duration=plan.duration,
+            connections=connections,
+            threads=threads,
+            pid=pid,
+            **options,
+            **common,
+        )
+        plan.log(f"  sts {key:24s} t{threads} rep {rep + 1}: {result.describe()}")
+        methods[key].append(result.as_dict())
+
+
 def run(plan: Plan) -> dict[str, Any]:
     algs = ["ES256"] if plan.quick else ["ES256", "EdDSA", "RS256"]
     per_alg: dict[str, list[dict[str, Any]]] = {alg: [] for alg in algs}
     sequential: list[dict[str, Any]] = []
     client_runs: list[dict[str, Any]] = []
+    methods: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in METHOD_RUNS}
     token_sizes: dict[str, int] = {}
     services = {alg: _Service(plan, alg) for alg in algs}
     url = {alg: services[alg].issuer + "/token" for alg in algs}
@@ -181,23 +282,25 @@ def run(plan: Plan) -> dict[str, Any]:
                     **common,
                 )
                 plan.log(
-                    f"  sts {alg:6s} c{plan.connections} rep {rep + 1}: "
-                    f"{result.requests_per_sec:7.0f} exchanges/s p50 {result.p50_ms:.2f} ms "
-                    f"p99 {result.p99_ms:.2f} ms bad {result.non_2xx + result.errors} "
+                    f"  sts {alg:6s} c{plan.connections} rep {rep + 1}: {result.describe()} "
                     f"reused {result.reused}"
                 )
                 per_alg[alg].append(result.as_dict())
             seq_count = int(plan.duration * 2000) + 500
             bodies = services["ES256"].bodies(seq_count, "sequential.txt")
             result = wrk(
-                url["ES256"], duration=plan.duration, connections=1, bodies_file=bodies, **common
+                url["ES256"],
+                duration=plan.duration,
+                connections=1,
+                bodies_file=bodies,
+                pid=int(servers["sts-ES256"].process.pid),
+                **common,
             )
-            plan.log(
-                f"  sts ES256  c1  rep {rep + 1}: {result.requests_per_sec:7.0f} exchanges/s "
-                f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms"
-            )
+            plan.log(f"  sts ES256  c1  rep {rep + 1}: {result.describe()}")
             sequential.append(result.as_dict())
-            client = anyio.run(_client_latency, services["ES256"], 50 if plan.quick else 300)
+            pid = int(servers["sts-ES256"].process.pid)
+            _by_method(plan, services["ES256"], url["ES256"], count, rep, methods, pid)
+            client = anyio.run(_client_latency, services["ES256"], 20 if plan.quick else 300)
             plan.log(
                 f"  TokenExchangeClient sequential rep {rep + 1}: p50 {client['p50_ms']:.2f} ms "
                 f"p99 {client['p99_ms']:.2f} ms"
@@ -223,7 +326,13 @@ def run(plan: Plan) -> dict[str, Any]:
         return {
             "exchanges_per_sec": summarize([r["requests_per_sec"] for r in results]),
             "p50_ms": summarize([r["p50_ms"] for r in results]),
+            "p90_ms": summarize([r["p90_ms"] for r in results]),
             "p99_ms": summarize([r["p99_ms"] for r in results]),
+            "max_ms": summarize([r["max_ms"] for r in results]),
+            "server_cpu_us_per_request": summarize(
+                [r["server_cpu_us_per_request"] for r in results if r["server_cpu_us_per_request"]]
+            ),
+            "loadavg_1min": [r["loadavg_1min"] for r in results],
             "bad_responses": sum(r["non_2xx"] + r["errors"] for r in results),
             "reused_inputs": sum(r["reused"] for r in results),
             "runs": results,
@@ -237,6 +346,25 @@ def run(plan: Plan) -> dict[str, Any]:
             "p50_ms": summarize([c["p50_ms"] for c in client_runs]),
             "p99_ms": summarize([c["p99_ms"] for c in client_runs]),
             "runs": client_runs,
+        },
+        "by_client_auth": {
+            "private_key_jwt_c16": stats(methods["private_key_jwt_c16"]),
+            "client_secret_basic_c16": stats(methods["client_secret_basic_c16"]),
+            "private_key_jwt_c1": stats(sequential),
+            "client_secret_basic_c1": stats(methods["client_secret_basic_c1"]),
+        },
+        "client_auth_ratios": {
+            "client_secret_basic_vs_private_key_jwt_c16": summarize(
+                [
+                    s["requests_per_sec"] / p["requests_per_sec"]
+                    for s, p in zip(
+                        methods["client_secret_basic_c16"],
+                        methods["private_key_jwt_c16"],
+                        strict=True,
+                    )
+                    if p["requests_per_sec"]
+                ]
+            ),
         },
         "delegated_token_bytes": token_sizes,
         "profile": profile,

@@ -7,6 +7,8 @@
 -- BENCH_CONTENT_TYPE Content-Type header
 -- BENCH_HEADERS      extra headers as a flat JSON object of strings {"A2A-Version": "1.0"}
 -- BENCH_EXPECT       a substring every response body must contain (else counted as an error)
+-- BENCH_THREADS      wrk's thread count: with several threads, each sends its own share of
+--                    the bodies / Authorization values (thread i sends lines i, i+T, ...)
 --
 -- Prints "bench-status-errors N" and "bench-reused N" at the end.
 
@@ -14,6 +16,7 @@ local threads = {}
 
 function setup(thread)
    table.insert(threads, thread)
+   thread:set("thread_id", #threads)
 end
 
 local function read_all(path)
@@ -49,6 +52,7 @@ local bodies = nil
 local auths = nil
 local static_request = nil
 local index = 0
+local stride = 1
 local expect = nil
 status_errors = 0
 reused = 0
@@ -76,6 +80,8 @@ function init(args)
    if auth_file ~= nil and #auth_file > 0 then
       auths = read_lines(auth_file)
    end
+   stride = tonumber(os.getenv("BENCH_THREADS") or "1") or 1
+   index = (thread_id or 1) - 1 - stride  -- the first request() moves to line thread_id
    expect = os.getenv("BENCH_EXPECT")
    if expect ~= nil and #expect == 0 then
       expect = nil
@@ -89,20 +95,20 @@ function request()
    if static_request ~= nil then
       return static_request
    end
-   index = index + 1
+   index = index + stride
    local b = body
    local headers = wrk.headers
    if bodies ~= nil then
-      if index > #bodies then
+      if index >= #bodies then
          reused = reused + 1
       end
-      b = bodies[((index - 1) % #bodies) + 1]
+      b = bodies[(index % #bodies) + 1]
    end
    if auths ~= nil then
-      if index > #auths then
+      if index >= #auths then
          reused = reused + 1
       end
-      headers["Authorization"] = auths[((index - 1) % #auths) + 1]
+      headers["Authorization"] = auths[(index % #auths) + 1]
    end
    return wrk.format("POST", nil, headers, b)
 end

@@ -649,6 +649,8 @@ class TokenEndpoint:
 
 def _audience_of(subject_token: str, agent: RegisteredAgent) -> str:
     """The agent resource the subject token is checked against (it may have several)."""
+    if not agent.resources:  # one resource: nothing to pick, no payload to decode
+        return agent.resource
     try:
         _, unverified = decode_unverified(subject_token)
     except InvalidTokenError:
