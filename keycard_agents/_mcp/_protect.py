@@ -46,7 +46,7 @@ from keycard_agents._agent._grant import (
     ResourceError,
     error_of,
 )
-from keycard_agents._errors import ConfigurationError, KeycardError
+from keycard_agents._errors import ConfigurationError, InvalidTokenError, KeycardError
 from keycard_agents._jose._principal import Principal
 from keycard_agents._logs import get_logger
 from keycard_agents._oauth._credentials import (
@@ -429,6 +429,13 @@ class _Guard:
             principal, token = await self._provider.authenticate(headers)
         except KeycardError as exc:
             failure = auth_failure(exc, resource_metadata_url=self._provider.metadata_url)
+            check = exc.check if isinstance(exc, InvalidTokenError) else type(exc).__name__
+            logger.info(
+                "MCP request to %s refused: %d (%s)",
+                self._provider.resource,
+                failure.status_code,
+                check,
+            )
             body: dict[str, str] = {"error_description": failure.message}
             if failure.error is not None:
                 body = {"error": failure.error, **body}

@@ -2,11 +2,12 @@
 
 Each skill becomes a tool whose input schema is the skill's. Over streamable HTTP, bearer
 tokens (RFC 6750 §2.1) are verified by the agent's own verifier with the MCP endpoint's
-resource as audience (RFC 8707, RFC 9068 §4), the endpoint publishes RFC 9728 metadata,
-and the SDK's ``validate_token_resource`` check is on. A tool call runs the skill as an
-A2A task in the agent's :class:`~keycard_agents.runtime.TaskRuntime`, so the skill sees the same
-:class:`~keycard_agents.Principal` (user, ``act`` chain, scopes) as over A2A and its own
-downstream calls are delegated as usual.
+resource as audience (RFC 8707, RFC 9068 §4) in front of the endpoint (the same front as
+:class:`~keycard_agents.mcp.AuthProvider`: RFC 6750 challenges, CORS), and the endpoint
+publishes RFC 9728 metadata listing the scopes the whole chain needs. A tool call runs the
+skill as an A2A task in the agent's :class:`~keycard_agents.runtime.TaskRuntime`, so the
+skill sees the same :class:`~keycard_agents.Principal` (user, ``act`` chain, scopes) as over
+A2A and its own downstream calls are delegated as usual.
 
 Over stdio there is no transport to carry a token: pass ``stdio_token`` (a token issued
 for ``resource``, verified like an HTTP bearer token) to act as that user; without it
@@ -28,22 +29,17 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import mcp_types
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import UrlElicitationRequiredError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from keycard_agents._a2a.errors import A2AError
 from keycard_agents._a2a.types import Message, Part, Role, SendMessageRequest, Task, TaskState
 from keycard_agents._agent._agent import Agent, Skill
-from keycard_agents._agent._card import protected_resource_metadata
+from keycard_agents._agent._card import chain_scopes
 from keycard_agents._agent._context import DelegationProvider
 from keycard_agents._delegation._provider import delegation_for
 from keycard_agents._errors import (
@@ -54,8 +50,8 @@ from keycard_agents._errors import (
 )
 from keycard_agents._jose._principal import Principal
 from keycard_agents._logs import get_logger
+from keycard_agents._mcp._protect import AuthProvider
 from keycard_agents._oauth._resource_server import Caller
-from keycard_agents._oauth._urls import protected_resource_metadata_url
 from keycard_agents._oauth._verifier import TokenVerifier
 from keycard_agents._runtime._runtime import TaskRuntime
 
@@ -84,6 +80,10 @@ class McpBearerVerifier:
     def __init__(self, verifier: BearerVerifier, *, resource: str) -> None:
         self._verifier = verifier
         self.resource = resource
+
+    @property
+    def verifier(self) -> BearerVerifier:
+        return self._verifier
 
     async def principal(self, token: str) -> Principal:
         return await self._verifier.verify(token, audience=self.resource)
@@ -231,7 +231,6 @@ class AgentMcpServer(MCPServer[Any]):
                 if on_close is not None:
                     await on_close()
 
-        auth = None
         if authenticate:
             if bearer is None:
                 raise ConfigurationError("an authenticated MCP server needs a verifier")
@@ -241,18 +240,13 @@ class AgentMcpServer(MCPServer[Any]):
                     "Agent(issuer=...) or pass issuer=",
                     setting="issuer",
                 )
-            auth = AuthSettings(
-                issuer_url=issuer,  # type: ignore[arg-type]  # pydantic coerces the str
-                resource_server_url=bearer.resource,  # type: ignore[arg-type]
-                validate_token_resource=True,
-            )
+        #: Whether :func:`mcp_app` puts bearer authentication in front of the endpoint.
+        self.authenticated = authenticate
         super().__init__(
             name=name or agent.agent_name,
             description=agent.agent_description,
             instructions=instructions,
             version=agent.version,
-            token_verifier=bearer if authenticate else None,
-            auth=auth,
             lifespan=lifespan,
         )
 
@@ -404,36 +398,19 @@ def mcp_app(server: AgentMcpServer, *, path: str = "/mcp", **options: Any) -> St
     """
     app = server.streamable_http_app(streamable_http_path=path, **options)
     bearer = server.bearer
-    if bearer is not None and server.settings.auth is not None:
-        # The SDK's metadata lists only scopes every call requires; ours lists what a
-        # caller needs for the whole chain (RFC 9728 §2 scopes_supported) and names the
-        # issuer exactly as configured (RFC 8414 §3.3 compares it as a string).
-        metadata = protected_resource_metadata(
-            server.agent, resource=bearer.resource, authorization_servers=server.issuers
-        )
-        well_known = urlsplit(protected_resource_metadata_url(bearer.resource)).path
-        app.router.routes[:] = [
-            r for r in app.router.routes if getattr(r, "path", None) != well_known
-        ]
-        app.router.routes.append(
-            Route(well_known, _metadata_endpoint(metadata), methods=["GET", "OPTIONS"])
-        )
-    return app
-
-
-def _metadata_endpoint(metadata: Mapping[str, Any]) -> Callable[[Request], Awaitable[Response]]:
-    cors = {
-        "Access-Control-Allow-Origin": "*",
-        "Access-Control-Allow-Methods": "GET, OPTIONS",
-        "Access-Control-Allow-Headers": "mcp-protocol-version",
-    }
-
-    async def handle(request: Request) -> Response:
-        if request.method == "OPTIONS":
-            return Response(status_code=204, headers=cors)
-        return JSONResponse(metadata, headers={**cors, "Cache-Control": "public, max-age=300"})
-
-    return handle
+    if not server.authenticated or bearer is None:
+        return app
+    # The same front as AuthProvider gives any MCP server: RFC 6750 challenges (none
+    # without a token), CORS, and RFC 9728 metadata listing what a caller needs for the
+    # whole chain (scopes_supported), naming the issuer exactly as configured.
+    provider = AuthProvider(
+        url=bearer.resource,
+        issuer=server.issuers[0],
+        verifier=bearer.verifier,
+        scopes_supported=chain_scopes(server.agent),
+        resource_name=server.agent.agent_name,
+    )
+    return provider.app(app)
 
 
 STDIO_TOKEN_ENV = "KEYCARD_AGENTS_MCP_TOKEN"  # noqa: S105 - the variable's name

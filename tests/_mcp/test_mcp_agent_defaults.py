@@ -152,6 +152,11 @@ async def test_mcp_endpoint_metadata_lists_the_whole_chain_scopes(world: World) 
         )
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == "*"
+        # RFC 6750 §3.1: a request without a token gets a challenge without an error.
+        bare = await http.post(world.mcp_url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert bare.status_code == 401
+        metadata_url = f"{world.a2a_url}/.well-known/oauth-protected-resource/mcp"
+        assert bare.headers["www-authenticate"] == f'Bearer resource_metadata="{metadata_url}"'
 
 
 async def test_one_agent_exchanges_tokens_sent_to_either_of_its_resources(world: World) -> None:
