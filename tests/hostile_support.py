@@ -19,6 +19,7 @@ Beta's skills: ``ask`` (scope ``notes.read``) waits for input, ``write`` (scope
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 import uuid
@@ -32,7 +33,7 @@ from joserfc import jws
 
 from keycard_agents import Agent, Context, create_app, skill
 from keycard_agents.auth import SigningKey, TokenVerifier
-from keycard_agents.sts import TokenService, hash_secret, parse_config
+from keycard_agents.sts import TokenService, hash_client_secret, parse_config
 
 STS = "https://sts.hostile.test"
 IDP = "https://idp.hostile.test"
@@ -53,7 +54,9 @@ def b64(data: bytes) -> str:
 
 
 def secret_of(client_id: str) -> str:
-    return f"{client_id}-secret-for-hostile-tests"
+    # A generated-strength secret (256 bits), so the service logs no weak-secret warning
+    # next to the one line each refusal may log.
+    return b64(hashlib.sha256(f"{client_id}-secret-for-hostile-tests".encode()).digest())
 
 
 def nested(depth: int, opener: str = "[", closer: str = "]", inner: str = "1") -> str:
@@ -97,9 +100,7 @@ def _config(delta_key: SigningKey) -> Any:
             "dependencies": deps,
         }
         if "jwks" not in more:
-            entry.update(
-                auth="client_secret", secret_hash=hash_secret(secret_of(client_id), cost=16)
-            )
+            entry.update(auth="client_secret", secret_hash=hash_client_secret(secret_of(client_id)))
         entry.update(more)
         return entry
 
