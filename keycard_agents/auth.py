@@ -26,6 +26,7 @@ from keycard_agents._oauth._credentials import PublishesJwks as PublishesJwks
 from keycard_agents._oauth._discovery import ResourceMetadata as ResourceMetadata
 from keycard_agents._oauth._exchange import ExchangedToken as ExchangedToken
 from keycard_agents._oauth._exchange import ExchangeStats as ExchangeStats
+from keycard_agents._oauth._exchange import SharedTokenCache as SharedTokenCache
 from keycard_agents._oauth._exchange import TokenExchangeClient as TokenExchangeClient
 from keycard_agents._oauth._inspect import TokenReport as TokenReport
 from keycard_agents._oauth._inspect import inspect_token as inspect_token
@@ -45,6 +46,7 @@ __all__ = [
     "KeyStore",
     "PublishesJwks",
     "ResourceMetadata",
+    "SharedTokenCache",
     "SigningKey",
     "StaticKeys",
     "TokenExchangeClient",

@@ -37,14 +37,18 @@ from keycard_agents._redis._tasks import RedisTaskStore as RedisTaskStore  # noq
 from keycard_agents._redis._tasks import (  # noqa: E402
     TaskStoreUnavailableError as TaskStoreUnavailableError,
 )
+from keycard_agents._redis._token_cache import CACHE_KEY_ENV as CACHE_KEY_ENV  # noqa: E402
+from keycard_agents._redis._token_cache import RedisTokenCache as RedisTokenCache  # noqa: E402
 
 __all__ = [
+    "CACHE_KEY_ENV",
     "REDIS_URL_ENV",
     "RUNNER_LOST",
     "RedisConnection",
     "RedisNotInstalledError",
     "RedisSettings",
     "RedisTaskStore",
+    "RedisTokenCache",
     "StoreUnavailableError",
     "TaskStoreUnavailableError",
     "open_redis",

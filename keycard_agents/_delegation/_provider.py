@@ -46,7 +46,11 @@ from keycard_agents._oauth._credentials import (
     credential_from_env,
     resolve_issuer,
 )
-from keycard_agents._oauth._exchange import ExchangedToken, TokenExchangeClient
+from keycard_agents._oauth._exchange import (
+    ExchangedToken,
+    SharedTokenCache,
+    TokenExchangeClient,
+)
 from keycard_agents._oauth._resource_server import Caller
 from keycard_agents._oauth._urls import names_same_server, same_origin
 from keycard_agents._observe._tracing import (
@@ -575,6 +579,7 @@ def delegation_for(
     *,
     http_client: httpx.AsyncClient | None = None,
     credential: ApplicationCredential | None = None,
+    token_cache: SharedTokenCache | None = None,
 ) -> TokenExchangeDelegation:
     """The delegation provider for ``agent``, from its ``credential``, ``exchange`` and
     ``trusted_issuers`` settings.
@@ -586,7 +591,8 @@ def delegation_for(
     it; otherwise when a dependency is first called (an agent that calls nothing needs no
     credential). ``credential`` is used instead of ``agent.credential`` when given
     (``create_app`` passes the one the environment selects, so the keys it publishes are
-    the ones its assertions are signed with).
+    the ones its assertions are signed with). ``token_cache`` is shared with the agent's
+    other replicas by the client built here (docs/replicas.md).
     """
     configured = agent.exchange
     if credential is None:
@@ -609,6 +615,7 @@ def delegation_for(
             # RFC 8414 document); they only apply to the agent's own issuer.
             token_endpoint=agent.token_endpoint if agent.issuer else None,
             metadata_url=agent.metadata_url if agent.issuer else None,
+            token_cache=token_cache,
         )
 
     if configured is None and agent.dependencies:

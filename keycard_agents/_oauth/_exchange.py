@@ -22,8 +22,9 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -70,6 +71,7 @@ __all__ = [
     "TOKEN_EXCHANGE_GRANT",
     "ExchangeStats",
     "ExchangedToken",
+    "SharedTokenCache",
     "TokenExchangeClient",
 ]
 
@@ -108,6 +110,29 @@ class ExchangedToken:
         return self.expires_at - now
 
 
+class SharedTokenCache(Protocol):
+    """Exchanged tokens shared by the replicas of one agent (docs/replicas.md).
+
+    Given one, :class:`TokenExchangeClient` looks there before exchanging and puts every
+    token it obtains there, under a key digesting the issuer, the agent's client id, the
+    grant, the subject token and the target and scopes: a token one replica exchanged is
+    reused by the others (no second exchange at the token service). Identical exchanges
+    in flight are coalesced within a replica only. A shared cache that fails is skipped
+    (the exchange happens): it saves work, it decides nothing. The Redis implementation
+    (encrypted at rest) is ``keycard_agents.redis.RedisTokenCache``.
+    """
+
+    def connected(self) -> AbstractAsyncContextManager[None]:
+        """Hold the cache's connection open (the agent app's lifespan enters it)."""
+        ...
+
+    async def get(self, key: str) -> ExchangedToken | None: ...
+
+    async def put(self, key: str, token: ExchangedToken, *, ttl: float) -> None:
+        """Keep ``token`` for ``ttl`` seconds (until shortly before it must be refreshed)."""
+        ...
+
+
 @dataclass
 class ExchangeStats:
     """Counters for tests and benchmarks."""
@@ -116,6 +141,7 @@ class ExchangeStats:
     http_requests: int = 0  # HTTP attempts to the token endpoint, retries included
     retries: int = 0
     cache_hits: int = 0
+    shared_hits: int = 0  # tokens found in the cache shared with other replicas
     coalesced: int = 0  # callers that waited for an identical request in flight
     metadata_fetches: int = 0
 
@@ -187,6 +213,7 @@ class TokenExchangeClient:
         metadata_url: str | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        token_cache: SharedTokenCache | None = None,
     ) -> None:
         parts = urlsplit(issuer)
         if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
@@ -225,6 +252,8 @@ class TokenExchangeClient:
         self._clock = clock
         self._sleep = sleep
         self._inflight: dict[_CacheKey, _Inflight] = {}
+        #: The cache shared with the agent's other replicas, if any (docs/replicas.md).
+        self.token_cache = token_cache
         self._metadata: dict[str, Any] | None = None
         self._metadata_lock = anyio.Lock()
         self.stats = ExchangeStats()
@@ -391,6 +420,14 @@ class TokenExchangeClient:
         if trace_span is not None:
             trace_span.set_attribute(ATTR_CACHE, "miss")
         try:
+            shared = await self._shared_get(key)
+            if shared is not None:
+                self.stats.shared_hits += 1
+                if trace_span is not None:
+                    trace_span.set_attribute(ATTR_CACHE, "shared")
+                inflight.result = shared
+                self._store(key, shared, not_after=not_after)
+                return shared
             token = await request()
         except Exception as exc:
             inflight.error = exc
@@ -404,7 +441,39 @@ class TokenExchangeClient:
         inflight.result = token
         self.stats.exchanges += 1
         self._store(key, token, not_after=not_after)
+        await self._shared_put(key, token, not_after=not_after)
         return token
+
+    def _shared_key(self, key: _CacheKey) -> str:
+        """The shared cache's key: who asks (issuer, client), for what, for whom (digest)."""
+        raw = "\x1f".join((self.issuer, self.client_id, *key[:3], " ".join(key[3])))
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    async def _shared_get(self, key: _CacheKey) -> ExchangedToken | None:
+        if self.token_cache is None:
+            return None
+        try:
+            token = await self.token_cache.get(self._shared_key(key))
+        except Exception as exc:  # a cache: when it fails, exchange
+            logger.warning("the shared token cache failed (%s); exchanging", type(exc).__name__)
+            return None
+        if token is None or token.expires_at - self._refresh_margin <= self._clock():
+            return None
+        return token
+
+    async def _shared_put(
+        self, key: _CacheKey, token: ExchangedToken, *, not_after: float | None
+    ) -> None:
+        if self.token_cache is None:
+            return
+        expires = token.expires_at if not_after is None else min(token.expires_at, not_after)
+        ttl = expires - self._refresh_margin - self._clock()
+        if ttl <= 0:
+            return
+        try:
+            await self.token_cache.put(self._shared_key(key), token, ttl=ttl)
+        except Exception as exc:
+            logger.warning("the shared token cache failed (%s)", type(exc).__name__)
 
     def _store(self, key: _CacheKey, token: ExchangedToken, *, not_after: float | None) -> None:
         expires = token.expires_at if not_after is None else min(token.expires_at, not_after)

@@ -47,6 +47,7 @@ from keycard_agents._oauth._credentials import (
     bind_to_agent,
     web_identity_from_env,
 )
+from keycard_agents._oauth._exchange import SharedTokenCache
 from keycard_agents._oauth._jwks import TrustedIssuer
 from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier, Caller
 from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_metadata_url_under
@@ -234,10 +235,13 @@ def create_app(
         default_verifier = _default_verifier(agent)
         closers.append(default_verifier.aclose)
         verifier = default_verifier
+    token_cache = _token_cache_from_env() if agent.exchange is None else None
+    if token_cache is None and agent.exchange is not None:
+        token_cache = agent.exchange.token_cache
     if runtime is None:
         # Calls to dependencies use tokens exchanged by the agent's own client; the
         # credential is only looked up when a skill first calls a dependency.
-        delegation = delegation_for(agent, credential=credential)
+        delegation = delegation_for(agent, credential=credential, token_cache=token_cache)
         closers.append(delegation.aclose)
         runtime = TaskRuntime(agent, delegation=delegation, store=store or _store_from_env())
     elif store is not None:
@@ -324,6 +328,8 @@ def create_app(
         async with AsyncExitStack() as stack:
             for close in closers:
                 stack.push_async_callback(close)
+            if token_cache is not None:
+                await stack.enter_async_context(token_cache.connected())
             if isinstance(runtime, ManagedRuntime):
                 await stack.enter_async_context(runtime.running())
             app.state.keycard_runtime = runtime
@@ -356,6 +362,18 @@ def _store_from_env() -> TaskStore | None:
     settings = settings_from_env()
     assert settings is not None
     return RedisTaskStore(settings)
+
+
+def _token_cache_from_env() -> SharedTokenCache | None:
+    """The Redis token cache when ``KEYCARD_REDIS_URL`` and ``KEYCARD_REDIS_CACHE_KEY``
+    are set (docs/replicas.md): tokens are shared only encrypted, under that key."""
+    if not os.environ.get("KEYCARD_REDIS_URL", "").strip():
+        return None
+    if not os.environ.get("KEYCARD_REDIS_CACHE_KEY", "").strip():
+        return None
+    from keycard_agents._redis._token_cache import RedisTokenCache  # the redis extra
+
+    return RedisTokenCache.from_env()
 
 
 def _audit_recorder(
