@@ -32,6 +32,11 @@ from keycard_agents._redis._connection import open_redis as open_redis  # noqa: 
 from keycard_agents._redis._connection import (  # noqa: E402
     settings_from_env as settings_from_env,
 )
+from keycard_agents._redis._sts_state import RedisAuditStore as RedisAuditStore  # noqa: E402
+from keycard_agents._redis._sts_state import (  # noqa: E402
+    RedisServiceState as RedisServiceState,
+)
+from keycard_agents._redis._sts_state import RedisVaultStore as RedisVaultStore  # noqa: E402
 from keycard_agents._redis._tasks import RUNNER_LOST as RUNNER_LOST  # noqa: E402
 from keycard_agents._redis._tasks import RedisTaskStore as RedisTaskStore  # noqa: E402
 from keycard_agents._redis._tasks import (  # noqa: E402
@@ -44,11 +49,14 @@ __all__ = [
     "CACHE_KEY_ENV",
     "REDIS_URL_ENV",
     "RUNNER_LOST",
+    "RedisAuditStore",
     "RedisConnection",
     "RedisNotInstalledError",
+    "RedisServiceState",
     "RedisSettings",
     "RedisTaskStore",
     "RedisTokenCache",
+    "RedisVaultStore",
     "StoreUnavailableError",
     "TaskStoreUnavailableError",
     "open_redis",

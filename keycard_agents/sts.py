@@ -25,6 +25,7 @@ from keycard_agents._sts._config import DevUser as DevUser
 from keycard_agents._sts._config import Lifetimes as Lifetimes
 from keycard_agents._sts._config import Limits as Limits
 from keycard_agents._sts._config import PublicClient as PublicClient
+from keycard_agents._sts._config import RedisConfig as RedisConfig
 from keycard_agents._sts._config import RegisteredAgent as RegisteredAgent
 from keycard_agents._sts._config import RegisteredResource as RegisteredResource
 from keycard_agents._sts._config import RegistrationConfig as RegistrationConfig
@@ -69,6 +70,7 @@ __all__ = [
     "MemoryClientStore",
     "MemoryVaultStore",
     "PublicClient",
+    "RedisConfig",
     "RegisteredAgent",
     "RegisteredClient",
     "RegisteredResource",

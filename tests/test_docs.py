@@ -585,6 +585,7 @@ def test_configuration_lists_every_token_service_key() -> None:
         "[registration] key": sts.RegistrationConfig,
         "[[connections]] key": sts.ConnectionConfig,
         "[vault] key": sts.VaultConfig,
+        "[redis] key": sts.RedisConfig,
     }
     sections = {
         "lifetimes",
@@ -598,6 +599,7 @@ def test_configuration_lists_every_token_service_key() -> None:
         "registration",
         "connections",
         "vault",
+        "redis",
     }
     for first, model in models.items():
         expected = {

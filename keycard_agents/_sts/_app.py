@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from keycard_agents._audit._sts_records import AuditStore, JsonlAuditStore, MemoryAuditStore
 from keycard_agents._audit._trail import AuditTrail
-from keycard_agents._errors import ConfigurationError, InvalidTokenError
+from keycard_agents._errors import ConfigurationError, InvalidTokenError, StoreUnavailableError
 from keycard_agents._jose._keys import KeyResolver, KeyStore, StaticKeys
 from keycard_agents._logs import get_logger
 from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
@@ -50,6 +50,13 @@ from keycard_agents._sts._connections._vault import (
 )
 from keycard_agents._sts._forms import NO_STORE
 from keycard_agents._sts._registration import REGISTRATION_PATH, RegistrationEndpoint
+from keycard_agents._sts._shared import (
+    PeerKeys,
+    SharedClientStore,
+    SharedServiceState,
+    running_shared,
+    shared_state_from,
+)
 from keycard_agents._sts._token_endpoint import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
@@ -120,6 +127,7 @@ class TokenService:
         leeway: float = 30.0,
         clients: ClientStore | None = None,
         vault_store: VaultStore | None = None,
+        shared: SharedServiceState | None = None,
     ) -> None:
         if config.issuer is None:
             raise ConfigurationError(
@@ -130,6 +138,11 @@ class TokenService:
         self.config = config
         self.issuer: str = config.issuer
         limits = config.limits
+        #: The state replicas share (``[redis]`` / ``KEYCARD_REDIS_URL``), or ``None``.
+        self.shared = shared if shared is not None else shared_state_from(config)
+        if audit is None and self.shared is not None:
+            sink = JsonlAuditStore(config.audit_file) if config.audit_file is not None else None
+            audit = self.shared.audit_store(sink=sink, max_records=limits.audit_issued)
         if audit is None:
             audit = (
                 JsonlAuditStore(config.audit_file)
@@ -148,7 +161,7 @@ class TokenService:
             names={url: a.client_id for a in config.agents for url in a.all_resources},
         )
         #: Every check of a secret, password or admin token: throttled, off the event loop.
-        self.guard = CredentialGuard(limits, clock=clock)
+        self.guard = CredentialGuard(limits, clock=clock, shared=self.shared)
         self.audit_page: AuditPage | None = None
         if config.admin is not None:
             self.audit_page = AuditPage(
@@ -159,6 +172,7 @@ class TokenService:
                 guard=self.guard,
             )
         self._clock = clock
+        self._peers = None if self.shared is None else PeerKeys(self.shared, self.issuer, clock)
         self._keys = self._open_keys()
         first = self._keys.current  # generate (and persist) the first key now, not mid-request
         logger.debug("signing key %s", first.kid)
@@ -190,6 +204,8 @@ class TokenService:
                 )
         self.minter = TokenMinter(issuer=self.issuer, keys=lambda: self.keys, clock=clock)
         #: Clients registered at run time (RFC 7591); see ``[registration]``.
+        if clients is None and self.shared is not None:
+            clients = SharedClientStore(self.shared)
         self.client_store: ClientStore = clients if clients is not None else _client_store(config)
         public = PublicClients(config, self.client_store)
         self.registration: RegistrationEndpoint | None = None
@@ -198,12 +214,19 @@ class TokenService:
                 config=config, store=self.client_store, guard=self.guard, clock=clock
             )
         self.login = LoginFlow(
-            config=config, issuer=self.issuer, clock=clock, guard=self.guard, clients=public
+            config=config,
+            issuer=self.issuer,
+            clock=clock,
+            guard=self.guard,
+            clients=public,
+            shared=self.shared,
         )
         #: The users' upstream tokens (``None`` when no connections are configured).
         self.connections: Connections | None = None
         self.vault: TokenVault | None = None
         if config.connections:
+            if vault_store is None and self.shared is not None:
+                vault_store = self.shared.vault_store()
             self.vault = self._open_vault(vault_store)
             self.connections = Connections(
                 connections=config.connections,
@@ -222,6 +245,7 @@ class TokenService:
             guard=self.guard,
             leeway=leeway,
             clients=public,
+            shared=self.shared,
         )
         self.token_endpoint = TokenEndpoint(
             config=config,
@@ -286,7 +310,16 @@ class TokenService:
         return self._keys
 
     def _own_resolver(self) -> KeyResolver:
-        return self.keys.resolver(self.issuer)
+        own = self.keys.resolver(self.issuer)
+        return own if self._peers is None else self._peers.resolver(own)
+
+    def public_jwks(self) -> dict[str, Any]:
+        """This replica's published keys, and those its peers published (``/jwks.json``)."""
+        jwks = self.keys.public_jwks()
+        if self._peers is None:
+            return jwks
+        kids = {k.get("kid") for k in jwks["keys"]}
+        return {"keys": [*jwks["keys"], *(k for k in self._peers.jwks if k.get("kid") not in kids)]}
 
     def _keys_for_agent(self, agent: RegisteredAgent) -> KeyResolver:
         return self._agent_keys[agent.client_id]
@@ -377,7 +410,14 @@ class TokenService:
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
             try:
-                yield
+                if self.shared is None or self._peers is None:
+                    yield
+                else:
+                    retention = self.config.longest_lifetime()
+                    async with running_shared(
+                        self.shared, self._peers, self.keys.public_jwks, retention
+                    ):
+                        yield
             finally:
                 await self.aclose()
 
@@ -393,7 +433,7 @@ class TokenService:
             return JSONResponse(self.metadata(), headers={"Cache-Control": "max-age=300"})
 
         async def jwks(request: Request) -> Response:
-            return JSONResponse(self.keys.public_jwks(), headers={"Cache-Control": "max-age=60"})
+            return JSONResponse(self.public_jwks(), headers={"Cache-Control": "max-age=60"})
 
         routes: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str]]] = [
             (AUTHORIZATION_SERVER_WELL_KNOWN, metadata, ["GET"]),
@@ -437,6 +477,21 @@ def _guard(
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
+        except StoreUnavailableError as exc:
+            # Fail closed: without the shared state nothing can be checked (a replayed
+            # assertion, a used code), so nothing is accepted; retry shortly.
+            logger.warning(
+                "shared state unavailable in %s %s: %s", request.method, request.url.path, exc
+            )
+            return JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "the token service's shared store is unavailable; "
+                    "retry shortly",
+                },
+                status_code=503,
+                headers={**NO_STORE, "Retry-After": "1"},
+            )
         except Exception as exc:
             incident = uuid.uuid4().hex[:12]
             logger.error(

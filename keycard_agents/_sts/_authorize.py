@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from keycard_agents._oauth._pkce import pkce_challenge
 from keycard_agents._sts._client_store import PublicClients
 from keycard_agents._sts._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import Form, read_form, retry_after_header
+from keycard_agents._sts._shared import SharedServiceState
 from keycard_agents._sts._throttle import (
     CredentialGuard,
     DummyHash,
@@ -185,8 +187,10 @@ class LoginFlow:
         clock: Callable[[], float],
         guard: CredentialGuard | None = None,
         clients: PublicClients | None = None,
+        shared: SharedServiceState | None = None,
     ) -> None:
         self._config = config
+        self._shared = shared
         self._issuer = issuer
         self._clock = clock
         self._clients = clients if clients is not None else PublicClients(config)
@@ -203,6 +207,41 @@ class LoginFlow:
             per_user=limits.pending_signins_per_user,
             per_client=limits.pending_signins_per_client,
         )
+
+    # -- codes: in memory, or shared by the replicas (single use across them) -------------
+
+    async def _issue(self, grant: AuthCode) -> str:
+        if self._shared is None:
+            return self.codes.issue(grant)
+        code = secrets.token_urlsafe(32)
+        limits = self._config.limits
+        kept = await self._shared.put_code(
+            CodeStore._key(code),
+            json.dumps({**grant.__dict__, "scopes": list(grant.scopes)}).encode(),
+            expires_at=grant.expires_at,
+            now=self._clock(),
+            user=grant.username,
+            per_user=limits.pending_signins_per_user,
+            client=grant.client_id,
+            per_client=limits.pending_signins_per_client,
+        )
+        if not kept:
+            raise OAuthError(
+                "temporarily_unavailable",
+                f"too many pending sign-ins for client {grant.client_id!r}: retry in a minute",
+                status_code=503,
+            )
+        return code
+
+    async def _consume(self, code: str) -> AuthCode | None:
+        if self._shared is None:
+            return self.codes.consume(code)
+        raw = await self._shared.take_code(CodeStore._key(code))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        grant = AuthCode(**{**data, "scopes": tuple(data["scopes"])})
+        return grant if grant.expires_at > self._clock() else None
 
     # -- the authorization endpoint -------------------------------------------------------
 
@@ -254,7 +293,7 @@ class LoginFlow:
                     f"user {user.username!r} holds none of the requested scopes for "
                     f"{req.resource}: grant them in users[{user.username}].scopes",
                 )
-            code = self.codes.issue(
+            code = await self._issue(
                 AuthCode(
                     client_id=client.client_id,
                     redirect_uri=redirect_uri,
@@ -380,7 +419,7 @@ class LoginFlow:
         redirect_uri = form.require("redirect_uri")
         verifier = form.get("code_verifier")
         resources = form.all("resource")
-        grant = self.codes.consume(code)
+        grant = await self._consume(code)
         if grant is None:
             raise OAuthError(
                 "invalid_grant", "the code is unknown, expired or already used: sign in again"

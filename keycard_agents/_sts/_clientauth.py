@@ -32,6 +32,7 @@ from keycard_agents._sts._client_store import PublicClients
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import ClientAuthError, Form
 from keycard_agents._sts._secrets import WeakSecretError, hash_client_secret, is_fast_hash
+from keycard_agents._sts._shared import SharedServiceState
 from keycard_agents._sts._throttle import CredentialGuard, DummyHash, request_source
 
 __all__ = [
@@ -133,8 +134,10 @@ class ClientAuthenticator:
         guard: CredentialGuard | None = None,
         leeway: float = 30.0,
         clients: PublicClients | None = None,
+        shared: SharedServiceState | None = None,
     ) -> None:
         self._config = config
+        self._shared = shared
         self._public = clients if clients is not None else PublicClients(config)
         self._issuer = issuer
         self._clock = clock
@@ -308,7 +311,11 @@ class ClientAuthenticator:
         jti = verified["jti"]
         if not isinstance(jti, str) or not jti:
             raise _invalid_client("client_assertion 'jti' must be a non-empty string")
-        if not self.replay.check_and_remember(client_id, jti, exp + self._leeway):
+        if self._shared is not None:  # one jti, once, over all replicas
+            fresh = await self._shared.first_use(client_id, jti, exp + self._leeway)
+        else:
+            fresh = self.replay.check_and_remember(client_id, jti, exp + self._leeway)
+        if not fresh:
             raise _invalid_client(
                 f"client_assertion jti {jti[:64]!r} was already used: "
                 "sign a fresh assertion (new jti) for every request"

@@ -36,6 +36,7 @@ __all__ = [
     "Lifetimes",
     "Limits",
     "PublicClient",
+    "RedisConfig",
     "RegisteredAgent",
     "RegisteredResource",
     "RegistrationConfig",
@@ -324,6 +325,20 @@ class RegistrationConfig(_Model):
         return self.initial_access_token_hash is not None or bool(self.allowed_redirect_uris)
 
 
+class RedisConfig(_Model):
+    """The Redis that replicas of the token service share (docs/replicas.md).
+
+    ``url`` is ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://``; every key
+    starts with ``prefix``; ``timeout`` bounds connecting and each command (seconds).
+    Without this section, ``KEYCARD_REDIS_URL`` selects Redis; without either, each
+    replica keeps its state in memory.
+    """
+
+    url: str = Field(min_length=1, max_length=2000)
+    prefix: str = Field(default="keycard", min_length=1, max_length=100)
+    timeout: float = Field(default=5.0, gt=0, le=60)
+
+
 class AdminConfig(_Model):
     """The operator's credential for the read-only audit page (``/audit``).
 
@@ -363,6 +378,7 @@ class TokenServiceConfig(_Model):
     registration: RegistrationConfig = RegistrationConfig()
     connections: tuple[ConnectionConfig, ...] = ()
     vault: VaultConfig = VaultConfig()
+    redis: RedisConfig | None = None
 
     @field_validator("issuer")
     @classmethod

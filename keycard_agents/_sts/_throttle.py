@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -28,6 +29,9 @@ from keycard_agents._errors import OAuthError
 
 from ._config import Limits
 from ._secrets import dummy_hash_like, dummy_is_fast, is_fast_hash, verify_secret
+
+if TYPE_CHECKING:
+    from ._shared import SharedServiceState
 
 __all__ = [
     "CredentialGuard",
@@ -157,8 +161,17 @@ def _check_hash(presented: str, stored: str | None, dummy: DummyHash) -> bool:
 class CredentialGuard:
     """Throttled, off-the-event-loop checks of secrets against stored hashes."""
 
-    def __init__(self, limits: Limits, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        clock: Callable[[], float],
+        shared: SharedServiceState | None = None,
+    ) -> None:
         self.limits = limits
+        #: With replicas, failed attempts are counted in the shared state (all replicas).
+        self._shared = shared
+        self._clock = clock
         self._by_source = FailureThrottle(
             limit=limits.failed_auth_per_source, window=limits.failed_auth_window, clock=clock
         )
@@ -221,6 +234,8 @@ class CredentialGuard:
         :class:`TooManyAttemptsError` (429, or 503 when too many checks wait already).
         """
         keys = self._keys(account, source)
+        if self._shared is not None:
+            return await self._check_shared(verify, account=account, source=source)
         wait = max(throttle.wait(key) for throttle, key in keys)
         if wait > 0:
             # Answer late: a guesser that waits for each answer (they all do) slows down to
@@ -238,4 +253,35 @@ class CredentialGuard:
         if ok:
             for throttle, key in keys:
                 throttle.give_back(key)
+        return ok
+
+    async def _check_shared(
+        self, verify: Callable[[], bool], *, account: str, source: str | None
+    ) -> bool:
+        """:meth:`check`, with the buckets in the shared state (every replica's failures)."""
+        limits = self.limits
+        buckets = [(f"account:{account}", limits.failed_auth_per_account)]
+        if source is not None:
+            buckets.append((f"source:{source}", limits.failed_auth_per_source))
+        shared = self._shared
+        assert shared is not None
+        window = limits.failed_auth_window
+
+        async def step(name: str, limit: int, what: str) -> float:
+            return await shared.bucket(
+                name, limit=limit, window=window, now=self._clock(), step=what
+            )
+
+        wait = max([await step(name, limit, "wait") for name, limit in buckets])
+        if wait > 0:
+            await anyio.sleep(self.limits.throttle_delay)
+            raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
+        if self.waiting >= self.limits.hash_queue:
+            raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+        for name, limit in buckets:
+            await step(name, limit, "take")
+        ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+        if ok:
+            for name, limit in buckets:
+                await step(name, limit, "give_back")
         return ok

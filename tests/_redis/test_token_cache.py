@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from sts_support import B, ISSUER, SECRET_B, open_world
+from sts_support import ISSUER, SECRET_B, B, open_world
 
 from keycard_agents import ClientSecret
 from keycard_agents.auth import TokenExchangeClient

@@ -1,0 +1,199 @@
+"""Two replicas of the token service sharing a real Redis (single server and Cluster).
+
+Each replica has its own signing keys (no shared key directory), its own memory, and
+the same configuration; what one accepted, the other must know.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from redis_support import RedisServer
+from sts_support import (
+    AT,
+    EXCHANGE,
+    ISSUER,
+    JWT_BEARER,
+    REDIRECT,
+    VERIFIER,
+    A,
+    B,
+    Clock,
+    World,
+    claims_of,
+    make_config,
+)
+
+from keycard_agents.redis import RedisServiceState, RedisSettings
+from keycard_agents.sts import TokenService, pkce_challenge
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def two_replicas(
+    url: str, *, wait: float = 5.0, **overrides: Any
+) -> AsyncIterator[tuple[World, World]]:
+    """Two services, one configuration, one Redis (``wait``: its command timeout)."""
+    config, keys = make_config(**overrides)
+    clock = Clock()
+    settings = RedisSettings(url, timeout=wait)
+    one, two = (TokenService(config, clock=clock, shared=RedisServiceState(settings)) for _ in "12")
+    async with (
+        one.app.router.lifespan_context(one.app),
+        two.app.router.lifespan_context(two.app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=one.app), base_url=ISSUER) as c1,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=two.app), base_url=ISSUER) as c2,
+    ):
+        yield (
+            World(service=one, client=c1, clock=clock, keys=keys),
+            World(service=two, client=c2, clock=clock, keys=keys),
+        )
+
+
+def exchange_form(world: World, subject: str, assertion: str) -> dict[str, str]:
+    return {
+        "grant_type": EXCHANGE,
+        "subject_token": subject,
+        "subject_token_type": AT,
+        "resource": B,
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": assertion,
+    }
+
+
+async def test_an_assertion_used_on_one_replica_is_refused_on_the_other(redis_url: str) -> None:
+    async with two_replicas(redis_url) as (one, two):
+        subject = one.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
+        assertion = one.assertion("a")
+        first = await one.post_token(exchange_form(one, subject, assertion))
+        assert first.status_code == 200, first.text
+        again = await two.post_token(exchange_form(two, subject, assertion))
+        assert again.status_code == 401
+        assert "already used" in again.json()["error_description"]
+        # A fresh assertion is fine on either; the subject signed by replica 1 verifies
+        # on replica 2 (its keys are published to every replica).
+        fresh = await two.post_token(exchange_form(two, subject, two.assertion("a")))
+        assert fresh.status_code == 200, fresh.text
+        kids = {k["kid"] for k in (await two.client.get("/jwks.json")).json()["keys"]}
+        assert one.service.keys.current.kid in kids
+        assert two.service.keys.current.kid in kids
+        assert one.service.keys.current.kid != two.service.keys.current.kid
+
+
+async def test_an_authorization_code_is_used_once_across_replicas(redis_url: str) -> None:
+    async with two_replicas(redis_url) as (one, two):
+        code = await one.sign_in()
+        redeem = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": "app",
+            "code_verifier": VERIFIER,
+        }
+        first = await two.post_token(redeem)
+        assert first.status_code == 200, first.text
+        assert claims_of(first.json()["access_token"])["sub"] == "alice"
+        replayed = await one.post_token(redeem)
+        assert replayed.status_code == 400
+        assert replayed.json()["error"] == "invalid_grant"
+
+
+async def test_failed_attempts_count_across_replicas_and_audit_is_shared(redis_url: str) -> None:
+    limits = {"failed_auth_per_account": 3, "failed_auth_per_source": 1000}
+    async with two_replicas(redis_url, limits=limits) as (one, two):
+        bad = {"grant_type": "client_credentials", "client_id": "b", "client_secret": "nope"}
+        for world in (one, two, one):
+            assert (await world.post_token(bad)).status_code == 401
+        throttled = await two.post_token(bad)
+        assert throttled.status_code == 429
+        assert throttled.json()["error"] == "temporarily_unavailable"
+        # Both replicas' records are in one trail, queryable by user and txn on either.
+        subject = one.service.issue_user_token(
+            "alice", audience=A, scopes=["read"], may_act="a", txn="txn-shared"
+        )
+        ok = await two.post_token(exchange_form(two, subject, two.assertion("a")))
+        assert ok.status_code == 200, ok.text
+        by_txn = await one.service.audit.query(txn="txn-shared")
+        assert [r.decision for r in by_txn] == ["issued"]
+        assert by_txn[0].user == "alice"
+        assert [r.txn for r in await one.service.audit.query(user="alice")] == ["txn-shared"]
+        everything = await two.service.audit.query()
+        assert [r.decision for r in everything].count("denied") == 4
+
+
+async def test_a_client_registered_on_one_replica_signs_in_on_the_other(redis_url: str) -> None:
+    callback = "http://127.0.0.1:45123/callback"
+    policy: dict[str, Any] = {
+        "registration": {"allowed_redirect_uris": ["http://127.0.0.1/callback"]}
+    }
+    async with two_replicas(redis_url, **policy) as (one, two):
+        reply = await one.client.post(
+            "/register",
+            content=json.dumps({"redirect_uris": [callback], "token_endpoint_auth_method": "none"}),
+            headers={"content-type": "application/json"},
+        )
+        assert reply.status_code == 201, reply.text
+        client_id = reply.json()["client_id"]
+        page = await two.client.get(
+            "/authorize",
+            params={
+                "response_type": "code",
+                "client_id": client_id,
+                "redirect_uri": callback,
+                "code_challenge": pkce_challenge(VERIFIER),
+                "code_challenge_method": "S256",
+                "resource": A,
+                "scope": "read",
+            },
+        )
+        assert page.status_code == 200, page.text
+        assert "password" in page.text.lower()
+
+
+async def test_redis_lost_mid_flight_fails_closed_then_recovers(redis_server: RedisServer) -> None:
+    async with two_replicas(redis_server.url, wait=0.5) as (one, two):
+        subject = one.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
+        used = one.assertion("a")
+        assert (await one.post_token(exchange_form(one, subject, used))).status_code == 200
+        code = await one.sign_in()
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)  # Redis stops answering
+        try:
+            with anyio.fail_after(30):
+                for world in (one, two):
+                    fresh = await world.post_token(
+                        exchange_form(world, subject, world.assertion("a"))
+                    )
+                    assert fresh.status_code == 503, fresh.text
+                    assert fresh.json()["error"] == "temporarily_unavailable"
+                    assert fresh.headers["retry-after"] == "1"
+                    replayed = await world.post_token(exchange_form(world, subject, used))
+                    assert replayed.status_code == 503
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        with anyio.fail_after(30):
+            while True:
+                fresh = await two.post_token(exchange_form(two, subject, two.assertion("a")))
+                if fresh.status_code != 503:
+                    break
+                await anyio.sleep(0.2)
+        assert fresh.status_code == 200, fresh.text
+        replayed = await two.post_token(exchange_form(two, subject, used))
+        assert replayed.status_code == 401  # still remembered: nothing was forgotten
+        redeem = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": "app",
+            "code_verifier": VERIFIER,
+        }
+        assert (await two.post_token(redeem)).status_code == 200
+        assert (await one.post_token(redeem)).status_code == 400
