@@ -28,6 +28,7 @@ from keycard_agents._errors import (
     InvalidTokenError,
     IssuerUnreachableError,
     OAuthError,
+    StoreUnavailableError,
 )
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver, KeyStore
@@ -69,6 +70,7 @@ from keycard_agents._sts._policy import (
     subject_audience,
     subject_identifier,
 )
+from keycard_agents._sts._throttle import TooManyAttemptsError
 
 from ._targets import requested_targets
 
@@ -276,6 +278,13 @@ class TokenEndpoint:
                 )
         except OAuthError as exc:
             return await self._deny(trail, exc)
+        except StoreUnavailableError as exc:  # replicas' shared state away: fail closed, 503
+            unavailable = TooManyAttemptsError(
+                "the token service's shared store is unavailable; retry shortly",
+                retry_after=1,
+                status_code=503,
+            )
+            return await self._deny(trail, unavailable, audit=False, why=str(exc))
         except Exception as exc:  # a bug or a failing store: one line and a plain 500
             why = f"internal error: {type(exc).__name__}"
             audit = not isinstance(exc, _AuditFailed)
@@ -344,6 +353,8 @@ class TokenEndpoint:
     async def _append(self, record: AuditRecord) -> None:
         try:
             await self._audit.append(record)
+        except StoreUnavailableError:
+            raise  # the shared store is away: the service answers 503 (fail closed)
         except Exception as exc:
             raise _AuditFailed(type(exc).__name__) from exc
 
