@@ -40,6 +40,7 @@ from keycard_agents.testing import mock_access_context
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # third-party import-time notices
     fastmcp = pytest.importorskip("fastmcp", minversion="4.1.0")
+    from fastmcp.client.auth import OAuth as FastMCPOAuth
 
 pytestmark = pytest.mark.anyio
 
@@ -477,3 +478,32 @@ async def test_mock_access_context_drives_plain_tools() -> None:
         assert "access" not in inspect.signature(both).parameters
     finally:
         await auth.aclose()
+
+
+class ScriptedFastMCPOAuth(FastMCPOAuth):
+    """FastMCP's own OAuth client, with our scripted browser instead of a real one."""
+
+    def __init__(self, url: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "in-memory token storage"
+            super().__init__(mcp_url=url, callback_host="127.0.0.1")
+        self.browser = Browser()
+
+    async def redirect_handler(self, authorization_url: str) -> None:
+        await self.browser.open(authorization_url)
+
+    async def callback_handler(self) -> AuthorizationCodeResult:
+        return await self.browser.callback()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # FastMCP's client is asyncio-only
+@pytest.mark.parametrize("server", ["sdk", "fastmcp"])
+async def test_fastmcp_client_signs_in_too(world: World, server: str) -> None:
+    url = world.sdk_url if server == "sdk" else world.fast_url
+    auth = ScriptedFastMCPOAuth(url)
+    async with fastmcp.Client(url, auth=auth) as client:
+        result = await client.call_tool("notes", {})
+    notes = json.loads(result.content[0].text)
+    assert notes["for"] == "alice"
+    assert notes["act"]["sub"] == ("notes-mcp" if server == "sdk" else "fast-mcp")
+    assert len(auth.browser.opened) == 1  # one sign-in, after registering itself
