@@ -31,7 +31,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BENCH_PACKAGES = ["matplotlib>=3.7", "py-spy>=0.3"]
-FIGURES = ("verify", "http", "sts", "chain", "memory", "abuse")
+FIGURES = ("verify", "http", "sts", "chain", "memory", "abuse", "connections")
 
 
 # ----------------------------------------------------------------------------- bootstrap

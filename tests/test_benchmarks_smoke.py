@@ -37,7 +37,8 @@ def test_quick_run_writes_results_and_report(tmp_path: Path) -> None:
     assert results["mode"] == "quick"
     assert results["errors"] == {}
     has_wrk = shutil.which("wrk") is not None
-    expected = {"verify", "chain", "memory", "abuse"} | ({"http", "sts"} if has_wrk else set())
+    expected = {"verify", "chain", "memory", "abuse", "connections"}
+    expected |= {"http", "sts"} if has_wrk else set()
     assert set(results["figures"]) == expected
     assert set(results["skipped"]) == ({"http", "sts"} - expected)
     assert results["machine"]["cpu_count"] >= 1
@@ -48,6 +49,9 @@ def test_quick_run_writes_results_and_report(tmp_path: Path) -> None:
     assert len(chain["token_bytes_per_hop"]) == 5
     assert chain["token_bytes_per_hop"] == sorted(chain["token_bytes_per_hop"])
     assert figures["memory"]["bounds_hold"] is True
+    connections = figures["connections"]
+    assert connections["bad_responses"] == 0
+    assert connections["connection_exchange_ms"]["p50"] > 0
     for name, variant in figures["abuse"]["variants"].items():
         for run in variant["runs"]:  # every attack was answered, none accepted, none 5xx
             assert run["attack_requests"] > 0, name

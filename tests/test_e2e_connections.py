@@ -44,6 +44,7 @@ from keycard_agents import (
     task_result,
 )
 from keycard_agents.a2a import TaskState, auth_required
+from keycard_agents.audit import render_text
 from keycard_agents.sts import TokenService, hash_secret, parse_config
 from keycard_agents.testing import free_loopback_socket, serve_on_loopback
 
@@ -233,3 +234,13 @@ async def test_connect_resume_refresh_disconnect_reconnect(deployment: Deploymen
     assert "connection:disconnect" in events
     txn = {r.txn for r in records if r.grant_type == "connection:connect"}
     assert None not in txn  # the connect records join the chains that needed them
+    # The delegation tree shows the third-party hop as such.
+    chains = [r.txn for r in records if r.connection == "github" and r.decision == "issued"]
+    chain = chains[0]
+    assert chain is not None
+    tree = await d.sts.trail.tree(chain)
+    hops = [h for h in tree.walk() if h.connection == "github"]
+    assert [h.path[1:] for h in hops] == [("front", "middle", d.api)]
+    assert hops[0].jti is not None
+    assert hops[0].jti.startswith("sha256:")
+    assert "[third-party API, connection github]" in render_text(tree)

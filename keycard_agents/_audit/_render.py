@@ -123,6 +123,8 @@ def render_text(tree: DelegationTree, *, colour: bool = False) -> str:
         name = paint(_clean(hop.target), "bold")
         if hop.resource and hop.resource != hop.target:
             name += paint(f" ({_clean(hop.resource)})", "dim")
+        if hop.connection:
+            name += paint(f" [third-party API, connection {_clean(hop.connection)}]", "dim")
         head = f"{paint(_MARK[status], status)} {name}  {paint(describe(hop), status)}"
         if hop.scopes_granted is not None:
             head += f"  [{_clean(_scopes(hop.scopes_granted))}]"

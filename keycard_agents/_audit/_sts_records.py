@@ -53,6 +53,9 @@ class AuditRecord(BaseModel):
     error: str | None = None
     reason: str | None = None
     jti: str | None = None
+    connection: str | None = None
+    """For an exchange answered with a user's third-party token: the connection's name
+    (``jti`` is then the upstream token's ``sha256:`` thumbprint, not one of ours)."""
     repeated: int = 1
     """How many identical denials this record stands for (unauthenticated denials that
     repeat within the in-memory store's coalescing window are kept once)."""

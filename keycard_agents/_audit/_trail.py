@@ -50,6 +50,7 @@ def entry_from_token_service(record: AuditRecord) -> TrailEntry:
         error=record.error,
         reason=record.reason,
         jti=record.jti,
+        connection=record.connection,
     )
 
 

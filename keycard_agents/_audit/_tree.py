@@ -55,6 +55,7 @@ class TrailEntry:
     error: str | None = None
     reason: str | None = None
     jti: str | None = None
+    connection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -187,6 +188,13 @@ class Hop:
         return value
 
     @property
+    def connection(self) -> str | None:
+        """The connection when this hop reached a third-party API with the user's own
+        upstream token (the token service recorded which)."""
+        value: str | None = self._any("connection")
+        return value
+
+    @property
     def started(self) -> float | None:
         return min((e.time for e in self.entries), default=None)
 
@@ -224,6 +232,7 @@ class Hop:
             "task_id": self.task_id,
             "skill": self.skill,
             "jti": self.jti,
+            "connection": self.connection,
             "started": self.started,
             "ended": self.ended,
             "denied": self.denied,

@@ -144,6 +144,7 @@ class _Trail:
     grant_type: str | None = None
     client_id: str | None = None
     resource: str | None = None
+    connection: str | None = None
     user: str | None = None
     user_issuer: str | None = None
     actors: tuple[str, ...] | None = None
@@ -174,6 +175,7 @@ class _Trail:
             actors=self.actors,
             client_id=self.client_id,
             resource=self.resource,
+            connection=self.connection,
             target=self.target,
             scopes_requested=self.scopes_requested,
             scopes_granted=self.scopes_granted if error is None else None,
@@ -524,6 +526,7 @@ class TokenEndpoint:
                     connection, user=user, requested_scope=requested_scope, txn=trail.txn
                 )
                 trail.scopes_granted, trail.jti = issue.scopes, f"sha256:{issue.thumbprint}"
+                trail.connection = connection.name
                 return issue.payload
             # 6. scope narrowing.
             scopes = parse_scope(claims.get("scope"))
