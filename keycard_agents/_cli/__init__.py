@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from keycard_agents._cli._call import add_call_command
+from keycard_agents._cli._login import add_login_command
 from keycard_agents._cli._trace import add_token_command, add_trace_command
 from keycard_agents._conformance import add_conformance_command
 from keycard_agents._demo import add_demo_command
@@ -27,6 +29,8 @@ COMMANDS: list[Callable[[Any], None]] = [
     add_sts_command,
     add_serve_command,
     add_demo_command,
+    add_login_command,
+    add_call_command,
     add_trace_command,
     add_token_command,
     add_conformance_command,

@@ -13,6 +13,7 @@ Before writing a URL helper elsewhere, look here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "openid_configuration_url",
     "origin",
     "protected_resource_metadata_url",
+    "redirect_uri_registered",
     "resource_metadata_url_under",
     "same_origin",
     "same_resource",
@@ -165,6 +167,38 @@ def identifier_mismatch(stated: object, configured: str, *, what: str = "issuer"
             f"configure {stated!r})"
         )
     return message
+
+
+_LOOPBACK_IPS = frozenset({"127.0.0.1", "::1"})
+
+
+def redirect_uri_registered(uri: str, registered: Sequence[str]) -> bool:
+    """Whether ``uri`` is one of the ``registered`` redirect URIs (RFC 6749 §3.1.2.3:
+    exact string match), except that for a loopback IP redirect URI of a native app any
+    port is allowed (RFC 8252 §7.3): ``http://127.0.0.1:53117/callback`` matches a
+    registered ``http://127.0.0.1/callback``. Scheme, host, path and query still match
+    exactly; ``localhost`` gets no such allowance (RFC 8252 §8.3)."""
+    if uri in registered:
+        return True
+    asked = urlsplit(uri)
+    try:
+        asked.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if asked.scheme != "http" or asked.fragment or asked.hostname not in _LOOPBACK_IPS:
+        return False
+    for candidate in registered:
+        known = urlsplit(candidate)
+        if (
+            known.scheme == "http"
+            and known.hostname == asked.hostname
+            and (known.path, known.query) == (asked.path, asked.query)
+            and not known.fragment
+            and known.username is None
+            and asked.username is None
+        ):
+            return True
+    return False
 
 
 def names_same_server(named: str, issuer: str) -> bool:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from typing import Any
 
+import httpx
+
 from keycard_agents._agent._agent import Agent
 from keycard_agents._errors import ConfigurationError, KeycardError
+from keycard_agents._json import loads_bounded
 from keycard_agents._logs import configure_logging
+from keycard_agents._oauth._urls import discovery_urls, identifier_mismatch
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE
 from keycard_agents._server._serve import serve
 from keycard_agents._server._timeouts import (
@@ -27,6 +32,7 @@ from keycard_agents._server._timeouts import (
 __all__ = [
     "add_serve_arguments",
     "add_serve_command",
+    "discover_token_endpoint",
     "load_agent",
     "run_serve",
 ]
@@ -43,7 +49,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="the agent's canonical URL, the audience of its tokens (http://HOST:PORT)",
     )
     parser.add_argument("--issuer", default=None, help="issuer of the tokens the agent accepts")
-    parser.add_argument("--token-endpoint", default=None, help="the issuer's token endpoint")
+    parser.add_argument(
+        "--token-endpoint",
+        default=None,
+        help="the issuer's token endpoint (default: read from the issuer's RFC 8414 metadata)",
+    )
     parser.add_argument(
         "--backend",
         choices=("asyncio", "trio"),
@@ -130,6 +140,76 @@ def load_agent(
     )
 
 
+#: What the Python API calls a setting, and the option of this command that sets it.
+_FLAGS = {
+    "url": "--url",
+    "issuer": "--issuer",
+    "token_endpoint": "--token-endpoint",
+    "metadata_url": "--issuer",
+    "backend": "--backend",
+    "target": "TARGET",
+}
+
+
+def discover_token_endpoint(issuer: str, *, timeout: float = 10.0) -> str:
+    """The ``token_endpoint`` of ``issuer``'s RFC 8414 metadata (OpenID Connect
+    discovery as the fallback), checking that the metadata names the same issuer."""
+    tried = []
+    for url in discovery_urls(issuer):
+        tried.append(url)
+        try:
+            reply = httpx.get(url, headers={"Accept": "application/json"}, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise ConfigurationError(
+                f"cannot reach --issuer {issuer} to discover its token endpoint "
+                f"({type(exc).__name__} at {url}): start the token service first, or pass "
+                "--token-endpoint URL",
+                setting="issuer",
+            ) from exc
+        if reply.status_code == 404:
+            continue
+        try:
+            metadata = loads_bounded(reply.content) if reply.status_code == 200 else None
+        except ValueError:
+            metadata = None
+        if not isinstance(metadata, dict):
+            raise ConfigurationError(
+                f"--issuer {issuer}: {url} answered HTTP {reply.status_code} without JSON "
+                "metadata; check the URL, or pass --token-endpoint URL",
+                setting="issuer",
+            )
+        if metadata.get("issuer") != issuer:
+            raise ConfigurationError(
+                f"--issuer {issuer}: {identifier_mismatch(metadata.get('issuer'), issuer)} "
+                f"(metadata at {url}, RFC 8414 §3.3); pass the issuer string exactly as the "
+                "token service prints it, including any trailing slash",
+                setting="issuer",
+            )
+        endpoint = metadata.get("token_endpoint")
+        if not isinstance(endpoint, str) or not endpoint:
+            break
+        return endpoint
+    raise ConfigurationError(
+        f"--issuer {issuer} publishes no token_endpoint (tried {' and '.join(tried)}); "
+        "pass --token-endpoint URL",
+        setting="token_endpoint",
+    )
+
+
+def _in_flags(exc: KeycardError) -> str:
+    """The error as the command line says it: options, not Python arguments."""
+    message = str(exc)
+    if isinstance(exc, ConfigurationError) and exc.setting == "issuer":
+        message = message.replace(
+            "pass Agent(issuer=..., token_endpoint=...) or create_app(agent, verifier=...)",
+            "pass --issuer URL (its token endpoint is read from its metadata)",
+        )
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", message)
+        message = re.sub(rf"(?<![\w./-]){name}(?![\w=/-])", flag, message)
+    return message
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run ``keycard-agents serve``; the process exit status."""
 
@@ -139,8 +219,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"keycard-agents serve: --log-level/--log-format: {exc}", file=sys.stderr)
         return 2
     try:
+        token_endpoint = args.token_endpoint
+        if args.issuer is not None and token_endpoint is None:
+            token_endpoint = discover_token_endpoint(args.issuer)
         agent = load_agent(
-            args.target, url=args.url, issuer=args.issuer, token_endpoint=args.token_endpoint
+            args.target, url=args.url, issuer=args.issuer, token_endpoint=token_endpoint
         )
         serve(
             agent,
@@ -155,7 +238,7 @@ def run_serve(args: argparse.Namespace) -> int:
             keep_alive_timeout=args.keep_alive_timeout,
         )
     except KeycardError as exc:
-        print(f"keycard-agents serve: {exc}", file=sys.stderr)
+        print(f"keycard-agents serve: {_in_flags(exc)}", file=sys.stderr)
         return 2
     return 0
 

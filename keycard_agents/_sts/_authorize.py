@@ -24,10 +24,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from keycard_agents._errors import OAuthError
 from keycard_agents._oauth._pkce import pkce_challenge
+from keycard_agents._oauth._urls import redirect_uri_registered
 from keycard_agents._sts._client_store import PublicClients
 from keycard_agents._sts._config import DevUser, PublicClient, RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._forms import Form, read_form, retry_after_header
 from keycard_agents._sts._shared import SharedServiceState
+from keycard_agents._sts._targets import trailing_slash_hint
 from keycard_agents._sts._throttle import (
     CredentialGuard,
     DummyHash,
@@ -324,7 +326,7 @@ class LoginFlow:
             if len(client.redirect_uris) != 1:
                 raise _PageError("redirect_uri is required for this client")
             redirect_uri = client.redirect_uris[0]
-        if redirect_uri not in client.redirect_uris:
+        if not redirect_uri_registered(redirect_uri, client.redirect_uris):
             raise _PageError(
                 f"redirect_uri is not registered for client {client_id!r}: "
                 f"add it to clients[{client_id}].redirect_uris"
@@ -354,9 +356,13 @@ class LoginFlow:
             raise _RedirectError("invalid_target", "send exactly one resource: the agent's URL")
         agent = self._config.agent_for_resource(resources[0])
         if agent is None:
+            hint = trailing_slash_hint(self._config, resources[0])
             raise _RedirectError(
                 "invalid_target",
-                "resource is not a registered agent: sign in for an agent listed under [[agents]]",
+                f"resource {resources[0][:200]!r} is not a registered agent{hint}"
+                if hint
+                else "resource is not a registered agent: sign in for an agent listed under "
+                "[[agents]]",
             )
         if not agent.may_act_first:
             raise _RedirectError(

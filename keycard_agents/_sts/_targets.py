@@ -17,7 +17,7 @@ from keycard_agents._errors import DelegationDeniedError
 
 from ._config import TokenServiceConfig
 
-__all__ = ["requested_targets"]
+__all__ = ["requested_targets", "trailing_slash_hint"]
 
 
 def _is_absolute_uri(value: str) -> bool:
@@ -29,6 +29,20 @@ def _registered(config: TokenServiceConfig) -> list[str]:
     registered = [u for a in config.agents for u in a.all_resources]
     registered += [r.resource for r in config.resources]
     return registered + [url for c in config.connections for url in c.resources]
+
+
+def trailing_slash_hint(config: TokenServiceConfig, value: str) -> str:
+    """When ``value`` is not registered but differs from a registered resource only by a
+    trailing ``/``, a sentence naming both strings (RFC 8707 resources compare exactly);
+    else ``""``."""
+    twins = [r for r in _registered(config) if r != value and r.rstrip("/") == value.rstrip("/")]
+    if not twins:
+        return ""
+    return (
+        f": sts.toml registers {twins[0]!r}, which differs from {value!r} only by a trailing "
+        "'/'. Resources compare exactly: use the same string in sts.toml and for the agent "
+        "(its --url, and the URL its callers declare)"
+    )
 
 
 def _by_name(config: TokenServiceConfig, name: str) -> str | None:
