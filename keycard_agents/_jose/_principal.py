@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, overload
 
 __all__ = ["Actor", "ActorChain", "Principal", "UserId"]
@@ -211,7 +212,7 @@ class Principal:
         """The user as (origin issuer, ``sub``)."""
         return UserId(self.user, issuer=self.origin)
 
-    @property
+    @cached_property  # a cached Principal (a token seen again) computes it once
     def task_owner(self) -> str:
         """Who this principal is for task ownership: the user with its origin and the
         actor chain (each actor with its issuer), as one canonical string."""
