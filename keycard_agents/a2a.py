@@ -47,14 +47,26 @@ from keycard_agents._a2a.types import AuthenticationInfo as AuthenticationInfo
 from keycard_agents._a2a.types import AuthorizationCodeOAuthFlow as AuthorizationCodeOAuthFlow
 from keycard_agents._a2a.types import CancelTaskRequest as CancelTaskRequest
 from keycard_agents._a2a.types import ClientCredentialsOAuthFlow as ClientCredentialsOAuthFlow
+from keycard_agents._a2a.types import (
+    DeleteTaskPushNotificationConfigRequest as DeleteTaskPushNotificationConfigRequest,
+)
 from keycard_agents._a2a.types import DeviceCodeOAuthFlow as DeviceCodeOAuthFlow
 from keycard_agents._a2a.types import GetExtendedAgentCardRequest as GetExtendedAgentCardRequest
+from keycard_agents._a2a.types import (
+    GetTaskPushNotificationConfigRequest as GetTaskPushNotificationConfigRequest,
+)
 from keycard_agents._a2a.types import GetTaskRequest as GetTaskRequest
 from keycard_agents._a2a.types import HTTPAuthSecurityScheme as HTTPAuthSecurityScheme
 from keycard_agents._a2a.types import ImplicitOAuthFlow as ImplicitOAuthFlow
 from keycard_agents._a2a.types import JSONRPCError as JSONRPCError
 from keycard_agents._a2a.types import JSONRPCRequest as JSONRPCRequest
 from keycard_agents._a2a.types import JSONRPCResponse as JSONRPCResponse
+from keycard_agents._a2a.types import (
+    ListTaskPushNotificationConfigsRequest as ListTaskPushNotificationConfigsRequest,
+)
+from keycard_agents._a2a.types import (
+    ListTaskPushNotificationConfigsResponse as ListTaskPushNotificationConfigsResponse,
+)
 from keycard_agents._a2a.types import ListTasksRequest as ListTasksRequest
 from keycard_agents._a2a.types import ListTasksResponse as ListTasksResponse
 from keycard_agents._a2a.types import Message as Message
@@ -110,11 +122,13 @@ __all__ = [
     "CardSignatureError",
     "ClientCredentialsOAuthFlow",
     "ContentTypeNotSupportedError",
+    "DeleteTaskPushNotificationConfigRequest",
     "DeviceCodeOAuthFlow",
     "ExtendedAgentCardNotConfiguredError",
     "ExtensionSupportRequiredError",
     "File",
     "GetExtendedAgentCardRequest",
+    "GetTaskPushNotificationConfigRequest",
     "GetTaskRequest",
     "HTTPAuthSecurityScheme",
     "ImplicitOAuthFlow",
@@ -125,6 +139,8 @@ __all__ = [
     "JSONRPCError",
     "JSONRPCRequest",
     "JSONRPCResponse",
+    "ListTaskPushNotificationConfigsRequest",
+    "ListTaskPushNotificationConfigsResponse",
     "ListTasksRequest",
     "ListTasksResponse",
     "Message",

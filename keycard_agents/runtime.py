@@ -7,6 +7,8 @@ choose the store (any :class:`TaskStore`) or other options.
 
 from __future__ import annotations
 
+from keycard_agents._runtime._push import PushNotifier as PushNotifier
+from keycard_agents._runtime._push import UnsafeWebhookError as UnsafeWebhookError
 from keycard_agents._runtime._runtime import TaskRuntime as TaskRuntime
 from keycard_agents._runtime._shared import SharedTaskStore as SharedTaskStore
 from keycard_agents._runtime._shared import TaskConflictError as TaskConflictError
@@ -27,6 +29,7 @@ __all__ = [
     "CapacityExceededError",
     "ManagedRuntime",
     "MemoryTaskStore",
+    "PushNotifier",
     "SharedTaskStore",
     "TaskConflictError",
     "TaskPage",
@@ -37,4 +40,5 @@ __all__ = [
     "TaskTooLargeError",
     "TaskViewer",
     "TaskWatch",
+    "UnsafeWebhookError",
 ]

@@ -50,14 +50,18 @@ __all__ = [
     "AuthorizationCodeOAuthFlow",
     "CancelTaskRequest",
     "ClientCredentialsOAuthFlow",
+    "DeleteTaskPushNotificationConfigRequest",
     "DeviceCodeOAuthFlow",
     "GetExtendedAgentCardRequest",
+    "GetTaskPushNotificationConfigRequest",
     "GetTaskRequest",
     "HTTPAuthSecurityScheme",
     "ImplicitOAuthFlow",
     "JSONRPCError",
     "JSONRPCRequest",
     "JSONRPCResponse",
+    "ListTaskPushNotificationConfigsRequest",
+    "ListTaskPushNotificationConfigsResponse",
     "ListTasksRequest",
     "ListTasksResponse",
     "Message",
@@ -285,6 +289,28 @@ class TaskPushNotificationConfig(_Wire):
     token: str | None = Field(default=None, repr=False)
     authentication: AuthenticationInfo | None = None
     tenant: str | None = None
+
+
+class GetTaskPushNotificationConfigRequest(_Wire):
+    task_id: str = Field(min_length=1)
+    id: str = Field(min_length=1)
+    tenant: str | None = None
+
+
+class DeleteTaskPushNotificationConfigRequest(GetTaskPushNotificationConfigRequest):
+    pass
+
+
+class ListTaskPushNotificationConfigsRequest(_Wire):
+    task_id: str = Field(min_length=1)
+    page_size: int | None = Field(default=None, ge=0)
+    page_token: str | None = None
+    tenant: str | None = None
+
+
+class ListTaskPushNotificationConfigsResponse(_Wire):
+    configs: list[TaskPushNotificationConfig] = Field(default_factory=list)
+    next_page_token: str | None = None
 
 
 class SendMessageConfiguration(_Wire):

@@ -151,6 +151,7 @@ def build_agent_card(
     streaming: bool = True,
     extended_agent_card: bool = False,
     viewer_scopes: frozenset[str] | None = None,
+    push_notifications: bool = False,
 ) -> AgentCard:
     """The A2A 1.0 Agent Card for ``agent``.
 
@@ -225,7 +226,7 @@ def build_agent_card(
         icon_url=agent.icon_url,
         capabilities=AgentCapabilities(
             streaming=streaming,
-            push_notifications=False,
+            push_notifications=push_notifications,
             extended_agent_card=extended_agent_card,
             extensions=[extension, *agent.extensions],
         ),

@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from keycard_agents._a2a.errors import (
     InternalError,
     InvalidParamsError,
+    PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
@@ -49,7 +50,11 @@ from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._a2a.types import (
     Artifact,
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
     ListTasksRequest,
     ListTasksResponse,
     Message,
@@ -60,6 +65,7 @@ from keycard_agents._a2a.types import (
     SubscribeToTaskRequest,
     Task,
     TaskArtifactUpdateEvent,
+    TaskPushNotificationConfig,
     TaskState,
     TaskStatus,
     TaskStatusUpdateEvent,
@@ -89,6 +95,7 @@ from keycard_agents._observe._tracing import (
 )
 from keycard_agents._runtime._direct import answer_directly
 from keycard_agents._runtime._failures import log_failed_task
+from keycard_agents._runtime._push import PushNotifier
 from keycard_agents._runtime._shared import SharedTaskStore, TaskWatch
 from keycard_agents._runtime._store import (
     MemoryTaskStore,
@@ -250,6 +257,7 @@ class TaskRuntime:
         recorder: AuditRecorder | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+        push: PushNotifier | None = None,
     ) -> None:
         if subscriber_buffer < 1:
             raise ConfigurationError(
@@ -270,6 +278,8 @@ class TaskRuntime:
         watch_task_store(self.store, agent.agent_name)
         self.delegation = delegation
         self.recorder = recorder
+        #: Delivers push notifications (None: the push methods answer -32003).
+        self.push = push
         self._clock = clock
         self._buffer = subscriber_buffer
         self._grace = shutdown_grace
@@ -290,6 +300,8 @@ class TaskRuntime:
         try:
             async with anyio.create_task_group() as task_group, AsyncExitStack() as stack:
                 self._task_group = task_group
+                if self.push is not None:
+                    self.push.start(task_group)
                 if self._shared is not None:
                     await stack.enter_async_context(self._shared.attach(self._cancel_requested))
                 try:
@@ -326,6 +338,8 @@ class TaskRuntime:
                 subscriber.send.close()
             subscribers.clear()
         self._parked.clear()
+        if self.push is not None:
+            await self.push.aclose(grace=self._grace)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), tz=timezone.utc)
@@ -390,7 +404,17 @@ class TaskRuntime:
 
     # -- events ------------------------------------------------------------------------
 
+    def _wants_events(self, live: _LiveTask) -> bool:
+        """Whether anyone takes this task's events: a stream, the shared store, a webhook."""
+        return (
+            bool(live.subscribers)
+            or self._shared is not None
+            or (self.push is not None and self.push.has_configs(live.record.task.id))
+        )
+
     def _publish(self, live: _LiveTask, event: StreamResponse) -> None:
+        if self.push is not None:
+            self.push.notify(live.record.task.id, event)
         for subscriber in list(live.subscribers):
             try:
                 subscriber.send.send_nowait(event)
@@ -438,7 +462,7 @@ class TaskRuntime:
             task.history.append(message)
             live.record.size += _json_size(message)
         response = None
-        if live.subscribers or self._shared is not None:  # no events when nobody streams
+        if self._wants_events(live):  # no events when nobody streams
             event = TaskStatusUpdateEvent(
                 task_id=task.id, context_id=task.context_id, status=status
             )
@@ -446,6 +470,8 @@ class TaskRuntime:
             self._publish(live, response)
         if state.is_terminal:
             self._close_subscribers(live)
+            if self.push is not None:
+                self.push.finish(task.id)
         await self._persist(live, response)
 
     async def _add_artifact(
@@ -478,7 +504,7 @@ class TaskRuntime:
             task.artifacts.append(artifact)
         live.record.size += size
         response = None
-        if live.subscribers or self._shared is not None:
+        if self._wants_events(live):
             event = TaskArtifactUpdateEvent(
                 task_id=task.id,
                 context_id=task.context_id,
@@ -796,6 +822,68 @@ class TaskRuntime:
             max_bytes=self.max_task_bytes,
         )
 
+    # -- push notification configs (A2A 1.0 §3.1.7-§3.1.10) ------------------------------
+
+    @property
+    def push_notifications(self) -> bool:
+        """Whether this runtime sends push notifications (the card's capability)."""
+        return self.push is not None
+
+    def _require_push(self) -> PushNotifier:
+        if self.push is None:
+            raise PushNotificationNotSupportedError(
+                "This agent does not send push notifications: poll or stream instead."
+            )
+        return self.push
+
+    async def _webhook_of(self, request: SendMessageRequest) -> TaskPushNotificationConfig | None:
+        """``configuration.taskPushNotificationConfig``, checked before the task starts."""
+        config = request.configuration
+        webhook = config.task_push_notification_config if config is not None else None
+        if webhook is not None:
+            await self._require_push().validate(webhook)
+        return webhook
+
+    def _register_webhook(
+        self, live: _LiveTask, webhook: TaskPushNotificationConfig | None
+    ) -> None:
+        # Synchronously after _start: the skill has not run yet, no event is missed.
+        if webhook is not None and self.push is not None:
+            self.push.register(live.record.task.id, live.record.owner, webhook)
+
+    async def create_push_config(
+        self, config: TaskPushNotificationConfig, *, caller: Caller
+    ) -> TaskPushNotificationConfig:
+        push = self._require_push()
+        if not config.task_id:
+            raise InvalidParamsError(
+                "taskId is required",
+                data={"errors": [{"field": "taskId", "message": "required"}]},
+            )
+        record = await self._owned(config.task_id, caller)
+        return await push.create(record.task.id, record.owner, config)
+
+    async def get_push_config(
+        self, request: GetTaskPushNotificationConfigRequest, *, caller: Caller
+    ) -> TaskPushNotificationConfig:
+        push = self._require_push()
+        record = await self._owned(request.task_id, caller)
+        return push.get(record.task.id, request.id)
+
+    async def list_push_configs(
+        self, request: ListTaskPushNotificationConfigsRequest, *, caller: Caller
+    ) -> ListTaskPushNotificationConfigsResponse:
+        push = self._require_push()
+        record = await self._owned(request.task_id, caller)
+        return ListTaskPushNotificationConfigsResponse(configs=push.list(record.task.id))
+
+    async def delete_push_config(
+        self, request: DeleteTaskPushNotificationConfigRequest, *, caller: Caller
+    ) -> None:
+        push = self._require_push()
+        record = await self._owned(request.task_id, caller)
+        push.delete(record.task.id, request.id)
+
     async def send_message(self, request: SendMessageRequest, *, caller: Caller) -> Task | Message:
         """``SendMessage``: wait until the task is terminal or interrupted, unless
         ``configuration.returnImmediately`` is set. A skill annotated ``-> Message``
@@ -803,7 +891,9 @@ class TaskRuntime:
         direct = await self._direct(request, caller)
         if direct is not None:
             return direct
+        webhook = await self._webhook_of(request)
         live, _ = await self._start(request, caller, subscribe=False)
+        self._register_webhook(live, webhook)
         config = request.configuration
         history_length = config.history_length if config is not None else None
         if config is None or not config.return_immediately:
@@ -819,7 +909,9 @@ class TaskRuntime:
         if direct is not None:
             yield StreamResponse(message=direct)
             return
+        webhook = await self._webhook_of(request)
         live, subscription = await self._start(request, caller, subscribe=True)
+        self._register_webhook(live, webhook)
         if subscription is not None and len(subscription) == 2:
             async with aclosing(self._drain_shared(*subscription)) as events:
                 async for event in events:

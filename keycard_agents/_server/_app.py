@@ -52,9 +52,15 @@ from keycard_agents._oauth._jwks import TrustedIssuer
 from keycard_agents._oauth._resource_server import BearerAuthenticator, BearerVerifier, Caller
 from keycard_agents._oauth._urls import PROTECTED_RESOURCE_WELL_KNOWN, resource_metadata_url_under
 from keycard_agents._oauth._verifier import TokenVerifier
+from keycard_agents._runtime._push import PushNotifier
 from keycard_agents._runtime._runtime import TaskRuntime
 from keycard_agents._runtime._store import TaskStore
-from keycard_agents._server._dispatch import A2ARuntime, Dispatcher, ManagedRuntime
+from keycard_agents._server._dispatch import (
+    A2ARuntime,
+    Dispatcher,
+    ManagedRuntime,
+    sends_push_notifications,
+)
 from keycard_agents._server._extensions import ExtensionNegotiation
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 from keycard_agents._server._protocol import DEFAULT_MAX_BODY_SIZE, rest_error_body
@@ -173,6 +179,7 @@ def create_app(
     recorder: AuditRecorder | None = None,
     store: TaskStore | None = None,
     card_signing_key: SigningKey | None = None,
+    push: PushNotifier | bool = True,
 ) -> Starlette:
     """Build the ASGI app serving ``agent`` (A2A 1.0 JSON-RPC and HTTP+JSON bindings).
 
@@ -184,7 +191,10 @@ def create_app(
     (bytes). ``allow_missing_version`` serves requests without ``A2A-Version`` as 1.0
     instead of refusing them as 0.3 requests. The card is signed (A2A 1.0 §8.4, JWS over
     its RFC 8785 form) with ``card_signing_key``, by default the key of the agent's
-    credential when it has one (``WebIdentity``).
+    credential when it has one (``WebIdentity``). ``push`` is how the default runtime
+    sends push notifications: ``True`` (a ``PushNotifier`` that calls public webhooks
+    only), a ``PushNotifier`` of your own (``allow_loopback=True`` for local webhooks), or
+    ``False`` (the push methods answer PushNotificationNotSupported).
 
     ``recorder`` is the agent's own audit trail: every task it serves and every call its
     skills make to dependencies (denials by the token service included). The default
@@ -243,10 +253,13 @@ def create_app(
         # credential is only looked up when a skill first calls a dependency.
         delegation = delegation_for(agent, credential=credential, token_cache=token_cache)
         closers.append(delegation.aclose)
-        runtime = TaskRuntime(agent, delegation=delegation, store=store or _store_from_env())
-    elif store is not None:
+        notifier = (PushNotifier() if push is True else push) or None
+        runtime = TaskRuntime(
+            agent, delegation=delegation, store=store or _store_from_env(), push=notifier
+        )
+    elif store is not None or not isinstance(push, bool):
         raise ConfigurationError(
-            "pass store= to the TaskRuntime you pass as runtime=, not to create_app",
+            "pass store= and push= to the TaskRuntime you pass as runtime=, not to create_app",
             setting="store",
         )
     recorder = _audit_recorder(agent, runtime, recorder, base_url)
@@ -266,7 +279,10 @@ def create_app(
 
     dispatcher = Dispatcher(runtime=runtime, extended_card=extended_card)
     has_extended = extended_card is not None
-    build_card = card or (lambda: _default_card(agent, base_url, extended=has_extended))
+    pushes = sends_push_notifications(runtime)
+    build_card = card or (
+        lambda: _default_card(agent, base_url, extended=has_extended, push=pushes)
+    )
     # The extensions a request may activate, and those it must, are the card's (§3.3.4).
     extensions = ExtensionNegotiation(build_card().capabilities.extensions or ())
     jsonrpc = JsonRpcEndpoint(
@@ -428,9 +444,11 @@ def _default_verifier(agent: Agent) -> TokenVerifier:
     return TokenVerifier(issuers=[TrustedIssuer(agent.issuer, metadata_url=agent.metadata_url)])
 
 
-def _default_card(agent: Agent, base_url: str, *, extended: bool) -> AgentCard:
+def _default_card(agent: Agent, base_url: str, *, extended: bool, push: bool) -> AgentCard:
 
-    return build_agent_card(agent, base_url=base_url, extended_agent_card=extended)
+    return build_agent_card(
+        agent, base_url=base_url, extended_agent_card=extended, push_notifications=push
+    )
 
 
 def _default_metadata(agent: Agent, resource: str) -> Mapping[str, Any]:

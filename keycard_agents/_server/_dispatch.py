@@ -2,8 +2,8 @@
 
 Implements the abstract operations of A2A 1.0 §3.1 (SendMessage, SendStreamingMessage,
 GetTask, ListTasks, CancelTask, SubscribeToTask, GetExtendedAgentCard and the push
-notification configuration methods, answered with PushNotificationNotSupported since this
-server does not send push notifications, §3.1.7 / §9.4) on top of the task runtime, and
+notification configuration methods, §3.1.7-§3.1.10, answered with PushNotificationNotSupported
+when the runtime sends none) on top of the task runtime, and
 the mapping of every failure to a protocol error that reveals no internals.
 """
 
@@ -27,8 +27,12 @@ from keycard_agents._a2a.errors import (
 from keycard_agents._a2a.types import (
     AgentCard,
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
     GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
+    ListTaskPushNotificationConfigsResponse,
     ListTasksRequest,
     ListTasksResponse,
     Message,
@@ -36,6 +40,7 @@ from keycard_agents._a2a.types import (
     StreamResponse,
     SubscribeToTaskRequest,
     Task,
+    TaskPushNotificationConfig,
     dump,
 )
 from keycard_agents._agent._context import DelegationProvider
@@ -53,8 +58,10 @@ __all__ = [
     "Dispatcher",
     "ExtendedCardProvider",
     "ManagedRuntime",
+    "PushConfigRuntime",
     "as_protocol_error",
     "parse_params",
+    "sends_push_notifications",
 ]
 
 logger = get_logger("keycard_agents.server")
@@ -67,6 +74,12 @@ PUSH_METHODS = frozenset(
         "DeleteTaskPushNotificationConfig",
     }
 )
+_PUSH_PARAMS: dict[str, type[BaseModel]] = {
+    "CreateTaskPushNotificationConfig": TaskPushNotificationConfig,
+    "GetTaskPushNotificationConfig": GetTaskPushNotificationConfigRequest,
+    "ListTaskPushNotificationConfigs": ListTaskPushNotificationConfigsRequest,
+    "DeleteTaskPushNotificationConfig": DeleteTaskPushNotificationConfigRequest,
+}
 _PARAMS: dict[str, type[BaseModel]] = {
     "SendMessage": SendMessageRequest,
     "SendStreamingMessage": SendMessageRequest,
@@ -105,6 +118,34 @@ class A2ARuntime(Protocol):
 
 
 @runtime_checkable
+class PushConfigRuntime(Protocol):
+    """A runtime that may send push notifications (``TaskRuntime`` with a ``PushNotifier``)."""
+
+    @property
+    def push_notifications(self) -> bool: ...
+
+    async def create_push_config(
+        self, config: TaskPushNotificationConfig, *, caller: Caller
+    ) -> TaskPushNotificationConfig: ...
+
+    async def get_push_config(
+        self, request: GetTaskPushNotificationConfigRequest, *, caller: Caller
+    ) -> TaskPushNotificationConfig: ...
+
+    async def list_push_configs(
+        self, request: ListTaskPushNotificationConfigsRequest, *, caller: Caller
+    ) -> ListTaskPushNotificationConfigsResponse: ...
+
+    async def delete_push_config(
+        self, request: DeleteTaskPushNotificationConfigRequest, *, caller: Caller
+    ) -> None: ...
+
+
+def sends_push_notifications(runtime: object) -> bool:
+    return isinstance(runtime, PushConfigRuntime) and runtime.push_notifications
+
+
+@runtime_checkable
 class ManagedRuntime(A2ARuntime, Protocol):
     """A runtime the app manages (``keycard_agents.runtime.TaskRuntime`` is one).
 
@@ -130,10 +171,8 @@ def parse_params(method: str, params: Mapping[str, Any] | None) -> BaseModel | N
 
     Push notification methods have no model here: they are refused before use.
     """
-    model = _PARAMS.get(method)
+    model = _PARAMS.get(method) or _PUSH_PARAMS.get(method)
     if model is None:
-        if method in PUSH_METHODS:
-            return None
         raise MethodNotFoundError(f"Unknown method {method[:64]!r}.")
     try:
         return model.model_validate(params or {})
@@ -170,9 +209,9 @@ class Dispatcher:
         """Run a non-streaming method; the result as JSON data."""
         runtime = self._runtime
         if method in PUSH_METHODS:
-            raise PushNotificationNotSupportedError()
+            return await self._push(method, request, caller)
         if isinstance(request, SendMessageRequest):
-            _refuse_push_config(request)
+            self._refuse_push_config(request)
             result = await runtime.send_message(request, caller=caller)
             if isinstance(result, Task):
                 set_task_outcome(get_current_span(), result.status.state.value, task_id=result.id)
@@ -193,6 +232,38 @@ class Dispatcher:
             return dump(self._extended_card(caller))
         raise MethodNotFoundError(f"{method} is a streaming method; use an SSE request.")
 
+    def check_supported(self, method: str) -> None:
+        """Refuse a method this agent does not offer, before its parameters are read."""
+        if method in PUSH_METHODS and not sends_push_notifications(self._runtime):
+            raise PushNotificationNotSupportedError()
+
+    def _refuse_push_config(self, request: SendMessageRequest) -> None:
+        config = request.configuration
+        if (
+            config is not None
+            and config.task_push_notification_config is not None
+            and not sends_push_notifications(self._runtime)
+        ):
+            raise PushNotificationNotSupportedError(
+                "This agent does not send push notifications: leave out "
+                "configuration.taskPushNotificationConfig and poll or stream instead."
+            )
+
+    async def _push(self, method: str, request: BaseModel | None, caller: Caller) -> Any:
+        runtime = self._runtime
+        if not (isinstance(runtime, PushConfigRuntime) and runtime.push_notifications):
+            raise PushNotificationNotSupportedError()
+        if isinstance(request, TaskPushNotificationConfig):
+            return dump(await runtime.create_push_config(request, caller=caller))
+        if isinstance(request, DeleteTaskPushNotificationConfigRequest):
+            await runtime.delete_push_config(request, caller=caller)
+            return {}
+        if isinstance(request, GetTaskPushNotificationConfigRequest):
+            return dump(await runtime.get_push_config(request, caller=caller))
+        if isinstance(request, ListTaskPushNotificationConfigsRequest):
+            return dump(await runtime.list_push_configs(request, caller=caller))
+        raise MethodNotFoundError(f"Unknown method {method[:64]!r}.")  # pragma: no cover
+
     async def open_stream(
         self, method: str, request: BaseModel | None, *, caller: Caller
     ) -> AsyncGenerator[dict[str, Any], None]:
@@ -203,7 +274,7 @@ class Dispatcher:
         response; the returned generator yields that event and then the rest.
         """
         if isinstance(request, SendMessageRequest) and method == "SendStreamingMessage":
-            _refuse_push_config(request)
+            self._refuse_push_config(request)
             events = self._runtime.stream_message(request, caller=caller)
         elif isinstance(request, SubscribeToTaskRequest):
             events = self._runtime.subscribe(request, caller=caller)
@@ -218,15 +289,6 @@ class Dispatcher:
             await _close(iterator)
             raise
         return _chain(first, iterator)
-
-
-def _refuse_push_config(request: SendMessageRequest) -> None:
-    config = request.configuration
-    if config is not None and config.task_push_notification_config is not None:
-        raise PushNotificationNotSupportedError(
-            "This agent does not send push notifications: leave out "
-            "configuration.taskPushNotificationConfig and poll or stream instead."
-        )
 
 
 async def _close(iterator: AsyncIterator[Any]) -> None:

@@ -104,6 +104,7 @@ class JsonRpcEndpoint:
                 activated = self._extensions.activate(request)
                 caller = dataclasses.replace(caller, extensions=activated)
                 echo = self._extensions.echo(activated)
+                self._dispatcher.check_supported(envelope.method)
                 params = parse_params(envelope.method, envelope.params)
                 if envelope.method in STREAMING_METHODS:
                     events = await self._dispatcher.open_stream(

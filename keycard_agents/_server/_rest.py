@@ -4,7 +4,7 @@ Implements A2A 1.0 §11 (HTTP+JSON/REST binding): ``POST /message:send``,
 ``POST /message:stream`` and ``POST /tasks/{id}:subscribe`` (Server-Sent Events whose
 ``data:`` lines are StreamResponse JSON, §11.3.2), ``GET /tasks/{id}``, ``GET /tasks``
 (query parameters in camelCase), ``POST /tasks/{id}:cancel``, ``GET /extendedAgentCard``,
-and the push notification configuration routes (answered with PushNotificationNotSupported);
+and the push notification configuration routes under ``/tasks/{id}/pushNotificationConfigs``;
 content type ``application/a2a+json`` (``application/json`` accepted); errors as
 ``google.rpc.Status`` bodies (§11.6, AIP-193) with the HTTP status of each error.
 """
@@ -29,11 +29,15 @@ from keycard_agents._a2a.errors import (
 )
 from keycard_agents._a2a.types import (
     CancelTaskRequest,
+    DeleteTaskPushNotificationConfigRequest,
     GetExtendedAgentCardRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
+    ListTaskPushNotificationConfigsRequest,
     ListTasksRequest,
     SendMessageRequest,
     SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
 )
 from keycard_agents._errors import AuthenticationError, IssuerUnreachableError
 from keycard_agents._oauth._resource_server import BearerAuthenticator
@@ -97,7 +101,6 @@ class RestBinding:
 
             return Route(path, endpoint, methods=[method], name=f"a2a-rest-{operation}")
 
-        push = "CreateTaskPushNotificationConfig"
         return [
             route(
                 "/message:send", "POST", "SendMessage", _from_body(SendMessageRequest), body=True
@@ -111,10 +114,34 @@ class RestBinding:
             ),
             route("/tasks/{id}:cancel", "POST", "CancelTask", _cancel, body=True),
             route("/tasks/{id}:subscribe", "POST", "SubscribeToTask", _subscribe, body=False),
-            route("/tasks/{id}/pushNotificationConfigs", "POST", push, _none, body=False),
-            route("/tasks/{id}/pushNotificationConfigs", "GET", push, _none, body=False),
-            route("/tasks/{id}/pushNotificationConfigs/{cid}", "GET", push, _none, body=False),
-            route("/tasks/{id}/pushNotificationConfigs/{cid}", "DELETE", push, _none, body=False),
+            route(
+                "/tasks/{id}/pushNotificationConfigs",
+                "POST",
+                "CreateTaskPushNotificationConfig",
+                _push_create,
+                body=True,
+            ),
+            route(
+                "/tasks/{id}/pushNotificationConfigs",
+                "GET",
+                "ListTaskPushNotificationConfigs",
+                _push_list,
+                body=False,
+            ),
+            route(
+                "/tasks/{id}/pushNotificationConfigs/{cid}",
+                "GET",
+                "GetTaskPushNotificationConfig",
+                _push_one(GetTaskPushNotificationConfigRequest),
+                body=False,
+            ),
+            route(
+                "/tasks/{id}/pushNotificationConfigs/{cid}",
+                "DELETE",
+                "DeleteTaskPushNotificationConfig",
+                _push_one(DeleteTaskPushNotificationConfigRequest),
+                body=False,
+            ),
             route("/tasks/{id}", "GET", "GetTask", _get_task, body=False),
             route("/tasks", "GET", "ListTasks", _from_query(ListTasksRequest), body=False),
             route(
@@ -140,6 +167,7 @@ class RestBinding:
                 activated = self._extensions.activate(request)
                 caller = dataclasses.replace(caller, extensions=activated)
                 echo = self._extensions.echo(activated)
+                self._dispatcher.check_supported(operation)
                 data = await self._read_json(request) if body else {}
                 try:
                     model = build(request, data)
@@ -239,8 +267,21 @@ def _subscribe(request: Request, data: dict[str, Any]) -> BaseModel:
     return SubscribeToTaskRequest.model_validate({"id": request.path_params["id"]})
 
 
-def _none(request: Request, data: dict[str, Any]) -> None:
-    return None
+def _push_create(request: Request, data: dict[str, Any]) -> BaseModel:
+    return TaskPushNotificationConfig.model_validate({**data, "taskId": request.path_params["id"]})
+
+
+def _push_list(request: Request, data: dict[str, Any]) -> BaseModel:
+    query = {**request.query_params, "taskId": request.path_params["id"]}
+    return ListTaskPushNotificationConfigsRequest.model_validate(query)
+
+
+def _push_one(model: type[BaseModel]) -> _Builder:
+    def build(request: Request, data: dict[str, Any]) -> BaseModel:
+        params = request.path_params
+        return model.model_validate({"taskId": params["id"], "id": params["cid"]})
+
+    return build
 
 
 async def _frame(events: AsyncGenerator[dict[str, Any], None]) -> AsyncGenerator[bytes, None]:

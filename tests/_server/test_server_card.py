@@ -90,7 +90,7 @@ def check_card_rules(card: dict[str, Any], url: str) -> None:
     for flag in ("streaming", "pushNotifications", "extendedAgentCard"):
         assert isinstance(capabilities.get(flag, False), bool)
     assert capabilities["streaming"] is True
-    assert capabilities.get("pushNotifications", False) is False
+    assert capabilities["pushNotifications"] is True  # the default runtime sends them
     for extension in capabilities.get("extensions", []):
         assert isinstance(extension["uri"], str)
         assert extension["uri"].startswith("https://")

@@ -42,6 +42,9 @@ def bob() -> dict[str, str]:
 
 def make_app(**options: Any) -> Starlette:
     agent = EchoAgent(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    # Push notifications off: these tests check the PushNotificationNotSupported answers
+    # (test_server_push.py covers an agent that sends them).
+    options.setdefault("push", False)
     return create_app(agent, verifier=MINTER.verifier(), **options)
 
 
