@@ -26,6 +26,10 @@ _KINDS = {
     _TOKEN_EXCHANGE: "exchange",
     "authorization_code": "sign-in",
     "client_credentials": "actor-token",
+    # A user connecting, refreshing or disconnecting a third-party account (connections).
+    "connection:connect": "connect",
+    "connection:refresh": "refresh",
+    "connection:disconnect": "disconnect",
 }
 
 

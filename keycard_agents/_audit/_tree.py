@@ -28,7 +28,8 @@ class TrailEntry:
     """One audit record, token service or agent, in a common shape.
 
     ``source`` is ``token-service`` or ``agent``; ``kind`` is ``sign-in``, ``exchange``,
-    ``actor-token`` or ``token-request`` for the token service, ``served`` or ``call``
+    ``actor-token``, ``token-request`` or (a user's third-party account) ``connect``,
+    ``refresh``, ``disconnect`` for the token service, ``served`` or ``call``
     for an agent. ``agent`` is who acted (the exchanging agent, the recording agent;
     ``None`` for a sign-in), ``actors`` the chain known at that point (current first),
     ``target`` a resource URL or agent id and ``outcome`` a decision (``issued``,

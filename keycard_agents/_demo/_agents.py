@@ -19,7 +19,7 @@ from pydantic import AnyHttpUrl
 
 from keycard_agents._agent._agent import Agent, skill
 from keycard_agents._agent._context import Context
-from keycard_agents._agent._dependencies import AgentDependency, McpDependency
+from keycard_agents._agent._dependencies import AgentDependency, HttpDependency, McpDependency
 from keycard_agents._oauth._verifier import TokenVerifier
 
 __all__ = [
@@ -74,19 +74,25 @@ class DemoAgents:
         return [self.planner, self.travel, self.weather]
 
 
-def build_agents(*, planner: str, travel: str, weather: str, tools: str) -> DemoAgents:
+def build_agents(
+    *, planner: str, travel: str, weather: str, tools: str, calendar: str
+) -> DemoAgents:
     """The three agents, their dependencies pointing at the given URLs."""
 
     class Weather(Agent):
-        """Forecasts for a city."""
+        """Forecasts for a city, next to the user's busy slots (their own calendar)."""
 
         name = "weather"
+        dependencies = (HttpDependency("calendar", resource=calendar, scopes=["calendar.read"]),)
 
         @skill(scopes=WEATHER_SCOPES, examples=["Lisbon"])
-        async def forecast(self, city: str) -> dict[str, Any]:
-            """Tomorrow's weather in a city."""
+        async def forecast(self, ctx: Context, city: str) -> dict[str, Any]:
+            """Tomorrow's weather in a city, and when the user is busy."""
             found = _WEATHER.get(city.lower(), {"sky": "unknown", "high_c": None, "low_c": None})
-            return {"city": city, **found}
+            # A third-party API, called with the user's own calendar token (a connection).
+            busy = await ctx.dependency("calendar").get("busy")
+            busy.raise_for_status()
+            return {"city": city, **found, "busy": busy.json().get("busy", [])}
 
     class Travel(Agent):
         """Finds flights and hotels with the travel-tools MCP server."""
@@ -146,6 +152,8 @@ def _summary(city: str, trip: dict[str, Any], sky: dict[str, Any]) -> str:
         lines.append(f"  weather  {sky['sky']}, {sky['low_c']}–{sky['high_c']} °C")
     else:
         lines.append("  weather  no forecast")
+    if sky.get("busy"):
+        lines.append(f"  calendar busy {', '.join(sky['busy'])}")
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ import httpx
 from keycard_agents._a2a.types import AGENT_CARD_PATH
 from keycard_agents._audit._agent_records import AuditRecorder, MemoryAgentAuditStore
 from keycard_agents._audit._render import render_text, should_colour
-from keycard_agents._client._agent_client import open_agent_client, task_result
+from keycard_agents._client._agent_client import auth_required, open_agent_client, task_result
 from keycard_agents._delegation._provider import delegation_for
 from keycard_agents._demo._agents import (
     TOOL_SCOPES,
@@ -38,6 +38,12 @@ from keycard_agents._demo._agents import (
     WEATHER_SCOPES,
     build_agents,
     travel_tools_server,
+)
+from keycard_agents._demo._calendar import (
+    calendar_api,
+    calendar_connection,
+    calendar_provider,
+    connect,
 )
 from keycard_agents._demo._services import RunningServer, bind_loopback, start_server, stopping
 from keycard_agents._demo._signin import sign_in
@@ -65,7 +71,15 @@ __all__ = ["DEFAULT_REQUEST", "DemoDependencyError", "run_demo"]
 
 DEFAULT_REQUEST = "plan a trip to Lisbon"
 #: The services, in start order; with --port-base they get consecutive ports in this order.
-SERVICES = ("token service", "travel-tools", "weather", "travel", "planner")
+SERVICES = (
+    "token service",
+    "calendar-auth",
+    "calendar",
+    "travel-tools",
+    "weather",
+    "travel",
+    "planner",
+)
 _CLIENT_ID = "demo-app"
 _REDIRECT = "http://127.0.0.1/callback"  # RFC 8252 §7.3 loopback; the demo reads the code itself
 _HASH_COST = 2**12  # secrets that live only as long as this process
@@ -118,6 +132,8 @@ class _Cast:
     trail: Any
     password: str
     admin_token: str
+    provider: Any = None
+    provider_password: str = ""
     servers: list[RunningServer] = field(default_factory=list)
 
 
@@ -158,6 +174,7 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
         travel=urls["travel"],
         weather=urls["weather"],
         tools=urls["travel-tools"],
+        calendar=urls["calendar"],
     )
     # planner signs client assertions (private_key_jwt); the others use client secrets.
     planner_identity = WebIdentity("planner", storage_dir=f"{workdir}/planner-keys")
@@ -189,9 +206,11 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
                 auth="client_secret",
                 secret_hash=hash_client_secret(weather_secret),
                 scopes=WEATHER_SCOPES,
+                dependencies=(urls["calendar"],),
                 may_act_first=False,
             ),
         ),
+        connections=(calendar_connection(provider=urls["calendar-auth"], api=urls["calendar"]),),
         resources=(RegisteredResource(resource=urls["travel-tools"], scopes=TOOL_SCOPES),),
         users=(
             DevUser(
@@ -204,6 +223,13 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
         admin=AdminConfig(token_hash=hash_secret(admin_token, cost=_HASH_COST)),
     )
     service = TokenService(config)
+    provider_password = secrets.token_urlsafe(12)
+    provider = calendar_provider(
+        issuer=urls["calendar-auth"],
+        api=urls["calendar"],
+        callback=f"{issuer}/connections/callback",
+        password=provider_password,
+    )
     credentials: dict[str, ApplicationCredential] = {
         "planner": planner_identity,
         "travel": ClientSecret("travel", travel_secret),
@@ -218,6 +244,7 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
         stores.append(store)
         service.trail.add_agent_store(store)
     service.trail.names[urls["travel-tools"]] = "travel-tools"
+    service.trail.names[urls["calendar"]] = "calendar"
     return _Cast(
         issuer=issuer,
         urls=urls,
@@ -227,6 +254,8 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
         trail=service.trail,
         password=password,
         admin_token=admin_token,
+        provider=provider,
+        provider_password=provider_password,
     )
 
 
@@ -243,6 +272,10 @@ def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
     tools = travel_tools_server(resource=cast.urls["travel-tools"], issuer=cast.issuer)
     apps: dict[str, Callable[[], Any]] = {
         "token service": lambda: cast.service.app,
+        "calendar-auth": lambda: cast.provider.app,
+        "calendar": lambda: calendar_api(
+            api=cast.urls["calendar"], provider=cast.urls["calendar-auth"]
+        ),
         "travel-tools": tools.streamable_http_app,
         "weather": lambda: _agent_app(cast.agents.weather, cast.stores[2]),
         "travel": lambda: _agent_app(cast.agents.travel, cast.stores[1]),
@@ -250,6 +283,8 @@ def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
     }
     kinds = {
         "token service": "embedded token service",
+        "calendar-auth": "third-party OAuth provider",
+        "calendar": "third-party API",
         "travel-tools": "MCP server (mcp SDK)",
         "weather": "A2A agent",
         "travel": "A2A agent",
@@ -257,14 +292,14 @@ def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
     }
     for name in SERVICES:
         started = time.monotonic()
-        say(f"  {name:<14} {cast.urls[name]:<32} {kinds[name]:<24}", end="")
+        say(f"  {name:<14} {cast.urls[name]:<32} {kinds[name]:<27}", end="")
         server = start_server(apps[name](), sockets.pop(name), name=name, url=cast.urls[name])
         cast.servers.append(server)
         took = time.monotonic() - started
         say(f"{say.paint('✔', '32')} {took * 1000:.0f} ms")
 
 
-async def _drive(cast: _Cast, request: str) -> tuple[str, Any, Any, tuple[str, ...]]:
+async def _drive(cast: _Cast, request: str, say: _Printer) -> tuple[str, Any, Any, tuple[str, ...]]:
 
     planner = cast.urls["planner"]
     with anyio.fail_after(_STEP_TIMEOUT):
@@ -282,15 +317,35 @@ async def _drive(cast: _Cast, request: str) -> tuple[str, Any, Any, tuple[str, .
             # The planner would check the same: signature, issuer, audience, lifetime.
             verifier = TokenVerifier(issuers=[cast.issuer], http_client=http)
             principal = await verifier.verify(token, audience=planner)
+            scopes = " ".join(sorted(principal.scopes))
+            say(f"  signed in: user token for the planner, scopes {scopes}")
             async with open_agent_client(planner, token=token, http_client=http) as client:
-                answer = task_result(await client.send(request))
+                task = await client.send(request)
+                needed = auth_required(task)
+                if needed is not None and needed.url is not None:
+                    say.heading("The task needs alice: TASK_STATE_AUTH_REQUIRED")
+                    say(
+                        "  the weather agent reads her calendar, a third-party API, with her own "
+                        "token: she has not connected it yet"
+                    )
+                    say(f"  connect at {needed.url}")
+                    await connect(
+                        url=needed.url,
+                        issuer=cast.issuer,
+                        password=cast.password,
+                        provider_password=cast.provider_password,
+                        say=say,
+                    )
+                    say("  5. the demo app sends a follow-up message to the same task: it resumes")
+                    task = await client.send("calendar connected", task_id=needed.task_id)
+                answer = task_result(task)
     tree = await cast.trail.tree(str(principal.txn))
     return str(answer), principal, tree, tuple(sorted(principal.scopes))
 
 
 def _chains(tree: Any) -> list[str]:
     """Every root-to-leaf path of the tree: ``alice → planner → travel → travel-tools``."""
-    return [" → ".join(hop.path) for hop in tree.walk() if not hop.children]
+    return list(dict.fromkeys(" → ".join(hop.path) for hop in tree.walk() if not hop.children))
 
 
 def _where_next(cast: _Cast, say: _Printer, *, keep_running: bool, txn: str) -> None:
@@ -382,8 +437,7 @@ def run_demo(
 
         say.heading("Signing in")
         say("  alice signs in to the demo app for the planner: authorization code + PKCE (S256)")
-        answer, principal, tree, scopes = anyio.run(_drive, cast, request)
-        say(f"  signed in: user token for the planner, scopes {' '.join(scopes)}")
+        answer, principal, tree, _ = anyio.run(_drive, cast, request, say)
 
         say.heading(f'Request: "{request}"')
         for chain in _chains(tree):

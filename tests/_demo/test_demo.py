@@ -36,7 +36,13 @@ def _env() -> dict[str, str]:
 
 def _assert_full_story(out: str) -> None:
     assert "alice → planner → travel → travel-tools" in out
-    assert "alice → planner → weather" in out
+    assert "alice → planner → weather → calendar" in out
+    # The third-party hop: the task stops for alice's calendar, she connects, it resumes.
+    assert "TASK_STATE_AUTH_REQUIRED" in out
+    assert "/connections/calendar/connect?txn=" in out
+    assert "sealed in the vault" in out
+    assert "calendar busy Tue 10:00 dentist" in out
+    assert "[third-party API, connection calendar]" in out
     assert "Trip to Lisbon" in out
     assert "TP 571 from Berlin" in out  # from the MCP tool's table
     assert "sunny, 16–24 °C" in out  # from the weather agent
