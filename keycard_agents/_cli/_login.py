@@ -1,9 +1,10 @@
 """``keycard-agents login``: sign a user in the way native command-line apps do.
 
-RFC 8252 (OAuth 2.0 for native apps): the authorization code grant (RFC 6749 §4.1) with
-PKCE ``S256`` (RFC 7636) and a loopback redirect URI on a port chosen at run time
-(§7.3), in the system browser (§8.12: never an embedded one), or the URL printed when
-there is no browser. The ``resource`` (RFC 8707) is the agent the token is for; the
+By default RFC 8252 (OAuth 2.0 for native apps): the authorization code grant (RFC 6749
+§4.1) with PKCE ``S256`` (RFC 7636) and a loopback redirect URI on a port chosen at run
+time (§7.3), in the system browser (§8.12: never an embedded one), or the URL printed
+when there is no browser. With ``--device``, the device authorization grant (RFC 8628),
+for machines without a browser. The ``resource`` (RFC 8707) is the agent the token is for; the
 ``iss`` of the response is checked (RFC 9207), as is ``state``. Endpoints come from the
 issuer's RFC 8414 metadata, so any issuer we support works, ours or a hosted one.
 
@@ -44,6 +45,7 @@ __all__ = [
     "TokenCache",
     "add_login_command",
     "login",
+    "login_device",
 ]
 
 TOKEN_CACHE_ENV = "KEYCARD_TOKEN_CACHE"  # noqa: S105 (a variable name)
@@ -317,6 +319,68 @@ def login(
             client.close()
 
 
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def login_device(
+    *,
+    issuer: str,
+    resource: str,
+    scopes: Sequence[str] = (),
+    client_id: str = DEFAULT_CLIENT_ID,
+    show: Callable[[str, str, str], object],
+    timeout: float = 300.0,
+    http: httpx.Client | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> CachedToken:
+    """Sign a user in with the device authorization grant (RFC 8628) for machines
+    without a browser: ``show(verification_uri, user_code, verification_uri_complete)``
+    tells the person where to go; this polls until they have signed in there."""
+    owned = http is None
+    client = http if http is not None else httpx.Client(timeout=30.0)
+    try:
+        metadata = _metadata(client, issuer)
+        endpoint = _endpoint(metadata, "device_authorization_endpoint", issuer)
+        token_endpoint = _endpoint(metadata, "token_endpoint", issuer)
+        form = {"client_id": client_id, "resource": resource}
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        reply = client.post(endpoint, data=form, headers={"Accept": "application/json"})
+        if reply.status_code != 200:
+            raise LoginError(f"the issuer refused the device sign-in: {_error_of(reply)}")
+        try:
+            body = loads_bounded(reply.content)
+        except ValueError as exc:
+            raise LoginError("the device authorization endpoint did not answer JSON") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("device_code"), str):
+            raise LoginError("the device authorization endpoint answered without a device_code")
+        uri = str(body.get("verification_uri", ""))
+        show(uri, str(body.get("user_code", "")), str(body.get("verification_uri_complete", uri)))
+        interval = float(body.get("interval") or 5)
+        deadline = time.monotonic() + min(timeout, float(body.get("expires_in") or timeout))
+        poll = {
+            "grant_type": DEVICE_GRANT,
+            "device_code": body["device_code"],
+            "client_id": client_id,
+        }
+        wait = sleep if sleep is not None else time.sleep
+        while True:
+            wait(interval)
+            answer = client.post(token_endpoint, data=poll, headers={"Accept": "application/json"})
+            if answer.status_code == 200:
+                return _token_from(answer, issuer=issuer, resource=resource)
+            error = _error_of(answer)
+            if error.startswith("slow_down"):
+                interval += 5  # RFC 8628 §3.5
+            elif not error.startswith("authorization_pending"):
+                raise LoginError(f"the device sign-in failed: {error}")
+            if time.monotonic() > deadline:
+                raise LoginError(f"no sign-in within {timeout:g} s: run login again")
+    finally:
+        if owned:
+            client.close()
+
+
 def _serve_until_answer(server: _Callback, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     server.timeout = 0.5
@@ -378,6 +442,11 @@ def add_login_command(subparsers: Any) -> None:
         help="print the sign-in URL instead of opening a browser",
     )
     parser.add_argument(
+        "--device",
+        action="store_true",
+        help="sign in on another device (RFC 8628 device grant): prints a URL and a code",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds to wait for the sign-in (300)"
     )
     parser.add_argument(
@@ -406,6 +475,11 @@ def _show_url(no_browser: bool) -> Callable[[str], object]:
     return show
 
 
+def _show_code(uri: str, user_code: str, complete: str) -> None:
+    print(f"On any device with a browser, open {uri}", file=sys.stderr)
+    print(f"and enter the code {user_code} (or open {complete})", file=sys.stderr, flush=True)
+
+
 def _txn_of(token: str) -> str | None:
     """The ``txn`` claim of a token we were just issued (read, not verified: display only)."""
     parts = token.split(".")
@@ -421,14 +495,24 @@ def _txn_of(token: str) -> str | None:
 
 def run_login(args: argparse.Namespace) -> int:
     try:
-        token = login(
-            issuer=args.issuer,
-            resource=args.resource,
-            scopes=args.scope,
-            client_id=args.client_id,
-            open_url=_show_url(args.no_browser),
-            timeout=args.timeout,
-        )
+        if args.device:
+            token = login_device(
+                issuer=args.issuer,
+                resource=args.resource,
+                scopes=args.scope,
+                client_id=args.client_id,
+                show=_show_code,
+                timeout=args.timeout,
+            )
+        else:
+            token = login(
+                issuer=args.issuer,
+                resource=args.resource,
+                scopes=args.scope,
+                client_id=args.client_id,
+                open_url=_show_url(args.no_browser),
+                timeout=args.timeout,
+            )
     except LoginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -48,6 +48,7 @@ from keycard_agents._sts._connections._vault import (
     VaultKeys,
     VaultStore,
 )
+from keycard_agents._sts._device import DEVICE_AUTHORIZATION_PATH, GRANT_DEVICE_CODE, DeviceFlow
 from keycard_agents._sts._forms import NO_STORE
 from keycard_agents._sts._registration import REGISTRATION_PATH, RegistrationEndpoint
 from keycard_agents._sts._shared import (
@@ -259,6 +260,11 @@ class TokenService:
             leeway=leeway,
             connections=self.connections,
         )
+        #: RFC 8628 sign-in for machines without a browser (``login --device``).
+        self.device = DeviceFlow(
+            config=config, issuer=self.issuer, clients=self.clients, login=self.login, clock=clock
+        )
+        self.token_endpoint.device = self.device
         self.app = self._build_app()
 
     # -- keys -------------------------------------------------------------------------------
@@ -376,12 +382,14 @@ class TokenService:
         return {
             "issuer": self.issuer,
             "authorization_endpoint": f"{base}/authorize",
+            "device_authorization_endpoint": f"{base}{DEVICE_AUTHORIZATION_PATH}",
             "token_endpoint": f"{base}/token",
             "jwks_uri": f"{base}/jwks.json",
             "grant_types_supported": [
                 GRANT_TOKEN_EXCHANGE,
                 GRANT_CLIENT_CREDENTIALS,
                 GRANT_AUTHORIZATION_CODE,
+                GRANT_DEVICE_CODE,
             ],
             "response_types_supported": ["code"],
             "token_endpoint_auth_methods_supported": [
@@ -442,6 +450,7 @@ class TokenService:
             ("/authorize", self.login.authorize_get, ["GET"]),
             ("/authorize", self.login.authorize_post, ["POST"]),
         ]
+        routes.extend(self.device.routes())
         if self.registration is not None:
             routes.append((REGISTRATION_PATH, self.registration.handle, ["POST"]))
         if self.audit_page is not None:

@@ -53,6 +53,7 @@ from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
 from keycard_agents._sts._config import RegisteredAgent, TokenServiceConfig
 from keycard_agents._sts._connections._broker import Connections, UserRef
+from keycard_agents._sts._device import GRANT_DEVICE_CODE, DeviceFlow
 from keycard_agents._sts._forms import (
     Form,
     audit_reason,
@@ -91,7 +92,12 @@ GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105
-_GRANTS = frozenset({GRANT_TOKEN_EXCHANGE, GRANT_CLIENT_CREDENTIALS, GRANT_AUTHORIZATION_CODE})
+_GRANTS = frozenset(
+    {GRANT_TOKEN_EXCHANGE, GRANT_CLIENT_CREDENTIALS, GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE}
+)
+#: Answers a polling device client gets until the user acts (RFC 8628 §3.5): not denials
+#: worth an audit record each.
+_POLLING = frozenset({"authorization_pending", "slow_down"})
 _ACTOR_TOKEN_TYPES = frozenset({TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT})
 _MAX_TOKEN_BYTES = 8192
 
@@ -229,6 +235,8 @@ class TokenEndpoint:
         # What each trusted issuer's tokens look like; our own stay strict RFC 9068.
         self._profiles = {t.issuer: t.profile() for t in config.trusted_issuers}
         self.stats = TokenStats()
+        #: The RFC 8628 device flow (set by the service; ``None``: the grant is unsupported).
+        self.device: DeviceFlow | None = None
 
     async def handle(self, request: Request) -> Response:
         """``POST /token`` in a span of the caller's trace (``traceparent``)."""
@@ -271,6 +279,8 @@ class TokenEndpoint:
                 payload = await self._client_credentials(request, form, trail)
             elif grant_type == GRANT_AUTHORIZATION_CODE:
                 payload = await self._authorization_code(request, form, trail)
+            elif grant_type == GRANT_DEVICE_CODE and self.device is not None:
+                payload = await self._device_code(request, form, trail)
             else:
                 raise OAuthError(
                     "unsupported_grant_type",
@@ -279,7 +289,7 @@ class TokenEndpoint:
                     f"{GRANT_AUTHORIZATION_CODE}",
                 )
         except OAuthError as exc:
-            return await self._deny(trail, exc)
+            return await self._deny(trail, exc, audit=exc.error not in _POLLING)
         except StoreUnavailableError as exc:  # replicas' shared state away: fail closed, 503
             unavailable = TooManyAttemptsError(
                 "the token service's shared store is unavailable; retry shortly",
@@ -438,6 +448,39 @@ class TokenEndpoint:
         )
         trail.scopes_granted = grant.scopes
         trail.jti = claims["jti"]
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": claims["exp"] - claims["iat"],
+            "scope": claims["scope"],
+        }
+
+    async def _device_code(self, request: Request, form: Form, trail: _Trail) -> dict[str, Any]:
+        """RFC 8628 §3.4: a public client redeems an approved device code."""
+        assert self.device is not None
+        client = await self._clients.authenticate(request, form)
+        trail.client_id = client.client_id
+        if client.method != "none":
+            raise OAuthError(
+                "unauthorized_client",
+                f"agent {client.client_id!r} cannot use the device grant: only public clients",
+            )
+        grant = self.device.redeem(form, client.client_id)
+        trail.user, trail.user_issuer = grant.username, self._issuer
+        trail.target, trail.scopes_requested = grant.resource, grant.scopes
+        agent = self._config.agent_for_resource(grant.resource)
+        if agent is None:  # the configuration cannot change under a running service
+            raise OAuthError("invalid_target", "the signed-in resource is no longer registered")
+        trail.txn = uuid.uuid4().hex
+        token, claims = self.mint_user_token(
+            user=grant.username,
+            audience=grant.resource,
+            scopes=grant.scopes,
+            may_act=agent.client_id,
+            client_id=client.client_id,
+            txn=trail.txn,
+        )
+        trail.scopes_granted, trail.jti = grant.scopes, claims["jti"]
         return {
             "access_token": token,
             "token_type": "Bearer",

@@ -7,6 +7,7 @@ follows the redirect to the loopback address the command listens on (RFC 8252 §
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,3 +200,52 @@ def test_the_cache_file_is_not_world_readable_even_with_a_lax_umask(tmp_path: Pa
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "t.json").stat().st_mode) == 0o600
+
+
+def person_on_another_device(uri: str, user_code: str, complete: str) -> None:
+    """What the person does: open the page on any device, enter the code, sign in."""
+    assert complete.startswith(uri + "?user_code=")
+    with httpx.Client(timeout=10) as http:
+        form = {"user_code": user_code, "username": "alice", "password": PASSWORD}
+        page = http.post(uri, data={**form, "action": "allow"})
+        assert "Device signed in" in page.text, page.text
+
+
+def test_device_login_for_a_machine_without_a_browser(
+    world: World,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from keycard_agents._cli import _login
+
+    token = _login.login_device(
+        issuer=world.issuer,
+        resource=world.agent,
+        scopes=["calendar.read"],
+        show=person_on_another_device,
+        sleep=lambda seconds: None,
+    )
+    assert token.scope == "calendar.read"
+
+    # the command: it prints where to go and the code, then waits
+    shown: list[str] = []
+
+    def sleep_and_act(seconds: float) -> None:
+        assert seconds == 5
+        if not shown:
+            err = capsys.readouterr().err
+            found = re.search(r"open (\S+)\nand enter the code (\S+) \(or open (\S+)\)", err)
+            assert found, err
+            shown.append(found.group(2))
+            person_on_another_device(found.group(1), found.group(2), found.group(3))
+
+    monkeypatch.setattr("time.sleep", sleep_and_act)
+    argv = ["login", "--device", "--issuer", world.issuer, "--resource", world.agent]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"signed in for {world.agent}" in err
+    assert shown
+    assert main(["call", world.agent, "free_slots", "--arg", "day=Friday"]) == 0
+    assert "Friday 09:00 for alice" in capsys.readouterr().out

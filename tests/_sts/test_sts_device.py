@@ -1,0 +1,110 @@
+"""The device authorization grant (RFC 8628) at the token service, through its real app."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from sts_support import PASSWORD, A, claims_of, open_world
+
+pytestmark = pytest.mark.anyio
+
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+async def _start(client: httpx.AsyncClient, **extra: str) -> dict[str, Any]:
+    reply = await client.post(
+        "/device_authorization", data={"client_id": "app", "resource": A, **extra}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["cache-control"] == "no-store"
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def _poll(client: httpx.AsyncClient, device_code: str) -> httpx.Response:
+    return await client.post(
+        "/token", data={"grant_type": DEVICE, "device_code": device_code, "client_id": "app"}
+    )
+
+
+async def test_metadata_advertises_the_device_grant() -> None:
+    async with open_world() as w:
+        metadata = (await w.client.get("/.well-known/oauth-authorization-server")).json()
+    assert metadata["device_authorization_endpoint"].endswith("/device_authorization")
+    assert DEVICE in metadata["grant_types_supported"]
+
+
+async def test_a_device_signs_in_after_the_user_approves_it() -> None:
+    async with open_world() as w:
+        start = await _start(w.client, scope="read")
+        assert re.fullmatch(
+            r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}", start["user_code"]
+        )
+        assert start["verification_uri"].endswith("/device")
+        assert start["verification_uri_complete"].endswith(
+            "user_code=" + start["user_code"].replace("-", "-")
+        )
+        assert start["interval"] == 5
+        assert start["expires_in"] == 600
+        pending = await _poll(w.client, start["device_code"])
+        assert pending.status_code == 400
+        assert pending.json()["error"] == "authorization_pending"
+        assert start["user_code"] in pending.json()["error_description"]
+        hurried = await _poll(w.client, start["device_code"])
+        assert hurried.json()["error"] == "slow_down"
+        # the person, on another device: the page, a wrong password, then the right one
+        page = await w.client.get("/device", params={"user_code": start["user_code"]})
+        assert page.status_code == 200
+        assert f"value='{start['user_code']}'" in page.text
+        code = start["user_code"].lower().replace("-", " ")  # forgiving about case and dashes
+        form = {"user_code": code, "username": "alice", "action": "allow"}
+        wrong = await w.client.post("/device", data={**form, "password": "nope"})
+        assert wrong.status_code == 401
+        ok = await w.client.post("/device", data={**form, "password": PASSWORD})
+        assert ok.status_code == 200
+        assert "Device signed in" in ok.text
+        w.clock.advance(20)
+        issued = await _poll(w.client, start["device_code"])
+        assert issued.status_code == 200, issued.text
+        claims = claims_of(issued.json()["access_token"])
+        again = await _poll(w.client, start["device_code"])  # a device code works once
+        records = await w.service.audit.query()
+    assert claims["sub"] == "alice"
+    assert claims["aud"] == A
+    assert claims["scope"] == "read"
+    assert claims["may_act"] == {"sub": "a"}
+    assert len(claims["txn"]) == 32
+    assert again.json()["error"] == "invalid_grant"
+    # polling answers are not audited; the issuance is, once
+    device = [r for r in records if r.grant_type == DEVICE]
+    assert [(r.decision, r.error) for r in device] == [
+        ("issued", None),
+        ("denied", "invalid_grant"),
+    ]
+
+
+async def test_refused_expired_and_unknown_codes() -> None:
+    async with open_world() as w:
+        start = await _start(w.client)
+        refused = await w.client.post(
+            "/device", data={"user_code": start["user_code"], "action": "deny"}
+        )
+        assert "Sign-in refused" in refused.text
+        denied = await _poll(w.client, start["device_code"])
+        assert denied.json()["error"] == "access_denied"
+        late = await _start(w.client)
+        w.clock.advance(601)
+        expired = await _poll(w.client, late["device_code"])
+        assert expired.json()["error"] in ("expired_token", "invalid_grant")
+        unknown = await w.client.post("/device", data={"user_code": "BCDF-GHJK", "action": "allow"})
+        assert unknown.status_code == 400
+        bad_target = await w.client.post(
+            "/device_authorization", data={"client_id": "app", "resource": A.rstrip("/")}
+        )
+        assert bad_target.json()["error"] == "invalid_target"
+        assert "only by a trailing '/'" in bad_target.json()["error_description"]
+        agent = await w.client.post("/device_authorization", data={"resource": A, **w.auth("b")})
+        assert agent.json()["error"] == "unauthorized_client"
