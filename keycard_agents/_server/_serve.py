@@ -10,6 +10,7 @@ exits. uvicorn runs on asyncio only; ``backend="trio"`` serves with hypercorn on
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
     from keycard_agents._agent._agent import Agent
 
-__all__ = ["default_url", "serve"]
+__all__ = ["default_url", "freeze_startup_heap", "serve"]
 
 logger = get_logger("keycard_agents.server")
 
@@ -100,6 +101,7 @@ def serve(
         agent.url = default_url(host, port)
     app = create_app(agent, **app_options)
     escape_server_logs()
+    freeze_startup_heap()
     if backend == "asyncio":
         _serve_uvicorn(app, host=host, port=port, log_level=log_level, timeouts=timeouts)
     elif backend == "trio":
@@ -109,6 +111,17 @@ def serve(
             f"unknown backend {backend!r}: use 'asyncio' (uvicorn) or 'trio' (hypercorn)",
             setting="backend",
         )
+
+
+def freeze_startup_heap() -> None:
+    """Take what exists before serving (modules, model schemas, routes: tens of thousands
+    of objects that live as long as the process) out of the garbage collector's full
+    collections, which walked all of it on every run and paused the event loop for 15-30
+    ms under load (benchmarks/NOTES.md). ``serve()`` owns the process, so the choice is
+    its to make (and ``keycard-agents sts``'s); an app mounted elsewhere can call
+    ``gc.freeze()`` the same way."""
+    gc.collect()
+    gc.freeze()
 
 
 def _serve_uvicorn(

@@ -159,6 +159,8 @@ SCRIPT = textwrap.dedent(
     agent = EchoAgent(issuer=ISSUER, token_endpoint=ISSUER + "/token")
     serve(agent, port=port, backend=os.environ["TEST_BACKEND"], log_level="warning",
           verifier=verifier)
+    import gc
+    print("startup heap frozen" if gc.get_freeze_count() > 10_000 else "not frozen", flush=True)
     print("exited cleanly", flush=True)
     """
 )
@@ -235,6 +237,7 @@ def test_sigint_cancels_tasks_and_closes_streams(server_process: tuple[Any, str]
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err[-3000:]
     assert "exited cleanly" in out
+    assert "startup heap frozen" in out
 
 
 CLI_SCRIPT = textwrap.dedent(
