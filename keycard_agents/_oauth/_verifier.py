@@ -29,7 +29,11 @@ from keycard_agents._jose._jwt import (
 from keycard_agents._jose._keys import ALGORITHMS, KeyResolver, allowed_algorithms
 from keycard_agents._jose._principal import Principal
 from keycard_agents._oauth._jwks import JWKSCache, TrustedIssuer
-from keycard_agents._observe._metrics import record_verification, record_verification_failure
+from keycard_agents._observe._metrics import (
+    record_cache_lookup,
+    record_verification,
+    record_verification_failure,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -132,6 +136,8 @@ class TokenVerifier:
     async def _verify(self, token: str, audience: str) -> Principal:
         digest = self._digest(token)
         principal = None if digest is None else self._cached(digest, audience)
+        if digest is not None:
+            record_cache_lookup("miss" if principal is None else "hit", cache="verification")
         if principal is None:
             claims, kid = await verify_compact(
                 token,

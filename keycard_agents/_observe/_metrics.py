@@ -20,9 +20,10 @@ Instruments (units per the OpenTelemetry semantic conventions: seconds for durat
 - ``keycard.token.verification.duration`` (histogram, s): an agent's verification;
 - ``keycard.exchange.duration`` (histogram, s): an agent's token requests to the token
   service, by ``keycard.outcome`` (``ok`` / ``error``);
-- ``keycard.exchange.cache.lookups`` (counter): exchange cache lookups by
-  ``keycard.cache.result`` (``hit``, ``miss``, ``coalesced``); the hit ratio is
-  ``hit / all``;
+- ``keycard.cache.lookups`` (counter): cache lookups by ``keycard.cache``
+  (``exchange``: exchanged tokens; ``verification``: verified inbound tokens) and
+  ``keycard.cache.result`` (``hit``, ``miss``, ``coalesced``); a cache's hit ratio is
+  its ``hit`` over all its lookups;
 - ``keycard.skill.duration`` (histogram, s): skill runs by ``keycard.skill`` and
   ``keycard.task.state``;
 - ``keycard.tasks.stored`` (observable gauge): tasks held by each agent's task store,
@@ -119,9 +120,9 @@ def _get() -> _Instruments:
                 description="Time an agent's token request to the token service took",
             ),
             cache_lookups=meter.create_counter(
-                "keycard.exchange.cache.lookups",
+                "keycard.cache.lookups",
                 unit="{lookup}",
-                description="Exchanged-token cache lookups: hit, miss or coalesced",
+                description="Cache lookups (exchanged and verified tokens): hit, miss, coalesced",
             ),
             skill_duration=meter.create_histogram(
                 "keycard.skill.duration",
@@ -168,9 +169,10 @@ def record_exchange(seconds: float, *, grant: str, ok: bool) -> None:
     )
 
 
-def record_cache_lookup(result: str) -> None:
-    """``hit``, ``miss`` or ``coalesced`` (waited for an identical request in flight)."""
-    _get().cache_lookups.add(1, {"keycard.cache.result": result})
+def record_cache_lookup(result: str, *, cache: str = "exchange") -> None:
+    """``hit``, ``miss`` or ``coalesced`` (waited for an identical request in flight) in
+    the ``exchange`` or ``verification`` cache."""
+    _get().cache_lookups.add(1, {"keycard.cache": cache, "keycard.cache.result": result})
 
 
 def record_skill(skill: str, state: str, seconds: float) -> None:
