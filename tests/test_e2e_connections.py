@@ -28,6 +28,7 @@ from upstream_support import (
     connect,
     requires_node,
     run_upstream,
+    sign_in_connections,
 )
 
 from keycard_agents import (
@@ -161,9 +162,7 @@ async def _connect(d: Deployment, url: str) -> None:
 
 async def _disconnect(d: Deployment) -> None:
     async with httpx.AsyncClient(timeout=20) as browser:
-        await browser.post(
-            d.sts_url + "/connections/signin", data={"username": "alice", "password": PASSWORD}
-        )
+        await sign_in_connections(browser, d.sts_url, user="alice", password=PASSWORD)
         listing = await browser.get(d.sts_url + "/connections")
         csrf = listing.text.split("name='csrf' value='")[1].split("'")[0]
         done = await browser.post(d.sts_url + "/connections/github/disconnect", data={"csrf": csrf})

@@ -30,7 +30,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-__all__ = ["Upstream", "api_app", "connect", "requires_node", "run_upstream", "start_connect"]
+__all__ = [
+    "Upstream",
+    "api_app",
+    "connect",
+    "requires_node",
+    "run_upstream",
+    "sign_in_connections",
+    "start_connect",
+]
 
 CLIENT_ID = "keycard-sts"
 UPSTREAM_SCOPE = "repo read:user"
@@ -123,6 +131,20 @@ def api_app(*, issuer: str, audience: str, jwks: dict[str, Any]) -> Starlette:
     return app
 
 
+async def sign_in_connections(
+    browser: httpx.AsyncClient, sts: str, *, user: str, password: str
+) -> httpx.Response:
+    """Open the connections page (its sign-in form sets the login CSRF cookie), sign in."""
+    page = await browser.get(f"{sts}/connections")
+    assert page.status_code == 200, page.text
+    token = re.search(r"name='login_csrf' value='([^']+)'", page.text)
+    assert token is not None, page.text
+    return await browser.post(
+        f"{sts}/connections/signin",
+        data={"username": user, "password": password, "login_csrf": token.group(1)},
+    )
+
+
 async def start_connect(
     browser: httpx.AsyncClient,
     sts: str,
@@ -134,10 +156,7 @@ async def start_connect(
 ) -> str:
     """Sign in on our connections page and start connecting (at ``url`` when given: the
     link an agent or the token service handed out); returns the provider URL."""
-    signin = await browser.post(
-        f"{sts}/connections/signin",
-        data={"username": user, "password": password, "next": "/connections"},
-    )
+    signin = await sign_in_connections(browser, sts, user=user, password=password)
     assert signin.status_code == 303, signin.text
     started = await browser.get(url or f"{sts}/connections/{connection}/connect")
     assert started.status_code == 303, started.text

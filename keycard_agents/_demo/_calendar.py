@@ -9,6 +9,8 @@ is alice's browser connecting her calendar, each step printed as it happens.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -123,9 +125,12 @@ async def connect(
     base = issuer.rstrip("/")
     async with httpx.AsyncClient(timeout=10.0) as browser:
         say("  1. she opens the link and signs in to the token service")
+        page = _expect(await browser.get(url), 200, "opening the link")
+        found = re.findall(r"name='(next|login_csrf)' value='([^']*)'", page.text)
+        form = {name: html.unescape(value) for name, value in found}
         signin = await browser.post(
             f"{base}/connections/signin",
-            data={"username": "alice", "password": password, "next": urlsplit(url).path},
+            data={"username": "alice", "password": password, **form},
         )
         _expect(signin, 303, "signing in to the token service")
         start = _expect(await browser.get(url), 303, "opening the connect page")

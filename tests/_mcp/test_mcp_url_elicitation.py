@@ -19,6 +19,7 @@ import pytest
 from mcp import Client, MCPError, UrlElicitationRequiredError
 from mcp.client.streamable_http import streamable_http_client
 from mcp_support import ServerThread, free_port
+from upstream_support import sign_in_connections
 
 from keycard_agents import (
     AccessContext,
@@ -145,10 +146,7 @@ async def _call(world: World, token: str) -> Any:
 
 async def _enter_key(world: World, url: str, key: str) -> None:
     async with httpx.AsyncClient(timeout=20) as browser:
-        await browser.post(
-            world.issuer + "/connections/signin",
-            data={"username": "alice", "password": PASSWORD},
-        )
+        await sign_in_connections(browser, world.issuer, user="alice", password=PASSWORD)
         form = await browser.get(url)
         csrf = form.text.split("name='csrf' value='")[1].split("'")[0]
         saved = await browser.post(

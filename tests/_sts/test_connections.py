@@ -21,6 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
 from sts_support import AT, EXCHANGE, JWT_BEARER, Clock, claims_of
 from upstream_support import (
     CLIENT_ID,
@@ -29,6 +34,7 @@ from upstream_support import (
     connect,
     requires_node,
     run_upstream,
+    sign_in_connections,
     start_connect,
     through_provider,
 )
@@ -283,10 +289,7 @@ async def test_disconnect_revokes_and_the_next_exchange_needs_consent(
         user_token = w.user_token("carol")
         assert (await w.exchange(user_token, deployment.api)).status_code == 200
         async with w.browser() as browser:
-            await browser.post(
-                f"{STS}/connections/signin",
-                data={"username": "carol", "password": PASSWORDS["carol"]},
-            )
+            await sign_in_connections(browser, STS, user="carol", password=PASSWORDS["carol"])
             listing = await browser.get(f"{STS}/connections")
             assert "GitHub (test)</b>: connected" in listing.text
             csrf = listing.text.split("name='csrf' value='")[1].split("'")[0]
@@ -345,10 +348,7 @@ async def test_static_key_connection(
 ) -> None:
     async with open_world(deployment, monkeypatch) as w:
         async with w.browser() as browser:
-            await browser.post(
-                f"{STS}/connections/signin",
-                data={"username": "alice", "password": PASSWORDS["alice"]},
-            )
+            await sign_in_connections(browser, STS, user="alice", password=PASSWORDS["alice"])
             form = await browser.get(f"{STS}/connections/weather/connect")
             assert form.status_code == 200
             assert "name='key'" in form.text
@@ -400,9 +400,7 @@ async def test_callback_in_another_session_or_for_another_user_stores_nothing(
             )
             callback = await through_provider(alice, location, user="alice")
             # Mallory (signed in as bob) is made to open alice's callback.
-            await mallory.post(
-                f"{STS}/connections/signin", data={"username": "bob", "password": PASSWORDS["bob"]}
-            )
+            await sign_in_connections(mallory, STS, user="bob", password=PASSWORDS["bob"])
             stolen = await mallory.get(callback)
             assert stolen.status_code == 403
             assert "another sign-in session" in stolen.text
@@ -460,8 +458,41 @@ async def test_policy_applies_to_connections(
         assert narrowed.json()["scope"] == "read:user"
 
 
-async def test_no_token_or_secret_in_logs_audit_pages_or_errors(
-    deployment: Deployment, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span the test makes, kept in memory (the SDK provider installed globally)."""
+    saved = trace._TRACER_PROVIDER
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    trace.set_tracer_provider(provider)
+    try:
+        yield memory
+    finally:
+        provider.shutdown()
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = saved
+
+
+def _span_text(memory: InMemorySpanExporter) -> str:
+    out = []
+    for span in memory.get_finished_spans():
+        out.append(span.name)
+        out.extend(f"{k}={v!r}" for k, v in (span.attributes or {}).items())
+        for event in span.events:
+            out.append(event.name)
+            out.extend(f"{k}={v!r}" for k, v in (event.attributes or {}).items())
+        out.append(span.status.description or "")
+    return "\n".join(out)
+
+
+async def test_no_token_or_secret_in_logs_audit_spans_pages_or_errors(
+    deployment: Deployment,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    spans: InMemorySpanExporter,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="keycard_agents")
     seen: list[str] = []
@@ -475,10 +506,7 @@ async def test_no_token_or_secret_in_logs_audit_pages_or_errors(
         assert refreshed.status_code == 200
         fresh = await w.stored("alice")
         async with w.browser() as browser:
-            await browser.post(
-                f"{STS}/connections/signin",
-                data={"username": "alice", "password": PASSWORDS["alice"]},
-            )
+            await sign_in_connections(browser, STS, user="alice", password=PASSWORDS["alice"])
             listing = await browser.get(f"{STS}/connections")
             seen.append(listing.text)
             csrf = listing.text.split("name='csrf' value='")[1].split("'")[0]
@@ -493,6 +521,9 @@ async def test_no_token_or_secret_in_logs_audit_pages_or_errors(
         seen.append(repr(grant))
         seen.append(repr(w.service.connections))
     seen.append(caplog.text)
+    span_text = _span_text(spans)
+    assert "token service policy" in span_text  # the token service's spans were recorded
+    seen.append(span_text)
     everything = "\n".join(seen)
     secrets_ = {
         "upstream access token": grant.access_token,
@@ -505,3 +536,36 @@ async def test_no_token_or_secret_in_logs_audit_pages_or_errors(
     for what, value in secrets_.items():
         assert value, what
         assert value not in everything, f"the {what} leaked"
+
+
+async def test_login_csrf_and_foreign_origins_are_refused(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_world(deployment, monkeypatch) as w, w.browser() as browser:
+        # A sign-in form posted from elsewhere (no login cookie, or another site's Origin).
+        forged = await browser.post(
+            f"{STS}/connections/signin",
+            data={"username": "bob", "password": PASSWORDS["bob"], "login_csrf": "guess"},
+        )
+        assert forged.status_code == 403
+        assert "keycard_connections" not in forged.cookies
+        other_site = await browser.post(
+            f"{STS}/connections/signin",
+            data={"username": "bob", "password": PASSWORDS["bob"]},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert other_site.status_code == 403
+        signed_in = await sign_in_connections(
+            browser, STS, user="alice", password=PASSWORDS["alice"]
+        )
+        assert signed_in.status_code == 303
+        page = await browser.get(f"{STS}/connections")
+        assert "Signed in as <b>alice</b>" in page.text
+        cross = await browser.post(
+            f"{STS}/connections/weather/key",
+            data={"csrf": page.text.split("name='csrf' value='")[1].split("'")[0], "key": "k"},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert cross.status_code == 403
+    assert w.service.vault is not None
+    assert await w.service.vault.get(STS, "alice", "weather") is None

@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from keycard_agents._errors import OAuthError
 from keycard_agents._logs import get_logger
 from keycard_agents._oauth._pkce import pkce_challenge
+from keycard_agents._oauth._urls import same_origin
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._connection_config import ConnectionConfig
 from keycard_agents._sts._forms import Form, read_form
@@ -39,6 +40,7 @@ __all__ = ["ConnectionPages"]
 logger = get_logger("keycard_agents.sts.connections")
 
 COOKIE = "keycard_connections"
+LOGIN_COOKIE = "keycard_connections_login"
 _MAX_SESSIONS = 10_000
 _MAX_PENDING = 10_000
 _PENDING_PER_SESSION = 10
@@ -140,7 +142,7 @@ class ConnectionPages:
     async def index(self, request: Request) -> Response:
         current = self._session(request)
         if current is None:
-            return _signin_page(self._root, next_url=self._path, error=None)
+            return self._signin(next_url=self._path, error=None)
         _, session = current
         rows = []
         for connection in self._connections.by_name.values():
@@ -167,19 +169,52 @@ class ConnectionPages:
         )
         return _page("Connected accounts", body)
 
+    def _signin(self, *, next_url: str, error: str | None, status: int = 200) -> HTMLResponse:
+        """The sign-in page, with a login CSRF token in a cookie and in the form (a site
+        that cannot read our cookies cannot sign the user in as someone else)."""
+        token = secrets.token_urlsafe(24)
+        response = _signin_page(
+            self._root, next_url=next_url, error=error, login_csrf=token, status=status
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            token,
+            max_age=int(self._connections.settings.connect_lifetime),
+            path=self._path,
+            httponly=True,
+            samesite="strict",
+            secure=self._secure,
+        )
+        return response
+
+    def _foreign(self, request: Request) -> Response | None:
+        """403 for a state-changing POST another site's page sent (its ``Origin``)."""
+        origin = request.headers.get("origin")
+        if origin is None or same_origin(origin, self._issuer):
+            return None
+        return _error_page("This form was sent from another site: nothing was done.", status=403)
+
     async def signin(self, request: Request) -> Response:
+        refused = self._foreign(request)
+        if refused is not None:
+            return refused
         try:
             form = await read_form(request, limit=_MAX_QUERY)
             username = form.get("username") or ""
             password = form.get("password") or ""
             next_url = _local_next(form.get("next"), self._path)
+            presented = form.get("login_csrf") or ""
         except OAuthError as exc:
             return _error_page(exc.error_description, status=exc.status_code)
+        expected = request.cookies.get(LOGIN_COOKIE) or ""
+        if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
+            return self._signin(
+                next_url=next_url, error="The sign-in form expired: sign in again.", status=403
+            )
         try:
             user = await self._login.check_user(username, password, request_source(request))
         except TooManyAttemptsError as exc:
-            response = _signin_page(
-                self._root,
+            response = self._signin(
                 next_url=next_url,
                 error=f"Too many failed sign-ins: try again in {exc.retry_after} s.",
                 status=exc.status_code,
@@ -187,9 +222,7 @@ class ConnectionPages:
             response.headers["Retry-After"] = str(exc.retry_after)
             return response
         if user is None:
-            return _signin_page(
-                self._root, next_url=next_url, error="Wrong username or password.", status=401
-            )
+            return self._signin(next_url=next_url, error="Wrong username or password.", status=401)
         cookie = self._new_session(UserRef(issuer=self._issuer, sub=user.username))
         redirect = RedirectResponse(
             next_url, status_code=303, headers={"Cache-Control": "no-store"}
@@ -206,6 +239,9 @@ class ConnectionPages:
         return redirect
 
     async def signout(self, request: Request) -> Response:
+        refused = self._foreign(request)
+        if refused is not None:
+            return refused
         current = self._session(request)
         if current is not None:
             try:
@@ -235,7 +271,7 @@ class ConnectionPages:
         current = self._session(request)
         if current is None:
             here = f"{self._path}/{connection.name}/connect" + (f"?txn={txn}" if txn else "")
-            return _signin_page(self._root, next_url=here, error=None)
+            return self._signin(next_url=here, error=None)
         session_key, session = current
         if connection.kind == "static":
             return _key_page(self._root, connection, session, txn=txn, error=None)
@@ -330,13 +366,16 @@ class ConnectionPages:
         return _done_page(self._root, connection, "connected")
 
     async def save_key(self, request: Request) -> Response:
+        refused = self._foreign(request)
+        if refused is not None:
+            return refused
         connection = self._connection(request)
         if connection is None or connection.kind != "static":
             return _error_page("There is no such key connection.", status=404)
         current = self._session(request)
         if current is None:
             here = f"{self._path}/{connection.name}/connect"
-            return _signin_page(self._root, next_url=here, error=None)
+            return self._signin(next_url=here, error=None)
         _, session = current
         try:
             form = await read_form(request, limit=_MAX_QUERY)
@@ -361,12 +400,15 @@ class ConnectionPages:
         return _done_page(self._root, connection, "connected")
 
     async def disconnect(self, request: Request) -> Response:
+        refused = self._foreign(request)
+        if refused is not None:
+            return refused
         connection = self._connection(request)
         if connection is None:
             return _error_page("There is no such connection.", status=404)
         current = self._session(request)
         if current is None:
-            return _signin_page(self._root, next_url=self._path, error=None)
+            return self._signin(next_url=self._path, error=None)
         try:
             form = await read_form(request, limit=_MAX_QUERY)
         except OAuthError as exc:
@@ -419,12 +461,15 @@ def _csrf_field(session: _Session) -> str:
     return f"<input type='hidden' name='csrf' value='{html.escape(session.csrf)}'>"
 
 
-def _signin_page(root: str, *, next_url: str, error: str | None, status: int = 200) -> HTMLResponse:
+def _signin_page(
+    root: str, *, next_url: str, error: str | None, login_csrf: str, status: int = 200
+) -> HTMLResponse:
     notice = f"<p role='alert'><strong>{html.escape(error)}</strong></p>" if error else ""
     body = (
         f"<p>Sign in to manage the accounts this service may use for you.</p>{notice}"
         f"<form method='post' action='{html.escape(root)}/signin'>"
         f"<input type='hidden' name='next' value='{html.escape(next_url)}'>"
+        f"<input type='hidden' name='login_csrf' value='{html.escape(login_csrf)}'>"
         "<label>Username <input name='username' autocomplete='username' required></label>"
         "<label>Password <input name='password' type='password' "
         "autocomplete='current-password' required></label>"
