@@ -1,9 +1,11 @@
 """Agent Card signatures (A2A 1.0 §8.4 ``AgentCardSignature``; RFC 7515 JWS, RFC 8785 JCS).
 
-The signed content is the card without its ``signatures`` member, canonicalized with
-RFC 8785. Each signature is a JWS with a detached payload (RFC 7515 Appendix F): its
-``protected`` header (``alg``, ``kid``, ``typ: JOSE`` and ``jku``, the agent's JWK Set)
-and its ``signature``, both base64url. A verifier rebuilds the signing input from the
+The signed content is the card without its ``signatures`` member, in the form the
+official A2A SDKs verify (ProtoJSON, so a plain boolean at ``false`` is omitted; empty
+strings, lists and objects removed), canonicalized with RFC 8785. Each signature is a
+JWS with a detached payload (RFC 7515 Appendix F): its ``protected`` header (``alg``,
+``kid``, ``typ: JOSE`` and ``jku``, the agent's JWK Set) and its ``signature``, both
+base64url. A verifier rebuilds the signing input from the
 card it received, so any change to the card after signing fails verification.
 
 Clients choose a policy: ``require`` (refuse an unsigned card or one whose signatures
@@ -56,8 +58,58 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _without_empty(value: Any) -> Any:
+    """Drop empty strings, lists and objects, recursively (``None`` when all is empty)."""
+    if isinstance(value, dict):
+        kept = {k: c for k, v in value.items() if (c := _without_empty(v)) is not None}
+        return kept or None
+    if isinstance(value, list):
+        items = [c for v in value if (c := _without_empty(v)) is not None]
+        return items or None
+    if isinstance(value, str) and not value:
+        return None
+    return value
+
+
+def _proto_defaults_omitted(card: dict[str, Any]) -> dict[str, Any]:
+    """The card as ProtoJSON shows it: the two plain (presence-less) scalars of the card's
+    schema are omitted at their default, ``false``."""
+    capabilities = card.get("capabilities")
+    if isinstance(capabilities, dict) and isinstance(capabilities.get("extensions"), list):
+        extensions = [
+            {k: v for k, v in e.items() if not (k == "required" and v is False)}
+            if isinstance(e, dict)
+            else e
+            for e in capabilities["extensions"]
+        ]
+        card = {**card, "capabilities": {**capabilities, "extensions": extensions}}
+    schemes = card.get("securitySchemes")
+    if isinstance(schemes, dict):
+        cleaned: dict[str, Any] = {}
+        for name, scheme in schemes.items():
+            flow = (
+                scheme.get("oauth2SecurityScheme", {}).get("flows", {}).get("authorizationCode")
+                if isinstance(scheme, dict)
+                else None
+            )
+            if isinstance(flow, dict) and flow.get("pkceRequired") is False:
+                oauth2 = scheme["oauth2SecurityScheme"]
+                flows = {
+                    **oauth2["flows"],
+                    "authorizationCode": {k: v for k, v in flow.items() if k != "pkceRequired"},
+                }
+                scheme = {**scheme, "oauth2SecurityScheme": {**oauth2, "flows": flows}}
+            cleaned[name] = scheme
+        card = {**card, "securitySchemes": cleaned}
+    return card
+
+
 def _signed_content(card: Mapping[str, Any]) -> bytes:
-    return canonicalize({k: v for k, v in card.items() if k != "signatures"})
+    """What a signature covers (the form A2A SDKs verify): the card without
+    ``signatures``, proto defaults and empty strings, lists and objects left out,
+    canonicalized with RFC 8785."""
+    body = _proto_defaults_omitted({k: v for k, v in card.items() if k != "signatures"})
+    return canonicalize(_without_empty(body) or {})
 
 
 def sign_card(
