@@ -119,12 +119,24 @@ class RedisSettings:
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> RedisSettings | None:
-    """The settings named by ``KEYCARD_REDIS_URL`` (and ``KEYCARD_REDIS_PREFIX``), if set."""
+    """The settings named by ``KEYCARD_REDIS_URL`` (with ``KEYCARD_REDIS_PREFIX`` and
+    ``KEYCARD_REDIS_TIMEOUT``), if set."""
     env = os.environ if environ is None else environ
     url = env.get(REDIS_URL_ENV, "").strip()
     if not url:
         return None
-    return RedisSettings(url=url, prefix=env.get("KEYCARD_REDIS_PREFIX", "").strip() or "keycard")
+    timeout = env.get("KEYCARD_REDIS_TIMEOUT", "").strip()
+    try:
+        seconds = float(timeout) if timeout else 5.0
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigurationError(
+            "KEYCARD_REDIS_TIMEOUT must be a positive number of seconds",
+            setting="KEYCARD_REDIS_TIMEOUT",
+        )
+    prefix = env.get("KEYCARD_REDIS_PREFIX", "").strip() or "keycard"
+    return RedisSettings(url=url, prefix=prefix, timeout=seconds)
 
 
 @contextmanager

@@ -377,7 +377,17 @@ def _store_from_env() -> TaskStore | None:
         ) from exc
     settings = settings_from_env()
     assert settings is not None
-    return RedisTaskStore(settings)
+    lease = os.environ.get("KEYCARD_REDIS_TASK_LEASE", "").strip()
+    try:
+        seconds = float(lease) if lease else 15.0
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigurationError(
+            "KEYCARD_REDIS_TASK_LEASE must be a positive number of seconds",
+            setting="KEYCARD_REDIS_TASK_LEASE",
+        )
+    return RedisTaskStore(settings, lease=seconds)
 
 
 def _token_cache_from_env() -> SharedTokenCache | None:
