@@ -24,6 +24,7 @@ from keycard_agents._server._serve import freeze_startup_heap
 from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import load_config
+from keycard_agents._sts._connections._vault import VaultKeys
 from keycard_agents._sts._secrets import (
     WeakSecretError,
     hash_client_secret,
@@ -62,7 +63,9 @@ def add_sts_command(subparsers: Any) -> None:
         help="log lines as text or JSON Lines (default: $KEYCARD_LOG_FORMAT or text)",
     )
     parser.set_defaults(func=run_sts, sts_command=None)
-    sub = parser.add_subparsers(dest="sts_command", metavar="{rotate-key,hash-secret}")
+    sub = parser.add_subparsers(
+        dest="sts_command", metavar="{rotate-key,rotate-vault-key,hash-secret}"
+    )
     rotate = sub.add_parser(
         "rotate-key",
         help="make a new signing key (the old one stays published for the longest lifetime)",
@@ -80,6 +83,24 @@ def add_sts_command(subparsers: Any) -> None:
         required=True,
         metavar="FILE",
         help="the token service TOML whose key_dir holds the keys",
+    )
+    rotate_vault = sub.add_parser(
+        "rotate-vault-key",
+        help="make a new key for the token vault (users' third-party tokens)",
+        description=(
+            "Make a new AES-256 key in key_dir/vault and make it the one new vault records "
+            "are sealed under. Records sealed under older keys stay readable and move to the "
+            "new key when next read or written; a running service seals with it from its "
+            "next connect or refresh."
+        ),
+    )
+    rotate_vault.add_argument(
+        "--config",
+        dest="vault_config",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the token service TOML whose key_dir holds the vault keys",
     )
     hashing = sub.add_parser(
         "hash-secret",
@@ -116,6 +137,8 @@ def run_sts(args: argparse.Namespace) -> int:
         return _hash_secret(password=args.password)
     if args.sts_command == "rotate-key":
         return _rotate_key(args.rotate_config)
+    if args.sts_command == "rotate-vault-key":
+        return _rotate_vault_key(args.vault_config)
     try:
         configure_logging(level=args.log_level, fmt=args.log_format)
     except ValueError as exc:
@@ -188,6 +211,30 @@ def _rotate_key(config_path: Path) -> int:
             f"still published for {config.longest_lifetime():g} s: {', '.join(old)}; "
             "a running token service picks the new key up on its next request"
         )
+    return 0
+
+
+def _rotate_vault_key(config_path: Path) -> int:
+
+    config = load_config(config_path)
+    if config.key_dir is None:
+        raise ConfigurationError(
+            f"{config_path.name}: key_dir: rotate-vault-key needs a key_dir (the vault keys "
+            "are kept in key_dir/vault)",
+            setting="key_dir",
+        )
+    directory = config.key_dir / "vault"
+    had_keys = directory.is_dir() and any(directory.glob("*.key"))
+    keys = VaultKeys(directory)
+    if not had_keys:
+        print(f"first vault key {keys.current_kid} created in {directory}")
+        return 0
+    old = keys.current_kid
+    new = keys.rotate()
+    print(
+        f"new vault key {new} in {directory}; records sealed under {old} stay readable and "
+        "move to the new key when next read or written"
+    )
     return 0
 
 

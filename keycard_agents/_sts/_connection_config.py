@@ -184,7 +184,7 @@ class VaultConfig(_Model):
 
     ``dir``: a directory of encrypted records (one file each); without it they are kept
     in memory. The vault keys live in ``<key_dir>/vault`` (rotate them with
-    ``TokenService.vault.rotate_key()``); a ``dir`` needs a ``key_dir``.
+    ``keycard-agents sts rotate-vault-key``); a ``dir`` needs a ``key_dir``.
     ``refresh_margin``: an upstream access token closer than this to its expiry is
     refreshed before it is handed out.
     """

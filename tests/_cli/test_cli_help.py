@@ -41,7 +41,9 @@ def test_every_subcommand_and_option_has_help_text() -> None:
     assert not missing, "\n".join(missing)
 
 
-@pytest.mark.parametrize("words", [["sts", "rotate-key"], ["sts", "hash-secret"]])
+@pytest.mark.parametrize(
+    "words", [["sts", "rotate-key"], ["sts", "rotate-vault-key"], ["sts", "hash-secret"]]
+)
 def test_sts_subcommands_describe_themselves(
     words: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -50,7 +52,7 @@ def test_sts_subcommands_describe_themselves(
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: keycard-agents {' '.join(words)}")
-    if words[1] == "rotate-key":
+    if words[1] in ("rotate-key", "rotate-vault-key"):
         assert "--config FILE" in out
         assert "token service TOML" in out
     else:

@@ -212,3 +212,34 @@ async def test_exchange_with_a_tampered_record_is_a_precise_server_error(
     assert bad.json()["error"] == "server_error"
     assert "VaultRecordTamperedError" in bad.json()["error_description"]
     assert GRANT.access_token not in bad.text
+
+
+async def test_file_vault_survives_a_restart_and_a_rotation_from_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keycard_agents._cli import main
+
+    monkeypatch.setenv("GH_SECRET", "s3cret-upstream")
+    toml = tmp_path / "sts.toml"
+    toml.write_text(
+        'issuer = "https://sts.example"\nkey_dir = "keys"\n[vault]\ndir = "vault"\n'
+        '[[connections]]\nname = "github"\nresources = ["https://api.github.example/"]\n'
+        'authorization_endpoint = "https://gh.example/authorize"\n'
+        'token_endpoint = "https://gh.example/token"\nclient_id = "k"\n'
+        'client_secret_env = "GH_SECRET"\n'
+    )
+    first = TokenService(load_config(toml))
+    assert first.vault is not None
+    await first.vault.put("https://sts.example", "alice", "github", GRANT)
+    old = first.vault.keys.current_kid
+    assert main(["sts", "rotate-vault-key", "--config", str(toml)]) == 0
+    assert "new vault key" in capsys.readouterr().out
+    # The running service seals its next record under the rotated key ...
+    await first.vault.put("https://sts.example", "bob", "github", GRANT)
+    assert first.vault.keys.current_kid != old
+    # ... and a restarted one reads both (the signing keys beside the vault are unharmed).
+    again = TokenService(load_config(toml))
+    assert again.vault is not None
+    assert await again.vault.get("https://sts.example", "alice", "github") == GRANT
+    assert await again.vault.get("https://sts.example", "bob", "github") == GRANT
+    assert again.keys.current.kid == first.keys.current.kid

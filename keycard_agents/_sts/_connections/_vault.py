@@ -269,6 +269,15 @@ class VaultKeys:
         return self._current
 
     def current(self) -> tuple[str, bytes]:
+        """The key new records are sealed under; a rotation by another process (``keycard-
+        agents sts rotate-vault-key``) is picked up here (sealing is rare: connect, refresh)."""
+        if self.directory is not None:
+            try:
+                named = (self.directory / _CURRENT).read_text(encoding="ascii").strip()
+            except (OSError, UnicodeDecodeError):
+                named = self._current
+            if named != self._current:
+                self._load()
         return self._current, self._keys[self._current]
 
     def get(self, kid: str) -> bytes | None:
