@@ -246,4 +246,5 @@ async def test_sdk_manages_push_configs_and_reads_the_extended_card(
         assert "vault" not in [s["id"] for s in public["skills"]]
         extended = await client.get_extended_agent_card(GetExtendedAgentCardRequest())
         assert "vault" in [s.id for s in extended.skills]
+        assert extended.capabilities.push_notifications  # the same capabilities
         await client.close()

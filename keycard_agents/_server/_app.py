@@ -274,10 +274,32 @@ def create_app(
         def extended_card(caller: Caller) -> AgentCard:
             scopes = caller.principal.scopes if caller.principal is not None else frozenset()
             return build_agent_card(
-                agent, base_url=base_url, extended_agent_card=True, viewer_scopes=scopes
+                agent,
+                base_url=base_url,
+                extended_agent_card=True,
+                viewer_scopes=scopes,
+                push_notifications=sends_push_notifications(runtime),
             )
 
-    dispatcher = Dispatcher(runtime=runtime, extended_card=extended_card)
+    # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
+    # that registered this agent's jwks_uri can verify its private_key_jwt assertions,
+    # and sign the card with its key (A2A 1.0 §8.4), naming the JWKS as ``jku``.
+    in_use = credential
+    if in_use is None and agent.exchange is not None:
+        in_use = agent.exchange.credential
+    if card_signing_key is None and isinstance(in_use, HoldsSigningKey):
+        card_signing_key = in_use.signing_key
+    signer = card_signing_key
+    jku = base_url + AGENT_JWKS_PATH if isinstance(in_use, PublishesJwks) else None
+    serve_extended = extended_card
+    if extended_card is not None and signer is not None:
+        unsigned_extended = extended_card
+
+        def serve_extended(caller: Caller) -> AgentCard:  # signed like the public card
+            data = sign_card(dump(unsigned_extended(caller)), signer, jku=jku)
+            return AgentCard.model_validate(data)
+
+    dispatcher = Dispatcher(runtime=runtime, extended_card=serve_extended)
     has_extended = extended_card is not None
     pushes = sends_push_notifications(runtime)
     build_card = card or (
@@ -299,16 +321,6 @@ def create_app(
         allow_missing_version=allow_missing_version,
         extensions=extensions,
     )
-    # Whenever the credential in use has keys, publish them (RFC 7517 §5), so an issuer
-    # that registered this agent's jwks_uri can verify its private_key_jwt assertions,
-    # and sign the card with its key (A2A 1.0 §8.4), naming the JWKS as ``jku``.
-    in_use = credential
-    if in_use is None and agent.exchange is not None:
-        in_use = agent.exchange.credential
-    if card_signing_key is None and isinstance(in_use, HoldsSigningKey):
-        card_signing_key = in_use.signing_key
-    signer = card_signing_key
-    jku = base_url + AGENT_JWKS_PATH if isinstance(in_use, PublishesJwks) else None
 
     def card_document() -> Any:
         data = dump(build_card())
