@@ -21,13 +21,18 @@ RUN = REPO / "benchmarks" / "run.py"
 
 pytestmark = pytest.mark.slow
 
+#: The quick run takes about 40 s of CPU; on a loaded 2-core box its wall time has been
+#: seen at 93 s, so the budget is sized for a busy machine, not an idle one.
+QUICK_RUN_BUDGET = 240
 
+
+@pytest.mark.timeout(QUICK_RUN_BUDGET + 30)
 def test_quick_run_writes_results_and_report(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--no-bootstrap", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=QUICK_RUN_BUDGET,
         cwd=REPO,
         check=False,
     )
