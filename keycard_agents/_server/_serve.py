@@ -10,7 +10,6 @@ exits. uvicorn runs on asyncio only; ``backend="trio"`` serves with hypercorn on
 from __future__ import annotations
 
 import contextlib
-import gc
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +21,7 @@ from keycard_agents._errors import ConfigurationError
 from keycard_agents._logs import get_logger
 from keycard_agents._server._app import create_app
 from keycard_agents._server._dispatch import ManagedRuntime
+from keycard_agents._server._heap import freeze_startup_heap
 from keycard_agents._server._timeouts import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from keycard_agents._agent._agent import Agent
 
-__all__ = ["default_url", "freeze_startup_heap", "serve"]
+__all__ = ["default_url", "serve"]
 
 logger = get_logger("keycard_agents.server")
 
@@ -111,17 +111,6 @@ def serve(
             f"unknown backend {backend!r}: use 'asyncio' (uvicorn) or 'trio' (hypercorn)",
             setting="backend",
         )
-
-
-def freeze_startup_heap() -> None:
-    """Take what exists before serving (modules, model schemas, routes: tens of thousands
-    of objects that live as long as the process) out of the garbage collector's full
-    collections, which walked all of it on every run and paused the event loop for 15-30
-    ms under load (benchmarks/NOTES.md). ``serve()`` owns the process, so the choice is
-    its to make (and ``keycard-agents sts``'s); an app mounted elsewhere can call
-    ``gc.freeze()`` the same way."""
-    gc.collect()
-    gc.freeze()
 
 
 def _serve_uvicorn(

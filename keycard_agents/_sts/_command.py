@@ -20,7 +20,7 @@ from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._keys import KeyStore
 from keycard_agents._logs import configure_logging
 from keycard_agents._oauth._urls import authorization_server_metadata_url
-from keycard_agents._server._serve import freeze_startup_heap
+from keycard_agents._server._heap import freeze_startup_heap
 from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
 from keycard_agents._sts._app import TokenService
 from keycard_agents._sts._config import load_config
