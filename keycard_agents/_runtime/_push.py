@@ -137,8 +137,6 @@ class PushNotifier:
     def start(self, group: TaskGroup) -> None:
         """Deliver in ``group`` (the runtime's task group) from now on."""
         self._group = group
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
 
     async def aclose(self, *, grace: float = 5.0) -> None:
         """Deliver what is queued (for up to ``grace`` seconds), then stop."""
@@ -333,7 +331,8 @@ class PushNotifier:
             )
 
     async def _post(self, url: str, body: Any, headers: dict[str, str]) -> None:
-        assert self._http is not None
+        if self._http is None:  # made on the first delivery: most agents never deliver
+            self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
         response = await self._http.post(url, json=body, headers=headers, timeout=self._timeout)
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}")
