@@ -25,6 +25,7 @@ OPTIONAL_EXTRAS = (
     "fastmcp",
     "keycard_agents._mcp",
     "keycard_agents._redis",
+    "keycard_agents._demo._replicas",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from keycard_agents._demo._run import DEFAULT_REQUEST, run_demo
@@ -39,6 +40,19 @@ def add_demo_command(subparsers: Any) -> None:
         metavar="TEXT",
         help='what alice asks the planner (default: "plan a trip to Lisbon")',
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N replicas of the token service and the planner, sharing --redis (1)",
+    )
+    parser.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="the Redis replicas share (default: $KEYCARD_REDIS_URL); see docs/replicas.md",
+    )
     parser.set_defaults(func=run_demo_command)
 
 
@@ -48,4 +62,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         port_base=args.port_base,
         request=args.request or DEFAULT_REQUEST,
+        replicas=args.replicas,
+        redis=args.redis or os.environ.get("KEYCARD_REDIS_URL") or None,
     )

@@ -11,6 +11,7 @@ trail; then stops everything. Prints identifiers and claims' meaning, never a to
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import secrets
 import signal
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 import anyio
 import httpx
 
-from keycard_agents._a2a.types import AGENT_CARD_PATH
+from keycard_agents._a2a.types import AGENT_CARD_PATH, Task
 from keycard_agents._audit._agent_records import AuditRecorder, MemoryAgentAuditStore
 from keycard_agents._audit._render import render_text, should_colour
 from keycard_agents._client._agent_client import auth_required, open_agent_client, task_result
@@ -135,6 +136,11 @@ class _Cast:
     provider: Any = None
     provider_password: str = ""
     servers: list[RunningServer] = field(default_factory=list)
+    #: With ``--replicas``/``--redis``: the ``ReplicaPlan``, the replicas' URLs, and the
+    #: task and token of alice's request (to read it through another replica).
+    plan: Any = None
+    replica_urls: dict[str, list[str]] = field(default_factory=dict)
+    last: tuple[str, str] = ("", "")
 
 
 def _ports(port_base: int | None) -> list[int]:
@@ -166,7 +172,7 @@ def _with_closers(app: Any, closers: list[Callable[[], Any]]) -> Any:
     return app
 
 
-def _configure(urls: dict[str, str], workdir: str) -> _Cast:
+def _configure(urls: dict[str, str], workdir: str, plan: Any = None) -> _Cast:
 
     issuer = urls["token service"]
     agents = build_agents(
@@ -222,7 +228,7 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
         clients=(PublicClient(client_id=_CLIENT_ID, redirect_uris=(_REDIRECT,)),),
         admin=AdminConfig(token_hash=hash_secret(admin_token, cost=_HASH_COST)),
     )
-    service = TokenService(config)
+    service = TokenService(config, shared=None if plan is None else plan.service_state())
     provider_password = secrets.token_urlsafe(12)
     provider = calendar_provider(
         issuer=urls["calendar-auth"],
@@ -256,14 +262,16 @@ def _configure(urls: dict[str, str], workdir: str) -> _Cast:
         admin_token=admin_token,
         provider=provider,
         provider_password=provider_password,
+        plan=plan,
     )
 
 
-def _agent_app(agent: Any, store: Any) -> Any:
+def _agent_app(agent: Any, store: Any, plan: Any = None) -> Any:
 
     delegation = delegation_for(agent)
     recorder = AuditRecorder(agent=agent.agent_name, resource=agent.url, store=store)
-    runtime = TaskRuntime(agent, delegation=delegation, recorder=recorder)
+    tasks = None if plan is None else plan.task_store(namespace=agent.url)
+    runtime = TaskRuntime(agent, delegation=delegation, recorder=recorder, store=tasks)
     return _with_closers(create_app(agent, runtime=runtime), [delegation.aclose])
 
 
@@ -277,9 +285,9 @@ def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
             api=cast.urls["calendar"], provider=cast.urls["calendar-auth"]
         ),
         "travel-tools": tools.streamable_http_app,
-        "weather": lambda: _agent_app(cast.agents.weather, cast.stores[2]),
-        "travel": lambda: _agent_app(cast.agents.travel, cast.stores[1]),
-        "planner": lambda: _agent_app(cast.agents.planner, cast.stores[0]),
+        "weather": lambda: _agent_app(cast.agents.weather, cast.stores[2], cast.plan),
+        "travel": lambda: _agent_app(cast.agents.travel, cast.stores[1], cast.plan),
+        "planner": lambda: _agent_app(cast.agents.planner, cast.stores[0], cast.plan),
     }
     kinds = {
         "token service": "embedded token service",
@@ -297,6 +305,23 @@ def _start_all(cast: _Cast, sockets: dict[str, Any], say: _Printer) -> None:
         cast.servers.append(server)
         took = time.monotonic() - started
         say(f"{say.paint('✔', '32')} {took * 1000:.0f} ms")
+    if cast.plan is not None:
+        _start_replicas(cast, say)
+
+
+def _start_replicas(cast: _Cast, say: _Printer) -> None:
+    """Replicas 2..N of the token service and the planner (``--replicas``)."""
+    from keycard_agents._demo._replicas import start_replica  # the redis extra
+
+    cast.replica_urls = {"token service": [cast.issuer], "planner": [cast.urls["planner"]]}
+    for index in range(2, cast.plan.replicas + 1):
+        service = TokenService(cast.service.config, shared=cast.plan.service_state())
+        planner = _agent_app(cast.agents.planner, cast.stores[0], cast.plan)
+        for name, app in ((f"token service {index}", service.app), (f"planner {index}", planner)):
+            server = start_replica(app, name=name)
+            cast.servers.append(server)
+            cast.replica_urls[name.rsplit(" ", 1)[0]].append(server.url)
+            say(f"  {name:<14} {server.url:<32} replica sharing Redis")
 
 
 async def _drive(cast: _Cast, request: str, say: _Printer) -> tuple[str, Any, Any, tuple[str, ...]]:
@@ -339,8 +364,26 @@ async def _drive(cast: _Cast, request: str, say: _Printer) -> tuple[str, Any, An
                     say("  5. the demo app sends a follow-up message to the same task: it resumes")
                     task = await client.send("calendar connected", task_id=needed.task_id)
                 answer = task_result(task)
+                cast.last = (task.id if isinstance(task, Task) else "", token)
     tree = await cast.trail.tree(str(principal.txn))
     return str(answer), principal, tree, tuple(sorted(principal.scopes))
+
+
+def _show_replicas(cast: _Cast, say: _Printer) -> None:
+    from keycard_agents._demo._replicas import show_replicas  # the redis extra
+
+    say.heading(f"Replicas sharing Redis ({cast.plan.settings.redacted_url})")
+    task_id, token = cast.last
+    anyio.run(
+        functools.partial(
+            show_replicas,
+            say,
+            planners=cast.replica_urls.get("planner", []),
+            services=cast.replica_urls.get("token service", []),
+            task_id=task_id,
+            token=token,
+        )
+    )
 
 
 def _chains(tree: Any) -> list[str]:
@@ -409,6 +452,8 @@ def run_demo(
     request: str = DEFAULT_REQUEST,
     out: TextIO | None = None,
     stop: threading.Event | None = None,
+    replicas: int = 1,
+    redis: str | None = None,
 ) -> int:
     """Run the demo; returns the exit code (0 when everything worked and was stopped).
 
@@ -419,6 +464,11 @@ def run_demo(
     stream = out if out is not None else sys.stdout
     say = _Printer(stream, should_colour(stream))
     check_dependencies()
+    plan = None
+    if redis is not None or replicas != 1:
+        from keycard_agents._demo._replicas import replica_plan  # the redis extra
+
+        plan = replica_plan(replicas, redis)
     began = time.monotonic()
     say(
         say.paint("keycard-agents demo", "1")
@@ -431,7 +481,7 @@ def run_demo(
         urls = {name: f"http://127.0.0.1:{s.getsockname()[1]}" for name, s in sockets.items()}
         urls["travel-tools"] += "/mcp"
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="keycard-demo-"))
-        cast = _configure(urls, workdir)
+        cast = _configure(urls, workdir, plan)
         stack.enter_context(stopping(cast.servers))
         _start_all(cast, sockets, say)
 
@@ -449,6 +499,8 @@ def run_demo(
         rendered = render_text(tree, colour=say.colour).rstrip("\n")
         for line in rendered.splitlines():
             say(f"  {line}" if line else "")
+        if cast.plan is not None:
+            _show_replicas(cast, say)
         _where_next(cast, say, keep_running=keep_running, txn=str(principal.txn))
         if keep_running:
             say()

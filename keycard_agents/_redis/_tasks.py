@@ -1,6 +1,7 @@
 """The task store on Redis, shared by the replicas of one agent (A2A 1.0 §3.1.6 streams).
 
-Key layout (``P`` is the prefix, ``T`` a task id, ``O`` a digest of the owner):
+Key layout (``P`` is the prefix plus a digest of the store's namespace, the agent's URL;
+``T`` a task id, ``O`` a digest of the owner):
 
 - ``P:task:{T}`` hash: ``rec`` (the record as JSON), ``rev`` (writes so far), ``kind``
   (``run``, ``int`` for interrupted, ``fin``); ``P:task:{T}:lease`` names the replica
@@ -308,7 +309,8 @@ class RedisTaskStore:
     own ``maxmemory`` (use the ``noeviction`` policy). ``retention`` (24 h) is how long
     a finished or interrupted task stays readable after its last change; ``lease``
     (15 s) how long a task whose replica stopped renewing it stays WORKING before any
-    replica ends it FAILED.
+    replica ends it FAILED. ``namespace`` (``create_app`` passes the agent's URL) keeps
+    the tasks of different agents sharing one Redis apart: give each agent its own.
     """
 
     def __init__(
@@ -322,6 +324,7 @@ class RedisTaskStore:
         lease: float = 15.0,
         subscriber_buffer: int = 256,
         clock: Callable[[], float] | None = None,
+        namespace: str = "",
     ) -> None:
         self.settings = settings if isinstance(settings, RedisSettings) else RedisSettings(settings)
         limits = {
@@ -341,6 +344,9 @@ class RedisTaskStore:
         self.lease = lease
         self._buffer = subscriber_buffer
         self._clock = clock or time.time
+        #: Keeps the tasks of different agents sharing one Redis apart (their URL).
+        self.namespace = namespace
+        self._ns = hashlib.sha256(namespace.encode()).hexdigest()[:16]
         #: This replica, as its leases name it.
         self.replica = uuid.uuid4().hex[:12]
         self._redis: RedisConnection | None = None
@@ -353,7 +359,7 @@ class RedisTaskStore:
 
     @property
     def channel(self) -> str:
-        return f"{self.settings.prefix}:task-events"
+        return f"{self.settings.prefix}:{self._ns}:task-events"
 
     @property
     def redis(self) -> RedisConnection:
@@ -469,16 +475,17 @@ class RedisTaskStore:
     # -- keys --------------------------------------------------------------------------------
 
     def _task_key(self, task_id: str) -> str:
-        return self.redis.key("task", task_id)
+        return self.redis.key(f"{self._ns}:task", task_id)
 
     def _lease_key(self, task_id: str) -> str:
-        return self.redis.key("task", task_id, "lease")
+        return self.redis.key(f"{self._ns}:task", task_id, "lease")
 
     def _book_keys(self, owner: str | None) -> list[str]:
         tag = hashlib.sha256((owner or "\x00anonymous").encode()).hexdigest()[:32]
         return [
-            self.redis.key("owner", tag, part) for part in ("tasks", "fin", "int", "sizes", "seq")
-        ] + [self.redis.key("owner", tag, "meta")]
+            self.redis.key(f"{self._ns}:owner", tag, part)
+            for part in ("tasks", "fin", "int", "sizes", "seq", "meta")
+        ]
 
     async def _call(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
         try:

@@ -255,7 +255,7 @@ def create_app(
         closers.append(delegation.aclose)
         notifier = (PushNotifier() if push is True else push) or None
         runtime = TaskRuntime(
-            agent, delegation=delegation, store=store or _store_from_env(), push=notifier
+            agent, delegation=delegation, store=store or _store_from_env(agent.url), push=notifier
         )
     elif store is not None or not isinstance(push, bool):
         raise ConfigurationError(
@@ -375,7 +375,7 @@ def create_app(
     return app
 
 
-def _store_from_env() -> TaskStore | None:
+def _store_from_env(namespace: str) -> TaskStore | None:
     """The Redis task store when ``KEYCARD_REDIS_URL`` names one (docs/replicas.md)."""
     if not os.environ.get("KEYCARD_REDIS_URL", "").strip():
         return None
@@ -399,7 +399,7 @@ def _store_from_env() -> TaskStore | None:
             "KEYCARD_REDIS_TASK_LEASE must be a positive number of seconds",
             setting="KEYCARD_REDIS_TASK_LEASE",
         )
-    return RedisTaskStore(settings, lease=seconds)
+    return RedisTaskStore(settings, lease=seconds, namespace=namespace)
 
 
 def _token_cache_from_env() -> SharedTokenCache | None:

@@ -196,3 +196,15 @@ async def test_redis_lost_mid_flight_fails_closed_and_recovers(redis_server: Red
                 except TaskStoreUnavailableError:
                     await anyio.sleep(0.2)
         assert after.status.state is TaskState.COMPLETED
+
+
+async def test_two_agents_sharing_one_redis_never_see_each_others_tasks(redis_url: str) -> None:
+    settings = RedisSettings(redis_url)
+    planner = TaskRuntime(Worker(), store=RedisTaskStore(settings, namespace="http://planner"))
+    travel = TaskRuntime(Worker(), store=RedisTaskStore(settings, namespace="http://travel"))
+    async with planner.running(), travel.running():
+        task = await send(planner, request("echo", text="mine"))
+        with pytest.raises(TaskNotFoundError):
+            await travel.get_task(GetTaskRequest(id=task.id), caller=ALICE)
+        assert (await travel.list_tasks(ListTasksRequest(), caller=ALICE)).tasks == []
+        assert len((await planner.list_tasks(ListTasksRequest(), caller=ALICE)).tasks) == 1
