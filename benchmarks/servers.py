@@ -17,6 +17,7 @@ Only 127.0.0.1 is ever bound.
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoint annotations at runtime.
 import argparse
+import gc
 import hmac
 import json
 import sys
@@ -233,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     app = build(args.kind, args.port, args.work)
+    # Every server, ours and the others alike, freezes its start-up heap as
+    # keycard_agents.serve() does: full collections then skip the objects that live as
+    # long as the process (benchmarks/NOTES.md, issue 20).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=HOST, port=args.port, log_level="warning", access_log=False)
     return 0
 
