@@ -34,6 +34,7 @@ from keycard_agents._sts._authorize import (  # internal: the module's own API
     CodeStore,
     _same_password,
 )
+from keycard_agents._sts._clientauth import ReplayCache  # internal: the module's own API
 from keycard_agents.sts import hash_secret, pkce_challenge
 
 pytestmark = pytest.mark.anyio
@@ -474,3 +475,81 @@ async def test_the_client_id_ends_at_the_first_colon_of_basic_credentials() -> N
         await _refusal(reply, 401, "invalid_client")
         [denied] = [r for r in await w.service.audit.query() if r.decision == "denied"]
         assert denied.reason == "wrong client secret for 'b'"
+
+
+# -- client credentials and client assertions -------------------------------------------
+
+
+async def test_a_public_client_asking_for_client_credentials_is_told_which_grant_it_has() -> None:
+    async with open_world() as w:
+        reply = await w.post_token({"grant_type": "client_credentials", "client_id": "app"})
+        description = await _refusal(reply, 400, "unauthorized_client")
+        assert description == (
+            "public client 'app' may only use authorization_code; client_credentials is for "
+            "registered agents"
+        )
+
+
+@pytest.mark.parametrize("name", ["resource", "audience"])
+async def test_an_agents_own_token_names_no_target(name: str) -> None:
+    async with open_world() as w:
+        form = {"grant_type": "client_credentials", name: "b", **w.auth("b")}
+        description = await _refusal(await w.post_token(form), 400, "invalid_target")
+        assert description.startswith(f"omit {name!r}: ")
+
+
+async def test_an_agents_own_token_is_audited_for_this_service() -> None:
+    async with open_world() as w:
+        reply = await w.post_token({"grant_type": "client_credentials", **w.auth("b")})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["token_type"] == "Bearer"
+        [record] = [r for r in await w.service.audit.query() if r.decision == "issued"]
+        assert (record.client_id, record.resource, record.target) == ("b", B, ISSUER)
+        assert record.jti == claims_of(reply.json()["access_token"])["jti"]
+
+
+@pytest.mark.parametrize("payload", ["W10", "Im5vIg", "MQ"], ids=["array", "string", "number"])
+async def test_an_assertion_whose_payload_is_no_object_names_no_client(payload: str) -> None:
+    async with open_world() as w:
+        form = {"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER}
+        reply = await w.post_token(
+            {**form, "client_assertion": f"eyJhbGciOiJFUzI1NiJ9.{payload}.x"}
+        )
+        description = await _refusal(reply, 401, "invalid_client")
+        assert description == "client_assertion has no 'iss' naming the client"
+
+
+async def test_an_unknown_client_id_is_audited_at_most_100_characters() -> None:
+    async with open_world() as w:
+        caller = "n" * 150
+        form = {"grant_type": "client_credentials", "client_id": caller, "client_secret": "x"}
+        await _refusal(await w.post_token(form), 401, "invalid_client")
+        [denied] = [r for r in await w.service.audit.query() if r.decision == "denied"]
+        assert denied.reason == f"unknown client {'n' * 100!r}"
+
+
+# -- the replay cache (the module's own API) ----------------------------------------------
+
+
+def test_a_full_replay_cache_refuses_new_assertions_until_some_expire() -> None:
+    now = [0.0]
+    cache = ReplayCache(clock=lambda: now[0], max_entries=2)
+    assert cache.check_and_remember("a", "j1", 5.0)
+    assert cache.check_and_remember("a", "j2", 100.0)
+    now[0] = 1.0
+    with pytest.raises(OAuthError) as info:
+        cache.check_and_remember("a", "j3", 100.0)
+    assert (info.value.error, info.value.status_code) == ("temporarily_unavailable", 503)
+    assert info.value.error_description == "too many client assertions in flight: retry shortly"
+    now[0] = 5.0  # j1 is dead at its expiry second: a full cache sweeps it at once
+    assert cache.check_and_remember("a", "j3", 100.0)
+
+
+def test_a_jti_is_remembered_until_its_expiry_second() -> None:
+    now = [0.0]
+    cache = ReplayCache(clock=lambda: now[0])
+    assert cache.check_and_remember("a", "j", 10.0)
+    now[0] = 9.0
+    assert not cache.check_and_remember("a", "j", 10.0)
+    now[0] = 10.0
+    assert cache.check_and_remember("a", "j", 20.0)
