@@ -8,6 +8,7 @@ import base64
 import html
 import re
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -553,3 +554,89 @@ def test_a_jti_is_remembered_until_its_expiry_second() -> None:
     assert not cache.check_and_remember("a", "j", 10.0)
     now[0] = 10.0
     assert cache.check_and_remember("a", "j", 20.0)
+
+
+def _assertion(w: World, **claims: Any) -> str:
+    """A client assertion of agent a, signed with its key, with ``claims`` changed."""
+    now = int(w.clock())
+    base: dict[str, Any] = {
+        "iss": "a",
+        "sub": "a",
+        "aud": ISSUER,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
+    kept = {k: v for k, v in base.items() if v is not None}
+    return w.keys["a"].sign(kept, typ="client-authentication+jwt")
+
+
+async def _present(w: World, assertion: str) -> Any:
+    form = {"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER}
+    return await w.post_token({**form, "client_assertion": assertion})
+
+
+async def test_an_assertion_may_live_300_s_plus_the_leeway_and_not_a_second_more() -> None:
+    async with open_world() as w:
+        now = int(w.clock())
+        assert (await _present(w, _assertion(w, exp=now + 330))).status_code == 200
+        longer = await _present(w, _assertion(w, exp=now + 331))
+        description = await _refusal(longer, 401, "invalid_client")
+        assert description == "client_assertion lives longer than 300 s: make exp closer to iat"
+        # a backdated iat does not hide a long life: exp - iat counts too
+        backdated = await _present(w, _assertion(w, iat=now - 1000, exp=now + 60))
+        assert "lives longer than 300 s" in await _refusal(backdated, 401, "invalid_client")
+        # without iat the life is counted from now (RFC 7523 §3: iat is optional)
+        assert (await _present(w, _assertion(w, iat=None, exp=now + 330))).status_code == 200
+        no_iat = await _present(w, _assertion(w, iat=None, exp=now + 331))
+        assert "lives longer than 300 s" in await _refusal(no_iat, 401, "invalid_client")
+
+
+async def test_an_assertion_with_an_empty_jti_is_refused() -> None:
+    async with open_world() as w:
+        reply = await _present(w, _assertion(w, jti=""))
+        description = await _refusal(reply, 401, "invalid_client")
+        assert description == "client_assertion 'jti' must be a non-empty string"
+
+
+async def test_an_assertion_with_an_empty_iss_names_no_client() -> None:
+    async with open_world() as w:
+        reply = await _present(w, _assertion(w, iss=""))
+        description = await _refusal(reply, 401, "invalid_client")
+        assert description == "client_assertion has no 'iss' naming the client"
+
+
+async def test_two_agents_may_use_the_same_jti() -> None:
+    """RFC 7523 §3: a ``jti`` is unique per issuer: replay is tracked per client."""
+    async with open_world() as w:
+        now = int(w.clock())
+        claims = {"aud": ISSUER, "iat": now, "exp": now + 60, "jti": "shared"}
+        first = w.keys["a"].sign(
+            {"iss": "a", "sub": "a", **claims}, typ="client-authentication+jwt"
+        )
+        other = w.keys["c"].sign(
+            {"iss": "c", "sub": "c", **claims}, typ="client-authentication+jwt"
+        )
+        assert (await _present(w, first)).status_code == 200
+        assert (await _present(w, other)).status_code == 200
+        assert (await _present(w, first)).status_code == 401
+
+
+async def test_an_assertion_naming_an_unknown_client_is_audited_at_most_100_characters() -> None:
+    async with open_world() as w:
+        await _refusal(await _present(w, _assertion(w, iss="i" * 150)), 401, "invalid_client")
+        [denied] = [r for r in await w.service.audit.query() if r.decision == "denied"]
+        assert denied.reason == f"client_assertion names unknown client {'i' * 100!r}"
+
+
+async def test_an_expired_assertion_is_refused_with_the_verifiers_words_only() -> None:
+    async with open_world() as w:
+        assertion = _assertion(w)
+        expired_at = datetime.fromtimestamp(int(w.clock()) + 60, tz=timezone.utc)
+        w.clock.advance(60 + 31)
+        description = await _refusal(await _present(w, assertion), 401, "invalid_client")
+        assert description == (
+            f"client_assertion rejected (expired): token expired at "
+            f"{expired_at:%Y-%m-%dT%H:%M:%SZ} (31 s ago, leeway 30 s); get a new token"
+        )
