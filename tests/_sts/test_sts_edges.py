@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 from sts_support import (
     AT,
@@ -24,8 +25,11 @@ from sts_support import (
     VERIFIER,
     A,
     B,
+    C,
+    Clock,
     World,
     claims_of,
+    make_config,
     open_world,
 )
 
@@ -36,7 +40,8 @@ from keycard_agents._sts._authorize import (  # internal: the module's own API
     _same_password,
 )
 from keycard_agents._sts._clientauth import ReplayCache  # internal: the module's own API
-from keycard_agents.sts import hash_secret, pkce_challenge
+from keycard_agents.auth import SigningKey
+from keycard_agents.sts import TokenService, hash_secret, parse_config, pkce_challenge
 
 pytestmark = pytest.mark.anyio
 
@@ -640,3 +645,92 @@ async def test_an_expired_assertion_is_refused_with_the_verifiers_words_only() -
             f"client_assertion rejected (expired): token expired at "
             f"{expired_at:%Y-%m-%dT%H:%M:%SZ} (31 s ago, leeway 30 s); get a new token"
         )
+
+
+# -- targets, chains and where a user comes from -------------------------------------------
+
+
+async def test_two_audiences_are_two_targets() -> None:
+    async with open_world() as w:
+        pairs = [("grant_type", EXCHANGE), ("subject_token", _user(w)), ("subject_token_type", AT)]
+        pairs += [("audience", "https://b.example/"), ("audience", "c"), *w.auth("a").items()]
+        description = await _refusal(await w.post_token(pairs), 400, "invalid_target")
+        assert description.startswith("2 resources requested")
+
+
+@pytest.mark.parametrize(
+    ("target", "near"),
+    [
+        ("https://d.example/api/", "https://d.example/api"),  # an extra '/'
+        ("https://c.example", "https://c.example/"),  # a missing '/'
+        ("https://b.exampleX/", None),  # another host is no near miss
+        ("https://x.example/api", None),  # nor is a shorter path
+    ],
+)
+async def test_a_resource_differing_from_a_registered_one_only_by_a_slash_is_named(
+    target: str, near: str | None
+) -> None:
+    resources = [
+        {"resource": "https://d.example/api", "scopes": ["read"]},
+        {"resource": "https://x.example/apiX", "scopes": ["read"]},
+    ]
+    async with open_world(resources=resources) as w:
+        pairs = [("grant_type", EXCHANGE), ("subject_token", _user(w)), ("subject_token_type", AT)]
+        pairs += [("resource", B), ("resource", target), *w.auth("a").items()]
+        description = await _refusal(await w.post_token(pairs), 400, "invalid_target")
+        if near is None:
+            assert description.startswith("2 resources requested"), description
+        else:
+            assert description == (
+                f"unknown resource {target!r}: the registered resource is {near!r}; resources "
+                "compare exactly, so request it in that form"
+            )
+
+
+async def test_a_chain_may_be_exactly_max_chain_depth_agents_deep() -> None:
+    async with open_world(max_chain_depth=2) as w:
+        subject = _user(w, aud=B, scope="read", act={"sub": "a", "iss": ISSUER})
+        ok = await w.exchange("b", subject, C)
+        assert ok.status_code == 200, ok.text
+        assert claims_of(ok.json()["access_token"])["act"]["act"]["sub"] == "a"
+        deeper = _user(w, aud=B, scope="read", act={"sub": "a", "act": {"sub": "x"}})
+        description = await _refusal(await w.exchange("b", deeper, C), 400, "invalid_request")
+        assert "would be 3 agents deep; max_chain_depth is 2" in description
+
+
+async def test_a_user_of_this_service_is_named_by_issuer_and_subject() -> None:
+    """RFC 9493 §3.2.5: the delegated token's ``sub_id`` is ``iss_sub`` of this service."""
+    async with open_world() as w:
+        reply = await w.exchange("a", _user(w), B)
+        assert reply.status_code == 200, reply.text
+        sub_id = claims_of(reply.json()["access_token"])["sub_id"]
+        assert sub_id == {"format": "iss_sub", "iss": ISSUER, "sub": "alice"}
+
+
+async def test_an_external_issuer_may_name_its_own_user_in_sub_id() -> None:
+    idp = "https://idp.example"
+    idp_key = SigningKey.generate("ES256")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"keys": [idp_key.public_jwk()]})
+
+    config, keys = make_config()
+    data = config.model_dump(mode="json")
+    data["trusted_issuers"] = [{"issuer": idp, "jwks_uri": f"{idp}/jwks"}]
+    clock = Clock()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        service = TokenService(parse_config(data), clock=clock, http_client=http)
+        async with service.app.router.lifespan_context(service.app):
+            transport = httpx.ASGITransport(app=service.app)
+            async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+                w = World(service=service, client=client, clock=clock, keys=keys)
+                now = int(clock())
+                own = {"format": "iss_sub", "iss": idp, "sub": "carol"}
+                external = idp_key.sign(
+                    {"iss": idp, "sub": "carol", "sub_id": own, "aud": A, "scope": "read",
+                     "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex},
+                    typ="at+jwt",
+                )  # fmt: skip
+                reply = await w.exchange("a", external, B)
+                assert reply.status_code == 200, reply.text
+                assert claims_of(reply.json()["access_token"])["sub_id"] == own
