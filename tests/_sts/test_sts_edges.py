@@ -734,3 +734,61 @@ async def test_an_external_issuer_may_name_its_own_user_in_sub_id() -> None:
                 reply = await w.exchange("a", external, B)
                 assert reply.status_code == 200, reply.text
                 assert claims_of(reply.json()["access_token"])["sub_id"] == own
+
+
+# -- the subject token at the token service ---------------------------------------------
+
+
+async def test_a_subject_not_yet_valid_gets_the_services_30_s_leeway() -> None:
+    async with open_world() as w:
+        now = int(w.clock())
+        ok = await w.exchange("a", _user(w, nbf=now + 25), B)
+        assert ok.status_code == 200, ok.text
+        early = await w.exchange("a", _user(w, nbf=now + 45), B)
+        description = await _refusal(early, 400, "invalid_request")
+        assert description.startswith("subject_token rejected (not_yet_valid): ")
+
+
+async def test_a_subject_deeper_than_max_chain_depth_fails_its_verification() -> None:
+    async with open_world(max_chain_depth=2) as w:
+        act = {"sub": "a", "act": {"sub": "x", "act": {"sub": "y"}}}
+        description = await _refusal(
+            await w.exchange("b", _user(w, aud=B, act=act), C), 400, "invalid_request"
+        )
+        assert description.startswith("subject_token rejected (depth): ")
+
+
+async def test_only_an_audience_refusal_explains_audience_chaining() -> None:
+    hint = " (an agent may only exchange tokens that were sent to it)"
+    async with open_world() as w:
+        elsewhere = await w.exchange("a", _user(w, aud=C), B)
+        description = await _refusal(elsewhere, 400, "invalid_request")
+        assert description.startswith("subject_token rejected (audience): ")
+        assert description.endswith(hint)
+        expired = await w.exchange("a", _user(w, exp=int(w.clock()) - 100), B)
+        description = await _refusal(expired, 400, "invalid_request")
+        assert description.startswith("subject_token rejected (expired): ")
+        assert description.endswith("get a new token"), description
+
+
+async def test_a_public_client_asking_for_an_exchange_is_told_which_grant_it_has() -> None:
+    async with open_world() as w:
+        form = {"grant_type": EXCHANGE, "client_id": "app", "subject_token": _user(w)}
+        reply = await w.post_token({**form, "subject_token_type": AT, "resource": B})
+        description = await _refusal(reply, 400, "unauthorized_client")
+        assert description == (
+            "public client 'app' may only use authorization_code; token exchange is for "
+            "registered agents"
+        )
+
+
+async def test_an_exchange_is_audited_with_its_target_and_the_users_issuer() -> None:
+    async with open_world() as w:
+        assert (await w.exchange("a", _user(w), B)).status_code == 200
+        form = {"grant_type": EXCHANGE, "subject_token": _user(w), "subject_token_type": AT}
+        await _refusal(
+            await w.post_token({**form, "audience": "nobody", **w.auth("a")}), 400, "invalid_target"
+        )
+        issued, denied = await w.service.audit.query()
+        assert (issued.decision, issued.target, issued.user_issuer) == ("issued", B, ISSUER)
+        assert (denied.decision, denied.target) == ("denied", "nobody")
