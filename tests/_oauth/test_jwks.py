@@ -423,3 +423,84 @@ async def test_owned_client_is_closed() -> None:
 def test_jwks_json_is_well_formed_fixture() -> None:
     key = SigningKey.generate("ES256")
     assert json.loads(json.dumps({"keys": [key.public_jwk()]}))["keys"][0]["kid"] == key.kid
+
+
+# -- edges a mutation run found unpinned (dev.py mutation) ------------------------------
+
+
+def _edge_cache(handler: httpx.MockTransport, **options: object) -> JWKSCache:
+    client = httpx.AsyncClient(transport=handler)
+    return JWKSCache(issuers=[TrustedIssuer(ISS)], http_client=client, backoff=0, **options)  # type: ignore[arg-type]
+
+
+def _edge_issuer(
+    keys: list[SigningKey], gate: anyio.Event | None = None, **metadata: object
+) -> httpx.MockTransport:
+    document = {"issuer": ISS, "jwks_uri": f"{ISS}/jwks", **metadata}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if gate is not None:
+            await gate.wait()
+        if request.url.path == "/jwks":
+            return httpx.Response(200, json={"keys": [k.public_jwk() for k in keys]})
+        if request.url.path == "/.well-known/oauth-authorization-server":
+            return httpx.Response(200, json=document)
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.anyio
+async def test_fetched_keys_outside_the_caches_algorithms_are_not_imported() -> None:
+    es256, eddsa = SigningKey.generate("ES256"), SigningKey.generate("EdDSA")
+    keys = _edge_cache(_edge_issuer([es256, eddsa]), algorithms=["ES256"])
+    assert (await keys.resolve(issuer=ISS, kid=es256.kid, alg="ES256")).kid == es256.kid
+    assert keys.known(issuer=ISS, kid=es256.kid)
+    assert not keys.known(issuer=ISS, kid=eddsa.kid)
+
+
+@pytest.mark.anyio
+async def test_nothing_is_known_before_the_first_fetch() -> None:
+    keys = _edge_cache(_edge_issuer([SigningKey.generate("ES256")]))
+    assert not keys.known(issuer=ISS, kid="k1")
+    assert not keys.known(issuer=ISS, kid=None)
+    assert not keys.known(issuer="https://other.test", kid="k1")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "setting", "words"),
+    [
+        ({"issuer": "https://as.test/"}, "issuers", "RFC 8414 §3.3"),
+        ({"jwks_uri": "https://evil.test/jwks"}, "jwks_uri", "another origin"),
+    ],
+)
+@pytest.mark.anyio
+async def test_every_waiter_on_a_misconfigured_issuer_gets_the_same_error(
+    metadata: dict[str, str], setting: str, words: str
+) -> None:
+    gate = anyio.Event()
+    keys = _edge_cache(_edge_issuer([SigningKey.generate("ES256")], gate, **metadata))
+    errors: list[ConfigurationError] = []
+
+    async def resolve() -> None:
+        with pytest.raises(ConfigurationError) as info:
+            await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+        errors.append(info.value)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(resolve)
+        await anyio.wait_all_tasks_blocked()  # all three wait for the one fetch
+        gate.set()
+    assert len(errors) == 3
+    assert keys.requests_made(ISS) == 1
+    assert {e.setting for e in errors} == {setting}
+    assert len({str(e) for e in errors}) == 1
+    assert words in str(errors[0])
+
+
+@pytest.mark.anyio
+async def test_metadata_with_an_empty_jwks_uri_is_unusable() -> None:
+    keys = _edge_cache(_edge_issuer([SigningKey.generate("ES256")], jwks_uri=""))
+    with pytest.raises(IssuerUnreachableError, match="has no jwks_uri"):
+        await keys.resolve(issuer=ISS, kid="k", alg="ES256")
