@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -504,3 +505,97 @@ async def test_metadata_with_an_empty_jwks_uri_is_unusable() -> None:
     keys = _edge_cache(_edge_issuer([SigningKey.generate("ES256")], jwks_uri=""))
     with pytest.raises(IssuerUnreachableError, match="has no jwks_uri"):
         await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+
+
+@pytest.mark.anyio
+async def test_keys_are_requested_as_json_with_the_timeout() -> None:
+    seen: list[httpx.Request] = []
+    server = Issuer()
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return await server(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
+    keys = JWKSCache(issuers=[TrustedIssuer(ISS)], http_client=client, backoff=0, timeout=2.5)
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert [r.method for r in seen] == ["GET", "GET"]
+    assert all(r.headers["accept"] == "application/json" for r in seen)
+    assert all(r.extensions["timeout"]["read"] == 2.5 for r in seen)
+
+
+@pytest.mark.anyio
+async def test_refresh_fetches_now_whatever_the_ttl() -> None:
+    server = Issuer()
+    keys = cache(server, clock=Clock())
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    server.keys.append(SigningKey.generate("ES256"))
+    assert not keys.known(issuer=ISS, kid=server.keys[1].kid)
+    await keys.refresh(ISS)
+    assert server.jwks_requests == 2
+    assert keys.known(issuer=ISS, kid=server.keys[1].kid)
+
+
+@pytest.mark.anyio
+async def test_keys_past_their_ttl_are_refetched_even_inside_the_rate_limit() -> None:
+    server = Issuer()
+    clock = Clock()
+    keys = cache(server, clock=clock, ttl=10, min_refresh_interval=100)
+    kid = server.keys[0].kid
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    clock.now += 20  # expired; the last attempt was 20 s ago, under the 100 s rate limit
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert server.jwks_requests == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fails", [False, True], ids=["refresh works", "refresh fails"])
+async def test_concurrent_resolves_of_expired_keys_share_one_refresh(fails: bool) -> None:
+    """Waiters share one refetch (and, when it fails, keep using the cached keys)."""
+    server = Issuer()
+    clock = Clock()
+    keys = cache(server, clock=clock, ttl=10, retries=0)
+    kid = server.keys[0].kid
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    clock.now += 20
+    server.gate = anyio.Event()
+    if fails:
+        server.failures = [lambda: httpx.Response(503)]
+    found: list[str | None] = []
+
+    async def resolve() -> None:
+        found.append((await keys.resolve(issuer=ISS, kid=kid, alg="ES256")).kid)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(resolve)
+        await anyio.wait_all_tasks_blocked()
+        server.gate.set()
+    assert found == [kid] * 4
+    assert server.jwks_requests == 2 - fails  # a failed refetch of the JWKS is a 503
+
+
+@pytest.mark.anyio
+async def test_key_refreshes_are_logged_with_issuer_and_key_ids(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = Issuer()
+    clock = Clock()
+    keys = cache(server, clock=clock, ttl=300, min_refresh_interval=0, retries=0)
+    kid = server.keys[0].kid
+    with caplog.at_level(logging.DEBUG, logger="keycard_agents"):
+        await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+        with pytest.raises(InvalidTokenError):
+            await keys.resolve(issuer=ISS, kid="k-unknown", alg="ES256")
+        clock.now += 301
+        server.failures = [lambda: httpx.Response(503)]
+        await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"issuer {ISS}: 1 key(s): {kid}" in messages
+    assert f"issuer {ISS}: unknown key id 'k-unknown', refetching its JWKS" in messages
+    failed = [m for m in messages if m.startswith(f"issuer {ISS}: refreshing keys failed")]
+    assert len(failed) == 1
+    assert failed[0].startswith(
+        f"issuer {ISS}: refreshing keys failed, still using the cached ones: "
+    )
+    assert "HTTP 503" in failed[0]
