@@ -138,6 +138,7 @@ class World:
     mcp: httpx.AsyncClient
     tokens: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, str] = field(default_factory=dict)
+    started: dict[str, set[str]] = field(default_factory=dict)  # task ids by who started them
     recorder: Any = None  # beta's own audit trail (an AuditRecorder)
 
     # -- tokens ---------------------------------------------------------------------
@@ -274,7 +275,9 @@ class World:
         reply = await self.rpc("SendMessage", send_params(skill_id, **arguments), who=who)
         body = reply.json()
         assert "result" in body, body
-        return dict(body["result"]["task"])
+        task = dict(body["result"]["task"])
+        self.started.setdefault(str(who), set()).add(task["id"])
+        return task
 
 
 def send_params(skill_id: str, *, task_id: str | None = None, **arguments: Any) -> dict[str, Any]:

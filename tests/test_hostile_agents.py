@@ -22,7 +22,7 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,10 +79,12 @@ class Expect:
         return cls(status, "oauth", error)
 
     @classmethod
-    def empty_list(cls) -> Expect:
-        return cls(200, "empty", None)
+    def empty_list(cls, who: str | None = None) -> Expect:
+        """No task but ``who``'s own (the module's world is shared: other tests may have
+        started tasks for ``who``, in any order)."""
+        return cls(200, "empty", who)
 
-    def problem(self, reply: httpx.Response) -> str | None:
+    def problem(self, reply: httpx.Response, own: Collection[str] = ()) -> str | None:
         """What is wrong with ``reply``, or ``None`` when it is exactly this refusal."""
         if reply.status_code >= 500:
             return f"answered {reply.status_code}"
@@ -117,6 +119,8 @@ class Expect:
             tasks = body.get("tasks") if isinstance(body, dict) else None
             if isinstance(body, dict) and "result" in body:
                 tasks = body["result"].get("tasks")
+            if tasks is not None:
+                tasks = [t for t in tasks if t.get("id") not in own]
             if tasks != [] and tasks is not None:
                 return f"listed {len(tasks)} task(s) of another principal"
             if tasks is None:
@@ -439,8 +443,8 @@ def _isolation_rows(who: str, why: str, tasks: tuple[str, ...]) -> None:
     if "ask" in tasks:
         row(f"tasks/{who}/answer alice's question/jsonrpc", resume_rpc, NOT_FOUND_RPC, why)
         row(f"tasks/{who}/answer alice's question/rest", resume_rest, NOT_FOUND_REST, why)
-        row(f"tasks/{who}/ListTasks/jsonrpc", list_rpc, Expect.empty_list(), why)
-        row(f"tasks/{who}/ListTasks/rest", list_rest, Expect.empty_list(), why)
+        row(f"tasks/{who}/ListTasks/jsonrpc", list_rpc, Expect.empty_list(who), why)
+        row(f"tasks/{who}/ListTasks/rest", list_rest, Expect.empty_list(who), why)
 
 
 for _who, _why in OTHERS.items():
@@ -885,7 +889,9 @@ async def test_hostile_input_is_refused(
         assert "result" not in reply.json()
         problem = None
     else:
-        problem = case.expect.problem(reply)
+        who = case.expect.value if case.expect.kind == "empty" else None
+        own = world.started.get(str(who), set()) if who else set()
+        problem = case.expect.problem(reply, own)
     assert problem is None, f"{case.name} ({case.reason}): {problem}"
     lines = [r for r in caplog.records if r.name.startswith("keycard_agents")]
     assert not [r for r in lines if r.exc_info], "a refusal logged a traceback"
@@ -898,9 +904,9 @@ async def test_audit_trails_record_where_each_user_came_from(world: World) -> No
     records = await world.service.audit.query(user="alice")
     origins = {r.user_issuer for r in records if r.decision == "issued"}
     assert origins == {STS, IDP}
-    await world.start("whoami", "alice_idp")
+    task = await world.start("whoami", "alice_idp")
     served = await world.recorder.store.query(user="alice")
-    assert {r.user_issuer for r in served if r.skill == "whoami"} == {IDP}
+    assert {r.user_issuer for r in served if r.task_id == task["id"]} == {IDP}
 
 
 async def test_origin_is_copied_unchanged_at_every_hop(world: World) -> None:
