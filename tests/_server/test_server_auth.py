@@ -22,13 +22,21 @@ from starlette.applications import Starlette
 
 from keycard_agents import (
     Agent,
+    InsufficientScopeError,
     InvalidTokenError,
     IssuerUnreachableError,
+    KeycardError,
     Principal,
+    UserRequiredError,
     create_app,
     skill,
 )
-from keycard_agents._oauth._resource_server import bearer_token
+from keycard_agents._oauth._resource_server import (
+    AuthFailure,
+    MissingCredentialsError,
+    auth_failure,
+    bearer_token,
+)
 from keycard_agents.a2a import build_agent_card
 
 pytestmark = pytest.mark.anyio
@@ -323,3 +331,79 @@ async def test_tokens_from_the_embedded_token_service(tmp_path: Any) -> None:
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == invalid_challenge("audience")
     assert metadata["authorization_servers"] == ["https://sts.test"]
+
+
+# -- every authentication failure, as answered (the module's own API) ---------------------
+
+_META = "https://agent.test/.well-known/oauth-protected-resource"
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            UserRequiredError("a client"),
+            AuthFailure(
+                403,
+                'Bearer error="insufficient_scope", error_description="this operation needs '
+                'a token issued for a user, not a client", '
+                f'resource_metadata="{_META}"',
+                "The access token's subject is a client, not a user: this operation needs a "
+                "token issued for a user, not a client.",
+                "insufficient_scope",
+            ),
+        ),
+        (
+            InsufficientScopeError("short", required=("a", "b"), missing=("b",)),
+            AuthFailure(
+                403,
+                'Bearer error="insufficient_scope", scope="a b", '
+                f'error_description="missing scopes: b", resource_metadata="{_META}"',
+                "The access token lacks the required scopes: b.",
+                "insufficient_scope",
+            ),
+        ),
+        (
+            InsufficientScopeError("short", required=(), missing=("c", "d")),
+            AuthFailure(
+                403,
+                'Bearer error="insufficient_scope", scope="c d", '
+                f'error_description="missing scopes: c d", resource_metadata="{_META}"',
+                "The access token lacks the required scopes: c d.",
+                "insufficient_scope",
+            ),
+        ),
+        (
+            InvalidTokenError("bad", check="expired"),
+            AuthFailure(
+                401,
+                'Bearer error="invalid_token", error_description="the access token failed '
+                f'the expired check", resource_metadata="{_META}"',
+                "The access token was rejected: it failed the expired check.",
+                "invalid_token",
+            ),
+        ),
+        (
+            IssuerUnreachableError("down"),
+            AuthFailure(
+                503,
+                None,
+                "The token issuer could not be reached to verify the token; retry later.",
+            ),
+        ),
+        (
+            MissingCredentialsError("none"),
+            AuthFailure(
+                401,
+                f'Bearer resource_metadata="{_META}"',
+                "Authentication required: send 'Authorization: Bearer <token>' with a token "
+                "issued for this agent (see the resource_metadata URL).",
+            ),
+        ),
+    ],
+    ids=["user-required", "scopes", "scopes-missing-only", "invalid", "unreachable", "missing"],
+)
+def test_each_authentication_failure_has_its_status_challenge_and_message(
+    error: KeycardError, expected: AuthFailure
+) -> None:
+    assert auth_failure(error, resource_metadata_url=_META) == expected
