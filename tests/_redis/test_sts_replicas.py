@@ -197,3 +197,26 @@ async def test_redis_lost_mid_flight_fails_closed_then_recovers(redis_server: Re
         }
         assert (await two.post_token(redeem)).status_code == 200
         assert (await one.post_token(redeem)).status_code == 400
+
+
+async def test_a_key_rotated_on_one_replica_verifies_on_the_other_at_once(redis_url: str) -> None:
+    async with two_replicas(redis_url) as (one, two):
+        old = one.service.keys.current.kid
+        new = one.service.keys.rotate().kid
+        assert new != old
+        subject = one.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
+        assert new != two.service.keys.current.kid
+        # Replica 2 has not seen the new key yet: an unknown kid makes it read the keys
+        # the replicas published (after replica 1 publishes it on its next round).
+        reply = await two.post_token(exchange_form(two, subject, two.assertion("a")))
+        if reply.status_code != 200:
+            await one.service.shared.publish_keys(  # type: ignore[union-attr]
+                one.service.issuer,
+                one.service.keys.public_jwks()["keys"],
+                until=one.clock() + 3600,
+            )
+            one.clock.advance(1.5)  # past the once-a-second bound on refreshes for unknown kids
+            reply = await two.post_token(exchange_form(two, subject, two.assertion("a")))
+        assert reply.status_code == 200, reply.text
+        kids = {k["kid"] for k in (await two.client.get("/jwks.json")).json()["keys"]}
+        assert {old, new} <= kids
