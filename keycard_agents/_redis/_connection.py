@@ -205,6 +205,7 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[RedisConnection]:
     Redis cannot be reached at start-up.
     """
     client = _client(settings)
+    closing = False
     try:
         async with client:
             try:
@@ -214,9 +215,19 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[RedisConnection]:
                 raise _unreachable(settings, exc) from exc
             logger.info("connected to Redis at %s", settings.redacted_url)
             yield RedisConnection(client, settings)
+            closing = True
     except BaseExceptionGroup as group:
-        raise _lone(group, settings) from None
+        error = _lone(group, settings)
+        if closing and isinstance(error, StoreUnavailableError):
+            # A connection that broke while Redis was away, reported when the pool
+            # closes: every request it failed has already failed closed.
+            logger.warning("Redis connection errors while closing: %s", error)
+            return
+        raise error from None
     except _UNAVAILABLE as exc:  # the cluster client asks for the layout on entry
+        if closing:
+            logger.warning("Redis connection errors while closing: %s", type(exc).__name__)
+            return
         raise _unreachable(settings, exc) from exc
 
 
@@ -234,6 +245,8 @@ def _lone(group: BaseExceptionGroup[BaseException], settings: RedisSettings) -> 
     if len(group.exceptions) != 1:
         return group
     inner = group.exceptions[0]
-    if isinstance(inner, _UNAVAILABLE):
+    # Only coredis' own errors mean "Redis is away"; a TimeoutError or OSError may be the
+    # caller's own (a deadline in the body) and is re-raised as it is.
+    if isinstance(inner, _UNAVAILABLE) and isinstance(inner, coredis.exceptions.RedisError):
         return _unreachable(settings, inner).with_traceback(inner.__traceback__)
     return inner

@@ -633,6 +633,11 @@ class RedisTaskStore:
         task_id = record.task.id
         kind = _kind(record.state)
         payload = "" if event is None else event.model_dump_json(by_alias=True, exclude_none=True)
+        if kind != "run":
+            # This replica stops renewing the lease now, even if the write fails (Redis
+            # away, another replica ended the task): the lease then expires and any
+            # replica ends the task FAILED, instead of it staying WORKING forever.
+            self._running.discard(task_id)
         revision = await self._call(
             "save",
             [self._task_key(task_id), self._lease_key(task_id)],
