@@ -123,6 +123,14 @@ def ensure_node_packages() -> None:
         run(npm, "ci", *quiet, cwd=directory, stdout=subprocess.DEVNULL, timeout=300)
 
 
+def ensure_a2a03_venv(env: dict[str, str]) -> None:
+    """The official a2a-sdk 0.3 in its own venv (the 0.3 interop tests run it)."""
+    say("preparing the a2a-sdk 0.3 venv for the 0.3 interop tests")
+    run(
+        PYTHON, ROOT / "tests" / "a2a03_support.py", env=env, stdout=subprocess.DEVNULL, timeout=600
+    )
+
+
 # -- mutation testing -------------------------------------------------------------------
 
 #: The mutation tool, pinned: the ``mutation`` extra of pyproject.toml.
@@ -253,6 +261,7 @@ def main(argv: list[str]) -> int:
         return status
     ensure_system_packages()
     ensure_node_packages()
+    ensure_a2a03_venv(env)
     say("tests: pytest")
     # Coverage of the library is measured on every run and reported above pytest's summary.
     coverage = ["--cov=keycard_agents", "--cov-report=term:skip-covered"]

@@ -266,6 +266,21 @@ async def version_0_3(wire: Wire) -> None:
     refused, _ = await Wire(wire.binding, wire.app, wire.client, headers).call("ListTasks", {})
     assert isinstance(refused, Refusal)
     assert refused.reason == "VERSION_NOT_SUPPORTED"
+    # 0.3 methods on the JSON-RPC endpoint (whichever binding the row runs over).
+    part = {"kind": "data", "data": {"skill": "echo", "arguments": {"text": "old"}}}
+    message = {"kind": "message", "messageId": uuid.uuid4().hex, "role": "user", "parts": [part]}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": message}}
+    task = (await wire.client.post("/", json=body, headers=headers)).json()["result"]
+    assert task["kind"] == "task"
+    assert task["status"]["state"] == "completed"
+    assert task["artifacts"][0]["parts"] == [{"kind": "text", "text": "old"}]
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"id": "nope"}}
+    missing = (await wire.client.post("/", json=body, headers=headers)).json()["error"]
+    assert missing["code"] == -32001
+    body = {"jsonrpc": "2.0", "id": 3, "method": "agent/getAuthenticatedExtendedCard"}
+    extended = (await wire.client.post("/", json=body, headers=headers)).json()["result"]
+    assert extended["protocolVersion"] == "0.3.0"
+    assert "hidden" in [s["id"] for s in extended["skills"]]
 
 
 async def agent_card(wire: Wire) -> None:
@@ -357,7 +372,7 @@ CHECKS: dict[str, tuple[str, Callable[[Wire], Awaitable[None]]]] = {
     "HTTP+JSON binding": ("supported", rest_binding),
     "gRPC binding": ("not supported", grpc_binding),
     "A2A-Version 1.0": ("supported", version_1_0),
-    "A2A 0.3 requests": ("not supported", version_0_3),
+    "A2A 0.3 requests": ("supported", version_0_3),
     "Agent card": ("supported", agent_card),
     "Signed agent card": ("supported", signed_card),
     "Security schemes": ("supported", security_schemes),

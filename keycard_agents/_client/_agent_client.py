@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,6 +38,13 @@ from keycard_agents._a2a.types import (
     StreamResponse,
     Task,
     TaskState,
+)
+from keycard_agents._a2a.v03 import (
+    METHODS_TO_V03,
+    card_endpoint_v03,
+    event_from_v03,
+    params_to_v03,
+    result_from_v03,
 )
 from keycard_agents._errors import (
     ConfigurationError,
@@ -91,6 +98,9 @@ __all__ = [
     "task_result",
     "text_message",
 ]
+
+ProtocolChoice = Literal["auto", "1.0", "0.3"]
+PROTOCOL_CHOICES: tuple[ProtocolChoice, ...] = ("auto", "1.0", "0.3")
 
 A2A_VERSION = "1.0"
 _MAX_EVENTS_AFTER_FAILURE = 100
@@ -291,6 +301,12 @@ class AgentClient:
     signature names when it is on the agent's own origin. A refused card raises
     ``CardSignatureError`` (an ``InvalidAgentResponseError``).
 
+    A2A 0.3 agents: with ``protocol="auto"`` (default) a card whose ``protocolVersion``
+    is 0.3 makes the calls speak 0.3 JSON-RPC (``message/send``, ``tasks/get``,
+    ``tasks/cancel``, ``message/stream``, ``tasks/resubscribe``; no ``A2A-Version``),
+    translated to and from the same 1.0 types; ``"0.3"`` forces it, ``"1.0"`` never uses
+    it. ``list_tasks`` has no 0.3 method and raises ``UnsupportedOperationError``.
+
     Each operation is an OpenTelemetry CLIENT span ``A2A call <name or host>`` whose W3C
     ``traceparent`` goes with the request; ``name`` (a dependency name) labels it.
     """
@@ -308,7 +324,13 @@ class AgentClient:
         name: str | None = None,
         card_signatures: CardSignaturePolicy = "verify-if-present",
         card_keys: Mapping[str, Any] | None = None,
+        protocol: ProtocolChoice = "auto",
     ) -> None:
+        if protocol not in PROTOCOL_CHOICES:
+            raise ConfigurationError(
+                f"protocol must be one of {', '.join(PROTOCOL_CHOICES)}", setting="protocol"
+            )
+        self._protocol: ProtocolChoice = protocol
         if card_signatures not in CARD_SIGNATURE_POLICIES:
             raise ConfigurationError(
                 f"card_signatures must be one of {', '.join(CARD_SIGNATURE_POLICIES)}",
@@ -357,8 +379,8 @@ class AgentClient:
 
     # -- discovery ---------------------------------------------------------------------
 
-    async def card(self) -> AgentCard:
-        """The agent's card (cached for its ``max-age``, revalidated by ``ETag``)."""
+    async def _card_data(self) -> Any:
+        """The card's JSON, its signature checked under the client's policy."""
         url = self.url + AGENT_CARD_PATH
         data = await self._cards.get_json(self._http, url, request_timeout=self._timeout)
         policy = self._card_policy
@@ -367,6 +389,12 @@ class AgentClient:
         ):
             keys = await self._card_verification_keys(data)
             verify_card(data, keys, policy=policy, where=url)
+        return data
+
+    async def card(self) -> AgentCard:
+        """The agent's card (cached for its ``max-age``, revalidated by ``ETag``)."""
+        url = self.url + AGENT_CARD_PATH
+        data = await self._card_data()
         try:
             return AgentCard.model_validate(data)
         except ValidationError as exc:
@@ -417,19 +445,44 @@ class AgentClient:
             return parse_metadata(data, url=url, expected=self._resource)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    async def _endpoint(self) -> str:
+    async def protocol_version(self) -> str:
+        """The A2A version the calls speak: ``"1.0"``, or ``"0.3"`` for an agent whose
+        card says ``protocolVersion`` 0.3 (or when the client was made with
+        ``protocol="0.3"``)."""
+        return (await self._endpoint())[1]
+
+    async def _endpoint(self) -> tuple[str, str]:
+        """The JSON-RPC URL and the A2A version to speak there."""
+        if self._protocol != "1.0":
+            data = await self._card_data()
+            legacy_url = card_endpoint_v03(data) if isinstance(data, dict) else None
+            if legacy_url is not None:
+                self._check_origin(legacy_url)
+                return legacy_url, "0.3"
+            if self._protocol == "0.3" and not (
+                isinstance(data, dict) and "supportedInterfaces" in data
+            ):
+                raise a2a_errors.UnsupportedOperationError(
+                    f"the agent at {self.url} offers no A2A 0.3 JSON-RPC interface"
+                )
+        return await self._endpoint_v1(), "1.0" if self._protocol != "0.3" else "0.3"
+
+    def _check_origin(self, url: str) -> None:
+        if not same_origin(url, self.url):
+            # Credentials go only where the agent's own URL points.
+            raise InvalidAgentResponseError(
+                f"the card of {self.url} puts its JSON-RPC interface on another origin "
+                f"({url[:100]}); refusing to send credentials there"
+            )
+
+    async def _endpoint_v1(self) -> str:
         card = await self.card()
         for interface in card.supported_interfaces:
             if interface.protocol_binding.upper() != ProtocolBinding.JSONRPC:
                 continue
             if not interface.protocol_version.startswith("1."):
                 continue
-            if not same_origin(interface.url, self.url):
-                # Credentials go only where the agent's own URL points.
-                raise InvalidAgentResponseError(
-                    f"the card of {self.url} puts its JSON-RPC interface on another origin "
-                    f"({interface.url[:100]}); refusing to send credentials there"
-                )
+            self._check_origin(interface.url)
             return interface.url
         raise a2a_errors.UnsupportedOperationError(
             f"the agent at {self.url} offers no A2A 1.0 JSON-RPC interface"
@@ -440,21 +493,26 @@ class AgentClient:
     def _envelope(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "id": str(uuid.uuid4()), "method": method, "params": params}
 
-    def _headers(self, accept: str, trace_context: OtelContext | None = None) -> dict[str, str]:
-        headers = {"A2A-Version": A2A_VERSION, "Accept": accept, "Content-Type": "application/json"}
+    def _headers(
+        self, accept: str, trace_context: OtelContext | None = None, *, version: str = "1.0"
+    ) -> dict[str, str]:
+        headers = {"Accept": accept, "Content-Type": "application/json"}
+        if version != "0.3":  # a 0.3 agent knows no A2A-Version (its absence means 0.3)
+            headers["A2A-Version"] = A2A_VERSION
         inject_context(headers, context=trace_context)  # W3C traceparent of the client span
         return headers
 
     async def _rpc(self, method: str, params: dict[str, Any]) -> Any:
         with span(self._span_name, kind=SpanKind.CLIENT) as current:
             describe_a2a_call(current, method=method, params=params, url=self.url, name=self.name)
-            endpoint = await self._endpoint()
+            endpoint, version = await self._endpoint()
             what = f"{method} on {self.url}"
+            envelope = _wire_envelope(self._envelope(method, params), version, what)
             try:
                 response = await self._http.post(
                     endpoint,
-                    content=json.dumps(self._envelope(method, params)).encode(),
-                    headers=self._headers("application/json"),
+                    content=json.dumps(envelope).encode(),
+                    headers=self._headers("application/json", version=version),
                     auth=self._auth,
                     timeout=self._timeout,
                 )
@@ -463,6 +521,8 @@ class AgentClient:
             if current.is_recording():
                 current.set_attribute("http.response.status_code", response.status_code)
             result = _rpc_result(response, what)
+            if version == "0.3":
+                result = result_from_v03(method, result)
             describe_a2a_result(current, result)
             return result
 
@@ -487,14 +547,17 @@ class AgentClient:
     async def _stream_events(
         self, method: str, params: dict[str, Any], client_span: Span
     ) -> AsyncGenerator[StreamResponse, None]:
-        endpoint = await self._endpoint()
+        endpoint, version = await self._endpoint()
         what = f"{method} on {self.url}"
+        envelope = _wire_envelope(self._envelope(method, params), version, what)
         try:
             async with self._http.stream(
                 "POST",
                 endpoint,
-                content=json.dumps(self._envelope(method, params)).encode(),
-                headers=self._headers("text/event-stream", set_span_in_context(client_span)),
+                content=json.dumps(envelope).encode(),
+                headers=self._headers(
+                    "text/event-stream", set_span_in_context(client_span), version=version
+                ),
                 auth=self._auth,
                 timeout=httpx.Timeout(self._timeout, read=None),
             ) as response:
@@ -515,7 +578,7 @@ class AgentClient:
                                 break
                             continue
                         try:
-                            event = _stream_event(data, what)
+                            event = _stream_event(data, what, legacy=version == "0.3")
                         except KeycardError as exc:
                             failure = exc
                             continue
@@ -637,12 +700,29 @@ def _model(model: type[_M], data: Any, what: str) -> _M:
         ) from exc
 
 
-def _stream_event(data: str, what: str) -> StreamResponse:
+def _stream_event(data: str, what: str, *, legacy: bool = False) -> StreamResponse:
     try:
         envelope = loads_bounded(data)
     except JsonLimitError as exc:
         raise InvalidAgentResponseError(f"{what}: an event is not acceptable JSON: {exc}") from exc
-    return _model(StreamResponse, _envelope_result(envelope, what), what)
+    result = _envelope_result(envelope, what)
+    if legacy:
+        result = event_from_v03(result)
+    return _model(StreamResponse, result, what)
+
+
+def _wire_envelope(envelope: dict[str, Any], version: str, what: str) -> dict[str, Any]:
+    """The JSON-RPC request as the agent's A2A version spells it."""
+    if version != "0.3":
+        return envelope
+    method = envelope["method"]
+    if method not in METHODS_TO_V03:
+        raise a2a_errors.UnsupportedOperationError(f"{what}: A2A 0.3 agents have no {method}")
+    return {
+        **envelope,
+        "method": METHODS_TO_V03[method],
+        "params": params_to_v03(method, envelope["params"]),
+    }
 
 
 def _envelope_result(envelope: Any, what: str) -> Any:
@@ -701,6 +781,7 @@ async def open_agent_client(
     timeout: float = 60.0,
     card_signatures: CardSignaturePolicy = "verify-if-present",
     card_keys: Mapping[str, Any] | None = None,
+    protocol: ProtocolChoice = "auto",
 ) -> AsyncIterator[AgentClient]:
     """An :class:`AgentClient` for the agent at ``url``, closed on exit.
 
@@ -716,6 +797,7 @@ async def open_agent_client(
         timeout=timeout,
         card_signatures=card_signatures,
         card_keys=card_keys,
+        protocol=protocol,
     )
     try:
         yield client

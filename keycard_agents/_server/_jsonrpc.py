@@ -36,6 +36,7 @@ from keycard_agents._observe._tracing import (
     server_span,
     set_principal,
 )
+from keycard_agents._server._compat03 import V03Call, v03_call
 from keycard_agents._server._dispatch import (
     STREAMING_METHODS,
     Dispatcher,
@@ -94,29 +95,42 @@ class JsonRpcEndpoint:
     async def handle(self, request: Request) -> Response:
         with server_span(request.headers, attributes=_SPAN_ATTRIBUTES) as current:
             request_id: Any = None
+            legacy: V03Call | None = None
             try:
                 envelope = await self._read_envelope(request)
                 request_id = envelope.id
                 name_server_span(current, envelope.method)
-                check_version(request, allow_missing=self._allow_missing_version)
+                # An A2A 0.3 request is reshaped here and runs the 1.0 path below.
+                legacy = v03_call(request, envelope.method, envelope.params)
+                method, raw_params = envelope.method, envelope.params
+                if legacy is not None:
+                    method, raw_params = legacy.method, legacy.params
+                else:
+                    check_version(request, allow_missing=self._allow_missing_version)
                 caller = await self._auth.caller(request.headers)
                 set_principal(current, caller.principal)
                 activated = self._extensions.activate(request)
                 caller = dataclasses.replace(caller, extensions=activated)
                 echo = self._extensions.echo(activated)
-                self._dispatcher.check_supported(envelope.method)
-                params = parse_params(envelope.method, envelope.params)
-                if envelope.method in STREAMING_METHODS:
-                    events = await self._dispatcher.open_stream(
-                        envelope.method, params, caller=caller
-                    )
-                    return EventStreamResponse(_frame(request_id, events), headers=echo)
-                result = await self._dispatcher.unary(envelope.method, params, caller=caller)
+                self._dispatcher.check_supported(method)
+                params = parse_params(method, raw_params)
+                if method in STREAMING_METHODS:
+                    events = await self._dispatcher.open_stream(method, params, caller=caller)
+                    if legacy is not None:
+                        events = legacy.events(events)
+                    frames = _frame(request_id, events, legacy=legacy)
+                    return EventStreamResponse(frames, headers=echo)
+                result = await self._dispatcher.unary(method, params, caller=caller)
+                if legacy is not None:
+                    result = legacy.result(result)
                 return _ResultResponse(_envelope(request_id, result=result), headers=echo)
             except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
                 mark_error(current, exc)
                 log_refusal("JSONRPC", exc.error if isinstance(exc, _HttpLevelError) else exc)
-                return self._error_response(request_id, exc)
+                response = self._error_response(request_id, exc)
+                if legacy is not None:
+                    response = _error_v03(response)
+                return response
 
     async def _read_envelope(self, request: Request) -> JSONRPCRequest:
         if media_type(request) not in JSON_MEDIA_TYPES:
@@ -187,8 +201,19 @@ class _ResultResponse(JSONResponse):
         return pydantic_core.to_json(content, inf_nan_mode="null")
 
 
+def _error_v03(response: Response) -> Response:
+    """An error response with its ``error`` member in 0.3 form (same status, headers)."""
+    body = pydantic_core.from_json(bytes(response.body))
+    body["error"] = V03Call.error(body["error"])
+    headers = {k: v for k, v in response.headers.items() if k.lower() == "www-authenticate"}
+    return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+
 async def _frame(
-    request_id: Any, events: AsyncGenerator[dict[str, Any], None]
+    request_id: Any,
+    events: AsyncGenerator[dict[str, Any], None],
+    *,
+    legacy: V03Call | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Each event as a JSON-RPC response; a failure mid-stream as a final error response."""
     try:
@@ -197,6 +222,9 @@ async def _frame(
     except Exception as exc:
         reported = as_protocol_error(exc)
         error = reported if isinstance(reported, A2AError) else InternalError()
-        yield format_event(_envelope(request_id, error=jsonrpc_error_object(error)))
+        member = jsonrpc_error_object(error)
+        if legacy is not None:
+            member = legacy.error(member)
+        yield format_event(_envelope(request_id, error=member))
     finally:
         await events.aclose()

@@ -1,0 +1,209 @@
+"""A2A 0.3 requests on the JSON-RPC endpoint: 0.3 shapes in, 0.3 shapes out, 1.0 rules.
+
+The official 0.3 client is exercised against a real socket in
+``tests/test_interop_a2a_sdk_03.py``; these tests pin the wire shapes and show that
+authentication, ownership and errors run through the same path as 1.0 requests.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from server_support import AGENT_URL, ISSUER, EchoAgent, TokenMinter, rpc
+from starlette.applications import Starlette
+
+from keycard_agents import create_app
+from keycard_agents.runtime import PushNotifier
+
+pytestmark = pytest.mark.anyio
+
+MINTER = TokenMinter()
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"]  # hooks.example, allowed as loopback for this test only
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    agent = EchoAgent(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    push = PushNotifier(allow_loopback=True, resolve=resolve)
+    app: Starlette = create_app(agent, verifier=MINTER.verifier(), push=push)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as c:
+            yield c
+
+
+def auth(sub: str = "alice") -> dict[str, str]:
+    """A bearer header and no A2A-Version: how a 0.3 client calls."""
+    return {"Authorization": f"Bearer {MINTER.token(sub=sub)}"}
+
+
+def message_v03(*parts: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": "message",
+        "messageId": uuid.uuid4().hex,
+        "role": "user",
+        "parts": list(parts),
+        **fields,
+    }
+
+
+def call_v03(skill: str, **arguments: Any) -> dict[str, Any]:
+    return message_v03({"kind": "data", "data": {"skill": skill, "arguments": arguments}})
+
+
+async def call(
+    client: httpx.AsyncClient, method: str, params: dict[str, Any], **headers: str
+) -> httpx.Response:
+    return await client.post("/", json=rpc(method, params), headers={**auth(), **headers})
+
+
+async def test_send_answers_a_0_3_task(client: httpx.AsyncClient) -> None:
+    params = {"message": message_v03({"kind": "text", "text": "hi"})}
+    response = await call(client, "message/send", params)
+    assert response.status_code == 200
+    task = response.json()["result"]
+    assert task["kind"] == "task"
+    assert task["status"]["state"] == "completed"
+    assert task["artifacts"][0]["parts"] == [{"kind": "text", "text": "echo: hi"}]
+    assert next(m["role"] for m in task["history"]) == "user"
+    assert all(m["kind"] == "message" for m in task["history"])
+    assert "A2A-Version" not in response.headers
+
+    got = (await call(client, "tasks/get", {"id": task["id"], "historyLength": 0})).json()
+    assert got["result"]["id"] == task["id"]
+    assert got["result"]["status"]["state"] == "completed"
+    assert got["result"]["history"] == []
+
+
+async def test_cancel_and_errors_use_0_3_codes(client: httpx.AsyncClient) -> None:
+    params = {"message": call_v03("wait", label=1), "configuration": {"blocking": False}}
+    running = (await call(client, "message/send", params)).json()["result"]
+    assert running["status"]["state"] in ("submitted", "working")
+    canceled = (await call(client, "tasks/cancel", {"id": running["id"]})).json()["result"]
+    assert canceled["status"]["state"] == "canceled"
+
+    again = (await call(client, "tasks/cancel", {"id": running["id"]})).json()
+    assert again["error"]["code"] == -32002
+    missing = (await call(client, "tasks/get", {"id": "no-such-task"})).json()
+    assert missing["error"]["code"] == -32001
+    assert set(missing["error"]) == {"code", "message"}  # no 1.0 google.rpc details
+    bad = (await call(client, "message/send", {"message": {"kind": "message"}})).json()
+    assert bad["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"message": "not an object"},
+        {"message": message_v03({"kind": "weird"})},
+        {"message": message_v03({"kind": "file", "file": {"name": "no content"}})},
+        {"message": message_v03({"kind": "file", "file": "nope"})},
+        {"message": {**message_v03({"kind": "text", "text": "x"}), "role": "robot"}},
+        {"message": message_v03({"kind": "text", "text": "x"}), "configuration": []},
+        {},
+    ],
+)
+async def test_malformed_0_3_params_are_invalid_params(
+    client: httpx.AsyncClient, params: dict[str, Any]
+) -> None:
+    response = await call(client, "message/send", params)
+    assert response.status_code == 200
+    assert response.json()["error"]["code"] == -32602
+
+
+async def test_ownership_and_authentication_are_the_1_0_rules(
+    client: httpx.AsyncClient,
+) -> None:
+    params = {"message": message_v03({"kind": "text", "text": "mine"})}
+    task = (await call(client, "message/send", params)).json()["result"]
+    other = await client.post("/", json=rpc("tasks/get", {"id": task["id"]}), headers=auth("bob"))
+    assert other.json()["error"]["code"] == -32001
+
+    anonymous = await client.post("/", json=rpc("message/send", params))
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.json()["error"]["code"] == -32600
+
+    pinged = (await call(client, "message/send", {"message": call_v03("ping", count=2)})).json()
+    assert pinged["result"]["artifacts"][0]["parts"][0]["text"] == "pong 2"
+
+
+async def test_version_header_selects_the_protocol(client: httpx.AsyncClient) -> None:
+    params = {"message": message_v03({"kind": "text", "text": "v"})}
+    as_03 = await call(client, "message/send", params, **{"A2A-Version": "0.3"})
+    assert as_03.json()["result"]["status"]["state"] == "completed"
+    # A 0.3 name is no 1.0 method; a 1.0 name without a version is still refused.
+    as_10 = await call(client, "message/send", params, **{"A2A-Version": "1.0"})
+    assert as_10.json()["error"]["code"] == -32601
+    v1 = await call(client, "SendMessage", {"message": {}})
+    assert v1.json()["error"]["code"] == -32009
+
+
+async def test_stream_events_are_kind_discriminated(client: httpx.AsyncClient) -> None:
+    params = {"message": message_v03({"kind": "text", "text": "streamed"})}
+    response = await call(client, "message/stream", params)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [
+        json.loads(line[5:])["result"]
+        for line in response.text.splitlines()
+        if line.startswith("data:")
+    ]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "task"
+    assert "artifact-update" in kinds
+    artifact = next(e for e in events if e["kind"] == "artifact-update")["artifact"]
+    assert artifact["parts"] == [{"kind": "text", "text": "echo: streamed"}]
+    last = events[-1]
+    assert last["kind"] == "status-update"
+    assert last["status"]["state"] == "completed"
+    assert last["final"] is True
+    assert all(e["final"] is False for e in events[1:-1] if e["kind"] == "status-update")
+
+    # A finished task has nothing to subscribe to: the 1.0 answer, in 0.3 form.
+    again = await call(client, "tasks/resubscribe", {"id": events[0]["id"]})
+    assert again.json()["error"]["code"] == -32004
+
+
+async def test_file_parts_are_translated_both_ways(client: httpx.AsyncClient) -> None:
+    file_part = {
+        "kind": "file",
+        "file": {"bytes": "aGVsbG8=", "mimeType": "text/plain", "name": "a.txt"},
+    }
+    params = {"message": message_v03({"kind": "text", "text": "with file"}, file_part)}
+    task = (await call(client, "message/send", params)).json()["result"]
+    sent = task["history"][0]["parts"]
+    assert {"kind": "text", "text": "with file"} in sent
+    assert file_part in sent
+
+
+async def test_push_notification_configs_in_0_3_shape(client: httpx.AsyncClient) -> None:
+    params = {"message": call_v03("wait", label=2), "configuration": {"blocking": False}}
+    task = (await call(client, "message/send", params)).json()["result"]
+    config = {"id": "cfg-1", "url": "https://hooks.example/a2a", "token": "opaque"}
+    body = {"taskId": task["id"], "pushNotificationConfig": config}
+    created = (await call(client, "tasks/pushNotificationConfig/set", body)).json()
+    assert created["result"]["taskId"] == task["id"]
+    assert created["result"]["pushNotificationConfig"]["url"] == config["url"]
+    got = await call(
+        client,
+        "tasks/pushNotificationConfig/get",
+        {"id": task["id"], "pushNotificationConfigId": "cfg-1"},
+    )
+    assert got.json()["result"]["pushNotificationConfig"]["id"] == "cfg-1"
+    listed = (await call(client, "tasks/pushNotificationConfig/list", {"id": task["id"]})).json()
+    assert [c["pushNotificationConfig"]["id"] for c in listed["result"]] == ["cfg-1"]
+    deleted = await call(
+        client,
+        "tasks/pushNotificationConfig/delete",
+        {"id": task["id"], "pushNotificationConfigId": "cfg-1"},
+    )
+    assert deleted.json()["result"] is None
+    await call(client, "tasks/cancel", {"id": task["id"]})

@@ -1,0 +1,129 @@
+"""Runs the official a2a-sdk 0.3 client against an agent's JSON-RPC endpoint.
+
+Usage: client03.py ENDPOINT TOKEN. Prints one JSON line with what the client saw. Runs
+in the 0.3 venv (.venv/a2a03), not the dev venv. Our card is an A2A 1.0 card, which the
+0.3 SDK's card model cannot read, so the client is given a 0.3 card naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+import httpx
+from a2a.client import A2AClientError, ClientConfig, ClientFactory
+from a2a.client.errors import A2AClientJSONRPCError
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    DataPart,
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskIdParams,
+    TaskQueryParams,
+    TextPart,
+)
+
+
+def card(endpoint: str) -> AgentCard:
+    return AgentCard(
+        name="agent under test",
+        description="our A2A 1.0 agent, called by the 0.3 client",
+        url=endpoint,
+        version="1",
+        capabilities=AgentCapabilities(streaming=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[],
+    )
+
+
+def text(value: str) -> Message:
+    part = Part(root=TextPart(text=value))
+    return Message(message_id=uuid.uuid4().hex, role=Role.user, parts=[part])
+
+
+def call(skill: str, **arguments: Any) -> Message:
+    part = Part(root=DataPart(data={"skill": skill, "arguments": arguments}))
+    return Message(message_id=uuid.uuid4().hex, role=Role.user, parts=[part])
+
+
+def artifact_texts(task: Task) -> list[str]:
+    return [
+        p.root.text for a in task.artifacts or [] for p in a.parts if isinstance(p.root, TextPart)
+    ]
+
+
+async def main(endpoint: str, token: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        unary = ClientFactory(ClientConfig(httpx_client=http, streaming=False)).create(
+            card(endpoint)
+        )
+        events = [e async for e in unary.send_message(text("hello from 0.3"))]
+        task, _ = events[0]
+        out["send"] = {"state": task.status.state.value, "texts": artifact_texts(task)}
+        out["roles"] = [m.role.value for m in task.history or []]
+        got = await unary.get_task(TaskQueryParams(id=task.id))
+        out["get"] = {"id_matches": got.id == task.id, "state": got.status.state.value}
+        try:
+            await unary.get_task(TaskQueryParams(id="no-such-task"))
+            out["missing"] = None
+        except A2AClientJSONRPCError as exc:
+            out["missing"] = exc.error.code
+
+        polling = ClientFactory(
+            ClientConfig(httpx_client=http, streaming=False, polling=True)
+        ).create(card(endpoint))
+        sent = [e async for e in polling.send_message(call("wait", label=3))]
+        running, _ = sent[0]
+        out["running"] = running.status.state.value
+        canceled = await polling.cancel_task(TaskIdParams(id=running.id))
+        out["canceled"] = canceled.status.state.value
+        try:
+            await polling.cancel_task(TaskIdParams(id=running.id))
+            out["cancel_again"] = None
+        except A2AClientJSONRPCError as exc:
+            out["cancel_again"] = exc.error.code
+
+        streaming = ClientFactory(ClientConfig(httpx_client=http, streaming=True)).create(
+            card(endpoint)
+        )
+        kinds: list[str] = []
+        final_state = None
+        streamed: list[str] = []
+        async for event in streaming.send_message(text("stream from 0.3")):
+            task, update = event
+            kinds.append(update.kind if update is not None else "task")
+            final_state = task.status.state.value
+            streamed = artifact_texts(task)
+        out["stream"] = {"kinds": kinds, "state": final_state, "texts": streamed}
+
+        # The authenticated extended card, read by the SDK's own 0.3 card model.
+        with_extended = card(endpoint)
+        with_extended.supports_authenticated_extended_card = True
+        config = ClientConfig(httpx_client=http, streaming=False)
+        extended = await ClientFactory(config).create(with_extended).get_card()
+        out["extended"] = {
+            "protocolVersion": extended.protocol_version,
+            "url": extended.url,
+            "skills": sorted(s.id for s in extended.skills),
+        }
+    try:
+        async with httpx.AsyncClient(timeout=30) as anonymous:
+            refused = ClientFactory(ClientConfig(httpx_client=anonymous, streaming=False))
+            [e async for e in refused.create(card(endpoint)).send_message(text("no token"))]
+        out["anonymous"] = None
+    except A2AClientError as exc:
+        out["anonymous"] = type(exc).__name__ + ": " + str(exc)[:200]
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))
