@@ -20,7 +20,7 @@ import pytest
 from a2a03_support import SCRIPTS, ensure_a2a03_venv
 from server_support import ISSUER, EchoAgent, TokenMinter
 
-from keycard_agents import create_app, open_agent_client, skill
+from keycard_agents import call_message, create_app, open_agent_client, skill
 from keycard_agents.a2a import (
     Message,
     Task,
@@ -192,3 +192,19 @@ async def test_our_client_speaks_03_to_our_server_when_told(
         assert last is not None
         assert last.status.state == TaskState.COMPLETED
         assert not isinstance(sent, Message)
+
+        # tasks/resubscribe: the task now, then its events until the final one.
+        waiting = await client.send(call_message("wait", {"label": 4}), return_immediately=True)
+        assert isinstance(waiting, Task)
+        states: list[TaskState] = []
+        with anyio.fail_after(30):
+            subscription = client.subscribe(waiting.id)
+            first = await anext(subscription)
+            assert first.task is not None
+            assert first.task.id == waiting.id
+            canceled = await client.cancel_task(waiting.id)
+            assert canceled.status.state == TaskState.CANCELED
+            async for event in subscription:
+                if event.status_update is not None:
+                    states.append(event.status_update.status.state)
+        assert states[-1] == TaskState.CANCELED

@@ -44,7 +44,12 @@ class V03Call:
     ) -> AsyncGenerator[dict[str, Any], None]:
         try:
             async for event in events:
-                yield event_to_v03(event)
+                translated = event_to_v03(event)
+                yield translated
+                if translated.get("final"):
+                    # A 0.3 stream ends at its final event, INPUT_REQUIRED included (a 1.0
+                    # stream stays open through it); the task itself goes on.
+                    break
         finally:
             await events.aclose()
 

@@ -17,12 +17,19 @@ import pytest
 from server_support import AGENT_URL, ISSUER, EchoAgent, TokenMinter, rpc
 from starlette.applications import Starlette
 
-from keycard_agents import create_app
+from keycard_agents import Context, create_app, skill
 from keycard_agents.runtime import PushNotifier
 
 pytestmark = pytest.mark.anyio
 
 MINTER = TokenMinter()
+
+
+class Asking(EchoAgent):
+    @skill(id="ask")
+    async def ask(self, ctx: Context, topic: int) -> str:
+        """Ask who, then answer."""
+        return f"{topic}: {await ctx.ask_input('who?')}"
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -31,7 +38,7 @@ async def resolve(host: str, port: int) -> list[str]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    agent = EchoAgent(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    agent = Asking(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
     push = PushNotifier(allow_loopback=True, resolve=resolve)
     app: Starlette = create_app(agent, verifier=MINTER.verifier(), push=push)
     async with app.router.lifespan_context(app):
@@ -207,3 +214,30 @@ async def test_push_notification_configs_in_0_3_shape(client: httpx.AsyncClient)
     )
     assert deleted.json()["result"] is None
     await call(client, "tasks/cancel", {"id": task["id"]})
+
+
+def sse_results(response: httpx.Response) -> list[dict[str, Any]]:
+    return [
+        json.loads(line[5:])["result"]
+        for line in response.text.splitlines()
+        if line.startswith("data:")
+    ]
+
+
+async def test_a_0_3_stream_ends_at_input_required(client: httpx.AsyncClient) -> None:
+    # httpx's ASGI transport returns once the stream ends: a stream left open would hang.
+    streamed = await call(client, "message/stream", {"message": call_v03("ask", topic=7)})
+    events = sse_results(streamed)
+    assert events[0]["kind"] == "task"
+    last = events[-1]
+    assert last["kind"] == "status-update"
+    assert last["status"]["state"] == "input-required"
+    assert last["final"] is True
+    assert last["status"]["message"]["role"] == "agent"
+
+    reply = message_v03({"kind": "text", "text": "bob"}, taskId=events[0]["id"])
+    resumed = await call(client, "message/stream", {"message": reply})
+    final = sse_results(resumed)[-1]
+    assert final["status"]["state"] == "completed"
+    got = (await call(client, "tasks/get", {"id": events[0]["id"]})).json()["result"]
+    assert got["artifacts"][0]["parts"][0]["text"] == "7: bob"
