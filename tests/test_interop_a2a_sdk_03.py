@@ -19,6 +19,10 @@ import httpx
 import pytest
 from a2a03_support import SCRIPTS, ensure_a2a03_venv
 from server_support import ISSUER, EchoAgent, TokenMinter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from keycard_agents import call_message, create_app, open_agent_client, skill
 from keycard_agents.a2a import (
@@ -28,6 +32,7 @@ from keycard_agents.a2a import (
     TaskState,
     UnsupportedOperationError,
 )
+from keycard_agents.runtime import PushNotifier
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
@@ -70,9 +75,11 @@ async def our_agent(anyio_backend: str) -> AsyncIterator[tuple[str, TokenMinter]
     sock.listen(64)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     agent = ExtendedEcho(url=url, issuer=ISSUER, token_endpoint=ISSUER + "/token")
-    app = create_app(agent, verifier=minter.verifier())
+    hooks = httpx.AsyncClient(transport=httpx.ASGITransport(app=webhook()))
+    push = PushNotifier(allow_loopback=True, http=hooks, resolve=resolve_hooks)
+    app = create_app(agent, verifier=minter.verifier(), push=push)
     stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
+    async with hooks, anyio.create_task_group() as tg:
         tg.start_soon(_serve, app, sock, stop, anyio_backend)
         async with httpx.AsyncClient() as http:
             with anyio.fail_after(20):
@@ -86,6 +93,20 @@ async def our_agent(anyio_backend: str) -> AsyncIterator[tuple[str, TokenMinter]
                     await anyio.sleep(0.05)
         yield url, minter
         stop.set()
+
+
+def webhook() -> Starlette:
+    """Where pushes for hooks.test go (in process): accepted and dropped."""
+
+    async def receive(request: Request) -> Response:
+        await request.body()
+        return Response(status_code=204)
+
+    return Starlette(routes=[Route("/a2a", receive, methods=["POST"])])
+
+
+async def resolve_hooks(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"]  # hooks.test, allowed as loopback for these tests only
 
 
 @pytest.mark.timeout(420)
@@ -106,6 +127,7 @@ async def test_official_03_client_against_our_server(
     assert out["missing"] == -32001
     assert out["running"] in ("submitted", "working")
     assert out["canceled"] == "canceled"
+    assert out["push"] == {"set": "https://hooks.test/a2a", "get": "https://hooks.test/a2a"}
     assert out["cancel_again"] == -32002
     stream = out["stream"]
     assert stream["kinds"][0] == "task"

@@ -327,10 +327,15 @@ def params_from_v03(method_v03: str, params: Any) -> Any:
         return out
     if method_v03 == "tasks/resubscribe":
         return {"id": data.get("id")}
+    # A 0.3 config set without an id is known by its task's id, and a get or delete
+    # without a config id means that one (as the 0.3 reference SDK does).
     if method_v03 == "tasks/pushNotificationConfig/set":
-        return _push_config_from_v03(data.get("taskId"), data.get("pushNotificationConfig"))
+        config = _push_config_from_v03(data.get("taskId"), data.get("pushNotificationConfig"))
+        config.setdefault("id", data.get("taskId"))
+        return config
     if method_v03 in ("tasks/pushNotificationConfig/get", "tasks/pushNotificationConfig/delete"):
-        return {"taskId": data.get("id"), "id": data.get("pushNotificationConfigId")}
+        config_id = data.get("pushNotificationConfigId")
+        return {"taskId": data.get("id"), "id": data.get("id") if config_id is None else config_id}
     if method_v03 == "tasks/pushNotificationConfig/list":
         return {"taskId": data.get("id")}
     return {}

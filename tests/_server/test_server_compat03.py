@@ -213,6 +213,17 @@ async def test_push_notification_configs_in_0_3_shape(client: httpx.AsyncClient)
         {"id": task["id"], "pushNotificationConfigId": "cfg-1"},
     )
     assert deleted.json()["result"] is None
+
+    # Without ids, as 0.3 clients often send them: the config is known by the task's id.
+    unnamed = {"taskId": task["id"], "pushNotificationConfig": {"url": config["url"]}}
+    made = (await call(client, "tasks/pushNotificationConfig/set", unnamed)).json()["result"]
+    assert made["pushNotificationConfig"]["id"] == task["id"]
+    found = (await call(client, "tasks/pushNotificationConfig/get", {"id": task["id"]})).json()
+    assert found["result"]["pushNotificationConfig"]["url"] == config["url"]
+    gone = await call(client, "tasks/pushNotificationConfig/delete", {"id": task["id"]})
+    assert gone.json()["result"] is None
+    listed = (await call(client, "tasks/pushNotificationConfig/list", {"id": task["id"]})).json()
+    assert listed["result"] == []
     await call(client, "tasks/cancel", {"id": task["id"]})
 
 

@@ -20,11 +20,14 @@ from a2a.types import (
     AgentCapabilities,
     AgentCard,
     DataPart,
+    GetTaskPushNotificationConfigParams,
     Message,
     Part,
+    PushNotificationConfig,
     Role,
     Task,
     TaskIdParams,
+    TaskPushNotificationConfig,
     TaskQueryParams,
     TextPart,
 )
@@ -84,6 +87,15 @@ async def main(endpoint: str, token: str) -> dict[str, Any]:
         sent = [e async for e in polling.send_message(call("wait", label=3))]
         running, _ = sent[0]
         out["running"] = running.status.state.value
+        webhook = PushNotificationConfig(url="https://hooks.test/a2a", token="opaque")
+        made = await polling.set_task_callback(
+            TaskPushNotificationConfig(task_id=running.id, push_notification_config=webhook)
+        )
+        found = await polling.get_task_callback(GetTaskPushNotificationConfigParams(id=running.id))
+        out["push"] = {
+            "set": made.push_notification_config.url,
+            "get": found.push_notification_config.url,
+        }
         canceled = await polling.cancel_task(TaskIdParams(id=running.id))
         out["canceled"] = canceled.status.state.value
         try:
