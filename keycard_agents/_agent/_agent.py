@@ -517,7 +517,7 @@ class Agent:
                 if not isinstance(skill_id, str) or skill_id not in self.skills:
                     raise InvalidParamsError(
                         f"unknown skill {skill_id!r}. {self.describe_skills()}",
-                        data={"skills": list(self.skills)},
+                        data={"skills": self.public_skill_ids()},
                     )
                 if arguments is None:
                     arguments = {}
@@ -546,16 +546,23 @@ class Agent:
         )
         raise InvalidParamsError(
             f"cannot tell which skill plain text is for: {reason}. {self.describe_skills()}",
-            data={"skills": list(self.skills)},
+            data={"skills": self.public_skill_ids()},
         )
 
+    def public_skill_ids(self) -> list[str]:
+        """The ids of the skills on the public card (``extended`` ones are left out)."""
+        return [s.id for s in self.skills.values() if not s.extended]
+
     def describe_skills(self) -> str:
-        """A help text listing the skills and the typed-call format."""
-        if not self.skills:
-            return "This agent has no skills."
-        lines = ", ".join(
-            f"{s.id}({', '.join(s.parameters)}): {s.description}" for s in self.skills.values()
-        )
+        """A help text listing the public skills and the typed-call format.
+
+        Skills declared ``extended=True`` are not named: this text goes to any caller,
+        and those skills are shown only on the extended card of callers with their scopes.
+        """
+        public = [s for s in self.skills.values() if not s.extended]
+        if not public:
+            return "This agent has no skills." if not self.skills else "No skills are public."
+        lines = ", ".join(f"{s.id}({', '.join(s.parameters)}): {s.description}" for s in public)
         return (
             f'Skills: {lines}. Call one with a data part {{"skill": "<id>", "arguments": {{...}}}}.'
         )

@@ -333,6 +333,41 @@ def test_ambiguous_or_unroutable_text_gives_a_helpful_error() -> None:
         NoText().route(_message(Part(url="https://x.test/f")))
 
 
+def test_routing_errors_never_name_extended_skills() -> None:
+    """The public card leaves ``extended`` skills out; so do errors any caller can read."""
+
+    class Guarded(Agent):
+        @skill
+        async def a(self, q: str) -> str:
+            return q
+
+        @skill(extended=True, scopes=("admin",))
+        async def vault(self, note: str) -> str:
+            """Internal tool only admins see."""
+            return note
+
+    for message in (
+        _message(Part(text="hi")),
+        _message(Part(data={"skill": "fly", "arguments": {}})),
+        _message(Part(url="https://x.test/f")),
+    ):
+        with pytest.raises(InvalidParamsError) as caught:
+            Guarded().route(message)
+        assert "a(q)" in caught.value.message
+        assert "vault" not in caught.value.message
+        assert "Internal tool" not in caught.value.message
+        assert "vault" not in str(caught.value.data)
+
+    class Hidden(Agent):
+        @skill(extended=True)
+        async def only(self, n: int) -> int:
+            return n
+
+    with pytest.raises(InvalidParamsError, match="No skills are public") as caught:
+        Hidden().route(_message(Part(text="hi")))
+    assert "only" not in caught.value.message
+
+
 def test_route_text_can_be_overridden() -> None:
     class Calculator(Agent):
         @skill
