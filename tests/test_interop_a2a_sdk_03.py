@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,9 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keycard_agents import call_message, create_app, open_agent_client, skill
+from keycard_agents import Context, call_message, create_app, open_agent_client, skill
 from keycard_agents.a2a import (
     Message,
+    Part,
+    Role,
     Task,
     TaskNotFoundError,
     TaskState,
@@ -42,6 +45,26 @@ class ExtendedEcho(EchoAgent):
     async def hidden(self, code: int) -> str:
         """Only on the authenticated extended card."""
         return f"hidden {code}"
+
+    @skill(id="now")
+    async def now(self, hour: int) -> Message:
+        """Answers at once with a Message, no task."""
+        text = f"hour {hour}"
+        return Message(message_id=uuid.uuid4().hex, role=Role.AGENT, parts=[Part(text=text)])
+
+    @skill(id="report")
+    async def report(self, ctx: Context, sections: int) -> str:
+        """Streams a report artifact in chunks."""
+        writer = ctx.open_artifact(name="report")
+        for i in range(sections):
+            await writer.write(f"s{i};", last=i == sections - 1)
+        return "done"
+
+    @skill(id="ask")
+    async def ask(self, ctx: Context, seats: int) -> str:
+        """Asks who it is for (input-required), then answers."""
+        who = await ctx.ask_input(f"Who are the {seats} seats for?")
+        return f"{seats} seats for {who}"
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +164,23 @@ async def test_official_03_client_against_our_server(
     assert extended["protocolVersion"].startswith("0.3")
     assert extended["url"] == url
     assert "hidden" in extended["skills"]
+    # A direct Message answer: one Message from the agent, no task behind it.
+    assert out["direct"] == [{"kind": "message", "role": "agent", "task_id": None, "texts": ["hour 7"]}]
+    # Chunked artifacts: one artifact id, append/lastChunk as sent, joined by their client.
+    chunks = out["chunks"]
+    assert chunks["flags"] == [[False, False], [True, False], [True, True]]
+    assert chunks["ids"] == 1
+    report = [a for a in chunks["artifacts"] if a["name"] == "report"]
+    assert len(report) == 1
+    assert "".join(report[0]["texts"]) == "s0;s1;s2;"
+    # tasks/resubscribe on a task in input-required stays open through the reply.
+    again = out["resubscribe"]
+    assert again["asked"] == "input-required"
+    assert again["first"] == "input-required"
+    assert again["reply"] == "completed"
+    assert again["texts"] == ["2 seats for alice"]
+    assert "working" in again["states"]
+    assert again["states"][-1] == "completed"
 
 
 @pytest.fixture(scope="module")

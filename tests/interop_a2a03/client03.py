@@ -127,6 +127,7 @@ async def main(endpoint: str, token: str) -> dict[str, Any]:
             "url": extended.url,
             "skills": sorted(s.id for s in extended.skills),
         }
+        out.update(await features(http, endpoint))
     try:
         async with httpx.AsyncClient(timeout=30) as anonymous:
             refused = ClientFactory(ClientConfig(httpx_client=anonymous, streaming=False))
@@ -134,6 +135,77 @@ async def main(endpoint: str, token: str) -> dict[str, Any]:
         out["anonymous"] = None
     except A2AClientError as exc:
         out["anonymous"] = type(exc).__name__ + ": " + str(exc)[:200]
+    return out
+
+
+async def features(http: httpx.AsyncClient, endpoint: str) -> dict[str, Any]:
+    """A direct Message answer, chunked artifacts and resubscription via input-required."""
+    out: dict[str, Any] = {}
+    unary = ClientFactory(ClientConfig(httpx_client=http, streaming=False)).create(card(endpoint))
+    answers = [e async for e in unary.send_message(call("now", hour=7))]
+    out["direct"] = [
+        {
+            "kind": a.kind,
+            "role": a.role.value,
+            "task_id": a.task_id,
+            "texts": [p.root.text for p in a.parts if isinstance(p.root, TextPart)],
+        }
+        if isinstance(a, Message)
+        else {"kind": "task"}
+        for a in answers
+    ]
+
+    streaming = ClientFactory(ClientConfig(httpx_client=http, streaming=True)).create(
+        card(endpoint)
+    )
+    chunks: list[tuple[bool | None, bool | None]] = []
+    ids: set[str] = set()
+    reassembled: list[dict[str, Any]] = []
+    async for event in streaming.send_message(call("report", sections=3)):
+        assert not isinstance(event, Message)
+        task, update = event
+        if update is not None and update.kind == "artifact-update":
+            if update.artifact.name == "report":
+                chunks.append((update.append, update.last_chunk))
+                ids.add(update.artifact.artifact_id)
+        reassembled = [
+            {
+                "name": a.name,
+                "texts": [p.root.text for p in a.parts if isinstance(p.root, TextPart)],
+            }
+            for a in task.artifacts or []
+        ]
+    out["chunks"] = {"flags": chunks, "ids": len(ids), "artifacts": reassembled}
+
+    asked = [e async for e in unary.send_message(call("ask", seats=2))]
+    task, _ = asked[0]
+    resubscribed: list[str] = []
+    first_state = None
+
+    async def follow() -> None:
+        nonlocal first_state
+        async for seen, update in streaming.resubscribe(TaskIdParams(id=task.id)):
+            if first_state is None:
+                first_state = seen.status.state.value
+            if update is not None and update.kind == "status-update":
+                resubscribed.append(update.status.state.value)
+
+    follower = asyncio.create_task(follow())
+    while first_state is None and not follower.done():
+        await asyncio.sleep(0.05)
+    reply = text("alice")
+    reply.task_id = task.id
+    reply.context_id = task.context_id
+    done = [e async for e in unary.send_message(reply)]
+    finished, _ = done[0]
+    await asyncio.wait_for(follower, 30)
+    out["resubscribe"] = {
+        "asked": task.status.state.value,
+        "first": first_state,
+        "states": resubscribed,
+        "reply": finished.status.state.value,
+        "texts": artifact_texts(finished),
+    }
     return out
 
 
