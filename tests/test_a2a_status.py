@@ -281,6 +281,11 @@ async def version_0_3(wire: Wire) -> None:
     extended = (await wire.client.post("/", json=body, headers=headers)).json()["result"]
     assert extended["protocolVersion"] == "0.3.0"
     assert "hidden" in [s["id"] for s in extended["skills"]]
+    # The card in 0.3 form at its own path, signed over the 0.3 form (the 1.0 one is not).
+    old = (await wire.client.get("/.well-known/agent-card-0.3.json")).json()
+    assert old["protocolVersion"] == "0.3.0"
+    assert len(old["signatures"]) == 1
+    assert old["signatures"] != (await card(wire)).json()["signatures"]
 
 
 async def agent_card(wire: Wire) -> None:

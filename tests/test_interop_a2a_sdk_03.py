@@ -1,8 +1,10 @@
 """Interop with the official ``a2a-sdk`` 0.3 Python client and server (A2A 0.3 clients).
 
 The 0.3 SDK runs in its own venv (``a2a03_support``) as a subprocess. Its client sends a
-message and reads the task, cancels, and streams against our agent, served by hypercorn
-on the test's own event loop (asyncio and trio) on a free loopback port; our
+message and reads the task, cancels, streams, sets push configs, reads the extended card,
+gets a direct Message answer, reassembles a chunked artifact, resubscribes to a task
+through input-required, and fetches and verifies our signed 0.3 card against our agent,
+served by hypercorn on the test's own event loop (asyncio and trio) on a free loopback port; our
 ``AgentClient`` detects the 0.3 server from its card and sends, gets, streams and cancels.
 """
 
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from keycard_agents import Context, call_message, create_app, open_agent_client, skill
+from keycard_agents import Context, WebIdentity, call_message, create_app, open_agent_client, skill
 from keycard_agents.a2a import (
     Message,
     Part,
@@ -90,14 +93,17 @@ async def _serve(app: Any, sock: socket.socket, stop: anyio.Event, backend: str)
 
 
 @pytest.fixture
-async def our_agent(anyio_backend: str) -> AsyncIterator[tuple[str, TokenMinter]]:
+async def our_agent(anyio_backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, TokenMinter]]:
     """Our agent on a real loopback socket, served on the test's backend."""
     minter = TokenMinter()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    agent = ExtendedEcho(url=url, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    identity = WebIdentity("echo03", storage_dir=tmp_path / "keys")  # signs the cards
+    agent = ExtendedEcho(
+        url=url, issuer=ISSUER, token_endpoint=ISSUER + "/token", credential=identity
+    )
     hooks = httpx.AsyncClient(transport=httpx.ASGITransport(app=webhook()))
     push = PushNotifier(allow_loopback=True, http=hooks, resolve=resolve_hooks)
     app = create_app(agent, verifier=minter.verifier(), push=push)
@@ -165,7 +171,9 @@ async def test_official_03_client_against_our_server(
     assert extended["url"] == url
     assert "hidden" in extended["skills"]
     # A direct Message answer: one Message from the agent, no task behind it.
-    assert out["direct"] == [{"kind": "message", "role": "agent", "task_id": None, "texts": ["hour 7"]}]
+    assert out["direct"] == [
+        {"kind": "message", "role": "agent", "task_id": None, "texts": ["hour 7"]}
+    ]
     # Chunked artifacts: one artifact id, append/lastChunk as sent, joined by their client.
     chunks = out["chunks"]
     assert chunks["flags"] == [[False, False], [True, False], [True, True]]
@@ -181,6 +189,14 @@ async def test_official_03_client_against_our_server(
     assert again["texts"] == ["2 seats for alice"]
     assert "working" in again["states"]
     assert again["states"][-1] == "completed"
+    # Our card in 0.3 form at its own path: read and signature-checked by the 0.3 SDK.
+    assert out["signed"] == {
+        "protocolVersion": "0.3.0",
+        "url": url,
+        "jku": url + "/.well-known/jwks.json",
+        "texts": ["echo: via the fetched card"],
+        "tampered": "InvalidSignaturesError",
+    }
 
 
 @pytest.fixture(scope="module")

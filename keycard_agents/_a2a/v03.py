@@ -415,8 +415,35 @@ def _scheme_to_v03(scheme: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "http", "scheme": "bearer"}  # pragma: no cover - a card has one member
 
 
+#: Where our server publishes its card in 0.3 form, for a 0.3 client's card resolver
+#: (a2a-sdk 0.3.x: ``A2ACardResolver(..., agent_card_path=AGENT_CARD_PATH_V03)``).
+AGENT_CARD_PATH_V03 = "/.well-known/agent-card-0.3.json"
+_CARD_MEMBERS_V03 = frozenset(
+    [
+        "additionalInterfaces",
+        "capabilities",
+        "defaultInputModes",
+        "defaultOutputModes",
+        "description",
+        "documentationUrl",
+        "iconUrl",
+        "name",
+        "preferredTransport",
+        "protocolVersion",
+        "provider",
+        "security",
+        "securitySchemes",
+        "skills",
+        "supportsAuthenticatedExtendedCard",
+        "url",
+        "version",
+    ]
+)
+
+
 def card_to_v03(card: Mapping[str, Any]) -> dict[str, Any]:
-    """A 1.0 agent card as a 0.3 card: its JSON-RPC interface as ``url``."""
+    """A 1.0 agent card as a 0.3 card: its JSON-RPC interface as ``url``; members the
+    0.3 schema lacks, and the 1.0 ``signatures`` (they cover the 1.0 form), left out."""
     interfaces = [i for i in card.get("supportedInterfaces", []) if isinstance(i, dict)]
     jsonrpc = [i for i in interfaces if str(i.get("protocolBinding")).upper() == "JSONRPC"]
     primary = (jsonrpc or interfaces or [{}])[0]
@@ -448,7 +475,7 @@ def card_to_v03(card: Mapping[str, Any]) -> dict[str, Any]:
         }
         for s in card.get("skills", [])
     ]
-    return out
+    return {k: v for k, v in out.items() if k in _CARD_MEMBERS_V03}
 
 
 def card_endpoint_v03(card: Mapping[str, Any]) -> str | None:

@@ -33,12 +33,14 @@ from starlette.types import ASGIApp, Scope
 
 from keycard_agents._a2a.errors import A2AError, MethodNotFoundError
 from keycard_agents._a2a.types import AGENT_CARD_PATH, AgentCard, dump
+from keycard_agents._a2a.v03 import AGENT_CARD_PATH_V03, card_to_v03
 from keycard_agents._agent._agent import register_app_factory
 from keycard_agents._agent._card import build_agent_card, protected_resource_metadata
 from keycard_agents._audit._agent_records import AuditRecorder
 from keycard_agents._delegation._provider import TokenExchangeDelegation, delegation_for
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._card_signature import sign_card
+from keycard_agents._jose._card_signature03 import sign_card_v03
 from keycard_agents._jose._keys import SigningKey
 from keycard_agents._oauth._credentials import (
     ENV_CLIENT_ID,
@@ -327,10 +329,17 @@ def create_app(
         return data if signer is None else sign_card(data, signer, jku=jku)
 
     card_route = _StaticJson(card_document, max_age=card_max_age)
+
+    def card_document_v03() -> Any:  # the same card for 0.3 clients, signed in their form
+        data = card_to_v03(dump(build_card()))
+        return data if signer is None else sign_card_v03(data, signer, jku=jku)
+
+    card_route_v03 = _StaticJson(card_document_v03, max_age=card_max_age)
     metadata_route = _StaticJson(lambda: _default_metadata(agent, resource), max_age=card_max_age)
     # Build both documents now: a mistake in the agent's configuration surfaces at startup,
     # and the routes then only serve bytes (they cannot fail).
     card_route.prepare()
+    card_route_v03.prepare()
     metadata_route.prepare()
     jwks_routes: list[BaseRoute] = []
     if isinstance(in_use, PublishesJwks):
@@ -338,6 +347,7 @@ def create_app(
         jwks_routes.append(Route(AGENT_JWKS_PATH, jwks, methods=["GET"], name="agent-jwks"))
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_PATH, card_route.handle, methods=["GET"], name="agent-card"),
+        Route(AGENT_CARD_PATH_V03, card_route_v03.handle, methods=["GET"], name="agent-card-0.3"),
         Route(
             PROTECTED_RESOURCE_WELL_KNOWN,
             metadata_route.handle,
