@@ -23,6 +23,7 @@ from server_support import (
 from starlette.applications import Starlette
 
 from keycard_agents import create_app
+from keycard_agents._server._jsonrpc import JsonRpcEndpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -42,6 +43,15 @@ async def app() -> AsyncIterator[Starlette]:
     application = make_app()
     async with application.router.lifespan_context(application):
         yield application
+
+
+def jsonrpc_endpoint(app: Starlette) -> JsonRpcEndpoint:
+    """The app's JSON-RPC endpoint at `/`, found by what it is, not by its place in the routes."""
+    for route in app.routes:
+        endpoint = getattr(getattr(route, "endpoint", None), "__self__", None)
+        if isinstance(endpoint, JsonRpcEndpoint) and getattr(route, "path", None) == "/":
+            return endpoint
+    raise AssertionError("the app has no JSON-RPC endpoint at /")
 
 
 @pytest.fixture
@@ -443,7 +453,7 @@ async def test_bug_in_runtime_is_an_internal_error(app: Starlette, alice: dict[s
     from keycard_agents._server._dispatch import Dispatcher
 
     dispatcher = Dispatcher(runtime=Broken())  # type: ignore[arg-type]
-    endpoint = app.routes[2].endpoint.__self__  # type: ignore[attr-defined]
+    endpoint = jsonrpc_endpoint(app)
     endpoint._dispatcher = dispatcher
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as client:
@@ -553,7 +563,7 @@ async def test_every_error_code_the_server_produces(
 
     from keycard_agents._server._dispatch import Dispatcher
 
-    endpoint = client._transport.app.routes[2].endpoint.__self__  # type: ignore[attr-defined]
+    endpoint = jsonrpc_endpoint(client._transport.app)  # type: ignore[attr-defined]
     original = endpoint._dispatcher
     endpoint._dispatcher = Dispatcher(runtime=Broken())  # type: ignore[arg-type]
     try:
