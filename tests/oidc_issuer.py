@@ -131,23 +131,33 @@ def run_issuer(
         "agents": [a.to_config() for a in agents],
         "resources": resources,
     }
-    with tempfile.TemporaryDirectory(prefix="keycard-oidc-") as tmp:
+    with run_node_script("issuer.mjs", config, start_timeout) as (started, process, log_path):
+        yield RunningIssuer(started["issuer"], int(started["port"]), process, log_path)
+
+
+@contextlib.contextmanager
+def run_node_script(
+    script: str, config: dict[str, Any], start_timeout: float
+) -> Iterator[tuple[dict[str, Any], subprocess.Popen[str], Path]]:
+    """Run ``OIDC_DIR/script`` with its config in an owner-only file; yield the JSON of its
+    first stdout line (where it says it is listening), the process and its stderr log; stop
+    it (SIGTERM, then SIGKILL) when the block ends."""
+    assert NODE is not None
+    with tempfile.TemporaryDirectory(prefix="keycard-node-") as tmp:
         path = Path(tmp) / "config.json"
         path.write_text(json.dumps(config))
         os.chmod(path, 0o600)
         log_path = Path(tmp) / "stderr.log"
         with log_path.open("w") as log:
             process = subprocess.Popen(
-                [NODE, str(OIDC_DIR / "issuer.mjs"), str(path)],
+                [NODE, str(OIDC_DIR / script), str(path)],
                 cwd=OIDC_DIR,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
             )
         try:
-            first = _first_line(process, start_timeout, log_path)
-            started = json.loads(first)
-            yield RunningIssuer(started["issuer"], int(started["port"]), process, log_path)
+            yield json.loads(_first_line(process, start_timeout, log_path)), process, log_path
         finally:
             process.terminate()
             try:

@@ -10,11 +10,9 @@ through our connections pages and the provider's own sign-in and consent pages.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from oidc_issuer import NODE, OIDC_DIR, _first_line, ensure_installed, requires_node
+from oidc_issuer import NODE, ensure_installed, requires_node, run_node_script
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -75,31 +73,8 @@ def run_upstream(
         "scope": UPSTREAM_SCOPE,
         "access_ttl": access_ttl,
     }
-    with tempfile.TemporaryDirectory(prefix="keycard-upstream-") as tmp:
-        path = Path(tmp) / "config.json"
-        path.write_text(json.dumps(config))
-        os.chmod(path, 0o600)
-        log_path = Path(tmp) / "stderr.log"
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [NODE, str(OIDC_DIR / "upstream.mjs"), str(path)],
-                cwd=OIDC_DIR,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        try:
-            started = json.loads(_first_line(process, start_timeout, log_path))
-            yield Upstream(started["issuer"], secret, process, log_path)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-            if process.stdout is not None:
-                process.stdout.close()
+    with run_node_script("upstream.mjs", config, start_timeout) as (started, process, log_path):
+        yield Upstream(started["issuer"], secret, process, log_path)
 
 
 def api_app(*, issuer: str, audience: str, jwks: dict[str, Any]) -> Starlette:
