@@ -6,9 +6,9 @@ connections and closing idle ones). Three limits, used by the serve paths of age
 
 - ``header_timeout``: the request line and headers must be complete this many seconds
   after the connection opened or the first byte of the next request arrived (uvicorn:
-  :func:`uvicorn_options` installs an h11 protocol with that timer; hypercorn: its idle
-  timer covers the wait for headers, :func:`apply_to_hypercorn` sets it to the smaller
-  of ``header_timeout`` and ``keep_alive_timeout``);
+  :func:`uvicorn_options` installs uvicorn's httptools protocol with that timer;
+  hypercorn: its idle timer covers the wait for headers, :func:`apply_to_hypercorn` sets
+  it to the smaller of ``header_timeout`` and ``keep_alive_timeout``);
 - ``body_timeout``: the whole body must have arrived this many seconds after the headers,
   else the answer is 408 and the connection is closed (uvicorn: a timer of the same
   protocol, free per request; hypercorn on trio: :class:`BodyDeadline`, an ASGI
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._logs import escape_logger, get_logger
@@ -159,15 +158,26 @@ def escape_server_logs() -> None:
         escape_logger(logging.getLogger(name))
 
 
-def _h11_protocol(timeouts: ServerTimeouts) -> type[Any]:
-    """uvicorn's h11 protocol with a deadline for each request's headers and body."""
+# Where the parser is in the request it reads: between requests, in the request line and
+# headers, or in the body.
+_IDLE, _HEADERS, _BODY = 0, 1, 2
 
-    class DeadlineProtocol(H11Protocol):
+
+def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
+    """uvicorn's httptools protocol with a deadline for each request's headers and body.
+
+    httptools (llhttp, in C) parses everything it is given in one call and reports the
+    request through callbacks; a timer is armed only once a call returns with a request
+    incomplete, so a request that arrives in one read costs no timer at all.
+    """
+
+    class DeadlineProtocol(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:
-            self._header_timer: Any = None
+            self._phase = _IDLE
             self._body_timer: Any = None
             super().connection_made(transport)
-            self._arm_headers()
+            # The first request's headers are due this long after the connection opened.
+            self._header_timer: Any = self.loop.call_later(timeouts.header, self._headers_too_slow)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -175,40 +185,48 @@ def _h11_protocol(timeouts: ServerTimeouts) -> type[Any]:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            self._follow()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.conn.trailing_data[0]:  # part of a pipelined request is buffered
-                self._follow()
-
-        def _follow(self) -> None:
-            state = self.conn.their_state
-            answered = self.cycle is None or self.cycle.response_complete
-            if state is h11.IDLE or (state is h11.SEND_BODY and answered):
-                self._arm_headers()  # waiting for a request, or for a body nobody reads
-            elif state is h11.SEND_BODY:
-                self._disarm()
+            if self.transport.is_closing():
+                return  # connection_lost disarms
+            phase = self._phase
+            if phase == _BODY:
                 if self._body_timer is None:
                     self._body_timer = self.loop.call_later(timeouts.body, self._body_too_slow)
-            else:
-                self._disarm()
+            elif self._header_timer is None and (
+                phase == _HEADERS or self.cycle is None or self.cycle.response_complete
+            ):
+                # A request has begun (its headers are due from its first byte), or bytes
+                # that begin none arrived between requests: either way, not idle.
+                self._header_timer = self.loop.call_later(timeouts.header, self._headers_too_slow)
 
-        def _arm_headers(self) -> None:
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._phase = _HEADERS
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._phase = _BODY
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._phase = _IDLE
             if self._body_timer is not None:
                 self._body_timer.cancel()
                 self._body_timer = None
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(timeouts.header, self._too_slow)
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()  # the connection now belongs to the WebSocket protocol
+            super().handle_websocket_upgrade()
 
         def _disarm(self) -> None:
-            for name in ("_header_timer", "_body_timer"):
-                timer = getattr(self, name)
+            for timer in (self._header_timer, self._body_timer):
                 if timer is not None:
                     timer.cancel()
-                    setattr(self, name, None)
+            self._header_timer = self._body_timer = None
 
-        def _too_slow(self) -> None:
+        def _headers_too_slow(self) -> None:
             self._header_timer = None
             if not self.transport.is_closing():
                 logger.info(
@@ -227,15 +245,17 @@ def _h11_protocol(timeouts: ServerTimeouts) -> type[Any]:
                 self.scope.get("path"),
                 timeouts.body,
             )
-            if not cycle.response_started:
+            # A pipelined request waits behind a response still being written: no answer
+            # can be put on the wire for it, closing is all that is left.
+            queued = any(waiting is cycle for waiting, _ in self.pipeline)
+            if not cycle.response_started and not queued:
                 headers, body = _timeout_response(timeouts.body)
-                try:
-                    data = self.conn.send(h11.Response(status_code=408, headers=headers))
-                    data += self.conn.send(h11.Data(data=body)) or b""
-                    data += self.conn.send(h11.EndOfMessage()) or b""
-                except h11.LocalProtocolError:
-                    data = b""
-                self.transport.write(data or b"")
+                lines = [STATUS_LINE[408]]
+                for name, value in (*self.server_state.default_headers, *headers):
+                    lines += [name, b": ", value, b"\r\n"]
+                lines += [b"\r\n", body]
+                self.transport.write(b"".join(lines))
+                cycle.response_started = True
             # The application sees a disconnected client; whatever it sends is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
@@ -247,7 +267,7 @@ def _h11_protocol(timeouts: ServerTimeouts) -> type[Any]:
 def uvicorn_options(timeouts: ServerTimeouts) -> dict[str, Any]:
     """Keyword arguments for ``uvicorn.Config`` that apply ``timeouts``."""
     return {
-        "http": _h11_protocol(timeouts),
+        "http": _deadline_protocol(timeouts),
         "timeout_keep_alive": max(1, math.ceil(timeouts.keep_alive)),
     }
 
