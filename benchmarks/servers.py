@@ -239,7 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     # long as the process (benchmarks/NOTES.md, issue 20).
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=HOST, port=args.port, log_level="warning", access_log=False)
+    options: dict[str, Any] = {}
+    if args.kind.startswith("keycard"):
+        # Ours with the HTTP protocol serve() installs (httptools with read deadlines);
+        # the others with uvicorn's defaults (httptools when installed, as here).
+        from keycard_agents._server._timeouts import ServerTimeouts, uvicorn_options
+
+        options = uvicorn_options(ServerTimeouts())
+    uvicorn.run(app, host=HOST, port=args.port, log_level="warning", access_log=False, **options)
     return 0
 
 
