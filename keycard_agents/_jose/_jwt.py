@@ -15,8 +15,12 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ec import ECDSA, EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.errors import (
     InvalidHeaderValueError,
@@ -24,7 +28,7 @@ from joserfc.errors import (
     MissingCritHeaderError,
     UnsupportedHeaderError,
 )
-from joserfc.jwk import Key
+from joserfc.jwk import ECKey, Key
 
 from keycard_agents._errors import InvalidTokenError
 from keycard_agents._jose._keys import (
@@ -39,6 +43,9 @@ from keycard_agents._jose._keys import (
 )
 from keycard_agents._jose._profiles import TokenProfile, accepted_types, normalize_typ
 from keycard_agents._json import JsonLimitError, loads_bounded
+
+if TYPE_CHECKING:
+    from joserfc._rfc7515.model import JWSAlgModel
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -99,7 +106,27 @@ def _segment_json(segment: bytes, what: str) -> Any:
         raise _fail("malformed", f"token {what} is not acceptable JSON: {exc}") from None
 
 
-def _parse(token: object, max_bytes: int) -> tuple[jws.CompactSignature, dict[str, Any]]:
+class _Compact(NamedTuple):
+    """A compact JWS split into what verification needs (RFC 7515 §7.1)."""
+
+    signing_input: bytes
+    payload: bytes
+    signature_segment: bytes
+
+
+#: Segment limits (bytes of base64url), as joserfc's JWS registry enforced them when it
+#: parsed our tokens: the header at most 2 KiB, the payload 128,000, the signature 1 KiB.
+_MAX_HEADER_SEGMENT = 2048
+_MAX_PAYLOAD_SEGMENT = 128_000
+_MAX_SIGNATURE_SEGMENT = 1024
+
+
+def _b64decode(segment: bytes) -> bytes:
+    """base64url without padding; the caller has checked the alphabet."""
+    return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+
+
+def _parse(token: object, max_bytes: int) -> tuple[_Compact, dict[str, Any]]:
     """Size and structure: three base64url segments, a JSON object header with alg."""
     if not isinstance(token, str) or not token:
         raise _fail("malformed", "no token: expected a compact JWS (three base64url segments)")
@@ -116,29 +143,33 @@ def _parse(token: object, max_bytes: int) -> tuple[jws.CompactSignature, dict[st
         )
     if _COMPACT_JWS.fullmatch(raw) is None:
         raise _fail("malformed", "token contains characters outside base64url")
-    header_segment, payload_segment, _ = raw.split(b".")
+    header_segment, payload_segment, signature_segment = raw.split(b".")
     if not header_segment or not payload_segment:
         raise _fail("malformed", "token has an empty header or payload segment")
-    if not isinstance(_segment_json(header_segment, "header"), dict):
+    header = _segment_json(header_segment, "header")
+    if not isinstance(header, dict):
         raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
-    try:
-        obj = jws.extract_compact(raw, registry=_PARSE_REGISTRY)
-        header = obj.headers()
-    except (JoseError, ValueError, TypeError) as exc:
-        raise _fail("malformed", f"token header is not valid base64url JSON ({exc})") from exc
-    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
+    if (
+        len(header_segment) > _MAX_HEADER_SEGMENT
+        or len(payload_segment) > _MAX_PAYLOAD_SEGMENT
+        or len(signature_segment) > _MAX_SIGNATURE_SEGMENT
+    ):
+        raise _fail("malformed", "token has a header, payload or signature segment too large")
+    if not isinstance(header.get("alg"), str):
         raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
     if "crit" in header or "b64" in header:
         raise _fail("malformed", "token header uses JWS extensions (crit/b64) we do not accept")
     if not isinstance(header.get("kid", ""), str):
         raise _fail("malformed", "token header 'kid' is not a string")
-    return obj, header
+    try:
+        payload = _b64decode(payload_segment)
+    except (binascii.Error, ValueError) as exc:
+        raise _fail("malformed", f"token payload is not base64url ({exc})") from exc
+    signing_input = raw[: len(header_segment) + 1 + len(payload_segment)]
+    return _Compact(signing_input, payload, signature_segment), header
 
 
-_PARSE_REGISTRY = jws_registry(ALGORITHMS)
-
-
-def _claims(obj: jws.CompactSignature) -> dict[str, Any]:
+def _claims(obj: _Compact) -> dict[str, Any]:
     try:
         claims = loads_bounded(obj.payload)
     except JsonLimitError as exc:
@@ -271,6 +302,77 @@ def _verification_key(key: Key, alg: str) -> Key:
     return key
 
 
+#: What a key may verify, prepared once per (key object, alg): joserfc's key checks have
+#: run and the ``cryptography`` key is at hand. Keyed by ``id``; the entry holds the key,
+#: so the id cannot be reused while the entry lives. Cleared when full.
+_VERIFIERS: dict[tuple[int, str], tuple[Key, Callable[[bytes, bytes], bool]]] = {}
+_MAX_VERIFIERS = 1024
+
+
+#: The ECDSA schemes of RFC 7518 §3.4 by JWS ``alg``.
+_ECDSA = {
+    "ES256": ECDSA(hashes.SHA256()),
+    "ES384": ECDSA(hashes.SHA384()),
+    "ES512": ECDSA(hashes.SHA512()),
+}
+
+
+def _ec_verifier(public: EllipticCurvePublicKey, scheme: ECDSA) -> Callable[[bytes, bytes], bool]:
+    """ES256/384/512 (RFC 7518 §3.4): the signature is R || S, each of the curve's size."""
+    size = (public.curve.key_size + 7) // 8
+
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        if len(signature) != 2 * size:
+            return False
+        r = int.from_bytes(signature[:size], "big")
+        s = int.from_bytes(signature[size:], "big")
+        try:
+            public.verify(encode_dss_signature(r, s), signing_input, scheme)
+        except InvalidSignature:
+            return False
+        return True
+
+    return verify
+
+
+def _verifier(key: Key, alg: str, model: JWSAlgModel) -> Callable[[bytes, bytes], bool]:
+    """The signature check of ``alg`` with ``key``; joserfc's key checks (``use``,
+    ``key_ops``, key type, curve, the key's own ``alg``) run when it is first prepared and
+    raise the same errors they did inside ``jws.validate_compact``."""
+    entry = _VERIFIERS.get((id(key), alg))
+    if entry is not None and entry[0] is key:
+        return entry[1]
+    vkey = _verification_key(key, alg)
+    model.check_key(vkey)
+    public = vkey.get_op_key("verify")
+    verify: Callable[[bytes, bytes], bool]
+    if alg in _ECDSA and isinstance(vkey, ECKey) and isinstance(public, EllipticCurvePublicKey):
+        verify = _ec_verifier(public, _ECDSA[alg])
+    else:  # RSA and EdDSA: joserfc's own call is already the bare cryptography verify
+
+        def verify(signing_input: bytes, signature: bytes) -> bool:
+            return bool(model.verify(signing_input, signature, vkey))
+
+    if len(_VERIFIERS) >= _MAX_VERIFIERS:
+        _VERIFIERS.clear()
+    _VERIFIERS[(id(key), alg)] = (key, verify)
+    return verify
+
+
+def _validate_signature(
+    obj: _Compact, header: dict[str, Any], key: Key, alg: str, registry: jws.JWSRegistry
+) -> bool:
+    """RFC 7515 §5.2 steps 5-8 as ``jws.validate_compact`` ran them: the registered header
+    parameters well-typed, ``alg`` allowed, the key fit for it, then the signature."""
+    registry.check_header(header)
+    verify = _verifier(key, alg, registry.get_alg(alg))
+    try:
+        signature = _b64decode(obj.signature_segment)
+    except (binascii.Error, ValueError):
+        return False
+    return verify(obj.signing_input, signature)
+
+
 async def verify_jwt(
     token: str,
     *,
@@ -398,9 +500,7 @@ async def verify_compact(
             f"{'' if not key.alg else ', alg ' + key.alg})",
         )
     try:
-        valid = jws.validate_compact(
-            obj, _verification_key(key, alg), algorithms=[alg], registry=registry
-        )
+        valid = _validate_signature(obj, header, key, alg, registry)
     except (InvalidHeaderValueError, UnsupportedHeaderError, MissingCritHeaderError) as exc:
         raise _fail("malformed", f"token header is invalid: {exc}") from exc
     except JoseError as exc:

@@ -13,15 +13,20 @@ module is synchronous on purpose: call it before serving, or through
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import os
 import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwt
 from joserfc.errors import JoseError, UnsupportedAlgorithmError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
@@ -348,7 +353,7 @@ class SigningKey:
     published until tokens it signed have expired. The repr never shows key material.
     """
 
-    __slots__ = ("_key", "alg", "created_at", "kid", "retired_at")
+    __slots__ = ("_headers", "_key", "_signer", "alg", "created_at", "kid", "retired_at")
 
     def __init__(
         self, key: Key, *, alg: str, created_at: int, retired_at: int | None = None
@@ -368,6 +373,9 @@ class SigningKey:
         self.kid: str = key.kid or key.thumbprint()
         self.created_at = created_at
         self.retired_at = retired_at
+        #: ``typ`` -> the encoded header segment and its dot (see :meth:`sign`).
+        self._headers: dict[str, bytes] = {}
+        self._signer: Callable[[bytes], bytes] | None = None
 
     @classmethod
     def generate(cls, alg: str = "ES256", *, clock: Callable[[], float] = time.time) -> SigningKey:
@@ -397,9 +405,49 @@ class SigningKey:
         return cls(key, alg=chosen, created_at=created_at, retired_at=retired_at)
 
     def sign(self, claims: Mapping[str, Any], *, typ: str) -> str:
-        """A compact JWS over ``claims`` with header ``{alg, kid, typ}``."""
-        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-        return jwt.encode(header, dict(claims), self._key, registry=_sign_registry(self.alg))
+        """A compact JWS over ``claims`` with header ``{alg, kid, typ}``.
+
+        What ``joserfc.jwt.encode`` produces, byte for byte; the header is checked and
+        encoded once per ``typ`` and the key's checks run once (the first signature), so a
+        signature costs the JSON of the claims and the ``cryptography`` signing call.
+        """
+        prefix = self._headers.get(typ) if isinstance(typ, str) else None
+        if prefix is None:
+            if not isinstance(typ, str):  # joserfc refuses it, as it always did
+                header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+                return jwt.encode(
+                    header, dict(claims), self._key, registry=_sign_registry(self.alg)
+                )
+            prefix = self._header_segment(typ)
+        signer = self._signer if self._signer is not None else self._prepare_signer()
+        signing_input = prefix + _b64(_claims_json(claims))
+        return (signing_input + b"." + _b64(signer(signing_input))).decode("ascii")
+
+    def _header_segment(self, typ: str) -> bytes:
+        # The header joserfc's jwt.encode builds ("typ" first), checked by its registry.
+        header = {"typ": typ, "alg": self.alg, "kid": self.kid}
+        _sign_registry(self.alg).check_header(header)
+        prefix = _b64(json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode()) + b"."
+        if len(self._headers) < 16:
+            self._headers[typ] = prefix
+        return prefix
+
+    def _prepare_signer(self) -> Callable[[bytes], bytes]:
+        """joserfc's checks of the key for ``alg`` (use, type, its own alg, key_ops), once."""
+        model = _sign_registry(self.alg).get_alg(self.alg)
+        model.check_key(self._key)
+        private = self._key.get_op_key("sign")
+        signer: Callable[[bytes], bytes]
+        if self.alg == "ES256" and isinstance(private, ec.EllipticCurvePrivateKey):
+            signer = _es256_signer(private)
+        else:  # EdDSA and RS256: joserfc's call is already the bare cryptography one
+            key = self._key
+
+            def signer(signing_input: bytes) -> bytes:
+                return model.sign(signing_input, key)
+
+        self._signer = signer
+        return signer
 
     def public_jwk(self) -> dict[str, Any]:
         """The public JWK with ``kid``, ``alg`` and ``use="sig"``; no private members."""
@@ -432,6 +480,34 @@ class SigningKey:
         return (
             f"SigningKey(kid={self.kid!r}, alg={self.alg!r}, created_at={self.created_at}{retired})"
         )
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _claims_json(claims: Mapping[str, Any]) -> bytes:
+    """The JWT payload as joserfc encodes it: compact UTF-8 JSON, datetimes in the time
+    claims turned into NumericDates (RFC 7519 §2)."""
+    payload = dict(claims)
+    for name in ("exp", "iat", "nbf"):
+        value = payload.get(name)
+        if isinstance(value, datetime):
+            payload[name] = calendar.timegm(value.utctimetuple())
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+_ES256 = ec.ECDSA(hashes.SHA256())
+
+
+def _es256_signer(private: ec.EllipticCurvePrivateKey) -> Callable[[bytes], bytes]:
+    """ES256 (RFC 7518 §3.4): the DER signature re-encoded as 32-byte R || 32-byte S."""
+
+    def sign(signing_input: bytes) -> bytes:
+        r, s = decode_dss_signature(private.sign(signing_input, _ES256))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    return sign
 
 
 _SIGN_REGISTRIES: dict[str, JWSRegistry] = {}
@@ -507,6 +583,7 @@ class KeyStore:
         self._retention = retention
         self._lock = threading.RLock()
         self._keys: list[SigningKey] = []
+        self._verification: tuple[tuple[SigningKey, ...], VerificationKeys] | None = None
         self._directory = None if directory is None else Path(directory)
         if self._directory is not None:
             self._open_directory(self._directory)
@@ -615,6 +692,14 @@ class KeyStore:
                 if k.retired_at is None or now < k.retired_at + self._retention
             )
 
+    def verification_keys(self) -> VerificationKeys:
+        """The published keys as a :class:`VerificationKeys`, rebuilt only when they change."""
+        published = self.published()
+        cached = self._verification
+        if cached is None or cached[0] != published:
+            cached = self._verification = (published, VerificationKeys(k.key for k in published))
+        return cached[1]
+
     def public_jwks(self) -> dict[str, Any]:
         """``{"keys": [...]}``: the current key and retired keys still within retention."""
         return {"keys": [k.public_jwk() for k in reversed(self.published())]}
@@ -657,7 +742,7 @@ class _KeyStoreResolver:
                 f"issuer {issuer!r} is not served by this key store (it serves {self._issuer!r})",
                 check="issuer",
             )
-        return VerificationKeys(k.key for k in self._store.published())
+        return self._store.verification_keys()
 
     async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
         return self._keys(issuer).find(issuer=issuer, kid=kid, alg=alg)
