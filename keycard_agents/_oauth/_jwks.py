@@ -312,8 +312,8 @@ class JWKSCache:
         return jwks_uri
 
     def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+        if self._client is None:  # every request carries the cache's timeout
+            self._client = httpx.AsyncClient()
         return self._client
 
     async def _get_json(
@@ -375,7 +375,7 @@ class JWKSCache:
                 except DocumentTooLargeError as exc:
                     raise _Unreachable(str(exc)) from exc
         except httpx.TransportError as exc:
-            raise _Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from exc
+            raise _Retryable(f"{type(exc).__name__}: {str(exc) or 'no detail'}") from exc
         except httpx.HTTPError as exc:
             raise _Unreachable(f"{type(exc).__name__}: {exc}") from exc
 

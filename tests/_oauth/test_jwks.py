@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.util._once import Once
 
 from keycard_agents import ConfigurationError, InvalidTokenError, IssuerUnreachableError
 from keycard_agents._oauth._http import MAX_DOCUMENT_BYTES
@@ -599,3 +605,264 @@ async def test_key_refreshes_are_logged_with_issuer_and_key_ids(
         f"issuer {ISS}: refreshing keys failed, still using the cached ones: "
     )
     assert "HTTP 503" in failed[0]
+
+
+@pytest.mark.anyio
+async def test_known_is_false_before_the_first_fetch_even_within_the_ttl() -> None:
+    # The clock is still inside the first TTL: only the missing keys make it unknown.
+    keys = cache(Issuer(), clock=Clock(now=5.0), ttl=300)
+    assert not keys.known(issuer=ISS, kid="k1")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rfc8414", [True, False], ids=["RFC 8414", "OpenID Connect"])
+async def test_a_broken_metadata_document_is_named_in_the_error(rfc8414: bool) -> None:
+    server = Issuer()
+    url = f"{ISS}/.well-known/oauth-authorization-server"
+    if not rfc8414:  # the RFC 8414 document is absent, the OpenID Connect one is broken
+        server.failures.append(lambda: httpx.Response(404))
+        url = f"{ISS}/.well-known/openid-configuration"
+    server.failures.append(lambda: httpx.Response(200, content=b"{not json"))
+    with pytest.raises(IssuerUnreachableError) as info:
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+    assert str(info.value).startswith(
+        f"could not use issuer {ISS}: metadata at {url} is not valid JSON ("
+    )
+
+
+@pytest.mark.anyio
+async def test_a_malformed_jwks_is_named_by_its_url_in_the_error() -> None:
+    server = Issuer()
+    server.failures.append(lambda: httpx.Response(200, json=server.metadata))
+    server.failures.append(lambda: httpx.Response(200, json={"keys": {}}))
+    with pytest.raises(IssuerUnreachableError) as info:
+        await cache(server).resolve(issuer=ISS, kid="k", alg="ES256")
+    assert str(info.value) == (
+        f"could not use the keys of issuer {ISS}: JWKS at {ISS}/jwks has no 'keys' array"
+    )
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The backoff waits of the retries, recorded instead of slept."""
+    recorded: list[float] = []
+    real_sleep = anyio.sleep
+
+    async def sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(anyio, "sleep", sleep)
+    return recorded
+
+
+def assert_backoff(waits: list[float], bases: list[float], jitter: float) -> None:
+    assert len(waits) == len(bases)
+    for wait, base in zip(waits, bases, strict=True):
+        assert base <= wait <= base + jitter
+
+
+@pytest.mark.anyio
+async def test_retries_back_off_exponentially_with_bounded_jitter(waits: list[float]) -> None:
+    """Each wait is ``backoff * 2**n`` capped at ``max_backoff``, plus up to ``backoff``."""
+    server = Issuer()
+    server.failures = [lambda: httpx.Response(503)] * 5
+    keys = cache(server, retries=5, backoff=0.1, max_backoff=0.5)
+    await keys.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert server.requests["/.well-known/oauth-authorization-server"] == 6
+    assert_backoff(waits, [0.1, 0.2, 0.4, 0.5, 0.5], jitter=0.1)
+
+
+@pytest.mark.anyio
+async def test_the_default_retries_and_backoff(waits: list[float]) -> None:
+    server = Issuer()
+    server.failures = [lambda: httpx.Response(503)] * 10
+    keys = JWKSCache(issuers=[TrustedIssuer(ISS)], http_client=server.client())
+    with pytest.raises(IssuerUnreachableError, match="after 4 attempts"):
+        await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+    assert server.requests["/.well-known/oauth-authorization-server"] == 4
+    assert_backoff(waits, [0.5, 1, 2], jitter=0.5)
+    waits.clear()
+    longer = JWKSCache(issuers=[TrustedIssuer(ISS)], http_client=server.client(), retries=6)
+    server.failures = [lambda: httpx.Response(503)] * 6
+    await longer.resolve(issuer=ISS, kid=server.keys[0].kid, alg="ES256")
+    assert_backoff(waits, [0.5, 1, 2, 4, 8, 8], jitter=0.5)  # capped at 8 s
+
+
+@pytest.mark.anyio
+async def test_the_default_ttl_rate_limit_and_timeout() -> None:
+    """Keys are trusted 5 minutes; an unknown kid refetches at most every 30 s; 5 s timeout."""
+    server = Issuer()
+    clock = Clock()
+    timeouts: list[float] = []
+
+    async def recording(request: httpx.Request) -> httpx.Response:
+        timeouts.append(request.extensions["timeout"]["read"])
+        return await server(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(recording))
+    keys = JWKSCache(issuers=[TrustedIssuer(ISS)], http_client=client, clock=clock)
+    kid = server.keys[0].kid
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert set(timeouts) == {5.0}
+    clock.now += 29.9
+    with pytest.raises(InvalidTokenError):
+        await keys.resolve(issuer=ISS, kid="rotated", alg="ES256")
+    assert server.jwks_requests == 1
+    clock.now += 0.1
+    with pytest.raises(InvalidTokenError):
+        await keys.resolve(issuer=ISS, kid="rotated", alg="ES256")
+    assert server.jwks_requests == 2  # 30 s after the first fetch
+    clock.now += 299.9  # 299.9 s after the second fetch
+    assert keys.known(issuer=ISS, kid=kid)
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert server.jwks_requests == 2
+    clock.now += 0.1
+    assert not keys.known(issuer=ISS, kid=kid)
+    await keys.resolve(issuer=ISS, kid=kid, alg="ES256")
+    assert server.jwks_requests == 3
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"ttl": 0},
+        {"ttl": -1},
+        {"min_refresh_interval": -1},
+        {"timeout": 0},
+        {"retries": -1},
+        {"backoff": -0.1},
+    ],
+    ids=str,
+)
+def test_each_out_of_range_option_is_refused(option: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError, match="must be positive"):
+        JWKSCache(issuers=[TrustedIssuer(ISS)], **option)  # type: ignore[arg-type]
+
+
+def test_the_smallest_options_are_accepted() -> None:
+    JWKSCache(
+        issuers=[TrustedIssuer(ISS)], ttl=1, min_refresh_interval=0, timeout=1, retries=0, backoff=0
+    )
+    JWKSCache(issuers=[TrustedIssuer(ISS)], ttl=0.5, timeout=0.5)
+
+
+def test_an_issuer_configured_twice_names_the_setting() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        JWKSCache(issuers=[TrustedIssuer(ISS), TrustedIssuer(ISS, jwks_uri=f"{ISS}/keys")])
+    assert info.value.setting == "issuers"
+    assert str(info.value) == f"issuer {ISS!r} is configured twice"
+
+
+def test_a_malformed_inline_jwks_names_the_issuer_and_the_setting() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        JWKSCache(issuers=[TrustedIssuer(ISS, jwks={"keys": 1})])
+    assert info.value.setting == "jwks"
+    assert str(info.value) == f"inline JWKS of issuer {ISS!r} has no 'keys' array"
+
+
+@pytest.mark.anyio
+async def test_inline_keys_outside_the_caches_algorithms_are_not_imported() -> None:
+    es256, eddsa = SigningKey.generate("ES256"), SigningKey.generate("EdDSA")
+    inline = TrustedIssuer(ISS, jwks={"keys": [es256.public_jwk(), eddsa.public_jwk()]})
+    keys = JWKSCache(issuers=[inline], algorithms=["ES256"])
+    assert keys.known(issuer=ISS, kid=es256.kid)
+    assert not keys.known(issuer=ISS, kid=eddsa.kid)
+    with pytest.raises(InvalidTokenError) as info:
+        await keys.resolve(issuer=ISS, kid=eddsa.kid, alg="EdDSA")
+    assert info.value.check == "unknown_key"
+
+
+@pytest.mark.anyio
+async def test_without_a_kid_the_one_key_fitting_the_algorithm_is_chosen() -> None:
+    server = Issuer()
+    es256 = server.keys[0]
+    server.keys.append(SigningKey.generate("EdDSA"))
+    keys = cache(server)
+    assert (await keys.resolve(issuer=ISS, kid=None, alg="ES256")).kid == es256.kid
+    assert (await keys.resolve(issuer=ISS, kid=None, alg="EdDSA")).kid == server.keys[1].kid
+
+
+@pytest.mark.anyio
+async def test_unknown_key_and_unknown_issuer_errors_name_the_issuer() -> None:
+    keys = cache(Issuer(), min_refresh_interval=0)
+    with pytest.raises(InvalidTokenError) as info:
+        await keys.resolve(issuer=ISS, kid="nope", alg="ES256")
+    assert f"is not among the keys of issuer {ISS!r}" in str(info.value)
+    with pytest.raises(InvalidTokenError) as info:
+        await keys.resolve(issuer="https://other.test", kid="k", alg="ES256")
+    assert str(info.value) == "issuer 'https://other.test' is not configured in this key cache"
+
+
+@pytest.mark.anyio
+async def test_a_transport_error_without_words_still_says_what_failed() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("", request=request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(down))
+    keys = JWKSCache(issuers=[TrustedIssuer(ISS)], http_client=client, retries=0)
+    with pytest.raises(IssuerUnreachableError) as info:
+        await keys.resolve(issuer=ISS, kid="k", alg="ES256")
+    assert ": ConnectError: no detail (after 1 attempts)" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_an_undecodable_answer_is_not_retried_and_is_named() -> None:
+    server = Issuer()
+    server.failures.append(lambda: httpx.Response(200, json=server.metadata))
+    server.failures.append(
+        lambda: httpx.Response(200, content=b"not gzip", headers={"Content-Encoding": "gzip"})
+    )
+    with pytest.raises(IssuerUnreachableError) as info:
+        await cache(server, retries=3).resolve(issuer=ISS, kid="k", alg="ES256")
+    assert str(info.value).startswith(
+        f"could not reach issuer {ISS}: JWKS at {ISS}/jwks: DecodingError: "
+    )
+    assert server.jwks_requests == 1
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The spans finished during the test (an SDK tracer provider installed globally)."""
+    saved = trace._TRACER_PROVIDER
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    trace.set_tracer_provider(provider)
+    try:
+        yield memory
+    finally:
+        provider.shutdown()
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = saved
+
+
+@pytest.mark.anyio
+async def test_each_fetch_is_a_client_span_naming_the_document_and_its_url(
+    spans: InMemorySpanExporter,
+) -> None:
+    server = Issuer(
+        f"{ISS}/realms/demo", metadata_path="/realms/demo/.well-known/openid-configuration"
+    )
+    keys = cache(server)
+    await keys.resolve(issuer=server.issuer, kid=server.keys[0].kid, alg="ES256")
+    finished = spans.get_finished_spans()
+    assert {s.kind for s in finished} == {SpanKind.CLIENT}
+    fetched = [(s.name, (s.attributes or {})["url.full"]) for s in finished]
+    assert fetched == [
+        ("GET metadata", f"{ISS}/.well-known/oauth-authorization-server/realms/demo"),
+        ("GET metadata", f"{ISS}/realms/demo/.well-known/openid-configuration"),
+        ("GET JWKS", f"{ISS}/jwks"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_refresh_logs_every_key_id(caplog: pytest.LogCaptureFixture) -> None:
+    server = Issuer()
+    server.keys.append(SigningKey.generate("ES256"))
+    first, second = (k.kid for k in server.keys)
+    with caplog.at_level(logging.DEBUG, logger="keycard_agents"):
+        await cache(server).resolve(issuer=ISS, kid=first, alg="ES256")
+    assert f"issuer {ISS}: 2 key(s): {first}, {second}" in [r.getMessage() for r in caplog.records]
