@@ -279,6 +279,17 @@ def server_span(
     request is authenticated (call :func:`set_principal`).
     """
     parent = propagate.extract(headers)
+    if not _tracer_state()[1]:
+        # No SDK: what span() and acting_for() do then, in one step (this runs on every
+        # request): the caller's context is current, for outbound calls to carry on.
+        reset = _PRINCIPAL.set(None)
+        token = otel_context.attach(parent)
+        try:
+            yield trace.get_current_span(parent)
+        finally:
+            otel_context.detach(token)
+            _PRINCIPAL.reset(reset)
+        return
     with (
         acting_for(None),
         span(

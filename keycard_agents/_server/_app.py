@@ -24,12 +24,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from email.utils import formatdate, parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
+from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Mount, Route
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keycard_agents._a2a.errors import A2AError, MethodNotFoundError
 from keycard_agents._a2a.types import AGENT_CARD_PATH, AgentCard, dump
@@ -373,16 +374,52 @@ def create_app(
             app.state.keycard_runtime = runtime
             yield
 
-    app = Starlette(
+    app = _AgentApp(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _not_found},
     )
+    app.jsonrpc = jsonrpc
     app.state.keycard_agent = agent
     app.state.keycard_card = card_document
     app.state.keycard_runtime = runtime
     app.state.keycard_recorder = recorder
     return app
+
+
+class _AgentApp(Starlette):
+    """The agent's Starlette app with JSON-RPC ``POST`` answered in front of the stack.
+
+    ``SendMessage`` is the hot path; Starlette's server-error and exception layers, the
+    route search and the per-route exception wrapper are not needed by it: the endpoint
+    reads its own bounded body and answers every exception itself with a JSON-RPC error.
+    Every other path and method goes through the full stack (``GET /`` is answered 405
+    by the router as before), and so does everything once middleware is added.
+    """
+
+    jsonrpc: JsonRpcEndpoint | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        endpoint = self.jsonrpc
+        if endpoint is None or self.user_middleware:
+            return stack
+        handle = endpoint.handle
+        paths = ("/", KEYCARD_JSONRPC_PATH)
+
+        async def front(scope: Scope, receive: Receive, send: Send) -> None:
+            # The path as the routes match it (below a mount's root_path).
+            if (
+                scope["type"] == "http"
+                and scope["method"] == "POST"
+                and get_route_path(scope) in paths
+            ):
+                response = await handle(Request(scope, receive, send))
+                await response(scope, receive, send)
+            else:
+                await stack(scope, receive, send)
+
+        return front
 
 
 def _store_from_env(namespace: str) -> TaskStore | None:

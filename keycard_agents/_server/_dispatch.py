@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from opentelemetry.trace import get_current_span
 from pydantic import BaseModel, ValidationError
@@ -56,6 +56,7 @@ __all__ = [
     "UNARY_METHODS",
     "A2ARuntime",
     "Dispatcher",
+    "EncodedResult",
     "ExtendedCardProvider",
     "ManagedRuntime",
     "PushConfigRuntime",
@@ -166,6 +167,17 @@ class ManagedRuntime(A2ARuntime, Protocol):
 ExtendedCardProvider = Callable[[Caller], AgentCard]
 
 
+class EncodedResult(NamedTuple):
+    """A method's result as compact UTF-8 JSON text (see :meth:`Dispatcher.unary`)."""
+
+    json: bytes
+
+
+def _encode(model: BaseModel) -> bytes:
+    # The bytes of pydantic_core.to_json(dump(model)): JSON mode, camelCase, no None.
+    return model.__pydantic_serializer__.to_json(model, by_alias=True, exclude_none=True)
+
+
 def parse_params(method: str, params: Mapping[str, Any] | None) -> BaseModel | None:
     """Validate a method's params into its request model (InvalidParams listing problems).
 
@@ -205,8 +217,15 @@ class Dispatcher:
         self._runtime = runtime
         self._extended_card = extended_card
 
-    async def unary(self, method: str, request: BaseModel | None, *, caller: Caller) -> Any:
-        """Run a non-streaming method; the result as JSON data."""
+    async def unary(
+        self, method: str, request: BaseModel | None, *, caller: Caller, encoded: bool = False
+    ) -> Any:
+        """Run a non-streaming method; the result as JSON data.
+
+        With ``encoded``, the result of ``SendMessage`` and ``GetTask`` comes as
+        :class:`EncodedResult` (its JSON text, the same bytes as encoding the data):
+        pydantic-core writes the task once instead of building it as data first.
+        """
         runtime = self._runtime
         if method in PUSH_METHODS:
             return await self._push(method, request, caller)
@@ -215,10 +234,15 @@ class Dispatcher:
             result = await runtime.send_message(request, caller=caller)
             if isinstance(result, Task):
                 set_task_outcome(get_current_span(), result.status.state.value, task_id=result.id)
+                if encoded:
+                    return EncodedResult(b'{"task":' + _encode(result) + b"}")
                 return {"task": dump(result)}
+            if encoded:
+                return EncodedResult(b'{"message":' + _encode(result) + b"}")
             return {"message": dump(result)}
         if isinstance(request, GetTaskRequest):
-            return dump(await runtime.get_task(request, caller=caller))
+            task = await runtime.get_task(request, caller=caller)
+            return EncodedResult(_encode(task)) if encoded else dump(task)
         if isinstance(request, ListTasksRequest):
             response = await runtime.list_tasks(request, caller=caller)
             return response.model_dump(mode="json", by_alias=True, exclude_none=True)

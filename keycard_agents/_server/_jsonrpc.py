@@ -14,7 +14,7 @@ and still carry a JSON-RPC error body; protocol errors are answered with HTTP 20
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import pydantic_core
@@ -40,6 +40,7 @@ from keycard_agents._server._compat03 import V03Call, v03_call
 from keycard_agents._server._dispatch import (
     STREAMING_METHODS,
     Dispatcher,
+    EncodedResult,
     as_protocol_error,
     parse_params,
 )
@@ -110,7 +111,8 @@ class JsonRpcEndpoint:
                 caller = await self._auth.caller(request.headers)
                 set_principal(current, caller.principal)
                 activated = self._extensions.activate(request)
-                caller = dataclasses.replace(caller, extensions=activated)
+                if activated != caller.extensions:  # most requests activate none
+                    caller = dataclasses.replace(caller, extensions=activated)
                 echo = self._extensions.echo(activated)
                 self._dispatcher.check_supported(method)
                 params = parse_params(method, raw_params)
@@ -120,9 +122,13 @@ class JsonRpcEndpoint:
                         events = legacy.events(events)
                     frames = _frame(request_id, events, legacy=legacy)
                     return EventStreamResponse(frames, headers=echo)
-                result = await self._dispatcher.unary(method, params, caller=caller)
                 if legacy is not None:
+                    result = await self._dispatcher.unary(method, params, caller=caller)
                     result = legacy.result(result)
+                    return _ResultResponse(_envelope(request_id, result=result), headers=echo)
+                result = await self._dispatcher.unary(method, params, caller=caller, encoded=True)
+                if isinstance(result, EncodedResult):
+                    return _encoded_response(request_id, result, headers=echo)
                 return _ResultResponse(_envelope(request_id, result=result), headers=echo)
             except Exception as exc:  # every failure gets a JSON-RPC answer, never a 500 page
                 mark_error(current, exc)
@@ -199,6 +205,23 @@ class _ResultResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return pydantic_core.to_json(content, inf_nan_mode="null")
+
+
+def _encoded_response(
+    request_id: Any, result: EncodedResult, *, headers: Mapping[str, str] | None
+) -> Response:
+    """The response envelope around a result encoded already: the bytes
+    :class:`_ResultResponse` would write for its data."""
+    body = b"".join(
+        (
+            b'{"jsonrpc":"2.0","id":',
+            pydantic_core.to_json(request_id, inf_nan_mode="null"),
+            b',"result":',
+            result.json,
+            b"}",
+        )
+    )
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _error_v03(response: Response) -> Response:

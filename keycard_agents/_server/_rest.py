@@ -165,7 +165,8 @@ class RestBinding:
                 caller = await self._auth.caller(request.headers)
                 set_principal(current, caller.principal)
                 activated = self._extensions.activate(request)
-                caller = dataclasses.replace(caller, extensions=activated)
+                if activated != caller.extensions:  # most requests activate none
+                    caller = dataclasses.replace(caller, extensions=activated)
                 echo = self._extensions.echo(activated)
                 self._dispatcher.check_supported(operation)
                 data = await self._read_json(request) if body else {}
