@@ -307,8 +307,20 @@ def request_span(headers: Mapping[str, str], *, name: str) -> Iterator[Span]:
     when an SDK is configured), this is an INTERNAL child of it; otherwise it is the
     SERVER span itself, a child of the caller's context.
     """
-    parent = propagate.extract(headers)
     framework = trace.get_current_span().get_span_context()
+    if not framework.is_valid and not _tracer_state()[1] and not _carries_context(headers):
+        # No SDK, no span around us and no trace context from the caller: what the
+        # general path below comes to (an empty parent context, no principal, the invalid
+        # span), without extracting nothing from the headers through two context managers.
+        token = otel_context.attach(otel_context.Context())
+        reset = _PRINCIPAL.set(None)
+        try:
+            yield trace.INVALID_SPAN
+        finally:
+            _PRINCIPAL.reset(reset)
+            otel_context.detach(token)
+        return
+    parent = propagate.extract(headers)
     caller = trace.get_current_span(parent).get_span_context()
     if framework.is_valid and (not caller.is_valid or framework.trace_id == caller.trace_id):
         with acting_for(None), span(name, principal=None) as current:
@@ -316,6 +328,20 @@ def request_span(headers: Mapping[str, str], *, name: str) -> Iterator[Span]:
     else:
         with server_span(headers, name=name) as current:
             yield current
+
+
+_fields_cache: tuple[object, tuple[str, ...]] | None = None
+
+
+def _carries_context(headers: Mapping[str, str]) -> bool:
+    """Whether ``headers`` hold any header the global propagator reads (``traceparent``,
+    ``tracestate``, ``baggage`` by default)."""
+    global _fields_cache
+    propagator = propagate.get_global_textmap()
+    cached = _fields_cache
+    if cached is None or cached[0] is not propagator:
+        cached = _fields_cache = (propagator, tuple(propagator.fields))
+    return any(field in headers for field in cached[1])
 
 
 _TASK_FAILED = frozenset({"TASK_STATE_FAILED", "TASK_STATE_REJECTED"})
