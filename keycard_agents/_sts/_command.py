@@ -18,7 +18,7 @@ import uvicorn
 
 from keycard_agents._errors import ConfigurationError
 from keycard_agents._jose._keys import KeyStore
-from keycard_agents._logs import configure_logging
+from keycard_agents._logs import configure_logging, lean_log_records
 from keycard_agents._oauth._urls import authorization_server_metadata_url
 from keycard_agents._server._heap import freeze_startup_heap
 from keycard_agents._server._timeouts import ServerTimeouts, escape_server_logs, uvicorn_options
@@ -273,6 +273,7 @@ def _serve(config_path: Path | None, *, host: str, port: int) -> int:
         header=limits.header_timeout, body=limits.body_timeout, keep_alive=limits.keep_alive_timeout
     )
     escape_server_logs()
+    lean_log_records()
     freeze_startup_heap()
     uvicorn.run(
         service.app,
