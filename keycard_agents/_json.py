@@ -100,6 +100,27 @@ def _openers(data: bytes | str) -> int:
     return data.count(b"[") + data.count(b"{")
 
 
+def _no_bom(text: str) -> str:
+    if text.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return text
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def _loads(data: bytes | str) -> Any:
+    """``json.loads(data, parse_float=..., parse_constant=...)`` with one decoder made
+    once (``json.loads`` makes a new one per call when given options)."""
+    if isinstance(data, str):
+        text = _no_bom(data)
+    elif isinstance(data, (bytes, bytearray)):
+        text = data.decode(json.detect_encoding(data), "surrogatepass")
+    else:
+        raise TypeError(f"the JSON object must be str or bytes, not {type(data).__name__}")
+    return _DECODER.decode(text)
+
+
 def loads_bounded(
     data: bytes | str, *, max_bytes: int | None = None, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> Any:
@@ -111,7 +132,7 @@ def loads_bounded(
     if max_bytes is not None and len(data) > max_bytes:
         raise JsonLimitError(f"JSON text over the limit of {max_bytes} bytes", problem="size")
     try:
-        value = json.loads(data, parse_float=_finite_float, parse_constant=_no_constant)
+        value = _loads(data)
     except JsonLimitError:
         raise
     except RecursionError:

@@ -302,11 +302,33 @@ def _verification_key(key: Key, alg: str) -> Key:
     return key
 
 
-#: What a key may verify, prepared once per (key object, alg): joserfc's key checks have
-#: run and the ``cryptography`` key is at hand. Keyed by ``id``; the entry holds the key,
-#: so the id cannot be reused while the entry lives. Cleared when full.
-_VERIFIERS: dict[tuple[int, str], tuple[Key, Callable[[bytes, bytes], bool]]] = {}
-_MAX_VERIFIERS = 1024
+class _Prepared:
+    """What is known of one key object for one ``alg``: whether it fits (see
+    :func:`key_fits_algorithm`) and, once joserfc's key checks have passed, its signature
+    check with the ``cryptography`` key at hand."""
+
+    __slots__ = ("fits", "key", "verify")
+
+    def __init__(self, key: Key, fits: bool) -> None:
+        self.key = key
+        self.fits = fits
+        self.verify: Callable[[bytes, bytes], bool] | None = None
+
+
+#: Keyed by ``(id(key), alg)``; an entry holds its key, so the id cannot be reused while
+#: the entry lives. Cleared when full (keys come from a few key sets).
+_PREPARED: dict[tuple[int, str], _Prepared] = {}
+_MAX_PREPARED = 1024
+
+
+def _prepared(key: Key, alg: str) -> _Prepared:
+    entry = _PREPARED.get((id(key), alg))
+    if entry is None or entry.key is not key:
+        entry = _Prepared(key, key_fits_algorithm(key, alg))
+        if len(_PREPARED) >= _MAX_PREPARED:
+            _PREPARED.clear()
+        _PREPARED[(id(key), alg)] = entry
+    return entry
 
 
 #: The ECDSA schemes of RFC 7518 §3.4 by JWS ``alg``.
@@ -335,14 +357,13 @@ def _ec_verifier(public: EllipticCurvePublicKey, scheme: ECDSA) -> Callable[[byt
     return verify
 
 
-def _verifier(key: Key, alg: str, model: JWSAlgModel) -> Callable[[bytes, bytes], bool]:
-    """The signature check of ``alg`` with ``key``; joserfc's key checks (``use``,
-    ``key_ops``, key type, curve, the key's own ``alg``) run when it is first prepared and
-    raise the same errors they did inside ``jws.validate_compact``."""
-    entry = _VERIFIERS.get((id(key), alg))
-    if entry is not None and entry[0] is key:
-        return entry[1]
-    vkey = _verification_key(key, alg)
+def _verifier(entry: _Prepared, alg: str, model: JWSAlgModel) -> Callable[[bytes, bytes], bool]:
+    """The signature check of ``alg`` with the entry's key. joserfc's key checks (``use``,
+    ``key_ops``, key type, curve, the key's own ``alg``) run the first time, raising what
+    they raised inside ``jws.validate_compact``; only a key that passed them is kept."""
+    if entry.verify is not None:
+        return entry.verify
+    vkey = _verification_key(entry.key, alg)
     model.check_key(vkey)
     public = vkey.get_op_key("verify")
     verify: Callable[[bytes, bytes], bool]
@@ -353,19 +374,17 @@ def _verifier(key: Key, alg: str, model: JWSAlgModel) -> Callable[[bytes, bytes]
         def verify(signing_input: bytes, signature: bytes) -> bool:
             return bool(model.verify(signing_input, signature, vkey))
 
-    if len(_VERIFIERS) >= _MAX_VERIFIERS:
-        _VERIFIERS.clear()
-    _VERIFIERS[(id(key), alg)] = (key, verify)
+    entry.verify = verify
     return verify
 
 
 def _validate_signature(
-    obj: _Compact, header: dict[str, Any], key: Key, alg: str, registry: jws.JWSRegistry
+    obj: _Compact, header: dict[str, Any], entry: _Prepared, alg: str, registry: jws.JWSRegistry
 ) -> bool:
     """RFC 7515 §5.2 steps 5-8 as ``jws.validate_compact`` ran them: the registered header
     parameters well-typed, ``alg`` allowed, the key fit for it, then the signature."""
     registry.check_header(header)
-    verify = _verifier(key, alg, registry.get_alg(alg))
+    verify = _verifier(entry, alg, registry.get_alg(alg))
     try:
         signature = _b64decode(obj.signature_segment)
     except (binascii.Error, ValueError):
@@ -398,8 +417,7 @@ async def verify_jwt(
     raises :class:`InvalidTokenError` whose ``check`` names the failed check; messages
     never contain the token.
     """
-    allowed = allowed_algorithms(algorithms)
-    types = {normalize_typ(t) for t in token_types}
+    allowed, types = _options(algorithms, token_types)
     claims, _ = await verify_compact(
         token,
         keys=keys,
@@ -416,6 +434,26 @@ async def verify_jwt(
         profiles=profiles,
     )
     return claims
+
+
+_OPTIONS: dict[tuple[Collection[str], Collection[str]], tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _options(
+    algorithms: Collection[str], token_types: Collection[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The allow-list and the normalized types, remembered for hashable (constant) options."""
+    try:
+        return _OPTIONS[(algorithms, token_types)]
+    except (KeyError, TypeError):
+        pass
+    options = allowed_algorithms(algorithms), frozenset(normalize_typ(t) for t in token_types)
+    try:
+        if len(_OPTIONS) < 64:
+            _OPTIONS[(algorithms, token_types)] = options
+    except TypeError:  # a list or a set: fine, computed each time
+        pass
+    return options
 
 
 _REGISTRIES: dict[frozenset[str], jws.JWSRegistry] = {}
@@ -493,14 +531,15 @@ async def verify_compact(
 
     kid = header.get("kid")
     key = await keys.resolve(issuer=iss, kid=kid, alg=alg)
-    if not key_fits_algorithm(key, alg):
+    prepared = _prepared(key, alg)
+    if not prepared.fits:
         raise _fail(
             "algorithm",
             f"token algorithm {alg} does not fit its key {show_untrusted(kid)} ({key.key_type}"
             f"{'' if not key.alg else ', alg ' + key.alg})",
         )
     try:
-        valid = _validate_signature(obj, header, key, alg, registry)
+        valid = _validate_signature(obj, header, prepared, alg, registry)
     except (InvalidHeaderValueError, UnsupportedHeaderError, MissingCritHeaderError) as exc:
         raise _fail("malformed", f"token header is invalid: {exc}") from exc
     except JoseError as exc:

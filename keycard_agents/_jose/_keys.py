@@ -584,6 +584,7 @@ class KeyStore:
         self._lock = threading.RLock()
         self._keys: list[SigningKey] = []
         self._verification: tuple[tuple[SigningKey, ...], VerificationKeys] | None = None
+        self._resolvers: dict[str, KeyResolver] = {}
         self._directory = None if directory is None else Path(directory)
         if self._directory is not None:
             self._open_directory(self._directory)
@@ -720,7 +721,12 @@ class KeyStore:
 
     def resolver(self, issuer: str) -> KeyResolver:
         """A key resolver serving this store's published keys for tokens of ``issuer``."""
-        return _KeyStoreResolver(self, issuer)
+        resolver = self._resolvers.get(issuer)
+        if resolver is None:
+            resolver = _KeyStoreResolver(self, issuer)
+            if len(self._resolvers) < 8:
+                self._resolvers[issuer] = resolver
+        return resolver
 
     def __repr__(self) -> str:
         where = "memory" if self._directory is None else str(self._directory)

@@ -13,7 +13,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key
 
-from keycard_agents import InvalidTokenError
+from keycard_agents import ConfigurationError, InvalidTokenError
 from keycard_agents._jose._keys import jws_registry
 from keycard_agents.auth import ALGORITHMS, KeyStore, SigningKey, StaticKeys, verify_jwt
 
@@ -56,15 +56,10 @@ class OneKey:
 
 
 async def check_of(token: str, keys: Any, **options: Any) -> str:
+    options.setdefault("token_types", ["at+jwt"])
     with pytest.raises(InvalidTokenError) as info:
         await verify_jwt(
-            token,
-            keys=keys,
-            issuers=[ISS],
-            audience=AUD,
-            token_types=["at+jwt"],
-            clock=lambda: NOW,
-            **options,
+            token, keys=keys, issuers=[ISS], audience=AUD, clock=lambda: NOW, **options
         )
     return info.value.check
 
@@ -203,3 +198,30 @@ def test_key_store_verification_keys_follow_rotation() -> None:
     assert set(rotated.kids()) == {old, new}
     clock[0] += 200  # the retired key is past retention: no longer served
     assert store.verification_keys().kids() == (new,)
+
+
+@pytest.mark.anyio
+async def test_options_and_key_fit_are_checked_on_every_call(
+    signing_keys: dict[str, SigningKey],
+) -> None:
+    es256, rs256 = signing_keys["ES256"], signing_keys["RS256"]
+    keys = StaticKeys({ISS: {"keys": [es256.public_jwk()]}})
+    token = es256.sign(claims(), typ="at+jwt")
+    for _ in range(2):
+        with pytest.raises(ConfigurationError):
+            await check_of(token, keys, algorithms="ES256")
+        assert await check_of(token, keys, algorithms=["RS256"]) == "algorithm"
+        assert await check_of(token, keys, algorithms=("RS256",)) == "algorithm"
+        assert await check_of(token, keys, token_types=("jwt",)) == "type"
+    # an RSA key named by an ES256 header does not fit it, every time
+    forged = (
+        f"{b64json({'alg': 'ES256', 'kid': rs256.kid, 'typ': 'at+jwt'})}.{b64json(claims())}.AA"
+    )
+    for _ in range(2):
+        assert await check_of(forged, OneKey(rs256.key)) == "algorithm"
+
+
+def test_key_store_hands_out_one_resolver_per_issuer() -> None:
+    store = KeyStore(None, alg="ES256")
+    assert store.resolver(ISS) is store.resolver(ISS)
+    assert store.resolver("https://other.test") is not store.resolver(ISS)
