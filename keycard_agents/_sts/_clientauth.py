@@ -69,7 +69,6 @@ class AuthenticatedClient:
     client_id: str
     method: str
     agent: RegisteredAgent | None
-    assertion_jti: str | None = None
 
 
 def _invalid_client(description: str, *, basic: bool = False) -> ClientAuthError:
@@ -320,6 +319,4 @@ class ClientAuthenticator:
                 f"client_assertion jti {jti[:64]!r} was already used: "
                 "sign a fresh assertion (new jti) for every request"
             )
-        return AuthenticatedClient(
-            client_id=client_id, method="private_key_jwt", agent=agent, assertion_jti=jti
-        )
+        return AuthenticatedClient(client_id=client_id, method="private_key_jwt", agent=agent)

@@ -70,6 +70,8 @@ class DeviceGrant:
 
     client_id: str
     resource: str
+    agent: str
+    """The client id of the agent at ``resource`` (found when the sign-in started)."""
     username: str
     scopes: tuple[str, ...]
 
@@ -262,6 +264,7 @@ class DeviceFlow:
         return DeviceGrant(
             client_id=pending.client_id,
             resource=pending.resource,
+            agent=pending.agent,
             username=pending.username,
             scopes=pending.granted,
         )

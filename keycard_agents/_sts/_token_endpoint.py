@@ -434,7 +434,7 @@ class TokenEndpoint:
         trail.target = grant.resource
         trail.scopes_requested = grant.scopes
         agent = self._config.agent_for_resource(grant.resource)
-        if agent is None:  # the configuration cannot change under a running service
+        if agent is None:  # a replica with another configuration issued the shared code
             raise OAuthError("invalid_target", "the signed-in resource is no longer registered")
         txn = uuid.uuid4().hex
         trail.txn = txn
@@ -468,15 +468,12 @@ class TokenEndpoint:
         grant = self.device.redeem(form, client.client_id)
         trail.user, trail.user_issuer = grant.username, self._issuer
         trail.target, trail.scopes_requested = grant.resource, grant.scopes
-        agent = self._config.agent_for_resource(grant.resource)
-        if agent is None:  # the configuration cannot change under a running service
-            raise OAuthError("invalid_target", "the signed-in resource is no longer registered")
         trail.txn = uuid.uuid4().hex
         token, claims = self.mint_user_token(
             user=grant.username,
             audience=grant.resource,
             scopes=grant.scopes,
-            may_act=agent.client_id,
+            may_act=grant.agent,
             client_id=client.client_id,
             txn=trail.txn,
         )
