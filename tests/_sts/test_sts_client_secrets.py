@@ -210,5 +210,8 @@ async def test_a_weak_legacy_secret_stays_on_scrypt_and_is_reported_once(
     assert spy.calls == [("scrypt", False), ("scrypt", False)]
     weak = [r.getMessage() for r in caplog.records if "could be guessed" in r.getMessage()]
     assert len(weak) == 1
+    # it names the agent and says why its secret is weak
+    assert weak[0].startswith("agent 'b' authenticates with a client secret that could be")
+    assert "(the secret carries about 41 bits of entropy" in weak[0]
     assert "--generate FILE" in weak[0]
     assert "b-secret" not in caplog.text

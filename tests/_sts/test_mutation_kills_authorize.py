@@ -1,0 +1,136 @@
+"""User sign-in (``_authorize``): the edges a mutation run showed no test pinned
+(``dev.py mutation sts``, docs/testing.md)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+from sts_support import ISSUER, PASSWORD, REDIRECT, VERIFIER, A, Clock, make_config, open_world
+
+from keycard_agents import OAuthError
+from keycard_agents._sts._authorize import LoginFlow  # internal: the module's own API
+from keycard_agents._sts._forms import Form
+from keycard_agents._sts._shared import SharedServiceState
+from keycard_agents.sts import pkce_challenge
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_password_guesses_on_the_device_page_are_charged_to_their_source() -> None:
+    """The device page checks passwords with the same throttle as ``/authorize``: 30
+    failures from one address, spread over accounts so that none reaches its own
+    limit, and that address waits, even for an account it has not tried yet."""
+    async with open_world(limits={"failed_auth_per_source": 30}) as w:
+        start = await w.client.post(
+            "/device_authorization", data={"client_id": "app", "resource": A}
+        )
+        user_code = start.json()["user_code"]
+
+        async def guess(username: str) -> int:
+            form = {"user_code": user_code, "username": username, "password": "guess"}
+            return (await w.client.post("/device", data={**form, "action": "allow"})).status_code
+
+        names = ["alice", "bob", "carol", "dave"]
+        assert [await guess(names[i % 4]) for i in range(30)] == [401] * 30
+        assert await guess("erin") == 429
+
+
+# -- codes kept in the replicas' shared state ----------------------------------------------
+
+
+class _SharedCodes:
+    """The code half of a shared state (what Redis does, in a dict): ``take_code`` hands
+    a code out once."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, bytes] = {}
+
+    async def put_code(self, digest: str, value: bytes, **limits: Any) -> bool:
+        self.codes[digest] = value
+        return True
+
+    async def take_code(self, digest: str) -> bytes | None:
+        return self.codes.pop(digest, None)
+
+
+def _flow(clock: Clock) -> tuple[LoginFlow, httpx.AsyncClient, _SharedCodes]:
+    config, _ = make_config()
+    shared = _SharedCodes()
+    flow = LoginFlow(
+        config=config, issuer=ISSUER, clock=clock, shared=cast(SharedServiceState, shared)
+    )
+    app = Starlette(routes=[Route("/authorize", flow.authorize_post, methods=["POST"])])
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER)
+    return flow, client, shared
+
+
+async def _shared_code(client: httpx.AsyncClient) -> str:
+    params = {
+        "response_type": "code",
+        "client_id": "app",
+        "redirect_uri": REDIRECT,
+        "code_challenge": pkce_challenge(VERIFIER),
+        "code_challenge_method": "S256",
+        "resource": A,
+        "scope": "read write",
+    }
+    reply = await client.post(
+        "/authorize", data={**params, "username": "alice", "password": PASSWORD}
+    )
+    assert reply.status_code == 303, reply.text
+    return parse_qs(urlsplit(reply.headers["location"]).query)["code"][0]
+
+
+def _redemption(code: str) -> Form:
+    return Form(
+        [
+            ("client_id", "app"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ]
+    )
+
+
+async def test_a_shared_code_is_redeemed_once_for_what_was_signed_in() -> None:
+    clock = Clock()
+    flow, client, shared = _flow(clock)
+    async with client:
+        code = await _shared_code(client)
+    (digest,) = shared.codes
+    assert code not in digest  # kept by its digest only
+    grant = await flow.redeem(_redemption(code))
+    assert (grant.client_id, grant.resource, grant.username) == ("app", A, "alice")
+    assert grant.scopes == ("read", "write")
+    with pytest.raises(OAuthError) as again:
+        await flow.redeem(_redemption(code))
+    assert again.value.error == "invalid_grant"
+
+
+@pytest.mark.parametrize(("age", "redeemed"), [(59, True), (60, False)])
+async def test_a_shared_code_is_dead_at_its_expiry_second(age: int, redeemed: bool) -> None:
+    clock = Clock()
+    flow, client, _ = _flow(clock)
+    async with client:
+        code = await _shared_code(client)
+    clock.advance(age)  # codes live lifetimes.auth_code = 60 s
+    if redeemed:
+        assert (await flow.redeem(_redemption(code))).username == "alice"
+        return
+    with pytest.raises(OAuthError) as late:
+        await flow.redeem(_redemption(code))
+    assert late.value.error == "invalid_grant"
+
+
+async def test_redeeming_checks_that_the_public_client_exists() -> None:
+    """The module's own check (the token endpoint authenticates the client first)."""
+    flow, client, _ = _flow(Clock())
+    await client.aclose()
+    with pytest.raises(OAuthError) as unknown:
+        await flow.redeem(Form([("client_id", "nobody"), ("code", "x")]))
+    assert (unknown.value.error, unknown.value.status_code) == ("invalid_client", 401)

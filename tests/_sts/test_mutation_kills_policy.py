@@ -1,0 +1,82 @@
+"""Delegation policy (``_policy``): the edges a mutation run showed no test pinned. An
+agent with several resources (its A2A and its MCP endpoint) exchanges a token sent to
+either, and only to those (``dev.py mutation sts``, docs/testing.md)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sts_support import ISSUER, B, World, make_config, open_world
+
+from keycard_agents.auth import SigningKey
+
+pytestmark = pytest.mark.anyio
+
+MCP = "https://a.example/mcp"
+
+
+@asynccontextmanager
+async def _two_endpoints() -> AsyncIterator[World]:
+    """The usual world, but agent a also serves ``MCP``."""
+    base, _ = make_config()
+    key = SigningKey.generate("ES256")
+    agents: list[dict[str, Any]] = []
+    for agent in base.agents:
+        data = agent.model_dump(mode="json", exclude_none=True)
+        if agent.client_id == "a":
+            data.update(resources=[MCP], jwks={"keys": [key.public_jwk()]})
+        agents.append(data)
+    async with open_world(agents=agents) as w:
+        w.keys["a"] = key
+        yield w
+
+
+def _user(w: World, **claims: Any) -> str:
+    now = int(w.clock())
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": "alice",
+        "scope": "read",
+        "iat": now,
+        "exp": now + 600,
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
+    return str(w.service.keys.current.sign(base, typ="at+jwt"))
+
+
+@pytest.mark.parametrize("aud", [MCP, [MCP]], ids=["string", "list-of-one"])
+async def test_a_token_sent_to_an_agents_second_endpoint_is_exchanged(aud: Any) -> None:
+    async with _two_endpoints() as w:
+        reply = await w.exchange("a", _user(w, aud=aud), B)
+        (record,) = await w.service.audit.query()
+    assert reply.status_code == 200, reply.text
+    assert (record.decision, record.client_id, record.target) == ("issued", "a", B)
+
+
+@pytest.mark.parametrize(
+    "aud", [B, [MCP, B], "https://a.example/mcp/"], ids=["other-agent", "two", "near-miss"]
+)
+async def test_a_token_sent_elsewhere_fails_its_audience_check(aud: Any) -> None:
+    """Not one of the agent's endpoints: the token is verified against the agent's main
+    resource and fails there, whatever the (unverified) ``aud`` it brings."""
+    async with _two_endpoints() as w:
+        reply = await w.exchange("a", _user(w, aud=aud), B)
+    assert reply.status_code == 400
+    body = reply.json()
+    assert body["error"] == "invalid_request"
+    assert body["error_description"].startswith("subject_token rejected (audience): ")
+
+
+async def test_a_token_without_aud_is_refused_as_such_by_an_agent_with_two_endpoints() -> None:
+    async with _two_endpoints() as w:
+        reply = await w.exchange("a", _user(w), B)
+    assert reply.status_code == 400
+    body = reply.json()
+    assert body["error"] == "invalid_request"
+    assert body["error_description"].startswith("subject_token rejected (")
+    assert "aud" in body["error_description"]

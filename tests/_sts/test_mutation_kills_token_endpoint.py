@@ -1,0 +1,154 @@
+"""The token endpoint (``_token_endpoint``): the edges a mutation run showed no test
+pinned. What a device sign-in issues and audits, who may use that grant, and the
+endpoint's own 500 when the audit store fails (``dev.py mutation sts``, docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from sts_support import (
+    ISSUER,
+    PASSWORD,
+    REDIRECT,
+    VERIFIER,
+    A,
+    Clock,
+    World,
+    claims_of,
+    make_config,
+    open_world,
+)
+
+from keycard_agents._audit._sts_records import AuditRecord
+from keycard_agents._sts._authorize import AuthCode  # internal: the code store's own API
+from keycard_agents.sts import TokenService, pkce_challenge
+
+pytestmark = pytest.mark.anyio
+
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+async def _approved_device_code(w: World, *, scope: str = "read") -> str:
+    """A device sign-in the user approved; returns the device code."""
+    start = await w.client.post(
+        "/device_authorization", data={"client_id": "app", "resource": A, "scope": scope}
+    )
+    assert start.status_code == 200, start.text
+    body = start.json()
+    form = {"user_code": body["user_code"], "username": "alice", "password": PASSWORD}
+    approved = await w.client.post("/device", data={**form, "action": "allow"})
+    assert "Device signed in" in approved.text
+    return str(body["device_code"])
+
+
+async def test_a_device_sign_in_issues_a_bearer_user_token_and_audits_it() -> None:
+    async with open_world() as w:
+        device_code = await _approved_device_code(w, scope="read write")
+        reply = await w.post_token(
+            {"grant_type": DEVICE, "device_code": device_code, "client_id": "app"}
+        )
+        records = await w.service.audit.query()
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    claims = claims_of(body["access_token"])
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "read write" == claims["scope"]
+    assert body["expires_in"] == 3600 == claims["exp"] - claims["iat"]
+    # the token names the client that signed the user in, and the agent that may act first
+    assert (claims["sub"], claims["aud"], claims["client_id"]) == ("alice", A, "app")
+    assert claims["may_act"] == {"sub": "a"}
+    (record,) = [r for r in records if r.grant_type == DEVICE]
+    assert (record.decision, record.client_id, record.user) == ("issued", "app", "alice")
+    assert (record.user_issuer, record.target) == (ISSUER, A)
+    assert (record.scopes_requested, record.scopes_granted) == (("read", "write"),) * 2
+    # one transaction id, in the token and in its audit record
+    assert record.txn == claims["txn"]
+    assert len(claims["txn"]) == 32
+    assert record.jti == claims["jti"]
+
+
+async def test_an_agent_may_not_redeem_a_device_code() -> None:
+    """RFC 8628 is for public clients signing users in: an authenticated agent is
+    refused before the code is even looked at, and the refusal names the agent."""
+    async with open_world() as w:
+        device_code = await _approved_device_code(w)
+        form = {"grant_type": DEVICE, "device_code": device_code}
+        refused = await w.post_token({**form, **w.auth("a")})
+        still_good = await w.post_token({**form, "client_id": "app"})
+        records = await w.service.audit.query()
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "unauthorized_client"
+    assert "agent 'a' cannot use the device grant" in refused.json()["error_description"]
+    assert still_good.status_code == 200  # the agent's attempt did not use the code up
+    denied = [r for r in records if r.decision == "denied"]
+    assert [(r.client_id, r.error) for r in denied] == [("a", "unauthorized_client")]
+
+
+class _BrokenAudit:
+    async def append(self, record: AuditRecord) -> None:
+        raise RuntimeError("disk full")
+
+    async def query(self, **kwargs: Any) -> list[AuditRecord]:
+        return []
+
+
+async def test_a_refusal_the_audit_store_cannot_take_is_the_endpoints_own_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No evidence, no answer: the token endpoint turns the refusal into its own
+    ``server_error`` (not the app's last-resort one with an incident number) and logs
+    the refusal with the audit failure."""
+    config, _ = make_config()
+    service = TokenService(config, audit=_BrokenAudit(), clock=Clock())
+    transport = httpx.ASGITransport(app=service.app)
+    with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+        async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+            reply = await client.post("/token", data={"grant_type": "password"})
+    assert reply.status_code == 500
+    assert reply.json() == {
+        "error": "server_error",
+        "error_description": "internal error; see the token service log",
+    }
+    (line,) = [r.getMessage() for r in caplog.records if "token request denied" in r.getMessage()]
+    assert "HTTP 500" in line
+    assert "error=server_error" in line
+    assert "then the audit store failed: RuntimeError" in line
+
+
+async def test_a_code_for_a_resource_not_registered_here_yields_no_token() -> None:
+    """Replicas share their codes (docs/replicas.md): a code signed in for a resource
+    that this replica's configuration does not register (one replica with a newer
+    sts.toml) is refused as ``invalid_target`` and audited, not minted for."""
+    gone = "https://gone.example/"
+    async with open_world() as w:
+        code = w.service.login.codes.issue(
+            AuthCode(
+                client_id="app",
+                redirect_uri=REDIRECT,
+                code_challenge=pkce_challenge(VERIFIER),
+                resource=gone,
+                scopes=("read",),
+                username="alice",
+                expires_at=w.clock() + 60,
+            )
+        )
+        form = {"code": code, "redirect_uri": REDIRECT, "code_verifier": VERIFIER}
+        reply = await w.post_token({"grant_type": "authorization_code", "client_id": "app", **form})
+        records = await w.service.audit.query()
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": "invalid_target",
+        "error_description": "the signed-in resource is no longer registered",
+    }
+    (record,) = records
+    assert (record.decision, record.client_id, record.user, record.target) == (
+        "denied",
+        "app",
+        "alice",
+        gone,
+    )
+    assert record.jti is None
