@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -110,6 +111,16 @@ class _Wire(BaseModel):
         extra="ignore",
         use_enum_values=False,
     )
+
+
+def new_id() -> str:
+    """A random (version 4) UUID as text: the ids the runtime gives tasks, contexts,
+    artifacts and messages. The string ``str(uuid.uuid4())`` gives, from the same
+    ``os.urandom`` bytes, without building a ``UUID`` on the way (a third of the time;
+    three per ``SendMessage``)."""
+    h = os.urandom(16).hex()
+    # Version 4 in the 13th digit, the RFC 9562 variant (10xx) in the 17th.
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

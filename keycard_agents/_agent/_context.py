@@ -9,14 +9,13 @@ Dependency handles come from a pluggable :class:`DelegationProvider`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, overload
 
 from keycard_agents._a2a.interrupt import TaskInterrupt
 from keycard_agents._a2a.parts import File, data_of, files_of, to_parts
-from keycard_agents._a2a.types import Message, Part, Role, TaskState
+from keycard_agents._a2a.types import Message, Part, Role, TaskState, new_id
 from keycard_agents._agent._dependencies import AgentDependency, Dependency, HttpDependency
 from keycard_agents._agent._handles import AgentCalls, HttpApiCalls
 from keycard_agents._errors import ConfigurationError
@@ -83,7 +82,7 @@ class ArtifactWriter:
         description: str | None,
         metadata: Mapping[str, Any] | None,
     ) -> None:
-        self.artifact_id = str(uuid.uuid4())
+        self.artifact_id = new_id()
         self._sink = sink
         self._name = name
         self._description = description
@@ -212,7 +211,7 @@ class Context:
 
     def _agent_message(self, text: str) -> Message:
         return Message(
-            message_id=str(uuid.uuid4()),
+            message_id=new_id(),
             role=Role.AGENT,
             parts=[Part(text=text)],
             task_id=self.task_id,

@@ -11,13 +11,12 @@ InvalidAgentResponse.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keycard_agents._a2a.errors import InvalidAgentResponseError
 from keycard_agents._a2a.interrupt import TaskInterrupt
-from keycard_agents._a2a.types import Message, Part, Role
+from keycard_agents._a2a.types import Message, Part, Role, new_id
 from keycard_agents._agent._agent import Agent, Skill
 from keycard_agents._agent._context import Context, DelegationProvider
 from keycard_agents._audit._agent_records import AuditRecorder
@@ -82,7 +81,7 @@ async def answer_directly(
     max_bytes: int,
 ) -> Message:
     """Run ``skill`` within the request and return its Message, as the agent's answer."""
-    context_id = message.context_id or str(uuid.uuid4())
+    context_id = message.context_id or new_id()
     ctx = Context(
         caller=caller,
         task_id="",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from keycard_agents._a2a.types import (
     TaskState,
     TaskStatus,
     TaskStatusUpdateEvent,
+    new_id,
 )
 from keycard_agents._agent._agent import Agent, Skill
 from keycard_agents._agent._context import Context, DelegationProvider
@@ -173,7 +173,7 @@ class _Sink:
         metadata: Mapping[str, Any] | None,
     ) -> None:
         artifact = Artifact(
-            artifact_id=str(uuid.uuid4()),
+            artifact_id=new_id(),
             parts=list(parts),
             name=name,
             description=description,
@@ -521,7 +521,7 @@ class TaskRuntime:
         if url is not None:  # where the user acts on an interruption (AUTH_REQUIRED)
             parts.append(Part(url=url, media_type="text/html"))
         return Message(
-            message_id=str(uuid.uuid4()),
+            message_id=new_id(),
             role=Role.AGENT,
             parts=parts,
             task_id=task.id,
@@ -748,8 +748,8 @@ class TaskRuntime:
             self._authorize(skill, caller)
             self.agent.check_media_types(message, skill)
             arguments = skill.validate_arguments(call.arguments)
-            task_id = str(uuid.uuid4())
-            context_id = message.context_id or str(uuid.uuid4())
+            task_id = new_id()
+            context_id = message.context_id or new_id()
             message = message.model_copy(update={"task_id": task_id, "context_id": context_id})
             task = Task(
                 id=task_id,

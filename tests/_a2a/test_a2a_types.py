@@ -266,3 +266,19 @@ def test_error_codes_match_the_official_sdk() -> None:
     }
     theirs = {cls.__name__: code for cls, code in sdk.JSON_RPC_ERROR_CODE_MAP.items()}
     assert ours == theirs
+
+
+def test_new_ids_are_random_uuids_in_their_text_form() -> None:
+    import uuid
+
+    from keycard_agents._a2a.types import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text  # lower-case hex, 8-4-4-4-12
+    # Every variant digit occurs: the two random bits below the variant are kept.
+    assert {text[19] for text in ids} == set("89ab")
