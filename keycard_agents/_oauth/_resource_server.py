@@ -195,14 +195,19 @@ class BearerAuthenticator:
         token = bearer_token(headers)
         if token is None:
             if not self.anonymous_allowed:
-                raise MissingCredentialsError("This agent requires a bearer token.")
+                raise MissingCredentialsError(
+                    "This agent requires a bearer token.",  # not shown: see auth_failure
+                )
             return Caller(principal=None)
         try:
             principal = await self._verifier.verify(token, audience=self.audience)
         except (InvalidTokenError, InsufficientScopeError, IssuerUnreachableError):
             raise
         except AuthenticationError as exc:
-            raise InvalidTokenError("The access token was rejected.", check="claims") from exc
+            raise InvalidTokenError(
+                "The access token was rejected.",  # not shown: see auth_failure
+                check="claims",
+            ) from exc
         return Caller(principal=principal, token=token)
 
     def failure(self, exc: KeycardError) -> AuthFailure:

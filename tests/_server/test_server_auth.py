@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 
 from keycard_agents import (
     Agent,
+    AuthenticationError,
     InsufficientScopeError,
     InvalidTokenError,
     IssuerUnreachableError,
@@ -33,6 +34,7 @@ from keycard_agents import (
 )
 from keycard_agents._oauth._resource_server import (
     AuthFailure,
+    BearerAuthenticator,
     MissingCredentialsError,
     auth_failure,
     bearer_token,
@@ -407,3 +409,79 @@ def test_each_authentication_failure_has_its_status_challenge_and_message(
     error: KeycardError, expected: AuthFailure
 ) -> None:
     assert auth_failure(error, resource_metadata_url=_META) == expected
+
+
+# -- the authenticator on its own (edges a mutation run found unpinned) -----------------
+
+
+class _Verifier:
+    """A token layer that answers every token with one principal, or one error."""
+
+    def __init__(self, outcome: Principal | Exception) -> None:
+        self.outcome = outcome
+        self.audiences: list[str] = []
+
+    async def verify(self, token: str, *, audience: str, required_scopes: Any = ()) -> Principal:
+        self.audiences.append(audience)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+ALICE = Principal(user="alice", issuer=ISSUER, audience=(AGENT_URL,), scopes=frozenset())
+
+
+def test_the_authorization_header_may_be_16_kib_long_and_no_longer() -> None:
+    token = "a" * (16 * 1024 - len("Bearer "))
+    assert bearer_token({"authorization": "Bearer " + token}) == token
+    with pytest.raises(InvalidTokenError) as info:
+        bearer_token({"authorization": "Bearer " + token + "a"})
+    assert info.value.check == "malformed"
+
+
+async def test_the_authenticator_wants_a_token_unless_anonymous_calls_are_allowed() -> None:
+    verifier = _Verifier(ALICE)
+    strict = BearerAuthenticator(
+        verifier=verifier, audience=AGENT_URL, resource_metadata_url=METADATA
+    )
+    with pytest.raises(MissingCredentialsError):
+        await strict.caller({})
+    lenient = BearerAuthenticator(
+        verifier=verifier,
+        audience=AGENT_URL,
+        resource_metadata_url=METADATA,
+        anonymous_allowed=True,
+    )
+    anonymous = await lenient.caller({"authorization": "Basic dXNlcjpwdw=="})
+    assert (anonymous.principal, anonymous.token, anonymous.owner) == (None, None, None)
+    assert verifier.audiences == []
+
+
+async def test_a_verified_caller_keeps_its_token_for_the_exchange() -> None:
+    verifier = _Verifier(ALICE)
+    auth = BearerAuthenticator(
+        verifier=verifier, audience=AGENT_URL, resource_metadata_url=METADATA
+    )
+    caller = await auth.caller({"authorization": "Bearer abc.def"})
+    assert caller.principal is ALICE
+    assert caller.token == "abc.def"
+    assert caller.owner == ALICE.task_owner
+    assert verifier.audiences == [AGENT_URL]
+
+
+async def test_any_other_authentication_failure_is_an_invalid_token_never_anonymous() -> None:
+    """Issue 21, survivor 4: a custom verifier's plain AuthenticationError."""
+    refused = AuthenticationError("the custom check said no")
+    auth = BearerAuthenticator(
+        verifier=_Verifier(refused),
+        audience=AGENT_URL,
+        resource_metadata_url=METADATA,
+        anonymous_allowed=True,
+    )
+    with pytest.raises(InvalidTokenError) as info:
+        await auth.caller({"authorization": "Bearer abc"})
+    assert info.value.check == "claims"
+    assert info.value.__cause__ is refused
+    failure = auth.failure(info.value)
+    assert (failure.status_code, failure.error) == (401, "invalid_token")
+    assert failure.www_authenticate == invalid_challenge("claims")
