@@ -9,7 +9,7 @@ Every malformed input becomes an ``invalid_request``; none reaches a handler raw
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -24,6 +24,7 @@ __all__ = [
     "Form",
     "audit_reason",
     "oauth_error_response",
+    "parse_form",
     "read_form",
     "retry_after_header",
     "token_response",
@@ -143,21 +144,51 @@ async def read_form(request: Request, *, limit: int = MAX_BODY_BYTES) -> Form:
     check_form_content_type(request)
     body = await read_body(request, limit=limit)
     try:
-        text = body.decode("ascii")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            strict_parsing=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
+        pairs = parse_form(body.decode("ascii"))
     except ValueError as exc:  # includes UnicodeDecodeError
         raise OAuthError(
             "invalid_request",
             "malformed form body: use name=value pairs joined by '&', percent-encoded UTF-8",
         ) from exc
     return Form(pairs)
+
+
+#: Decoded form names and values by their encoded text, for short ones: they repeat from
+#: request to request (grant and token types, resources). Cleared when full.
+_DECODED: dict[str, str] = {}
+_MAX_DECODED = 512
+_MAX_DECODED_LENGTH = 256
+
+
+def _decode(raw: str) -> str:
+    """A form name or value: ``+`` is a space, then percent-decoding as strict UTF-8."""
+    if "%" not in raw and "+" not in raw:
+        return raw
+    decoded = _DECODED.get(raw)
+    if decoded is None:
+        decoded = unquote(raw.replace("+", " "), encoding="utf-8", errors="strict")
+        if len(raw) <= _MAX_DECODED_LENGTH:
+            if len(_DECODED) >= _MAX_DECODED:
+                _DECODED.clear()
+            _DECODED[raw] = decoded
+    return decoded
+
+
+def parse_form(text: str) -> list[tuple[str, str]]:
+    """What ``parse_qsl(text, keep_blank_values=True, strict_parsing=True,
+    encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)`` returns or raises
+    (``ValueError``), with the decoding of repeated names and values remembered."""
+    if not text:
+        return []
+    if text.count("&") + 1 > MAX_FIELDS:
+        raise ValueError("Max number of fields exceeded")
+    pairs = []
+    for field in text.split("&"):
+        name, equals, value = field.partition("=")
+        if not equals:
+            raise ValueError(f"bad form field: {field[:40]!r}")
+        pairs.append((_decode(name), _decode(value)))
+    return pairs
 
 
 def oauth_error_response(exc: OAuthError) -> JSONResponse:
