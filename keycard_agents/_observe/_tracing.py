@@ -73,6 +73,7 @@ __all__ = [
     "set_principal",
     "set_task_outcome",
     "span",
+    "tracing_configured",
 ]
 
 TRACER_NAME = "keycard_agents"
@@ -126,6 +127,12 @@ def _tracer_state() -> tuple[Tracer, bool]:
     configured = not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
     _tracer_cache = (provider, tracer, configured)
     return tracer, configured
+
+
+def tracing_configured() -> bool:
+    """Whether an OpenTelemetry SDK (a real tracer provider) is configured. Without one a
+    span records nothing and a hot path may skip even its context manager."""
+    return _tracer_state()[1]
 
 
 def get_tracer() -> Tracer:

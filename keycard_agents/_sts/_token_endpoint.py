@@ -15,10 +15,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -48,6 +49,7 @@ from keycard_agents._observe._tracing import (
     request_span,
     set_attributes,
     span,
+    tracing_configured,
 )
 from keycard_agents._sts._authorize import LoginFlow
 from keycard_agents._sts._clientauth import AuthenticatedClient, ClientAuthenticator
@@ -100,6 +102,8 @@ _GRANTS = frozenset(
 _POLLING = frozenset({"authorization_pending", "slow_down"})
 _ACTOR_TOKEN_TYPES = frozenset({TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT})
 _MAX_TOKEN_BYTES = 8192
+#: The span of a block when no OpenTelemetry SDK is configured (it records nothing).
+_UNTRACED = nullcontext(INVALID_SPAN)
 
 
 @dataclass
@@ -555,7 +559,8 @@ class TokenEndpoint:
         # ... and where its user came from (RFC 9493 iss_sub), copied into every hop.
         sub_id = subject_identifier(claims, self._issuer)
         trail.user_issuer = sub_id["iss"]
-        with span("token service policy", principal=None):
+        traced = tracing_configured()  # without an SDK, no span context managers at all
+        with span("token service policy", principal=None) if traced else _UNTRACED:
             target, accepted, chain = self._decide(claims, agent, resources, audiences, trail)
             connection = self._config.connection_for_resource(target)
             if connection is not None and self._connections is not None:
@@ -575,7 +580,7 @@ class TokenEndpoint:
         txn = claims.get("txn") or uuid.uuid4().hex
         trail.txn = txn
         act = chain.to_act_claim()
-        with span("token service sign", principal=None) as signing:
+        with span("token service sign", principal=None) if traced else _UNTRACED as signing:
             token, issued = self._minter.mint(
                 sub=claims["sub"],
                 aud=target,
