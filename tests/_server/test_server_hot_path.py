@@ -21,11 +21,13 @@ from server_support import (
     text_message,
 )
 from starlette.datastructures import Headers
+from starlette.requests import Request
 
 from keycard_agents import create_app
 from keycard_agents._a2a.types import GetTaskRequest, SendMessageRequest
 from keycard_agents._server._dispatch import EncodedResult
 from keycard_agents._server._jsonrpc import JsonRpcEndpoint
+from keycard_agents._server._protocol import BodyTooLargeError, read_body
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +106,37 @@ async def test_middleware_added_to_the_app_still_sees_jsonrpc_requests() -> None
                 reply = await client.post(path, json=rpc("SendMessage", params), headers=alice)
                 assert reply.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
     assert seen == ["POST /", "POST /a2a/jsonrpc"]
+
+
+def _request(messages: list[dict[str, Any]]) -> Request:
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    return Request(scope, receive)
+
+
+async def test_read_body_reads_the_asgi_messages_as_starlette_does() -> None:
+    parts = [
+        {"type": "http.request", "body": b'{"a": ', "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b"1}", "more_body": False},
+    ]
+    request = _request(parts)
+    assert await read_body(request, limit=100) == b'{"a": 1}'
+    with pytest.raises(RuntimeError, match="consumed"):  # as after Request.stream()
+        await request.body()
+    # Cut off as soon as the limit is passed, the rest never read.
+    with pytest.raises(BodyTooLargeError):
+        await read_body(_request([*parts[:1], {"type": "never read"}]), limit=3)
+    gone = _request([parts[0], {"type": "http.disconnect"}])
+    assert await read_body(gone, limit=100) == b""
+    assert await gone.is_disconnected()
+    # Read before through the same Request: the cached body, as Request.stream() gives it.
+    cached = _request(list(parts))
+    assert await cached.body() == b'{"a": 1}'
+    assert await read_body(cached, limit=100) == b'{"a": 1}'
+    with pytest.raises(BodyTooLargeError):
+        await read_body(cached, limit=3)
