@@ -140,8 +140,9 @@ class _LiveTask:
     caller: Caller = field(default_factory=lambda: Caller(None))
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
-    # Orders the saves of one task for stores that await (see _persist).
-    save_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    # Orders the saves of one task for stores that await (see _persist); made on the
+    # first save that needs it.
+    save_lock: anyio.Lock | None = None
     #: Shared with the task's earlier and later runs: parked while the task is interrupted.
     subscribers: list[_Subscriber] = field(default_factory=list)
     cancel_reason: str | None = None
@@ -439,8 +440,15 @@ class TaskRuntime:
             live.scope.cancel()
 
     async def _persist(self, live: _LiveTask, event: StreamResponse | None = None) -> None:
+        if self._shared is None and type(self.store) is MemoryTaskStore:
+            # Its save never awaits: two saves cannot interleave, nothing to order (and no
+            # lock to make per task, three acquisitions per SendMessage).
+            await self.store.save(live.record)
+            return
         lock = live.save_lock
-        try:  # uncontended (always, with the memory store): no checkpoint, no loop round trip
+        if lock is None:
+            lock = live.save_lock = anyio.Lock()
+        try:  # uncontended (usually): no checkpoint, no loop round trip
             lock.acquire_nowait()
         except anyio.WouldBlock:
             await lock.acquire()

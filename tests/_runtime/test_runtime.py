@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from keycard_agents import (
@@ -22,7 +23,7 @@ from keycard_agents import (
     Principal,
     skill,
 )
-from keycard_agents._runtime._runtime import SHUTTING_DOWN
+from keycard_agents._runtime._runtime import SHUTTING_DOWN, _LiveTask
 from keycard_agents.a2a import (
     CancelTaskRequest,
     GetTaskRequest,
@@ -737,6 +738,44 @@ async def test_shutdown_while_a_task_is_being_stored() -> None:
     assert "shutting down" in str(failures[0])
     page = await store.list(viewer=TaskViewer.of(ALICE.principal))
     assert [r.state for r in page.records] == [TaskState.CANCELED]
+
+
+class _AwaitingStore(MemoryTaskStore):
+    """A store whose save awaits (as a remote one does): saves of a task must not overlap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = 0
+        self.most = 0
+
+    async def save(self, record: TaskRecord) -> None:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        self.active -= 1
+        await super().save(record)
+
+
+@pytest.mark.parametrize("store_type", [MemoryTaskStore, _AwaitingStore])
+async def test_saves_of_one_task_are_ordered_when_the_store_awaits(
+    store_type: type[MemoryTaskStore],
+) -> None:
+    store = store_type()
+    runtime = TaskRuntime(Worker(), store=store)
+    async with runtime.running():
+        done = await send(runtime, request("echo", text="x"))
+        record = await store.get(done.id)
+        assert record is not None
+        live = _LiveTask(record=record)
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(runtime._persist, live)
+    if isinstance(store, _AwaitingStore):
+        assert store.most == 1  # one save at a time, through the task's lock
+        assert live.save_lock is not None
+    else:  # the memory store's save never awaits: no lock is made for it
+        assert live.save_lock is None
 
 
 # ------------------------------------------------ snapshots and finished tasks at rest
