@@ -27,24 +27,23 @@ def _number(value: float) -> str:
     mantissa, _, exponent = repr(abs(value)).partition("e")
     digits_before, _, digits_after = mantissa.partition(".")
     digits = (digits_before + digits_after).lstrip("0")
-    # n: the position of the decimal point relative to the digits (ECMA-262 §6.1.6.1.20)
-    point = len(digits_before.lstrip("0")) if digits_before.strip("0") else 0
-    if not digits_before.strip("0"):
+    # n: the position of the decimal point relative to the digits (ECMA-262 §6.1.6.1.20);
+    # repr never writes leading zeros but the one of "0.xxx".
+    if digits_before == "0":
         point = -(len(digits_after) - len(digits_after.lstrip("0")))
+    else:
+        point = len(digits_before)
     point += int(exponent or 0)
-    digits = digits.rstrip("0") or "0"
+    digits = digits.rstrip("0")  # not empty: the value is not 0
     k = len(digits)
-    if k <= point <= 21:
+    if point > 21 or point <= -6:  # d.ddde±x (ECMA-262: n > 21 or n <= -6)
+        mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+        return f"{sign}{mantissa}e{point - 1:+d}"
+    if point >= k:
         return sign + digits + "0" * (point - k)
-    if 0 < point <= 21:
+    if point > 0:
         return sign + digits[:point] + "." + digits[point:]
-    if -6 < point <= 0:
-        return sign + "0." + "0" * (-point) + digits
-    shown = point - 1
-    tail = f"e{'+' if shown >= 0 else '-'}{abs(shown)}"
-    if k == 1:
-        return sign + digits + tail
-    return sign + digits[0] + "." + digits[1:] + tail
+    return sign + "0." + "0" * (-point) + digits
 
 
 def _serialize(value: Any, out: list[str]) -> None:
@@ -58,10 +57,10 @@ def _serialize(value: Any, out: list[str]) -> None:
         out.append(_number(value))
     elif isinstance(value, dict):
         out.append("{")
+        if not all(isinstance(name, str) for name in value):
+            raise TypeError("JSON object member names are strings")
         members = sorted(value.items(), key=lambda item: item[0].encode("utf-16-be"))
         for index, (name, member) in enumerate(members):
-            if not isinstance(name, str):
-                raise TypeError("JSON object member names are strings")
             if index:
                 out.append(",")
             out.append(json.dumps(name, ensure_ascii=False))

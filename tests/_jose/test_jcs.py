@@ -28,6 +28,15 @@ NUMBERS = [
     (0.002, "0.002"),
     (1e23, "1e+23"),
     (-1.25e-10, "-1.25e-10"),
+    # Each bound of ECMAScript's Number::toString, from both sides.
+    (0.5, "0.5"),
+    (-0.25, "-0.25"),
+    (4.0, "4"),
+    (12.5, "12.5"),
+    (123456789012345680000.0, "123456789012345680000"),
+    (1.2345678901234568e21, "1.2345678901234568e+21"),
+    (0.0000015, "0.0000015"),
+    (1.5e300, "1.5e+300"),
 ]
 
 
@@ -48,8 +57,30 @@ def test_members_sort_by_utf16_code_units_and_strings_escape_minimally() -> None
     assert canonicalize([True, None, {"b": 1, "a": [1, 2.5]}]) == b'[true,null,{"a":[1,2.5],"b":1}]'
 
 
+def test_literals_and_integers() -> None:
+    assert canonicalize([False, True, None, 0, -7, 10**30]) == (
+        b"[false,true,null,0,-7,1000000000000000000000000000000]"
+    )
+    assert canonicalize({"\u00e9": "\u00fc", "": [], "e": {}}) == (
+        '{"":[],"e":{},"\u00e9":"\u00fc"}'.encode()
+    )
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinities_are_refused(value: float) -> None:
+    with pytest.raises(ValueError, match=r"^NaN and Infinity") as refused:
+        canonicalize({"x": [value]})
+    assert str(refused.value) == "NaN and Infinity are not JSON (RFC 8785 §3.2.2.3)"
+
+
 def test_values_that_are_not_json_are_refused() -> None:
-    with pytest.raises(ValueError, match="NaN"):
-        canonicalize(math.nan)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as refused:
         canonicalize({"when": object()})
+    assert str(refused.value) == "object is not JSON"
+    with pytest.raises(TypeError) as refused:
+        canonicalize([{1, 2}])
+    assert str(refused.value) == "set is not JSON"
+    for names in ({1: "a"}, {"a": 1, 2: "b"}, {b"a": 1}):
+        with pytest.raises(TypeError) as refused:
+            canonicalize(names)
+        assert str(refused.value) == "JSON object member names are strings"
