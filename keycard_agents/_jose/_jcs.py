@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["canonicalize"]
@@ -20,23 +21,14 @@ __all__ = ["canonicalize"]
 def _number(value: float) -> str:
     if math.isnan(value) or math.isinf(value):
         raise ValueError("NaN and Infinity are not JSON (RFC 8785 §3.2.2.3)")
-    if value == 0:
-        return "0"  # also -0
-    sign = "-" if value < 0 else ""
-    # repr gives the shortest round-tripping digits; rewrite them the ECMAScript way.
-    mantissa, _, exponent = repr(abs(value)).partition("e")
-    digits_before, _, digits_after = mantissa.partition(".")
-    digits = (digits_before + digits_after).lstrip("0")
-    # n: the position of the decimal point relative to the digits (ECMA-262 §6.1.6.1.20);
-    # repr never writes leading zeros but the one of "0.xxx".
-    if digits_before == "0":
-        point = -(len(digits_after) - len(digits_after.lstrip("0")))
-    else:
-        point = len(digits_before)
-    point += int(exponent or 0)
-    digits = digits.rstrip("0")  # not empty: the value is not 0
+    sign = "-" if value < 0 else ""  # -0 prints as 0
+    # repr gives the shortest round-tripping digits; rewrite them the ECMAScript way
+    # (ECMA-262 Number::toString): the value is 0.DIGITS times 10 ** point, DIGITS k long.
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
     k = len(digits)
-    if point > 21 or point <= -6:  # d.ddde±x (ECMA-262: n > 21 or n <= -6)
+    point = k + int(exponent)
+    if point > 21 or point <= -6:
         mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
         return f"{sign}{mantissa}e{point - 1:+d}"
     if point >= k:

@@ -76,3 +76,57 @@ def test_profiles_refuse_bad_configurations_with_the_reason() -> None:
     assert str(refused.value) == "client_claim must name a claim"
     assert TokenProfile(token_types=(None,)).accepts_typ(None)
     assert not TokenProfile(token_types=(None,)).accepts_typ("at+jwt")
+
+
+# Each claims refusal, with the exact reason an operator reads.
+CLAIM_REFUSALS = [
+    (
+        {"act": {"sub": "a", "act": {"sub": "b", "client_id": 7}}},
+        "token 'act' level 2 has a non-string 'client_id'",
+    ),
+    ({"act": {"sub": "a", "iss": ["x"]}}, "token 'act' level 1 has a non-string 'iss'"),
+    (
+        {"act": {"sub": "a", "act": {"client_id": "b"}}},
+        "token 'act' claim level 2 is not an object with a string 'sub'",
+    ),
+    ({"sub_id": "alice"}, "token claim 'sub_id' must be an object with a string 'format'"),
+    ({"sub_id": {"format": 1}}, "token claim 'sub_id' must be an object with a string 'format'"),
+    (
+        {"sub_id": {"format": "iss_sub", "iss": "", "sub": "alice"}},
+        "token claim 'sub_id' of format iss_sub needs string 'iss' and 'sub'",
+    ),
+    (
+        {"sub_id": {"format": "iss_sub", "iss": ISS}},
+        "token claim 'sub_id' of format iss_sub needs string 'iss' and 'sub'",
+    ),
+    (
+        {"sub_id": {"format": "iss_sub", "iss": ISS, "sub": "bob"}},
+        "token claim 'sub_id' names another subject than 'sub': the two must identify the "
+        "same user (RFC 9493 §4)",
+    ),
+    ({"sub": ""}, "token claim 'sub' is empty"),
+    ({"azp": 5}, "token claim 'azp' must be a string"),
+    ({"aud": [AUD, 5]}, "token claim 'aud' must be a string or a list of strings"),
+    ({"jti": None}, "token claim 'jti' must be a string"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("overrides", "reason"), CLAIM_REFUSALS)
+async def test_each_claims_refusal_gives_its_reason(
+    overrides: dict[str, Any], reason: str, es256: SigningKey, keys: StaticKeys
+) -> None:
+    refused = await refusal(es256.sign(claims(**overrides), typ="at+jwt"), keys, NOW)
+    assert (refused.check, str(refused)) == ("claims", reason)
+
+
+@pytest.mark.anyio
+async def test_a_subject_identifier_of_another_format_is_not_checked(
+    es256: SigningKey, keys: StaticKeys
+) -> None:
+    sub_id = {"format": "opaque", "id": "x"}
+    token = es256.sign(claims(sub_id=sub_id), typ="at+jwt")
+    verified = await verify_jwt(
+        token, keys=keys, issuers=[ISS], audience=AUD, token_types=["at+jwt"], clock=lambda: NOW
+    )
+    assert verified["sub_id"] == sub_id

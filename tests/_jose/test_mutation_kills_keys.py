@@ -8,6 +8,7 @@ only after their retention, and the reprs name the key without its material.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,26 @@ def test_untrusted_values_are_quoted_and_cut_at_the_limit() -> None:
     assert len(show_untrusted("x" * 1000)) == 80
     assert show_untrusted(["x"] * 3, limit=10) == "['x', '..."
     assert show_untrusted(None) == "None"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_permission_refusals_say_whether_the_directory_or_a_file_is_open(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "keys"
+    key = KeyStore(directory).current
+    directory.chmod(0o750)
+    with pytest.raises(ConfigurationError) as refused:
+        KeyStore(directory)
+    assert str(refused.value) == (
+        f"key directory {directory} is open to other users (mode 750); run: chmod 700 {directory}"
+    )
+    assert refused.value.setting == "directory"
+    directory.chmod(0o700)
+    path = directory / f"{key.kid}.json"
+    path.chmod(0o640)
+    with pytest.raises(ConfigurationError) as refused:
+        KeyStore(directory)
+    assert str(refused.value) == (
+        f"key file {path} is readable or writable to other users (mode 640); run: chmod 600 {path}"
+    )
