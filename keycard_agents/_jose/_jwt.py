@@ -146,27 +146,46 @@ def _parse(token: object, max_bytes: int) -> tuple[_Compact, dict[str, Any]]:
     header_segment, payload_segment, signature_segment = raw.split(b".")
     if not header_segment or not payload_segment:
         raise _fail("malformed", "token has an empty header or payload segment")
-    header = _segment_json(header_segment, "header")
-    if not isinstance(header, dict):
-        raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
     if (
-        len(header_segment) > _MAX_HEADER_SEGMENT
-        or len(payload_segment) > _MAX_PAYLOAD_SEGMENT
+        len(payload_segment) > _MAX_PAYLOAD_SEGMENT
         or len(signature_segment) > _MAX_SIGNATURE_SEGMENT
     ):
-        raise _fail("malformed", "token has a header, payload or signature segment too large")
-    if not isinstance(header.get("alg"), str):
-        raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
-    if "crit" in header or "b64" in header:
-        raise _fail("malformed", "token header uses JWS extensions (crit/b64) we do not accept")
-    if not isinstance(header.get("kid", ""), str):
-        raise _fail("malformed", "token header 'kid' is not a string")
+        raise _fail("malformed", "token has a payload or signature segment too large")
+    header = _HEADERS.get(header_segment)
+    if header is None:
+        header = _header(header_segment)
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        _HEADERS[header_segment] = header
     try:
         payload = _b64decode(payload_segment)
     except (binascii.Error, ValueError) as exc:
         raise _fail("malformed", f"token payload is not base64url ({exc})") from exc
     signing_input = raw[: len(header_segment) + 1 + len(payload_segment)]
     return _Compact(signing_input, payload, signature_segment), header
+
+
+#: Headers that passed :func:`_header`, by their segment: a signer's tokens share one
+#: (parsed JSON is never changed by its readers). Cleared when full.
+_HEADERS: dict[bytes, dict[str, Any]] = {}
+_MAX_HEADERS = 256
+
+
+def _header(segment: bytes) -> dict[str, Any]:
+    """A JOSE header: a JSON object with a string ``alg``, a string ``kid`` if any, no
+    ``crit`` or ``b64`` (RFC 7515 §4.1.11, RFC 7797)."""
+    header = _segment_json(segment, "header")
+    if not isinstance(header, dict):
+        raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
+    if len(segment) > _MAX_HEADER_SEGMENT:
+        raise _fail("malformed", "token has a header segment too large")
+    if not isinstance(header.get("alg"), str):
+        raise _fail("malformed", "token header is not a JSON object with a string 'alg'")
+    if "crit" in header or "b64" in header:
+        raise _fail("malformed", "token header uses JWS extensions (crit/b64) we do not accept")
+    if not isinstance(header.get("kid", ""), str):
+        raise _fail("malformed", "token header 'kid' is not a string")
+    return header
 
 
 def _claims(obj: _Compact) -> dict[str, Any]:

@@ -225,3 +225,23 @@ def test_key_store_hands_out_one_resolver_per_issuer() -> None:
     store = KeyStore(None, alg="ES256")
     assert store.resolver(ISS) is store.resolver(ISS)
     assert store.resolver("https://other.test") is not store.resolver(ISS)
+
+
+@pytest.mark.anyio
+async def test_a_known_header_is_no_pass_for_a_bad_token(
+    signing_keys: dict[str, SigningKey],
+) -> None:
+    """Headers are remembered by their exact bytes: a token with a header seen before still
+    has its own payload and signature checked, and any other header bytes are parsed anew."""
+    key = signing_keys["ES256"]
+    keys = StaticKeys({ISS: {"keys": [key.public_jwk()]}})
+    header, payload, signature = key.sign(claims(), typ="at+jwt").split(".")
+    for _ in range(2):
+        assert await check_of(f"{header}.{payload}.{signature[:-4]}AAAA", keys) == "signature"
+        assert await check_of(f"{header}.{'A' * 128_001}.{signature}", keys, max_bytes=200_000) == (
+            "malformed"
+        )
+        assert await check_of(f"{header}.{payload}.{'A' * 1025}", keys) == "malformed"
+    crit = b64json({"alg": "ES256", "kid": key.kid, "typ": "at+jwt", "crit": ["exp"]})
+    for _ in range(2):
+        assert await check_of(f"{crit}.{payload}.{signature}", keys) == "malformed"
