@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +14,7 @@ from starlette.routing import Route
 from sts_support import ISSUER, PASSWORD, REDIRECT, VERIFIER, A, Clock, make_config, open_world
 
 from keycard_agents import OAuthError
-from keycard_agents._sts._authorize import LoginFlow  # internal: the module's own API
+from keycard_agents._sts._authorize import AuthCode, CodeStore, LoginFlow  # internal: own API
 from keycard_agents._sts._forms import Form
 from keycard_agents._sts._shared import SharedServiceState
 from keycard_agents.sts import pkce_challenge
@@ -49,8 +50,10 @@ class _SharedCodes:
 
     def __init__(self) -> None:
         self.codes: dict[str, bytes] = {}
+        self.calls: list[dict[str, Any]] = []
 
     async def put_code(self, digest: str, value: bytes, **limits: Any) -> bool:
+        self.calls.append(limits)
         self.codes[digest] = value
         return True
 
@@ -58,9 +61,11 @@ class _SharedCodes:
         return self.codes.pop(digest, None)
 
 
-def _flow(clock: Clock) -> tuple[LoginFlow, httpx.AsyncClient, _SharedCodes]:
-    config, _ = make_config()
-    shared = _SharedCodes()
+def _flow(
+    clock: Clock, *, store: _SharedCodes | None = None, **overrides: Any
+) -> tuple[LoginFlow, httpx.AsyncClient, _SharedCodes]:
+    config, _ = make_config(**overrides)
+    shared = store if store is not None else _SharedCodes()
     flow = LoginFlow(
         config=config, issuer=ISSUER, clock=clock, shared=cast(SharedServiceState, shared)
     )
@@ -69,8 +74,8 @@ def _flow(clock: Clock) -> tuple[LoginFlow, httpx.AsyncClient, _SharedCodes]:
     return flow, client, shared
 
 
-async def _shared_code(client: httpx.AsyncClient) -> str:
-    params = {
+def _params() -> dict[str, str]:
+    return {
         "response_type": "code",
         "client_id": "app",
         "redirect_uri": REDIRECT,
@@ -79,9 +84,11 @@ async def _shared_code(client: httpx.AsyncClient) -> str:
         "resource": A,
         "scope": "read write",
     }
-    reply = await client.post(
-        "/authorize", data={**params, "username": "alice", "password": PASSWORD}
-    )
+
+
+async def _shared_code(client: httpx.AsyncClient) -> str:
+    form = {**_params(), "username": "alice", "password": PASSWORD}
+    reply = await client.post("/authorize", data=form)
     assert reply.status_code == 303, reply.text
     return parse_qs(urlsplit(reply.headers["location"]).query)["code"][0]
 
@@ -134,3 +141,67 @@ async def test_redeeming_checks_that_the_public_client_exists() -> None:
     with pytest.raises(OAuthError) as unknown:
         await flow.redeem(Form([("client_id", "nobody"), ("code", "x")]))
     assert (unknown.value.error, unknown.value.status_code) == ("invalid_client", 401)
+
+
+class _FullSharedCodes(_SharedCodes):
+    """A shared state that keeps no more codes: every client is at its limit."""
+
+    async def put_code(self, digest: str, value: bytes, **limits: Any) -> bool:
+        self.calls.append(limits)
+        return False
+
+
+async def test_a_shared_code_carries_the_grant_and_the_fair_limits() -> None:
+    """What the replicas' store gets: a 256-bit code's digest, the grant, when it
+    expires, and the per-user and per-client limits of sts.toml to enforce."""
+    clock = Clock()
+    _, client, shared = _flow(clock, limits={"pending_signins_per_user": 3})
+    async with client:
+        code = await _shared_code(client)
+    assert len(code) == 43  # 32 random bytes, base64url
+    (value,) = shared.codes.values()
+    assert json.loads(value) == {
+        "client_id": "app",
+        "redirect_uri": REDIRECT,
+        "code_challenge": pkce_challenge(VERIFIER),
+        "resource": A,
+        "scopes": ["read", "write"],
+        "username": "alice",
+        "expires_at": clock() + 60,
+    }
+    assert shared.calls == [
+        {
+            "expires_at": clock() + 60,
+            "now": clock(),
+            "user": "alice",
+            "per_user": 3,
+            "client": "app",
+            "per_client": 1000,
+        }
+    ]
+
+
+async def test_a_sign_in_the_shared_store_cannot_keep_is_sent_back_to_retry() -> None:
+    _, client, shared = _flow(Clock(), store=_FullSharedCodes())
+    async with client:
+        params = _params()
+        reply = await client.post(
+            "/authorize", data={**params, "username": "alice", "password": PASSWORD}
+        )
+    assert reply.status_code == 303
+    query = parse_qs(urlsplit(reply.headers["location"]).query)
+    assert query["error"] == ["temporarily_unavailable"]
+    assert "too many pending sign-ins for client 'app'" in query["error_description"][0]
+    assert "code" not in query
+    assert not shared.codes
+
+
+def test_the_code_store_refuses_a_client_at_its_cap_as_temporarily_unavailable() -> None:
+    store = CodeStore(clock=lambda: 0.0, per_client=2)
+    for user in ("u1", "u2"):
+        store.issue(AuthCode("app", REDIRECT, "challenge", A, ("read",), user, 100.0))
+    with pytest.raises(OAuthError) as full:
+        store.issue(AuthCode("app", REDIRECT, "challenge", A, ("read",), "u3", 100.0))
+    assert (full.value.error, full.value.status_code) == ("temporarily_unavailable", 503)
+    store.issue(AuthCode("other", REDIRECT, "challenge", A, ("read",), "u3", 100.0))
+    assert len(store) == 3

@@ -8,6 +8,8 @@ import base64
 import pytest
 from sts_support import open_world
 
+from keycard_agents.sts import hash_secret
+
 pytestmark = pytest.mark.anyio
 
 
@@ -27,3 +29,42 @@ async def test_a_basic_client_id_is_form_decoded(user_id: str, seen: str) -> Non
     assert reply.status_code == 401
     assert reply.json()["error"] == "invalid_client"
     assert record.reason == f"unknown client {seen!r}"
+
+
+def _basic(user_id: str, secret: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{user_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+async def test_a_basic_secret_is_form_decoded() -> None:
+    """A secret with a space and a plus, sent as RFC 6749 §2.3.1 asks: ``+`` and ``%2B``."""
+    secret = "two words+one plus 0123456789abcdef"
+    agent = {
+        "client_id": "s",
+        "resource": "https://s.example/",
+        "auth": "client_secret",
+        "secret_hash": hash_secret(secret, cost=2**4),
+    }
+    async with open_world(agents=[agent]) as w:
+        grant = {"grant_type": "client_credentials"}
+        encoded = secret.replace("+", "%2B").replace(" ", "+")
+        ok = await w.post_token(grant, headers=_basic("s", encoded))
+        raw_plus = await w.post_token(grant, headers=_basic("s", secret.replace(" ", "+")))
+    assert ok.status_code == 200, ok.text
+    assert raw_plus.status_code == 401  # an unencoded '+' is a space: another secret
+
+
+async def test_failed_basic_authentications_are_charged_to_their_source() -> None:
+    """30 failures from one address, each for another client id (no account reaches its
+    own limit), and that address waits, whatever client it names next."""
+    async with open_world(limits={"failed_auth_per_source": 30}) as w:
+        grant = {"grant_type": "client_credentials"}
+        statuses = [
+            (await w.post_token(grant, headers=_basic(f"guess-{i}", "x"))).status_code
+            for i in range(30)
+        ]
+        throttled = await w.post_token(grant, headers=_basic("b", "wrong"))
+    assert statuses == [401] * 30
+    assert throttled.status_code == 429
+    assert throttled.json()["error"] == "temporarily_unavailable"
+    assert "too many failed attempts from this address" in throttled.json()["error_description"]
