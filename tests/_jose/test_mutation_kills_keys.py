@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,58 @@ def test_permission_refusals_say_whether_the_directory_or_a_file_is_open(
     assert str(refused.value) == (
         f"key file {path} is readable or writable to other users (mode 640); run: chmod 600 {path}"
     )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX ownership and links")
+def test_a_linked_or_foreign_key_file_or_directory_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "keys"
+    key = KeyStore(directory).current
+    path = directory / f"{key.kid}.json"
+    elsewhere = tmp_path / "elsewhere.json"
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere)
+    with pytest.raises(ConfigurationError) as refused:
+        KeyStore(directory)
+    assert str(refused.value) == (
+        f"key file {path} is a symbolic link; replace it with the file itself"
+    )
+    assert refused.value.setting == "directory"
+    path.unlink()
+    elsewhere.rename(path)
+    if os.geteuid() != 0:
+        return  # only root can give a file away
+    uid = os.geteuid()
+    os.chown(directory, uid + 4242, -1)
+    with pytest.raises(ConfigurationError) as refused:
+        KeyStore(directory)
+    assert str(refused.value) == (
+        f"key directory {directory} belongs to user id {uid + 4242}, not to the user running "
+        f"this process (id {uid}); run: chown {uid} {directory} (or run as its owner)"
+    )
+    assert refused.value.setting == "directory"
+    os.chown(directory, uid, -1)
+    os.chown(path, uid + 4242, -1)
+    with pytest.raises(ConfigurationError, match=r"^key file .* belongs to user id") as refused:
+        KeyStore(directory)
+    assert refused.value.setting == "directory"
+
+
+def test_a_key_store_path_that_is_a_file_names_the_directory_setting(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("")
+    with pytest.raises(ConfigurationError) as refused:
+        KeyStore(path)
+    assert str(refused.value) == f"key store path {path} is not a directory"
+    assert refused.value.setting == "directory"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_the_key_directory_is_created_closed_not_opened_then_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the chmod that follows, the directory is 0700 from its creation on: there
+    # is no moment in which another user could list or fill it.
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
+    directory = tmp_path / "keys"
+    KeyStore(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
