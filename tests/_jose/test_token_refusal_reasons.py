@@ -73,7 +73,7 @@ STRUCTURE = [
     (unsigned({"typ": "at+jwt"}), "token header is not a JSON object with a string 'alg'"),
     (
         unsigned({"alg": "ES256", "pad": "x" * 1600}),
-        "token has a header, payload or signature segment too large",
+        "token has a header segment too large",
     ),
     (
         unsigned({"alg": "ES256", "crit": ["exp"]}),
@@ -103,6 +103,18 @@ async def test_size_refusal_names_both_sizes(keys: StaticKeys) -> None:
         "size",
         "token is 101 bytes, over the limit of 100 bytes",
     )
+
+
+@pytest.mark.anyio
+async def test_segment_limits_hold_under_a_larger_token_limit(keys: StaticKeys) -> None:
+    header = b64json({"alg": "ES256"})
+    big_payload = f"{header}.{'A' * 128_001}.c2ln"
+    big_signature = f"{header}.{b64json(claims())}.{'A' * 1025}"
+    for token in (big_payload, big_signature):
+        assert await reason(token, keys, max_bytes=200_000) == (
+            "malformed",
+            "token has a payload or signature segment too large",
+        )
 
 
 @pytest.mark.anyio
