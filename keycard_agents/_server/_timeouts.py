@@ -174,6 +174,7 @@ def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
     class DeadlineProtocol(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:
             self._phase = _IDLE
+            self._upgraded = False
             self._body_timer: Any = None
             super().connection_made(transport)
             # The first request's headers are due this long after the connection opened.
@@ -185,8 +186,8 @@ def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.transport.is_closing():
-                return  # connection_lost disarms
+            if self._upgraded or self.transport.is_closing():
+                return  # connection_lost disarms; an upgraded connection is not ours
             phase = self._phase
             if phase == _BODY:
                 if self._body_timer is None:
@@ -217,7 +218,8 @@ def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
                 self._body_timer = None
 
         def handle_websocket_upgrade(self) -> None:
-            self._disarm()  # the connection now belongs to the WebSocket protocol
+            self._upgraded = True  # the connection now belongs to the WebSocket protocol
+            self._disarm()
             super().handle_websocket_upgrade()
 
         def _disarm(self) -> None:
@@ -236,8 +238,7 @@ def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
 
         def _body_too_slow(self) -> None:
             self._body_timer = None
-            cycle = self.cycle
-            if self.transport.is_closing() or cycle is None:
+            if self.transport.is_closing():
                 return
             logger.info(
                 "request body of %s %s not received within %g s: answering 408",
@@ -245,20 +246,22 @@ def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
                 self.scope.get("path"),
                 timeouts.body,
             )
-            # A pipelined request waits behind a response still being written: no answer
-            # can be put on the wire for it, closing is all that is left.
-            queued = any(waiting is cycle for waiting, _ in self.pipeline)
-            if not cycle.response_started and not queued:
-                headers, body = _timeout_response(timeouts.body)
-                lines = [STATUS_LINE[408]]
-                for name, value in (*self.server_state.default_headers, *headers):
-                    lines += [name, b": ", value, b"\r\n"]
-                lines += [b"\r\n", body]
-                self.transport.write(b"".join(lines))
-                cycle.response_started = True
-            # The application sees a disconnected client; whatever it sends is dropped.
-            cycle.disconnected = True
-            cycle.message_event.set()
+            cycle = self.cycle
+            if cycle is not None:  # None: no request was started (an upgrade refused)
+                # A pipelined request waits behind a response still being written: no
+                # answer can be put on the wire for it, closing is all that is left.
+                queued = any(waiting is cycle for waiting, _ in self.pipeline)
+                if not cycle.response_started and not queued:
+                    headers, body = _timeout_response(timeouts.body)
+                    lines = [STATUS_LINE[408]]
+                    for name, value in (*self.server_state.default_headers, *headers):
+                        lines += [name, b": ", value, b"\r\n"]
+                    lines += [b"\r\n", body]
+                    self.transport.write(b"".join(lines))
+                    cycle.response_started = True
+                # The application sees a disconnected client; whatever it sends is dropped.
+                cycle.disconnected = True
+                cycle.message_event.set()
             self.transport.close()
 
     return DeadlineProtocol
