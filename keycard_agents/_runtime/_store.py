@@ -198,7 +198,6 @@ class _Finished(NamedTuple):
     the agent's p99 under load), and a finished task holds a fraction of the memory.
     """
 
-    task_id: str
     owner: str | None
     scopes: tuple[str, ...]
     skill_id: str
@@ -214,7 +213,6 @@ def _freeze(record: TaskRecord) -> _Finished:
     task = record.task
     body = _Body.model_construct(task=task, arguments=record.arguments, replies=record.replies)
     return _Finished(
-        task_id=task.id,
         owner=record.owner,
         scopes=tuple(record.scopes),
         skill_id=record.skill_id,
@@ -270,7 +268,8 @@ class MemoryTaskStore:
     Eviction is fair: an owner over its own share makes room by evicting its own oldest
     finished task, then its own oldest interrupted one (INPUT_REQUIRED / AUTH_REQUIRED);
     when the whole store is full, the oldest finished task of the owner holding the most
-    tasks goes first, then the requester's own interrupted tasks. One owner's tasks never
+    tasks goes first (on a tie, of the owner that has held tasks the longest without a
+    break), then the requester's own interrupted tasks. One owner's tasks never
     evict another owner's interrupted or running task: when nothing may go, creation
     fails with :class:`TaskQuotaExceededError` (HTTP 429, the owner's share) or
     :class:`CapacityExceededError` (HTTP 503, the whole store).
@@ -404,7 +403,7 @@ class MemoryTaskStore:
 
     def _remove(self, task_id: str, owner: str | None) -> None:
         del self._tasks[task_id]
-        size = self._sizes.pop(task_id, 0)
+        size = self._sizes.pop(task_id)
         self._bytes -= size
         book = self._books[owner]
         book.count -= 1
