@@ -369,3 +369,35 @@ def test_v03_card_is_signed_over_its_content_and_replaces_signatures(key: Signin
     assert not verifies_over(signature, _signed_content(CARD03), key)
     (plain,) = sign_card_v03(CARD03, key)["signatures"]
     assert header_of(plain) == {"alg": "ES256", "kid": key.kid, "typ": "JOSE"}
+
+
+def test_eddsa_signatures_verify_and_sign_the_03_card(ed_key: SigningKey) -> None:
+    # EdDSA is outside joserfc's default algorithms: our registries must allow it.
+    assert verify_card(
+        sign_card({"name": "a"}, ed_key), keys_of(ed_key), policy="require", where=WHERE
+    )
+    (signature,) = sign_card_v03(CARD03, ed_key)["signatures"]
+    assert header_of(signature)["alg"] == "EdDSA"
+    assert verifies_over(signature, signed_content_v03(CARD03), ed_key)
+
+
+def test_the_signature_names_its_key_among_several(key: SigningKey) -> None:
+    second = SigningKey.generate("ES256")
+    card = sign_card({"name": "a"}, second)
+    assert verify_card(card, keys_of(key, second), policy="require", where=WHERE) is True
+
+
+def test_a_private_header_parameter_does_not_stop_verification(key: SigningKey) -> None:
+    header = {"alg": "ES256", "kid": key.kid, "typ": "JOSE", "x-note": "hi"}
+    compact = jws.serialize_compact(
+        header, _signed_content({"name": "a"}), key.key, registry=jws_registry(("ES256",))
+    )
+    protected, _, signature = compact.split(".")
+    card = {"name": "a", "signatures": [{"protected": protected, "signature": signature}]}
+    assert verify_card(card, keys_of(key), policy="require", where=WHERE) is True
+
+
+def test_key_urls_after_an_unreadable_signature_are_still_listed(key: SigningKey) -> None:
+    with_jku = sign_card({"name": "a"}, key, jku=JKU)["signatures"][0]
+    assert signature_key_urls({"signatures": [{"signature": "s"}, with_jku]}) == [JKU]
+    assert signature_key_urls({"signatures": [{"protected": b64(b"[1]")}, with_jku]}) == [JKU]
