@@ -101,7 +101,15 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], *, timeout: float = 30.0) -> None:
+#: How long a server may take to answer after its process starts. Figures start up to 11
+#: processes at once; on a loaded two-core machine (load 15 seen in a full test run) their
+#: imports alone took over 30 s, so the bound is generous: it only catches a hung start.
+START_TIMEOUT = 120.0
+
+
+def wait_until_up(
+    url: str, process: subprocess.Popen[bytes], *, timeout: float = START_TIMEOUT
+) -> None:
     """Poll ``url`` (GET) until the server answers at all; bounded by ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

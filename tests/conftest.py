@@ -7,8 +7,9 @@ import pytest
 from import_time_guard import pytest_collection as pytest_collection
 from import_time_guard import pytest_configure as pytest_configure
 
-#: Real Redis servers (single and Cluster) for the tests that ask for them.
-pytest_plugins = ["redis_support"]
+#: Real Redis servers (single and Cluster) for the tests that ask for them; the logs of
+#: replica processes in the report of a test that fails with them.
+pytest_plugins = ["redis_support", "replica_logs"]
 
 
 @pytest.fixture(
