@@ -3,13 +3,19 @@ configurations with a reason."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from keycard_agents import InvalidTokenError
+from keycard_agents._jose._keys import jws_registry
 from keycard_agents.auth import SigningKey, StaticKeys, TokenProfile, verify_jwt
 
 ISS = "https://issuer.test"
@@ -130,3 +136,78 @@ async def test_a_subject_identifier_of_another_format_is_not_checked(
         token, keys=keys, issuers=[ISS], audience=AUD, token_types=["at+jwt"], clock=lambda: NOW
     )
     assert verified["sub_id"] == sub_id
+
+
+def raw_es_token(key: ECKey, alg: str, kid: str) -> str:
+    header = {"alg": alg, "kid": kid, "typ": "at+jwt"}
+    return jwt.encode(header, claims(), key, registry=jws_registry((alg,)))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("alg", "curve"), [("ES256", "P-256"), ("ES384", "P-384"), ("ES512", "P-521")]
+)
+async def test_ecdsa_signatures_of_each_curve_verify_and_refuse_any_change(
+    alg: str, curve: str
+) -> None:
+    private = ECKey.generate_key(curve, parameters={"kid": f"k-{alg}"})
+    public = {**private.as_dict(private=False), "alg": alg, "use": "sig"}
+    keys = StaticKeys({ISS: {"keys": [public]}}, algorithms=[alg])
+    token = raw_es_token(private, alg, f"k-{alg}")
+
+    async def check(candidate: str) -> dict[str, Any]:
+        return await verify_jwt(
+            candidate,
+            keys=keys,
+            issuers=[ISS],
+            audience=AUD,
+            token_types=["at+jwt"],
+            algorithms=[alg],
+            clock=lambda: NOW,
+        )
+
+    assert await check(token) == claims()
+    head, body, signature = token.split(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    size = len(raw) // 2
+    assert size == {"P-256": 32, "P-384": 48, "P-521": 66}[curve]
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    r, s = raw[:size], raw[size:]
+    r_int, s_int = int.from_bytes(r, "big"), int.from_bytes(s, "big")
+    der = encode_dss_signature(r_int, s_int)
+    for forged in (s + r, raw + b"\x00", raw[:-1], b"\x00" + raw[:-1], der, bytes(len(raw))):
+        with pytest.raises(InvalidTokenError) as refused:
+            await check(f"{head}.{body}.{b64(forged)}")
+        assert refused.value.check == "signature"
+    tampered = json.dumps(claims(sub="mallory")).encode()
+    other = f"{head}.{b64(tampered)}.{signature}"
+    with pytest.raises(InvalidTokenError) as refused:
+        await check(other)
+    assert refused.value.check == "signature"
+
+
+@pytest.mark.anyio
+async def test_one_key_fits_one_algorithm_whatever_was_asked_before(
+    es256: SigningKey, keys: StaticKeys
+) -> None:
+    # The same key object first meets a header it does not fit, then one it does, and
+    # the other way round: each answer is for its own algorithm.
+    rs256_header = {"alg": "RS256", "kid": es256.kid, "typ": "at+jwt"}
+    body = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
+    head = base64.urlsafe_b64encode(json.dumps(rs256_header).encode()).rstrip(b"=").decode()
+    mismatched = f"{head}.{body}.c2ln"
+    for _ in range(2):
+        refused = await refusal(mismatched, keys, NOW)
+        assert refused.check == "algorithm"
+        verified = await verify_jwt(
+            es256.sign(claims(), typ="at+jwt"),
+            keys=keys,
+            issuers=[ISS],
+            audience=AUD,
+            token_types=["at+jwt"],
+            clock=lambda: NOW,
+        )
+        assert verified == claims()
