@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from keycard_agents import Actor, ActorChain, Principal, UserId
+from keycard_agents._jose._profiles import accepted_types
 from keycard_agents._jose._subjects import subject_is_client
 from keycard_agents.auth import TokenProfile
 
@@ -165,3 +166,26 @@ def test_profile_names_the_client_and_describes_its_types() -> None:
     assert TokenProfile().client_of({"client_id": "cli", "azp": "web"}) == "cli"
     assert keycloak.describe_types() == "no 'typ' or 'jwt'"
     assert TokenProfile(token_types=("b+jwt", "A+JWT")).describe_types() == "'a+jwt' or 'b+jwt'"
+
+
+def test_actor_chain_round_trips_through_the_act_claim() -> None:
+    act = {
+        "sub": "b",
+        "iss": ISS,
+        "client_id": "b-client",
+        "act": {"sub": "a", "client_id": "a-client", "act": {"sub": "first", "iss": OTHER}},
+    }
+    chain = ActorChain.from_act_claim(act)
+    assert chain.to_act_claim() == act
+    assert chain[0] == Actor("b", iss=ISS, client_id="b-client")
+    assert ActorChain().to_act_claim() is None
+    # Chains that differ hash apart (they key caches of verified principals).
+    assert hash(chain) != hash(chain[1:])
+
+
+def test_profiles_list_their_types_with_no_typ_first() -> None:
+    assert TokenProfile(token_types=("1+jwt", None)).describe_types() == "no 'typ' or '1+jwt'"
+    assert accepted_types([TokenProfile(token_types=("JWT",)), TokenProfile()]) == {
+        "jwt",
+        "at+jwt",
+    }
