@@ -381,6 +381,9 @@ def load_dev_script() -> Any:
 
 
 @pytest.mark.slow
+# The test command's lint gate (mypy --strict over the package and the tests) and the demo
+# run in here: 38 s on a quiet machine, over the suite's 60 s default at load 10.
+@pytest.mark.timeout(600)
 def test_readme_commands(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
