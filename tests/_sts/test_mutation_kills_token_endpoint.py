@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from sts_support import (
+    EXCHANGE,
     ISSUER,
     PASSWORD,
     REDIRECT,
     VERIFIER,
     A,
+    B,
     Clock,
     World,
     claims_of,
@@ -113,7 +115,9 @@ async def test_a_refusal_the_audit_store_cannot_take_is_the_endpoints_own_500(
         "error": "server_error",
         "error_description": "internal error; see the token service log",
     }
-    (line,) = [r.getMessage() for r in caplog.records if "token request denied" in r.getMessage()]
+    (denial,) = [r for r in caplog.records if "token request denied" in r.getMessage()]
+    assert denial.levelno == logging.ERROR
+    line = denial.getMessage()
     assert "HTTP 500" in line
     assert "error=server_error" in line
     assert "then the audit store failed: RuntimeError" in line
@@ -152,3 +156,48 @@ async def test_a_code_for_a_resource_not_registered_here_yields_no_token() -> No
         gone,
     )
     assert record.jti is None
+
+
+async def test_each_token_request_leaves_one_structured_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log is the operator's view (the JSON format emits the ``extra`` fields as
+    keys): an issued token names its jti, grant, client, txn and target at INFO; a
+    refusal its status, grant, client, txn, error and the audit reason, at INFO below
+    500."""
+    with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+        async with open_world() as w:
+            user = await w.user_token(scope="read")
+            caplog.clear()
+            issued = await w.exchange("a", user, B)
+            refused = await w.exchange("a", user, "https://d.example/api")
+    assert issued.status_code == 200
+    assert refused.status_code == 400
+    claims = claims_of(issued.json()["access_token"])
+    lines = [r for r in caplog.records if r.name == "keycard_agents.sts"]
+    ok, denied = lines
+    assert ok.levelno == logging.INFO
+    assert ok.getMessage().startswith(f"issued token jti={claims['jti']} grant={EXCHANGE} ")
+    assert {k: getattr(ok, k) for k in ("jti", "grant_type", "client_id", "txn", "target")} == {
+        "jti": claims["jti"],
+        "grant_type": EXCHANGE,
+        "client_id": "a",
+        "txn": claims["txn"],
+        "target": B,
+    }
+    assert denied.levelno == logging.INFO
+    assert denied.getMessage().startswith(
+        f"token request denied: HTTP 400 grant={EXCHANGE} client=a txn={claims['txn']} "
+        "error=invalid_target reason="
+    )
+    reason = str(getattr(denied, "reason", ""))
+    fields = ("status", "grant_type", "client_id", "txn", "error", "reason")
+    assert {k: getattr(denied, k) for k in fields} == {
+        "status": 400,
+        "grant_type": EXCHANGE,
+        "client_id": "a",
+        "txn": claims["txn"],
+        "error": "invalid_target",
+        "reason": reason,
+    }
+    assert reason.startswith("agent 'a' may not call 'https://d.example/api'")
