@@ -400,3 +400,71 @@ async def test_listings_filter_by_context_state_and_strictly_later_updates() -> 
     await store.save(done)
     assert await ids(store, updated_after=T0) == [other.task.id, late.task.id]
     assert early.task.id in await ids(store, updated_after=T0 - timedelta(seconds=1))
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+async def test_the_default_limits() -> None:
+    """10,000 tasks, 1,000 per owner, 100 anonymous ones running at once."""
+    store = MemoryTaskStore()
+    assert (store.max_bytes, store.max_bytes_per_owner) == (256 * 1024 * 1024, 16 * 1024 * 1024)
+    for _ in range(100):
+        await store.create(record(None))
+    with pytest.raises(TaskQuotaExceededError, match=r"^100 anonymous tasks are already running"):
+        await store.create(record(None))
+    for _ in range(1000):
+        await store.create(record("alice"))
+    with pytest.raises(TaskQuotaExceededError, match="limits per caller are 1000 tasks"):
+        await store.create(record("alice"))
+    for owner in range(8):
+        for _ in range(1000):
+            await store.create(record(f"owner-{owner}"))
+    for _ in range(900):
+        await store.create(record("bob"))
+    assert len(store) == 10_000
+    with pytest.raises(CapacityExceededError, match=r"\(limits: 10000 tasks"):
+        await store.create(record("carol"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["max_tasks", "max_tasks_per_owner", "max_bytes", "max_bytes_per_owner", "max_anonymous_tasks"],
+)
+def test_each_limit_must_be_at_least_one(name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name} must be at least 1$"):
+        MemoryTaskStore(**{name: 0})
+    assert getattr(MemoryTaskStore(**{name: 1}), name) == 1
+
+
+async def test_a_store_of_one_task_holds_one() -> None:
+    store = MemoryTaskStore(
+        max_tasks=1,
+        max_tasks_per_owner=1,
+        max_bytes=1,
+        max_bytes_per_owner=1,
+        max_anonymous_tasks=1,
+    )
+    (only,) = await stored(store, record(size=1))
+    with pytest.raises(TaskQuotaExceededError):
+        await store.create(record())
+    await move(store, only, TaskState.COMPLETED)
+    await store.create(record(size=1))
+    assert (len(store), store.bytes) == (1, 1)
+
+
+async def test_tasks_are_numbered_in_the_order_they_were_stored() -> None:
+    store = MemoryTaskStore()
+    made = await stored(store, record(), record("bob"), record(None), record())
+    assert [r.sequence for r in made] == [1, 2, 3, 4]
+
+
+async def test_the_oldest_interrupted_task_is_the_one_interrupted_first() -> None:
+    store = MemoryTaskStore(max_tasks_per_owner=2)
+    w1, w2 = await stored(store, record(), record())
+    await move(store, w1, TaskState.INPUT_REQUIRED)
+    await move(store, w2, TaskState.INPUT_REQUIRED)
+    await move(store, w1, TaskState.WORKING)  # answered ...
+    await move(store, w1, TaskState.INPUT_REQUIRED)  # ... and asking again: now the newer
+    await store.create(record())
+    assert await present(store, w1, w2) == [True, False]
