@@ -468,3 +468,15 @@ async def test_the_oldest_interrupted_task_is_the_one_interrupted_first() -> Non
     await move(store, w1, TaskState.INPUT_REQUIRED)  # ... and asking again: now the newer
     await store.create(record())
     assert await present(store, w1, w2) == [True, False]
+
+
+async def test_a_full_store_evicts_as_many_finished_tasks_as_the_new_one_needs() -> None:
+    store = MemoryTaskStore(max_bytes=100)
+    first, second, running = await stored(
+        store, record(size=40), record("bob", size=40), record("carol", size=20)
+    )
+    for rec in (first, second):
+        await move(store, rec, TaskState.COMPLETED)
+    await store.create(record("dave", size=70))  # 170 bytes: one finished task is not enough
+    assert await present(store, first, second, running) == [False, False, True]
+    assert store.bytes == 90
