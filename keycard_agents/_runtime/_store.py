@@ -365,7 +365,7 @@ class MemoryTaskStore:
         while len(self._tasks) >= self.max_tasks or self._bytes + size > self.max_bytes:
             if self._evict_finished_of_heaviest():
                 continue
-            if owner is not None and self._evict_own(owner, finished=False):
+            if owner is not None and self._evict_own(owner):  # none finished left: a waiting one
                 continue
             raise CapacityExceededError(
                 f"the task store holds {len(self._tasks)} tasks ({self._bytes} bytes) that "
@@ -373,13 +373,12 @@ class MemoryTaskStore:
                 f"{self.max_bytes} bytes); retry later or raise max_tasks / max_bytes"
             )
 
-    def _evict_own(self, owner: str, *, finished: bool = True) -> bool:
-        """Evict ``owner``'s oldest finished task (when ``finished``), else its oldest
-        interrupted one."""
+    def _evict_own(self, owner: str) -> bool:
+        """Evict ``owner``'s oldest finished task, else its oldest interrupted one."""
         book = self._books.get(owner)
         if book is None:
             return False
-        if finished and self._pop_oldest(book.finished, TERMINAL_STATES):
+        if self._pop_oldest(book.finished, TERMINAL_STATES):
             return True
         return self._pop_oldest(book.interrupted, INTERRUPTED_STATES)
 

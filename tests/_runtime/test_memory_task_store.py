@@ -305,6 +305,11 @@ async def test_a_task_that_grows_is_counted_at_its_new_size() -> None:
     assert store.bytes == 70
     await store.save(record(size=5))  # unknown task: nothing happens
     assert (len(store), store.bytes) == (1, 70)
+    rec.size = -1  # a count below zero is zero
+    await store.save(rec)
+    assert store.bytes == 0
+    await store.create(record(size=-1))
+    assert (len(store), store.bytes) == (2, 0)
 
 
 # -- anonymous tasks ----------------------------------------------------------------------
@@ -479,4 +484,14 @@ async def test_a_full_store_evicts_as_many_finished_tasks_as_the_new_one_needs()
         await move(store, rec, TaskState.COMPLETED)
     await store.create(record("dave", size=70))  # 170 bytes: one finished task is not enough
     assert await present(store, first, second, running) == [False, False, True]
+    assert store.bytes == 90
+
+
+async def test_a_full_store_takes_as_many_of_the_requesters_waiting_tasks_as_needed() -> None:
+    store = MemoryTaskStore(max_bytes=100)
+    w1, w2, running = await stored(store, record(size=40), record(size=40), record("bob", size=20))
+    for rec in (w1, w2):
+        await move(store, rec, TaskState.INPUT_REQUIRED)
+    await store.create(record(size=70))
+    assert await present(store, w1, w2, running) == [False, False, True]
     assert store.bytes == 90
