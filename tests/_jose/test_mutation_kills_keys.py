@@ -235,3 +235,16 @@ def test_the_key_directory_is_created_closed_not_opened_then_closed(
     directory = tmp_path / "keys"
     KeyStore(directory)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX links")
+def test_a_key_directory_reached_through_a_link_is_judged_by_the_directory(
+    tmp_path: Path,
+) -> None:
+    # Deployments often mount keys elsewhere and link to them: the directory's own mode
+    # and owner count, not the link's (whose mode is always 777).
+    real = tmp_path / "real"
+    key = KeyStore(real).current
+    link = tmp_path / "keys"
+    link.symlink_to(real)
+    assert KeyStore(link).current.kid == key.kid
