@@ -331,7 +331,7 @@ class TokenEndpoint:
         return token_response(payload)
 
     async def _deny(
-        self, trail: _Trail, exc: OAuthError, *, audit: bool = True, why: str | None = None
+        self, trail: _Trail, exc: OAuthError, *, audit: bool, why: str | None = None
     ) -> Response:
         """Audit and log a refusal: one line with status, grant, client, txn, error, reason.
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
-from sts_support import ISSUER, PASSWORD, REDIRECT, VERIFIER, A, Clock, make_config, open_world
+from sts_support import ISSUER, PASSWORD, REDIRECT, VERIFIER, A, C, Clock, make_config, open_world
 
 from keycard_agents import OAuthError
 from keycard_agents._sts._authorize import AuthCode, CodeStore, LoginFlow  # internal: own API
@@ -20,6 +20,8 @@ from keycard_agents._sts._shared import SharedServiceState
 from keycard_agents.sts import pkce_challenge
 
 pytestmark = pytest.mark.anyio
+
+OTHER = "http://127.0.0.1:7777/other"
 
 
 async def test_password_guesses_on_the_device_page_are_charged_to_their_source() -> None:
@@ -205,3 +207,100 @@ def test_the_code_store_refuses_a_client_at_its_cap_as_temporarily_unavailable()
     assert (full.value.error, full.value.status_code) == ("temporarily_unavailable", 503)
     store.issue(AuthCode("other", REDIRECT, "challenge", A, ("read",), "u3", 100.0))
     assert len(store) == 3
+
+
+# -- the authorization endpoint -----------------------------------------------------------
+
+
+def _authorize(**changes: str | None) -> list[tuple[str, str]]:
+    params: dict[str, str | None] = {**_params(), "state": "st-1", **changes}
+    return [(k, v) for k, v in params.items() if v is not None]
+
+
+def _redirected(reply: httpx.Response) -> dict[str, list[str]]:
+    assert reply.status_code == 303, reply.text
+    location = reply.headers["location"]
+    assert location.startswith(REDIRECT + "?")
+    return parse_qs(urlsplit(location).query)
+
+
+async def test_a_repeated_client_id_is_refused_on_the_page() -> None:
+    """The redirect URI cannot be trusted yet, so the page itself says what is wrong."""
+    async with open_world() as w:
+        page = await w.client.get("/authorize", params=[*_authorize(), ("client_id", "app")])
+    assert page.status_code == 400
+    assert "parameter &#x27;client_id&#x27; is repeated" in page.text
+
+
+async def test_a_repeated_resource_is_an_invalid_request_not_two_targets() -> None:
+    async with open_world() as w:
+        reply = await w.client.get("/authorize", params=[*_authorize(), ("resource", A)])
+    query = _redirected(reply)
+    assert query["error"] == ["invalid_request"]
+    assert query["error_description"] == ["parameter 'resource' is repeated: send it exactly once"]
+    # an OAuth error redirect still carries the state and the issuer (RFC 9207)
+    assert (query["state"], query["iss"]) == (["st-1"], [ISSUER])
+
+
+async def test_a_missing_resource_is_invalid_target() -> None:
+    async with open_world() as w:
+        query = _redirected(
+            await w.client.get("/authorize", params=tuple(_authorize(resource=None)))
+        )
+    assert query["error"] == ["invalid_target"]
+    assert query["error_description"] == ["send exactly one resource: the agent's URL"]
+
+
+async def test_a_resource_differing_by_a_slash_names_the_registered_one_at_sign_in() -> None:
+    async with open_world() as w:
+        reply = await w.client.get("/authorize", params=tuple(_authorize(resource=A.rstrip("/"))))
+    (description,) = _redirected(reply)["error_description"]
+    assert description.startswith("resource 'https://a.example' is not a registered agent: ")
+    assert "sts.toml registers 'https://a.example/'" in description
+
+
+@pytest.mark.parametrize("scope", ["read write", None])
+async def test_a_sign_in_grants_only_scopes_the_agent_accepts(scope: str | None) -> None:
+    """alice holds read and write; agent c accepts only read."""
+    async with open_world() as w:
+        form = [*_authorize(resource=C, scope=scope), ("username", "alice")]
+        reply = await w.client.post("/authorize", data=dict([*form, ("password", PASSWORD)]))
+        code = _redirected(reply)["code"][0]
+        token = await w.post_token(
+            {
+                "grant_type": "authorization_code",
+                "client_id": "app",
+                "code": code,
+                "redirect_uri": REDIRECT,
+                "code_verifier": VERIFIER,
+            }
+        )
+    assert token.status_code == 200, token.text
+    assert token.json()["scope"] == "read"
+
+
+async def test_a_missing_password_is_no_failed_attempt() -> None:
+    """An empty form signs no one in and charges nothing: the throttle counts guesses."""
+    async with open_world() as w:
+        for _ in range(12):
+            reply = await w.client.post(
+                "/authorize", data=dict([*_authorize(), ("username", "alice")])
+            )
+            assert reply.status_code == 401
+        form = [*_authorize(), ("username", "alice"), ("password", PASSWORD)]
+        assert "code" in _redirected(await w.client.post("/authorize", data=dict(form)))
+
+
+@pytest.mark.parametrize(("registered", "status"), [([REDIRECT], 200), ([REDIRECT, OTHER], 400)])
+async def test_redirect_uri_may_be_omitted_only_for_a_client_with_one(
+    registered: list[str], status: int
+) -> None:
+    clients = [{"client_id": "app", "redirect_uris": registered}]
+    async with open_world(clients=clients) as w:
+        page = await w.client.get("/authorize", params=tuple(_authorize(redirect_uri=None)))
+        assert page.status_code == status
+        if status == 400:
+            assert "<p>redirect_uri is required for this client</p>" in page.text
+            return
+        form = [*_authorize(redirect_uri=None), ("username", "alice"), ("password", PASSWORD)]
+        assert "code" in _redirected(await w.client.post("/authorize", data=dict(form)))

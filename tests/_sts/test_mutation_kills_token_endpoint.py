@@ -201,3 +201,31 @@ async def test_each_token_request_leaves_one_structured_log_line(
         "reason": reason,
     }
     assert reason.startswith("agent 'a' may not call 'https://d.example/api'")
+
+
+async def test_the_endpoint_counts_requests_by_outcome_and_grant() -> None:
+    async with open_world() as w:
+        user = await w.user_token(scope="read")  # one authorization_code request, issued
+        assert (await w.exchange("a", user, B)).status_code == 200
+        assert (await w.exchange("a", user, "https://d.example/api")).status_code == 400
+        assert (await w.post_token({"grant_type": "password"})).status_code == 400
+        stats = w.service.token_endpoint.stats
+    assert (stats.requests, stats.issued, stats.denied, stats.exchanges) == (4, 2, 2, 2)
+    assert stats.by_grant == {"authorization_code": 1, EXCHANGE: 2, "other": 1}
+
+
+async def test_the_log_line_keeps_300_characters_of_a_long_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scopes = " ".join(f"scope-{i:03d}" for i in range(100))  # each refused: a long reason
+    async with open_world() as w:
+        user = await w.user_token(scope="read")
+        with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+            refused = await w.exchange("a", user, B, scope=scopes)
+    assert refused.json()["error"] == "invalid_scope"
+    assert len(refused.json()["error_description"]) > 1000
+    (denial,) = [r for r in caplog.records if "token request denied" in r.getMessage()]
+    reason = str(getattr(denial, "reason", ""))
+    assert len(reason) == 300
+    assert reason.endswith("...")
+    assert refused.json()["error_description"].startswith(reason[:-3])

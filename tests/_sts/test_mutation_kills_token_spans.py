@@ -1,7 +1,8 @@
-"""The token endpoint's server span (``TokenEndpoint.handle``): named after the grant,
-carrying who asked for what and the decision, and an error status only on a 500. The
-mutation run's test selection holds no tracing test, so these pin it in the token
-service's own tests (``dev.py mutation sts``, docs/testing.md)."""
+"""The token endpoint's server span (``TokenEndpoint.handle``) and request metric: the
+span is named after the grant and carries who asked for what and the decision, with an
+error status only on a 500; each decision is counted with its grant and error. The
+mutation run's test selection holds no observability test, so these pin it in the
+token service's own tests (``dev.py mutation sts``, docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -19,6 +22,7 @@ from opentelemetry.util._once import Once
 from sts_support import ISSUER, B, Clock, claims_of, make_config, open_world
 
 from keycard_agents._audit._sts_records import AuditRecord
+from keycard_agents._observe import _metrics
 from keycard_agents.sts import TokenService
 
 pytestmark = pytest.mark.anyio
@@ -116,3 +120,62 @@ async def test_a_500_marks_the_span_as_an_error(spans: InMemorySpanExporter) -> 
         StatusCode.ERROR,
         "server_error",
     )
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reader() -> Iterator[InMemoryMetricReader]:
+    """The SDK with an in-memory reader as the global meter provider, for one test."""
+    saved = metrics._internal._METER_PROVIDER
+    memory = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[memory])
+    _install(provider)
+    try:
+        yield memory
+    finally:
+        provider.shutdown()
+        _install(saved)
+
+
+def _install(provider: Any) -> None:
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics._internal._METER_PROVIDER = None
+    if provider is not None:
+        metrics.set_meter_provider(provider)
+    _metrics._instruments = None
+
+
+def _request_counts(reader: InMemoryMetricReader) -> dict[tuple[Any, ...], int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    counts: dict[tuple[Any, ...], int] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "keycard.token_service.requests":
+                    continue
+                for point in metric.data.data_points:
+                    a = point.attributes or {}
+                    key = (
+                        a.get("keycard.grant_type"),
+                        a.get("keycard.decision"),
+                        a.get("error.type"),
+                    )
+                    counts[key] = counts.get(key, 0) + int(getattr(point, "value", 0))
+    return counts
+
+
+async def test_each_decision_is_counted_with_its_grant_and_error(
+    reader: InMemoryMetricReader,
+) -> None:
+    async with open_world() as w:
+        user = await w.user_token(scope="read")
+        assert (await w.exchange("a", user, B)).status_code == 200
+        assert (await w.exchange("a", user, "https://d.example/api")).status_code == 400
+    assert _request_counts(reader) == {
+        ("authorization_code", "issued", None): 1,
+        ("token-exchange", "issued", None): 1,
+        ("token-exchange", "denied", "invalid_target"): 1,
+    }
