@@ -34,7 +34,7 @@ def reference(key: SigningKey, claims: dict[str, Any], typ: str) -> str:
 @pytest.mark.parametrize("alg", ["EdDSA", "RS256"])
 def test_deterministic_signatures_equal_joserfcs(alg: str) -> None:
     key = SigningKey.generate(alg, clock=lambda: NOW)
-    for typ in ("at+jwt", "client-authentication+jwt", "JWT"):
+    for typ in ("at+jwt", "client-authentication+jwt", "JWT", "jwt-\u00e4"):
         for claims in CLAIMS:
             assert key.sign(claims, typ=typ) == reference(key, claims, typ)
 
