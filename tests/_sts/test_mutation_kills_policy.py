@@ -80,3 +80,30 @@ async def test_a_token_without_aud_is_refused_as_such_by_an_agent_with_two_endpo
     assert body["error"] == "invalid_request"
     assert body["error_description"].startswith("subject_token rejected (")
     assert "aud" in body["error_description"]
+
+
+@pytest.mark.parametrize(
+    ("token_scope", "remedy"),
+    [
+        (
+            "read",  # B accepts write, but the user's token does not carry it
+            "the user's token does not carry 'write': the client must request it when the "
+            "user signs in",
+        ),
+        (
+            "read write admin",  # the token carries admin, but B does not accept it
+            f"{B} does not accept 'admin': register the scope for it",
+        ),
+    ],
+    ids=["not-in-the-token", "not-accepted-by-the-target"],
+)
+async def test_a_scope_beyond_the_delegable_ones_names_what_to_fix(
+    token_scope: str, remedy: str
+) -> None:
+    async with open_world() as w:
+        subject = _user(w, aud="https://a.example/", scope=token_scope)
+        wanted = "read write" if token_scope == "read" else "read admin"
+        reply = await w.exchange("a", subject, B, scope=wanted)
+    assert reply.status_code == 400
+    assert reply.json()["error"] == "invalid_scope"
+    assert remedy in reply.json()["error_description"]
