@@ -22,6 +22,10 @@ CLAIMS: list[dict[str, Any]] = [
     {"iss": "https://sts.test", "sub": "alice", "exp": NOW + 60, "scope": "a b"},
     {"sub": "zoë", "note": "naïve ✓", "n": [1, 2.5, None, True], "act": {"sub": "b"}},
     {"exp": datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "iat": NOW, "nbf": NOW},
+    {
+        "iat": datetime(2029, 12, 31, 23, 0, tzinfo=timezone.utc),
+        "nbf": datetime(2029, 12, 31, 23, 1, tzinfo=timezone.utc),
+    },
     {},
 ]
 
@@ -62,3 +66,17 @@ def test_many_token_types_each_get_their_own_header() -> None:
     for index in range(3):
         typ = f"t{index}+jwt"
         assert key.sign(claims, typ=typ) == reference(key, claims, typ)
+
+
+def test_segments_ending_in_x_are_kept_whole() -> None:
+    # base64url has no padding to strip from an RS256 signature (384 bytes): its last
+    # character may be any of the 64, "X" among them.
+    key = SigningKey.generate("RS256", clock=lambda: NOW)
+    for n in range(3000):
+        token = key.sign({"n": n}, typ="at+jwt")
+        if token.endswith("X"):
+            break
+    else:
+        pytest.fail("no signature ended in X")
+    assert token == reference(key, {"n": n}, "at+jwt")
+    assert len(token.split(".")[2]) == 512
