@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from joserfc import jws, jwt
+from joserfc.errors import InvalidHeaderValueError
 
 from keycard_agents._jose._keys import jws_registry
 from keycard_agents.auth import SigningKey
@@ -80,3 +81,10 @@ def test_segments_ending_in_x_are_kept_whole() -> None:
         pytest.fail("no signature ended in X")
     assert token == reference(key, {"n": n}, "at+jwt")
     assert len(token.split(".")[2]) == 512
+
+
+@pytest.mark.parametrize("typ", [["at+jwt"], 5, None])
+def test_a_token_type_that_is_not_a_string_is_refused_as_joserfc_refuses_it(typ: Any) -> None:
+    key = SigningKey.generate("EdDSA", clock=lambda: NOW)
+    with pytest.raises(InvalidHeaderValueError, match="'typ' in header must be a str"):
+        key.sign({"sub": "a"}, typ=typ)
