@@ -12,8 +12,11 @@ import json
 from typing import Any
 
 import pytest
+from joserfc import jwt
+from joserfc.jwk import OKPKey
 
 from keycard_agents import InvalidTokenError
+from keycard_agents._jose._keys import jws_registry
 from keycard_agents.auth import SigningKey, StaticKeys, TokenProfile, verify_jwt
 
 ISS = "https://issuer.test"
@@ -285,3 +288,49 @@ async def test_time_and_depth_refusals(es256: SigningKey, keys: StaticKeys) -> N
         "depth",
         "token delegation chain is deeper than the limit of 2 actors",
     )
+
+
+@pytest.mark.anyio
+async def test_header_decoding_refusals_name_the_header(keys: StaticKeys) -> None:
+    assert await reason("A.eyJ9.c2ln", keys) == ("malformed", "token header is not base64url")
+    not_json = base64.urlsafe_b64encode(b"{bad").rstrip(b"=").decode()
+    check, text = await reason(f"{not_json}.eyJ9.c2ln", keys)
+    assert check == "malformed"
+    assert text.startswith("token header is not acceptable JSON: ")
+
+
+@pytest.mark.anyio
+async def test_a_header_segment_of_exactly_2048_characters_is_read(keys: StaticKeys) -> None:
+    def token_with_header_of(size: int) -> str:
+        base = {"alg": "ES256", "typ": "JWT", "pad": ""}
+        pad = (size * 3 // 4) - len(json.dumps(base, separators=(",", ":")))
+        head = b64json({**base, "pad": "x" * pad})
+        assert len(head) == size
+        return f"{head}.{b64json(claims())}.c2ln"
+
+    assert await reason(token_with_header_of(2048), keys) == (
+        "type",
+        "token has type 'JWT'; expected 'at+jwt'",
+    )
+    assert await reason(token_with_header_of(2052), keys) == (
+        "malformed",
+        "token has a header segment too large",
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("key_alg", "header_alg"), [("EdDSA", "Ed25519"), ("Ed25519", "EdDSA")])
+async def test_either_eddsa_name_verifies_with_a_key_of_the_other(
+    key_alg: str, header_alg: str, eddsa: SigningKey
+) -> None:
+    public = {**eddsa.public_jwk(), "alg": key_alg}
+    keys = StaticKeys({ISS: {"keys": [public]}})
+    signer = {k: v for k, v in eddsa.key.as_dict(private=True).items() if k != "alg"}
+    header = {"alg": header_alg, "kid": eddsa.kid, "typ": "at+jwt"}
+    token = jwt.encode(
+        header, claims(), OKPKey.import_key(signer), registry=jws_registry((header_alg,))
+    )
+    verified = await verify_jwt(
+        token, keys=keys, issuers=[ISS], audience=AUD, token_types=["at+jwt"], clock=lambda: NOW
+    )
+    assert verified == claims()
