@@ -11,12 +11,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from opentelemetry.util._once import Once
+from span_support import recorded_spans
 
 from keycard_agents import ConfigurationError, InvalidTokenError, IssuerUnreachableError
 from keycard_agents._oauth._http import MAX_DOCUMENT_BYTES
@@ -824,19 +821,8 @@ async def test_an_undecodable_answer_is_not_retried_and_is_named() -> None:
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """The spans finished during the test (an SDK tracer provider installed globally)."""
-    saved = trace._TRACER_PROVIDER
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace._TRACER_PROVIDER = None
-    trace.set_tracer_provider(provider)
-    try:
+    with recorded_spans() as memory:
         yield memory
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER_SET_ONCE = Once()
-        trace._TRACER_PROVIDER = saved
 
 
 @pytest.mark.anyio

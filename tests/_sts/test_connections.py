@@ -21,11 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
+from span_support import recorded_spans
 from sts_support import AT, EXCHANGE, JWT_BEARER, Clock, claims_of
 from upstream_support import (
     CLIENT_ID,
@@ -461,19 +458,8 @@ async def test_policy_applies_to_connections(
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Every span the test makes, kept in memory (the SDK provider installed globally)."""
-    saved = trace._TRACER_PROVIDER
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace._TRACER_PROVIDER = None
-    trace.set_tracer_provider(provider)
-    try:
+    with recorded_spans() as memory:
         yield memory
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER_SET_ONCE = Once()
-        trace._TRACER_PROVIDER = saved
 
 
 def _span_text(memory: InMemorySpanExporter) -> str:
