@@ -362,6 +362,16 @@ async def test_static_key_connection(
         assert reply.status_code == 200, reply.text
         assert reply.json()["access_token"] == "wk-123456"
         assert reply.json()["expires_in"] == 300
+        # the audit names the connection that answered, and never the key itself
+        (issued,) = [r for r in await w.audit.query(user="alice") if r.grant_type == EXCHANGE]
+        assert (issued.decision, issued.connection, issued.target) == (
+            "issued",
+            "weather",
+            STATIC_API,
+        )
+        assert issued.jti is not None
+        assert issued.jti.startswith("sha256:")
+        assert "wk-123456" not in repr(issued)
 
 
 # -- hostile cases -------------------------------------------------------------------------
