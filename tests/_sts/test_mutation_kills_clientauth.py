@@ -4,10 +4,13 @@ pinned (``dev.py mutation sts``, docs/testing.md)."""
 from __future__ import annotations
 
 import base64
+import itertools
+import uuid
 
 import pytest
-from sts_support import open_world
+from sts_support import ISSUER, JWT_BEARER, World, open_world
 
+from keycard_agents.auth import CLIENT_ASSERTION_TYPE
 from keycard_agents.sts import hash_secret
 
 pytestmark = pytest.mark.anyio
@@ -68,3 +71,39 @@ async def test_failed_basic_authentications_are_charged_to_their_source() -> Non
     assert throttled.status_code == 429
     assert throttled.json()["error"] == "temporarily_unavailable"
     assert "too many failed attempts from this address" in throttled.json()["error_description"]
+
+
+def _assertion_of_length(w: World, length: int) -> str:
+    """A valid client assertion of agent a, padded with a claim to exactly ``length``
+    (base64url cannot make every length: the header's ``typ`` varies too, and both
+    forms are accepted)."""
+    now = int(w.clock())
+    for pad, typ in itertools.product(range(length), (CLIENT_ASSERTION_TYPE, "JWT")):
+        claims = {
+            "iss": "a",
+            "sub": "a",
+            "aud": ISSUER,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+            "pad": "p" * pad,
+        }
+        assertion = w.keys["a"].sign(claims, typ=typ)
+        if len(assertion) == length:
+            return assertion
+    raise AssertionError(f"no assertion of {length} characters")
+
+
+@pytest.mark.parametrize(("length", "status"), [(8192, 200), (8194, 401)])
+async def test_a_client_assertion_may_be_8_kib_long(length: int, status: int) -> None:
+    async with open_world() as w:
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": _assertion_of_length(w, length),
+        }
+        reply = await w.post_token(form)
+        records = await w.service.audit.query()
+    assert reply.status_code == status, reply.text
+    if status == 401:
+        assert records[-1].reason == "client_assertion is too large"

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from sts_support import ISSUER, B, World, make_config, open_world
 
+from keycard_agents import OAuthError
+from keycard_agents._sts._policy import check_audience  # internal: the module's own API
 from keycard_agents.auth import SigningKey
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +58,8 @@ async def test_a_token_sent_to_an_agents_second_endpoint_is_exchanged(aud: Any) 
         (record,) = await w.service.audit.query()
     assert reply.status_code == 200, reply.text
     assert (record.decision, record.client_id, record.target) == ("issued", "a", B)
+    if isinstance(aud, str):  # the audit says which endpoint the token was sent to
+        assert record.resource == MCP
 
 
 @pytest.mark.parametrize(
@@ -107,3 +111,28 @@ async def test_a_scope_beyond_the_delegable_ones_names_what_to_fix(
     assert reply.status_code == 400
     assert reply.json()["error"] == "invalid_scope"
     assert remedy in reply.json()["error_description"]
+
+
+def test_audience_chaining_refuses_a_token_for_another_resource_by_itself() -> None:
+    """The policy's own check, whatever the verification before it already refused."""
+    config, _ = make_config()
+    agent = config.agent("a")
+    assert agent is not None
+    check_audience({"aud": "https://a.example/"}, agent)
+    check_audience({"aud": ["https://a.example/"]}, agent)
+    for aud in ("https://b.example/", ["https://a.example/", B], None):
+        with pytest.raises(OAuthError) as refused:
+            check_audience({"aud": aud}, agent)
+        assert refused.value.error == "invalid_request"
+        assert "an agent may only exchange tokens that were sent to it" in str(refused.value)
+
+
+@pytest.mark.parametrize("may_act", ["a", {"sub": 7}, ["a"]])
+async def test_a_malformed_may_act_is_refused_with_the_rfc_reference(may_act: Any) -> None:
+    async with open_world() as w:
+        reply = await w.exchange("a", _user(w, aud="https://a.example/", may_act=may_act), B)
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": "invalid_request",
+        "error_description": "subject_token has a malformed 'may_act' claim (RFC 8693 §4.4)",
+    }
