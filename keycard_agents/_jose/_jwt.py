@@ -277,7 +277,7 @@ def _check_sub_id(sub_id: object, sub: object) -> None:
 def check_audience(aud: str | list[str] | None, audience: str) -> None:
     if aud == audience or (isinstance(aud, list) and audience in aud):
         return
-    shown = show_untrusted(aud if isinstance(aud, str) else aud or "")
+    shown = show_untrusted(aud or "")
     hint = ""
     candidates = [aud] if isinstance(aud, str) else aud or []
     if any(a.rstrip("/") == audience.rstrip("/") for a in candidates):

@@ -334,3 +334,54 @@ async def test_either_eddsa_name_verifies_with_a_key_of_the_other(
         token, keys=keys, issuers=[ISS], audience=AUD, token_types=["at+jwt"], clock=lambda: NOW
     )
     assert verified == claims()
+
+
+@pytest.mark.anyio
+async def test_the_trailing_slash_hint_only_for_a_trailing_slash(
+    es256: SigningKey, keys: StaticKeys
+) -> None:
+    hint = (
+        " (they differ only by a trailing '/': register the resource at the issuer exactly as "
+        "the agent's url, or set the url to the registered form)"
+    )
+    bare = es256.sign(claims(aud="https://box.test"), typ="at+jwt")
+    assert await reason(bare, keys, audience="https://box.test/") == (
+        "audience",
+        "token audience 'https://box.test' is not this resource 'https://box.test/'" + hint,
+    )
+    other_letter = es256.sign(claims(aud="https://box.test/"), typ="at+jwt")
+    assert await reason(other_letter, keys, audience="https://box.test/X") == (
+        "audience",
+        "token audience 'https://box.test/' is not this resource 'https://box.test/X'",
+    )
+    longer = es256.sign(claims(aud="https://box.testX"), typ="at+jwt")
+    assert await reason(longer, keys, audience="https://box.test") == (
+        "audience",
+        "token audience 'https://box.testX' is not this resource 'https://box.test'",
+    )
+
+
+@pytest.mark.anyio
+async def test_the_leeway_bounds_are_inclusive(es256: SigningKey, keys: StaticKeys) -> None:
+    async def accepted(**overrides: Any) -> bool:
+        token = es256.sign(claims(**overrides), typ="at+jwt")
+        try:
+            await verify_jwt(
+                token,
+                keys=keys,
+                issuers=[ISS],
+                audience=AUD,
+                token_types=["at+jwt"],
+                clock=lambda: NOW,
+                leeway=60,
+            )
+        except InvalidTokenError:
+            return False
+        return True
+
+    assert await accepted(exp=NOW - 60)
+    assert not await accepted(exp=NOW - 61)
+    assert await accepted(nbf=NOW + 60)
+    assert not await accepted(nbf=NOW + 61)
+    assert await accepted(iat=NOW + 60)
+    assert not await accepted(iat=NOW + 61)
