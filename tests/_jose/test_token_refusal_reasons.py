@@ -385,3 +385,15 @@ async def test_the_leeway_bounds_are_inclusive(es256: SigningKey, keys: StaticKe
     assert not await accepted(nbf=NOW + 61)
     assert await accepted(iat=NOW + 60)
     assert not await accepted(iat=NOW + 61)
+
+
+@pytest.mark.anyio
+async def test_size_limits_are_inclusive(keys: StaticKeys) -> None:
+    header = b64json({"alg": "ES256"})
+    at_limit = f"{header}.{'A' * 128_000}.c2ln"
+    check, _ = await reason(at_limit, keys, max_bytes=200_000)
+    assert check == "type"  # read past the size checks
+    exactly = "a.b.c" + "d" * 95
+    assert len(exactly) == 100
+    check, _ = await reason(exactly, keys, max_bytes=100)
+    assert check == "malformed"
