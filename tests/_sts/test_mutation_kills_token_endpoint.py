@@ -6,6 +6,7 @@ endpoint's own 500 when the audit store fails (``dev.py mutation sts``, docs/tes
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import httpx
@@ -229,3 +230,13 @@ async def test_the_log_line_keeps_300_characters_of_a_long_reason(
     assert len(reason) == 300
     assert reason.endswith("...")
     assert refused.json()["error_description"].startswith(reason[:-3])
+
+
+async def test_every_issued_token_has_its_own_jti_and_is_valid_from_its_issue() -> None:
+    async with open_world() as w:
+        first = claims_of(await w.user_token(scope="read"))
+        second = claims_of(await w.user_token(scope="read"))
+    for claims in (first, second):
+        assert claims["nbf"] == claims["iat"] == int(w.clock())
+        assert str(uuid.UUID(claims["jti"])) == claims["jti"]
+    assert first["jti"] != second["jti"]
