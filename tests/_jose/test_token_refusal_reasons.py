@@ -397,3 +397,10 @@ async def test_size_limits_are_inclusive(keys: StaticKeys) -> None:
     assert len(exactly) == 100
     check, _ = await reason(exactly, keys, max_bytes=100)
     assert check == "malformed"
+
+
+@pytest.mark.anyio
+async def test_a_signature_segment_of_exactly_1024_characters_is_read(keys: StaticKeys) -> None:
+    header = b64json({"alg": "ES256"})
+    check, _ = await reason(f"{header}.{b64json(claims())}.{'A' * 1024}", keys)
+    assert check == "type"  # read past the size checks
