@@ -11,14 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import metrics, trace
+from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from opentelemetry.util._once import Once
+from span_support import recorded_spans
 from sts_support import ISSUER, B, Clock, claims_of, make_config, open_world
 
 from keycard_agents._audit._sts_records import AuditRecord
@@ -31,19 +31,8 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Every span the test makes, kept in memory (the SDK provider installed globally)."""
-    saved = trace._TRACER_PROVIDER
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    trace._TRACER_PROVIDER_SET_ONCE = Once()
-    trace._TRACER_PROVIDER = None
-    trace.set_tracer_provider(provider)
-    try:
+    with recorded_spans() as memory:
         yield memory
-    finally:
-        provider.shutdown()
-        trace._TRACER_PROVIDER_SET_ONCE = Once()
-        trace._TRACER_PROVIDER = saved
 
 
 def _server_span(memory: InMemorySpanExporter, name: str) -> ReadableSpan:
