@@ -49,6 +49,11 @@ def _escape_char(match: re.Match[str]) -> str:
 
 def escape_control(text: str) -> str:
     """``text`` with every control character written as an escape (one line, always)."""
+    # Every character the pattern matches is "non-printable" to ``str.isprintable`` (its
+    # Unicode category is Cc, Zl or Zp), so a printable text has none: the usual case, told
+    # in one pass in C.
+    if text.isprintable():
+        return text
     return _CONTROL.sub(_escape_char, text)
 
 
@@ -58,7 +63,9 @@ def _escape_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float)):
         return value
     text = str(value)
-    return escape_control(text) if _CONTROL.search(text) else value
+    if text.isprintable() or _CONTROL.search(text) is None:
+        return value
+    return _CONTROL.sub(_escape_char, text)
 
 
 class _EscapeControl(logging.Filter):

@@ -475,35 +475,35 @@ class TokenService:
 
 
 class _TokenServiceApp(FastAPI):
-    """The service's FastAPI app with ``POST /token`` answered in front of the middleware.
+    """The service's FastAPI app with ``POST /token`` answered in front of everything else.
 
-    The exchange is the hot path; FastAPI's middleware stack (server-error, exception and
-    exit-stack layers) and the route search are not needed by it: the endpoint reads its
-    own bounded form and, through ``_guard``, answers every exception itself. Skipping
-    them saves about 3 % of an exchange's CPU time (benchmarks/NOTES.md). Every other path
-    (and any other method on ``/token``, which the router answers 405) goes through the
-    full stack, and so does everything once middleware is added to the app.
+    The exchange is the hot path; FastAPI's per-request work (its own telemetry's check
+    for configured providers, which reads the environment each time), its middleware stack
+    (server-error, exception and exit-stack layers) and the route search are not needed by
+    it: the endpoint reads its own bounded form, traces itself (``request_span``) and,
+    through ``_guard``, answers every exception itself. Skipping them saves about 5 % of an
+    exchange's CPU time (benchmarks/NOTES.md). Every other path (and any other method on
+    ``/token``, which the router answers 405) goes through FastAPI in full, and so does
+    everything once middleware is added to the app.
     """
 
     token_route: ASGIApp | None = None
 
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token_route = self.token_route
-        if token_route is None or self.user_middleware:
-            return stack
-
-        async def front(scope: Scope, receive: Receive, send: Send) -> None:
-            if (
-                scope["type"] == "http"
-                and scope["method"] == "POST"
-                and scope["path"] == scope.get("root_path", "") + "/token"
-            ):
+        if (
+            token_route is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not self.user_middleware
+        ):
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            if scope["path"] == scope.get("root_path", "") + "/token":
+                scope["app"] = self
                 await token_route(scope, receive, send)
-            else:
-                await stack(scope, receive, send)
-
-        return front
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _client_store(config: TokenServiceConfig) -> ClientStore:

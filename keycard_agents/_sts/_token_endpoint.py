@@ -23,6 +23,7 @@ from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keycard_agents._a2a.types import new_id
 from keycard_agents._audit._sts_records import AuditRecord, AuditStore
 from keycard_agents._errors import (
     ConfigurationError,
@@ -143,7 +144,7 @@ class TokenMinter:
             exp = min(exp, int(not_after))
         claims: dict[str, Any] = {"iss": self.issuer, "sub": sub, "aud": aud}
         claims.update(extra or {})
-        claims.update(iat=now, nbf=now, exp=exp, jti=str(uuid.uuid4()))
+        claims.update(iat=now, nbf=now, exp=exp, jti=new_id())
         return self._keys().current.sign(claims, typ=ACCESS_TOKEN_TYPE), claims
 
 
