@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -104,6 +105,8 @@ PROTOCOL_CHOICES: tuple[ProtocolChoice, ...] = ("auto", "1.0", "0.3")
 
 A2A_VERSION = "1.0"
 _MAX_EVENTS_AFTER_FAILURE = 100
+#: The key set of a card that names none this client may use (one object: a memo key).
+_NO_KEYS = VerificationKeys(())
 _ERROR_CLASSES: dict[int, type[A2AError]] = {
     cls.code: cls
     for cls in (
@@ -338,6 +341,7 @@ class AgentClient:
             )
         self._card_policy: CardSignaturePolicy = card_signatures
         self._card_keys = card_keys
+        self._card_key_set: VerificationKeys | None = None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(f"agent URL {url!r} is not an absolute http(s) URL")
@@ -388,13 +392,22 @@ class AgentClient:
             policy == "require" or (policy == "verify-if-present" and data.get("signatures"))
         ):
             keys = await self._card_verification_keys(data)
-            verify_card(data, keys, policy=policy, where=url)
+            # Checked once per card document and key set while the cache keeps both (a
+            # card's signature has no time in it): not again on every call.
+            self._cards.derived(
+                url,
+                data,
+                ("signature", policy, keys),
+                lambda: verify_card(data, keys, policy=policy, where=url),
+            )
         return data
 
     async def card(self) -> AgentCard:
         """The agent's card (cached for its ``max-age``, revalidated by ``ETag``)."""
+        return self._validated_card(await self._card_data())
+
+    def _validated_card(self, data: Any) -> AgentCard:
         url = self.url + AGENT_CARD_PATH
-        data = await self._card_data()
         try:
             return AgentCard.model_validate(data)
         except ValidationError as exc:
@@ -413,16 +426,25 @@ class AgentClient:
         where = self.url + AGENT_CARD_PATH
         try:
             if self._card_keys is not None:
-                return VerificationKeys.from_jwks(self._card_keys, source="card_keys")
+                if self._card_key_set is None:
+                    self._card_key_set = VerificationKeys.from_jwks(
+                        self._card_keys, source="card_keys"
+                    )
+                return self._card_key_set
             for jku in signature_key_urls(card):
                 if same_origin(jku, self.url):
                     jwks = await self._cards.get_json(
                         self._http, jku, request_timeout=self._timeout
                     )
-                    return VerificationKeys.from_jwks(jwks, source=jku)
+                    return self._cards.derived(
+                        jku,
+                        jwks,
+                        "verification-keys",
+                        partial(VerificationKeys.from_jwks, jwks, source=jku),
+                    )
         except ValueError as exc:
             raise CardSignatureError(f"the keys for the agent card at {where}: {exc}") from exc
-        return VerificationKeys(())
+        return _NO_KEYS
 
     async def resource_metadata(self) -> ResourceMetadata:
         """The agent's RFC 9728 metadata, checked to describe this agent's URL.
@@ -476,7 +498,15 @@ class AgentClient:
             )
 
     async def _endpoint_v1(self) -> str:
-        card = await self.card()
+        data = await self._card_data()
+        return self._cards.derived(
+            self.url + AGENT_CARD_PATH,
+            data,
+            "jsonrpc-1.0",
+            lambda: self._jsonrpc_v1(self._validated_card(data)),
+        )
+
+    def _jsonrpc_v1(self, card: AgentCard) -> str:
         for interface in card.supported_interfaces:
             if interface.protocol_binding.upper() != ProtocolBinding.JSONRPC:
                 continue

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -37,11 +37,17 @@ __all__ = [
 ]
 
 
+_T = TypeVar("_T")
+#: Derived values kept per document (a few: a verified signature per key set, an endpoint).
+_MAX_DERIVED = 16
+
+
 @dataclass
 class _Document:
     data: Any
     etag: str | None
     fresh_until: float
+    derived: dict[Hashable, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,6 +76,26 @@ class CardCache:
 
     def clear(self) -> None:
         self._documents.clear()
+
+    def derived(self, url: str, data: Any, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """What ``compute`` makes of ``data``, the document :meth:`get_json` returned for
+        ``url``: worked out once while the cache keeps that very document (a 304 keeps it;
+        new content or its eviction starts again), and each time for a document the cache
+        does not keep (``no-store``). ``key`` names what is derived, with every input
+        besides the document (a key set, a policy). A ``compute`` that raises is not
+        remembered."""
+        cached = self._documents.get(url)
+        if cached is None or cached.data is not data:
+            return compute()
+        derived = cached.derived
+        if key in derived:
+            value: _T = derived[key]
+            return value
+        value = compute()
+        if len(derived) >= _MAX_DERIVED:
+            derived.clear()
+        derived[key] = value
+        return value
 
     async def get_json(self, http: httpx.AsyncClient, url: str, *, request_timeout: float) -> Any:
         """The JSON document at ``url``, from the cache when fresh."""
