@@ -304,3 +304,19 @@ async def test_redirect_uri_may_be_omitted_only_for_a_client_with_one(
             return
         form = [*_authorize(redirect_uri=None), ("username", "alice"), ("password", PASSWORD)]
         assert "code" in _redirected(await w.client.post("/authorize", data=dict(form)))
+
+
+@pytest.mark.parametrize("name", ["alice", "XXXX", "user"])
+async def test_a_form_without_a_username_signs_no_one_in(name: str) -> None:
+    """An omitted user name is the empty one, which names no user: not even a user
+    whose name looks like a placeholder, with that user's own password."""
+    users = [{"username": name, "password": PASSWORD, "scopes": ["read", "write"]}]
+    async with open_world(users=users) as w:
+        nameless = await w.client.post(
+            "/authorize", data=dict([*_authorize(), ("password", PASSWORD)])
+        )
+        form = [*_authorize(), ("username", name), ("password", PASSWORD)]
+        named = await w.client.post("/authorize", data=dict(form))
+    assert nameless.status_code == 401
+    assert "Wrong username or password." in nameless.text
+    assert "code" in _redirected(named)

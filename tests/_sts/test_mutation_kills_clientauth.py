@@ -6,12 +6,17 @@ from __future__ import annotations
 import base64
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
 
+import httpx
 import pytest
-from sts_support import ISSUER, JWT_BEARER, World, open_world
+from sts_support import ISSUER, JWT_BEARER, Clock, World, make_config, open_world
 
+from keycard_agents._sts._shared import SharedServiceState  # internal: the replicas' protocol
 from keycard_agents.auth import CLIENT_ASSERTION_TYPE
-from keycard_agents.sts import hash_secret
+from keycard_agents.sts import MemoryAuditStore, TokenService, hash_secret
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +112,103 @@ async def test_a_client_assertion_may_be_8_kib_long(length: int, status: int) ->
     assert reply.status_code == status, reply.text
     if status == 401:
         assert records[-1].reason == "client_assertion is too large"
+
+
+# -- the replay check in the replicas' shared state -----------------------------------------
+
+
+class _SharedReplay:
+    """The replay half of a shared state (what Redis does with ``SET NX PXAT``, in a
+    dict): ``first_use`` is true once per (client, jti) until the given expiry."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.seen: dict[tuple[str, str], float] = {}
+        self.calls: list[tuple[str, str, float]] = []
+
+    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+        self.calls.append((client_id, jti, expires_at))
+        key = (client_id, jti)
+        until = float(expires_at)  # Redis takes it as milliseconds: a number, or an error
+        if key in self.seen and self.seen[key] > self._clock():
+            return False
+        self.seen[key] = until
+        return True
+
+
+@asynccontextmanager
+async def _replicated_world() -> AsyncIterator[tuple[World, _SharedReplay]]:
+    """A token service whose client-assertion replay set is the replicas' shared one."""
+    config, keys = make_config()
+    clock = Clock()
+    store = _SharedReplay(clock)
+    service = TokenService(
+        config,
+        clock=clock,
+        audit=MemoryAuditStore(),
+        shared=cast(SharedServiceState, store),
+    )
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+        yield World(service=service, client=client, clock=clock, keys=keys), store
+
+
+async def _credentials(w: World, client_id: str, jti: str) -> httpx.Response:
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": w.assertion(client_id, jti=jti, lifetime=60),
+    }
+    return await w.post_token(form)
+
+
+async def test_with_replicas_a_jti_is_used_once_per_client_in_the_shared_state() -> None:
+    """With a shared state (Redis), the replay check is the shared one: asked with the
+    client, the jti and the last second the assertion is accepted (``exp`` + leeway);
+    a jti is unique per client (RFC 7523 §3), and the local cache is not consulted."""
+    async with _replicated_world() as (w, store):
+        exp = int(w.clock()) + 60
+        first = await _credentials(w, "a", "j1")
+        other_jti = await _credentials(w, "a", "j2")
+        other_client = await _credentials(w, "c", "j1")
+        replayed = await _credentials(w, "a", "j1")
+        records = await w.service.audit.query()
+    assert [r.status_code for r in (first, other_jti, other_client)] == [200] * 3
+    assert replayed.status_code == 401
+    assert replayed.json()["error"] == "invalid_client"
+    assert records[-1].reason == (
+        "client_assertion jti 'j1' was already used: sign a fresh assertion (new jti) for "
+        "every request"
+    )
+    until = exp + 30
+    assert store.calls == [
+        ("a", "j1", until),
+        ("a", "j2", until),
+        ("c", "j1", until),
+        ("a", "j1", until),
+    ]
+    # the process's own cache never saw the jti: the shared state alone decides
+    assert w.service.clients.replay.check_and_remember("a", "j1", until)
+
+
+async def test_with_replicas_a_replay_inside_the_leeway_after_exp_is_refused() -> None:
+    """The assertion is accepted until ``exp`` + leeway (30 s), so the shared state must
+    remember its jti that long: a replay 10 s after ``exp`` is still a replay."""
+    async with _replicated_world() as (w, _):
+        assertion = w.assertion("a", lifetime=60)
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion,
+        }
+        first = await w.post_token(form)
+        w.clock.advance(70)  # 10 s past exp, inside the 30 s leeway
+        replayed = await w.post_token(form)
+        w.clock.advance(21)  # 31 s past exp: the assertion itself has expired
+        expired = await w.post_token(form)
+        records = await w.service.audit.query()
+    assert first.status_code == 200
+    assert replayed.status_code == 401
+    assert "was already used" in (records[-2].reason or "")
+    assert expired.status_code == 401
+    assert (records[-1].reason or "").startswith("client_assertion rejected (expired)")
