@@ -10,6 +10,7 @@ subject token sent to an agent with two endpoints.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 from span_support import recorded_spans
@@ -240,6 +241,33 @@ async def test_each_refused_subject_token_is_counted_with_the_check_that_refused
     assert _verification_failures(reader) == {_labels("audience"): 1, _labels("expired"): 1}
 
 
+def _durations(reader: InMemoryMetricReader) -> list[tuple[int, float]]:
+    """(count, sum) of each point of the token endpoint's duration histogram."""
+    data = reader.get_metrics_data()
+    found: list[tuple[int, float]] = []
+    for resource in data.resource_metrics if data is not None else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "keycard.token_service.request.duration":
+                    for point in metric.data.data_points:
+                        assert isinstance(point, HistogramDataPoint)
+                        found.append((point.count, point.sum))
+    return found
+
+
+async def test_a_requests_duration_is_the_time_it_took(reader: InMemoryMetricReader) -> None:
+    """No threshold: the recorded duration lies within the time the test saw pass
+    around the request (the endpoint's own span of it, however loaded the machine)."""
+    async with open_world() as w:
+        before = time.perf_counter()
+        reply = await w.post_token({"grant_type": "client_credentials", **w.auth("b")})
+        seen = time.perf_counter() - before
+    assert reply.status_code == 200
+    ((count, total),) = _durations(reader)
+    assert count == 1
+    assert 0 <= total <= seen
+
+
 # -- a subject issuer whose keys cannot be used -------------------------------------------
 
 
@@ -300,3 +328,23 @@ async def test_an_undecodable_subject_token_for_an_agent_with_two_endpoints_is_a
     assert (status, error) == (400, "invalid_request")
     assert description.startswith("subject_token rejected (malformed)")
     assert (record.decision, record.error) == ("denied", "invalid_request")
+
+
+# -- what the answer and the audit keep of a long grant_type --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "kept"),
+    [(100, "g" * 100), (101, "g" * 97 + "...")],
+    ids=["100-kept-whole", "101-shortened"],
+)
+async def test_an_unsupported_grant_type_is_named_in_at_most_100_characters(
+    length: int, kept: str
+) -> None:
+    async with open_world() as w:
+        reply = await w.post_token({"grant_type": "g" * length})
+        (record,) = await w.service.audit.query()
+    status, error, description = _error(reply)
+    assert (status, error) == (400, "unsupported_grant_type")
+    assert description.startswith(f"grant_type {kept!r} is not supported; use ")
+    assert record.grant_type == kept
