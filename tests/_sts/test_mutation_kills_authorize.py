@@ -320,3 +320,21 @@ async def test_a_form_without_a_username_signs_no_one_in(name: str) -> None:
     assert nameless.status_code == 401
     assert "Wrong username or password." in nameless.text
     assert "code" in _redirected(named)
+
+
+async def test_a_sign_in_form_over_8_kib_is_refused_on_the_page_with_413() -> None:
+    """The sign-in form is small: 8 KiB, not the token endpoint's 64 KiB. A body that
+    cannot be read is refused on the page itself (the redirect URI is not known yet),
+    with the reason and its own status."""
+    async with open_world() as w:
+        form = [*_authorize(), ("username", "alice"), ("password", PASSWORD)]
+        padded = [*form, ("pad", "p" * 9000)]
+        too_large = await w.client.post("/authorize", data=dict(padded))
+        not_a_form = await w.client.post("/authorize", json=dict(form))
+        fits = await w.client.post("/authorize", data=dict([*form, ("pad", "p" * 7000)]))
+    assert too_large.status_code == 413
+    assert "Sign-in request rejected" in too_large.text
+    assert "<p>request body larger than 8 KiB</p>" in too_large.text
+    assert not_a_form.status_code == 400
+    assert "send the body as application/x-www-form-urlencoded" in not_a_form.text
+    assert "code" in _redirected(fits)
