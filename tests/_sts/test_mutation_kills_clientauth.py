@@ -12,11 +12,31 @@ from typing import cast
 
 import httpx
 import pytest
-from sts_support import ISSUER, JWT_BEARER, Clock, World, make_config, open_world
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from sts_support import (
+    ISSUER,
+    JWT_BEARER,
+    PASSWORD,
+    REDIRECT,
+    VERIFIER,
+    A,
+    Clock,
+    World,
+    make_config,
+    open_world,
+)
 
+from keycard_agents import OAuthError
+from keycard_agents._jose._keys import StaticKeys
+from keycard_agents._sts._clientauth import ClientAuthenticator  # internal: the module's API
+from keycard_agents._sts._config import RegisteredAgent
+from keycard_agents._sts._forms import oauth_error_response, read_form
 from keycard_agents._sts._shared import SharedServiceState  # internal: the replicas' protocol
 from keycard_agents.auth import CLIENT_ASSERTION_TYPE
-from keycard_agents.sts import MemoryAuditStore, TokenService, hash_secret
+from keycard_agents.sts import MemoryAuditStore, TokenService, hash_secret, pkce_challenge
 
 pytestmark = pytest.mark.anyio
 
@@ -212,3 +232,92 @@ async def test_with_replicas_a_replay_inside_the_leeway_after_exp_is_refused() -
     assert "was already used" in (records[-2].reason or "")
     assert expired.status_code == 401
     assert (records[-1].reason or "").startswith("client_assertion rejected (expired)")
+
+
+# -- a ClientAuthenticator with only its required arguments ------------------------------------
+
+
+def _authenticating_app(auth: ClientAuthenticator) -> Starlette:
+    async def token(request: Request) -> Response:
+        try:
+            client = await auth.authenticate(request, await read_form(request))
+        except OAuthError as exc:
+            return oauth_error_response(exc)
+        return JSONResponse({"client_id": client.client_id, "method": client.method})
+
+    return Starlette(routes=[Route("/token", token, methods=["POST"])])
+
+
+async def test_a_client_authenticator_made_with_its_defaults() -> None:
+    """Its defaults: the configured public clients, a 30 s leeway, and a throttle of
+    its own with the configured limits (the service passes its own of each)."""
+    config, keys = make_config(limits={"failed_auth_per_account": 3})
+    clock = Clock()
+
+    def agent_keys(agent: RegisteredAgent) -> StaticKeys:
+        assert agent.jwks is not None
+        return StaticKeys({agent.client_id: agent.jwks})
+
+    auth = ClientAuthenticator(config=config, issuer=ISSUER, clock=clock, agent_keys=agent_keys)
+    now = int(clock())
+    late = [
+        keys["a"].sign(
+            {"iss": "a", "sub": "a", "aud": ISSUER, "iat": now, "exp": now + 60, "jti": jti},
+            typ=CLIENT_ASSERTION_TYPE,
+        )
+        for jti in ("late-1", "late-2")
+    ]
+    transport = httpx.ASGITransport(app=_authenticating_app(auth))
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+        public = await client.post("/token", data={"client_id": "app"})
+        form = {"client_assertion_type": JWT_BEARER}
+        clock.advance(60 + 29.5)  # inside the leeway after exp
+        within = await client.post("/token", data={**form, "client_assertion": late[0]})
+        clock.advance(1)  # 30.5 s after exp: beyond it
+        beyond = await client.post("/token", data={**form, "client_assertion": late[1]})
+        wrong = [
+            (await client.post("/token", data={"client_id": "b", "client_secret": "x"})).status_code
+            for _ in range(4)
+        ]
+    assert public.json() == {"client_id": "app", "method": "none"}
+    assert within.json() == {"client_id": "a", "method": "private_key_jwt"}
+    assert beyond.status_code == 401
+    assert beyond.json()["error"] == "invalid_client"
+    assert wrong == [401, 401, 401, 429]
+
+
+async def test_failed_client_secrets_and_passwords_share_one_budget_per_source() -> None:
+    """One throttle for every credential the service checks: guesses at client
+    secrets and at user passwords from one address add up."""
+    async with open_world(limits={"failed_auth_per_source": 30}) as w:
+        secrets = [
+            (
+                await w.post_token(
+                    {"grant_type": "client_credentials"}, headers=_basic(f"guess-{i}", "x")
+                )
+            ).status_code
+            for i in range(15)
+        ]
+        params = {
+            "response_type": "code",
+            "client_id": "app",
+            "redirect_uri": REDIRECT,
+            "code_challenge": pkce_challenge(VERIFIER),
+            "code_challenge_method": "S256",
+            "resource": A,
+            "scope": "read",
+        }
+        passwords = [
+            (
+                await w.client.post(
+                    "/authorize", data={**params, "username": f"user-{i}", "password": "guess"}
+                )
+            ).status_code
+            for i in range(15)
+        ]
+        alice = await w.client.post(
+            "/authorize", data={**params, "username": "alice", "password": PASSWORD}
+        )
+    assert secrets == [401] * 15
+    assert passwords == [401] * 15
+    assert alice.status_code == 429
