@@ -209,6 +209,29 @@ def test_the_code_store_refuses_a_client_at_its_cap_as_temporarily_unavailable()
     assert len(store) == 3
 
 
+def _grant(user: str, client: str = "app") -> AuthCode:
+    return AuthCode(client, REDIRECT, "challenge", A, ("read",), user, 100.0)
+
+
+def test_a_code_store_keeps_10_pending_sign_ins_per_user_by_default() -> None:
+    """The eleventh sign-in of one user makes room by dropping that user's oldest."""
+    store = CodeStore(clock=lambda: 0.0)
+    codes = [store.issue(_grant("alice")) for _ in range(11)]
+    assert len(store) == 10
+    assert store.consume(codes[0]) is None
+    assert store.consume(codes[1]) == _grant("alice")
+
+
+def test_a_code_store_keeps_1000_pending_sign_ins_per_client_by_default() -> None:
+    store = CodeStore(clock=lambda: 0.0)
+    for i in range(1000):
+        store.issue(_grant(f"user-{i}"))
+    with pytest.raises(OAuthError) as full:
+        store.issue(_grant("one-more"))
+    assert (full.value.error, full.value.status_code) == ("temporarily_unavailable", 503)
+    assert len(store) == 1000
+
+
 # -- the authorization endpoint -----------------------------------------------------------
 
 
