@@ -98,6 +98,23 @@ async def test_failed_basic_authentications_are_charged_to_their_source() -> Non
     assert "too many failed attempts from this address" in throttled.json()["error_description"]
 
 
+async def test_failed_posted_client_secrets_are_charged_to_their_source() -> None:
+    """The same for ``client_secret_post``: 30 wrong secrets from one address, each for
+    another client id, and that address waits, even with the right secret of b."""
+    async with open_world(limits={"failed_auth_per_source": 30}) as w:
+        grant = {"grant_type": "client_credentials"}
+        statuses = [
+            (
+                await w.post_token({**grant, "client_id": f"guess-{i}", "client_secret": "x"})
+            ).status_code
+            for i in range(30)
+        ]
+        throttled = await w.post_token({**grant, **w.auth("b")})
+    assert statuses == [401] * 30
+    assert throttled.status_code == 429
+    assert "too many failed attempts from this address" in throttled.json()["error_description"]
+
+
 def _assertion_of_length(w: World, length: int) -> str:
     """A valid client assertion of agent a, padded with a claim to exactly ``length``
     (base64url cannot make every length: the header's ``typ`` varies too, and both
