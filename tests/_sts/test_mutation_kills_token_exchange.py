@@ -348,3 +348,31 @@ async def test_an_unsupported_grant_type_is_named_in_at_most_100_characters(
     assert (status, error) == (400, "unsupported_grant_type")
     assert description.startswith(f"grant_type {kept!r} is not supported; use ")
     assert record.grant_type == kept
+
+
+# -- a subject that expires within the current second -------------------------------------
+
+
+async def test_a_subject_expiring_within_this_second_gives_a_token_of_no_lifetime() -> None:
+    """The delegated token never outlives its subject: when the subject's (fractional)
+    ``exp`` falls inside the current second, the new token's whole seconds leave it
+    none, and ``expires_in`` says 0, not a second the token does not have."""
+    async with open_world() as w:
+        now = int(w.clock())
+        w.clock.advance(0.2)
+        claims = {
+            "iss": ISSUER,
+            "sub": "alice",
+            "aud": A,
+            "scope": "read",
+            "may_act": {"sub": "a"},
+            "iat": now,
+            "exp": now + 0.5,
+            "jti": "short-lived",
+        }
+        subject = w.service.keys.current.sign(claims, typ="at+jwt")
+        reply = await w.exchange("a", subject, B)
+    assert reply.status_code == 200
+    issued = claims_of(reply.json()["access_token"])
+    assert issued["exp"] == issued["iat"] == now
+    assert reply.json()["expires_in"] == 0
