@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from keycard_agents import ConfigurationError
-from keycard_agents._jose._keys import VerificationKeys, allowed_algorithms
+from keycard_agents._jose._keys import VerificationKeys, allowed_algorithms, key_fits_algorithm
 from keycard_agents.auth import KeyStore, SigningKey, StaticKeys
 
 ISS = "https://issuer.test"
@@ -59,6 +59,16 @@ def test_eddsa_and_ed25519_imply_each_other_and_nothing_else(
     algorithms: list[str], allowed: set[str]
 ) -> None:
     assert allowed_algorithms(algorithms) == allowed
+
+
+def test_a_key_whose_own_alg_names_another_algorithm_fits_no_other() -> None:
+    ec = ECKey.generate_key("P-256").as_dict(private=False)
+    okp = OKPKey.generate_key("Ed25519").as_dict(private=False)
+    assert key_fits_algorithm(ECKey.import_key({**ec, "alg": "ES256"}), "ES256")
+    assert not key_fits_algorithm(ECKey.import_key({**ec, "alg": "EdDSA"}), "ES256")
+    assert not key_fits_algorithm(OKPKey.import_key({**okp, "alg": "ES256"}), "EdDSA")
+    assert key_fits_algorithm(OKPKey.import_key({**okp, "alg": "EdDSA"}), "Ed25519")
+    assert key_fits_algorithm(OKPKey.import_key({**okp, "alg": "Ed25519"}), "EdDSA")
 
 
 # -- what a JWKS loses, and why ------------------------------------------------------------
