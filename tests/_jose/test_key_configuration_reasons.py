@@ -276,3 +276,12 @@ def test_a_key_store_reopened_for_another_algorithm_signs_with_a_new_key(
     assert (current.alg, current.created_at) == ("EdDSA", NOW + 1)
     assert current.kid != es256.kid
     assert es256.kid in {k.kid for k in reopened.published()}
+
+
+def test_a_signing_key_remembers_the_headers_of_16_token_types() -> None:
+    key = SigningKey.generate(clock=lambda: NOW)
+    claims = {"iss": ISS, "sub": "alice", "exp": NOW + 60}
+    tokens = [key.sign(claims, typ=f"type-{n}+jwt") for n in range(20)]
+    assert len(key._headers) == 16  # a bounded cache: later types are encoded each time
+    again = [key.sign(claims, typ=f"type-{n}+jwt") for n in range(20)]
+    assert [t.split(".")[0] for t in again] == [t.split(".")[0] for t in tokens]
