@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from keycard_agents import ConfigurationError
@@ -285,3 +286,22 @@ def test_a_signing_key_remembers_the_headers_of_16_token_types() -> None:
     assert len(key._headers) == 16  # a bounded cache: later types are encoded each time
     again = [key.sign(claims, typ=f"type-{n}+jwt") for n in range(20)]
     assert [t.split(".")[0] for t in again] == [t.split(".")[0] for t in tokens]
+
+
+def test_no_key_fits_an_unknown_algorithm_and_short_rsa_keys_fit_none() -> None:
+    ec = ECKey.generate_key("P-256")
+    assert not key_fits_algorithm(ec, "HS256")
+    assert not key_fits_algorithm(ec, "none")
+    with pytest.warns(SecurityWarning):
+        short = RSAKey.import_key(rsa_public(1024))
+    assert not key_fits_algorithm(short, "RS256")
+    assert key_fits_algorithm(RSAKey.import_key(rsa_public(2048)), "RS256")
+
+
+def test_every_key_type_of_a_jwks_is_kept() -> None:
+    members = [
+        {**OKPKey.generate_key("Ed25519").as_dict(private=False), "kid": "okp"},
+        {**ECKey.generate_key("P-256").as_dict(private=False), "kid": "ec"},
+        {**rsa_public(2048), "kid": "rsa"},
+    ]
+    assert VerificationKeys.from_jwks({"keys": members}).kids() == ("okp", "ec", "rsa")
