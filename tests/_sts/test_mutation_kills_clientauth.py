@@ -338,3 +338,22 @@ async def test_failed_client_secrets_and_passwords_share_one_budget_per_source()
     assert secrets == [401] * 15
     assert passwords == [401] * 15
     assert alice.status_code == 429
+
+
+async def test_a_client_assertion_without_its_type_is_refused_as_such() -> None:
+    """A ``client_assertion`` alone is an attempt at private_key_jwt: it is told the
+    missing ``client_assertion_type``, not that no authentication was sent; beside a
+    client secret it is a second method."""
+    async with open_world() as w:
+        grant = {"grant_type": "client_credentials"}
+        alone = await w.post_token({**grant, "client_assertion": w.assertion("a")})
+        both = await w.post_token({**grant, **w.auth("b"), "client_assertion": w.assertion("a")})
+    assert alone.status_code == 400
+    assert alone.json() == {
+        "error": "invalid_request",
+        "error_description": f"client_assertion_type must be {JWT_BEARER} (RFC 7523 §2.2)",
+    }
+    assert both.status_code == 400
+    assert both.json()["error_description"] == (
+        "more than one client authentication method in one request: use exactly one"
+    )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -27,8 +29,10 @@ from sts_support import (
 )
 
 from keycard_agents._audit._sts_records import AuditRecord
+from keycard_agents._errors import StoreUnavailableError
 from keycard_agents._sts._authorize import AuthCode  # internal: the code store's own API
-from keycard_agents.sts import TokenService, pkce_challenge
+from keycard_agents._sts._shared import SharedServiceState  # internal: the replicas' protocol
+from keycard_agents.sts import MemoryAuditStore, TokenService, pkce_challenge
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +244,120 @@ async def test_every_issued_token_has_its_own_jti_and_is_valid_from_its_issue() 
         assert claims["nbf"] == claims["iat"] == int(w.clock())
         assert str(uuid.UUID(claims["jti"])) == claims["jti"]
     assert first["jti"] != second["jti"]
+
+
+# -- failures below the grants: the shared store, a bug, the audit of an issued token ------
+
+
+class _FailingReplay:
+    """A shared state whose replay check fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def first_use(self, client_id: str, jti: str, expires_at: float) -> bool:
+        raise self.error
+
+
+@asynccontextmanager
+async def _service(*, shared: object | None = None, audit: Any = None) -> AsyncIterator[World]:
+    config, keys = make_config()
+    clock = Clock()
+    service = TokenService(
+        config,
+        clock=clock,
+        audit=audit if audit is not None else MemoryAuditStore(),
+        shared=cast(SharedServiceState, shared),
+    )
+    transport = httpx.ASGITransport(app=service.app)
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+        yield World(service=service, client=client, clock=clock, keys=keys)
+
+
+def _denials(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "token request denied" in r.getMessage()]
+
+
+async def test_a_shared_store_that_is_away_is_a_503_to_retry_in_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fail closed: nothing that needs the replicas' state is accepted without it; the
+    answer says when to retry, and the refusal (a passing outage, not a decision) is
+    logged with the store's own words but not audited."""
+    store = _FailingReplay(StoreUnavailableError("redis: connection refused"))
+    with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+        async with _service(shared=store) as w:
+            reply = await w.post_token({"grant_type": "client_credentials", **w.auth("a")})
+            records = await w.service.audit.query()
+    assert reply.status_code == 503
+    assert reply.headers["retry-after"] == "1"
+    assert reply.json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "the token service's shared store is unavailable; retry shortly",
+    }
+    assert records == []
+    (denial,) = _denials(caplog)
+    assert denial.levelno == logging.ERROR
+    assert getattr(denial, "reason", None) == "redis: connection refused"
+
+
+async def test_a_bug_below_a_grant_is_a_plain_500_that_is_audited_and_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _FailingReplay(RuntimeError("an unexpected bug, with /internal/details"))
+    with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+        async with _service(shared=store) as w:
+            reply = await w.post_token({"grant_type": "client_credentials", **w.auth("a")})
+            (record,) = await w.service.audit.query()
+    assert reply.status_code == 500
+    assert reply.json() == {
+        "error": "server_error",
+        "error_description": "internal error; see the token service log",
+    }
+    assert (record.decision, record.error, record.client_id) == ("denied", "server_error", None)
+    (denial,) = _denials(caplog)
+    assert getattr(denial, "reason", None) == "internal error: RuntimeError"
+    assert "/internal/details" not in denial.getMessage()
+
+
+class _RefusesIssued(MemoryAuditStore):
+    """An audit store that takes refusals but fails on every issued token."""
+
+    async def append(self, record: AuditRecord) -> None:
+        if record.decision == "issued":
+            raise RuntimeError("disk full")
+        await super().append(record)
+
+
+async def test_an_issued_token_the_audit_cannot_record_is_not_handed_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No evidence, no token: a 500 instead, counted as a denial, not as issued."""
+    with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+        async with _service(audit=_RefusesIssued()) as w:
+            reply = await w.post_token({"grant_type": "client_credentials", **w.auth("b")})
+            stats = w.service.token_endpoint.stats
+            records = await w.service.audit.query()
+    assert reply.status_code == 500
+    assert reply.json()["error"] == "server_error"
+    assert "access_token" not in reply.text
+    assert (stats.requests, stats.issued, stats.denied) == (1, 0, 1)
+    assert records == []  # the denial is not audited either: the store just failed
+    (denial,) = _denials(caplog)
+    assert getattr(denial, "reason", None) == (
+        "the audit store failed (RuntimeError); no token was issued"
+    )
+
+
+async def test_the_issued_log_line_names_client_txn_and_target(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_world() as w:
+        user = await w.user_token(scope="read")
+        with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+            reply = await w.exchange("a", user, B)
+    claims = claims_of(reply.json()["access_token"])
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("issued token")]
+    assert line.getMessage() == (
+        f"issued token jti={claims['jti']} grant={EXCHANGE} client=a txn={claims['txn']} target={B}"
+    )
