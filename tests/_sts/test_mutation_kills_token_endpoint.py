@@ -355,6 +355,7 @@ async def test_the_issued_log_line_names_client_txn_and_target(
     async with open_world() as w:
         user = await w.user_token(scope="read")
         with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+            caplog.clear()  # the user's sign-in line, when an earlier test left INFO on
             reply = await w.exchange("a", user, B)
     claims = claims_of(reply.json()["access_token"])
     (line,) = [r for r in caplog.records if r.getMessage().startswith("issued token")]
