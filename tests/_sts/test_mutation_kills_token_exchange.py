@@ -17,15 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
+from metrics_support import metric_reader
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
 from span_support import recorded_spans
 from sts_support import ISSUER, A, B, Clock, World, claims_of, make_config, open_world
 
-from keycard_agents._observe import _metrics
 from keycard_agents.auth import SigningKey
 from keycard_agents.sts import (
     MemoryAuditStore,
@@ -186,24 +183,8 @@ async def test_the_policy_checks_run_in_their_own_span(spans: InMemorySpanExport
 
 @pytest.fixture
 def reader() -> Iterator[InMemoryMetricReader]:
-    """The SDK with an in-memory reader as the global meter provider, for one test."""
-    saved = metrics._internal._METER_PROVIDER
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    _install(provider)
-    try:
+    with metric_reader() as memory:
         yield memory
-    finally:
-        provider.shutdown()
-        _install(saved)
-
-
-def _install(provider: Any) -> None:
-    metrics._internal._METER_PROVIDER_SET_ONCE = Once()
-    metrics._internal._METER_PROVIDER = None
-    if provider is not None:
-        metrics.set_meter_provider(provider)
-    _metrics._instruments = None
 
 
 def _verification_failures(reader: InMemoryMetricReader) -> dict[tuple[Any, ...], int]:
