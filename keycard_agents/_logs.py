@@ -65,7 +65,7 @@ def _escape_value(value: Any) -> Any:
     text = str(value)
     if text.isprintable() or _CONTROL.search(text) is None:
         return value
-    return _CONTROL.sub(_escape_char, text)
+    return escape_control(text)
 
 
 class _EscapeControl(logging.Filter):

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from jose_support import OneKey
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key
+from joserfc.jwk import ECKey
 
 from keycard_agents import ConfigurationError, InvalidTokenError
 from keycard_agents._jose._keys import jws_registry
@@ -40,19 +41,6 @@ def claims(**extra: Any) -> dict[str, Any]:
         "jti": "j",
         **extra,
     }
-
-
-class OneKey:
-    """A resolver that hands out one joserfc key, whatever the token names."""
-
-    def __init__(self, key: Key) -> None:
-        self.key = key
-
-    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
-        return self.key
-
-    def known(self, *, issuer: str, kid: str | None) -> bool:
-        return True
 
 
 async def check_of(token: str, keys: Any, **options: Any) -> str:

@@ -16,8 +16,9 @@ import math
 from typing import Any
 
 import pytest
+from jose_support import OneKey
 from joserfc import jws
-from joserfc.jwk import ECKey, Key
+from joserfc.jwk import ECKey
 
 from keycard_agents import InvalidTokenError
 from keycard_agents._jose import _jwt
@@ -163,19 +164,6 @@ async def test_an_ill_typed_registered_header_parameter_is_refused_with_the_reas
     assert refused.check == "malformed"
     assert str(refused).startswith("token header is invalid: ")
     assert "'cty' in header must be a str" in str(refused)
-
-
-class OneKey:
-    """A custom key resolver (the :class:`KeyResolver` protocol) with one fixed key."""
-
-    def __init__(self, key: Key) -> None:
-        self.key = key
-
-    async def resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
-        return self.key
-
-    def known(self, *, issuer: str, kid: str | None) -> bool:
-        return True
 
 
 @pytest.mark.anyio

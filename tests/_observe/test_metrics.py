@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from metrics_support import install_meter_provider, metric_reader
 from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.util._once import Once
 
 from keycard_agents import (
     Agent,
@@ -58,26 +57,8 @@ class Planner(Agent):
 
 @pytest.fixture
 def reader() -> Iterator[InMemoryMetricReader]:
-    """The SDK with an in-memory reader as the global meter provider, for one test."""
-    saved = metrics._internal._METER_PROVIDER
-    memory = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[memory])
-    _install(provider)
-    try:
+    with metric_reader() as memory:
         yield memory
-    finally:
-        provider.shutdown()
-        _install(saved)
-
-
-def _install(provider: Any) -> None:
-    """Set the global meter provider (the API allows it once) and drop our instruments,
-    so that the next recording makes them from this provider."""
-    metrics._internal._METER_PROVIDER_SET_ONCE = Once()
-    metrics._internal._METER_PROVIDER = None
-    if provider is not None:
-        metrics.set_meter_provider(provider)
-    _metrics._instruments = None
 
 
 def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -176,9 +157,9 @@ async def test_the_chain_reports_its_metrics(reader: InMemoryMetricReader) -> No
 
 def test_without_an_sdk_recording_is_a_no_op() -> None:
     saved = metrics._internal._METER_PROVIDER
-    _install(None)
+    install_meter_provider(None)
     try:
         _metrics.record_skill("any", "TASK_STATE_COMPLETED", 0.1)
         _metrics.record_cache_lookup("hit")
     finally:
-        _install(saved)
+        install_meter_provider(saved)
