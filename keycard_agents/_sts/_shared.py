@@ -16,6 +16,7 @@ from. (Replicas may also share one ``key_dir``: then their keys are simply the s
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -39,6 +40,9 @@ logger = get_logger("keycard_agents.sts")
 
 #: How often a replica republishes its keys and reads its peers'.
 KEY_PUBLISH_INTERVAL = 5.0
+
+#: The least time between two reads of the published keys that unknown ``kid`` values ask for.
+UNKNOWN_KID_READ_INTERVAL = 1.0
 
 
 class SealedRecords(Protocol):
@@ -137,9 +141,12 @@ class SharedClientStore:
 class PeerKeys:
     """The public keys the other replicas publish, as a :class:`KeyResolver` fallback.
 
-    ``refresh`` reads them (the service does every few seconds); a token whose ``kid`` is
-    unknown triggers one early refresh (at most one a second), so a replica that just
-    rotated is trusted at once.
+    ``refresh`` reads them (the service does every few seconds). A token whose ``kid`` is
+    unknown waits for a read that started after it arrived: one read at a time, at most
+    one a second (:data:`UNKNOWN_KID_READ_INTERVAL`), shared by every token waiting for
+    it. So a key a peer published before the token came is trusted, however many such
+    tokens arrive together, and tokens with made-up ``kid`` values cost Redis one read a
+    second.
     """
 
     def __init__(self, state: SharedServiceState, issuer: str, clock: Any) -> None:
@@ -148,15 +155,27 @@ class PeerKeys:
         self._clock = clock
         self._jwks: list[dict[str, Any]] = []
         self._resolver = StaticKeys({issuer: {"keys": []}})
-        self._refreshed = -1e9
+        self._reading = anyio.Lock()
+        self._read_started = -math.inf  # anyio.current_time() when the last read began
+        self._read_failed: str | None = None  # why that read failed, if it did
 
     @property
     def jwks(self) -> list[dict[str, Any]]:
         return list(self._jwks)
 
     async def refresh(self) -> None:
-        self._refreshed = self._clock()
-        jwks = await self._state.published_keys(self._issuer, now=self._clock())
+        """Read the keys the replicas published now (after any read in progress)."""
+        async with self._reading:
+            await self._read()
+
+    async def _read(self) -> None:
+        started = anyio.current_time()
+        try:
+            jwks = await self._state.published_keys(self._issuer, now=self._clock())
+        except StoreUnavailableError as exc:
+            self._read_started, self._read_failed = started, str(exc)
+            raise
+        self._read_started, self._read_failed = started, None
         if jwks != self._jwks:
             try:
                 self._resolver = StaticKeys({self._issuer: {"keys": jwks}})
@@ -182,11 +201,20 @@ class PeerKeys:
             await anyio.sleep(KEY_PUBLISH_INTERVAL)
 
     async def _resolve(self, *, issuer: str, kid: str | None, alg: str) -> Key:
-        if not self._resolver.known(issuer=issuer, kid=kid) and (
-            self._clock() - self._refreshed >= 1.0
-        ):
-            await self.refresh()
+        if not self._resolver.known(issuer=issuer, kid=kid):
+            await self._read_after(anyio.current_time())
         return await self._resolver.resolve(issuer=issuer, kid=kid, alg=alg)
+
+    async def _read_after(self, asked: float) -> None:
+        """Return once a read that started at or after ``asked`` has finished."""
+        async with self._reading:
+            if self._read_started >= asked:  # a read began after this caller asked
+                if self._read_failed is not None:
+                    raise StoreUnavailableError(self._read_failed)
+                return
+            wait = self._read_started + UNKNOWN_KID_READ_INTERVAL - anyio.current_time()
+            await anyio.sleep(max(0.0, wait))
+            await self._read()
 
     def _known(self, *, issuer: str, kid: str | None) -> bool:
         return self._resolver.known(issuer=issuer, kid=kid)

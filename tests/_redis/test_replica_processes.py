@@ -267,7 +267,7 @@ async def _200_concurrent_users_over_two_and_two_replicas_never_cross(
 
         async def one(index: int, user: str) -> None:
             task = await send(http, urls[index % 2], tokens[user], call("relay"))
-            assert task["status"]["state"] == "TASK_STATE_COMPLETED", task
+            assert task["status"]["state"] == "TASK_STATE_COMPLETED", task["status"]
             results[user] = task
 
         with anyio.move_on_after(LOAD_DEADLINE):

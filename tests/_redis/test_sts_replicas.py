@@ -6,6 +6,7 @@ the same configuration; what one accepted, the other must know.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 from collections.abc import AsyncIterator
@@ -31,7 +32,8 @@ from sts_support import (
     make_config,
 )
 
-from keycard_agents.redis import RedisServiceState, RedisSettings
+from keycard_agents.auth import SigningKey
+from keycard_agents.redis import RedisServiceState, RedisSettings, StoreUnavailableError
 from keycard_agents.sts import TokenService, pkce_challenge
 
 pytestmark = pytest.mark.anyio
@@ -199,24 +201,121 @@ async def test_redis_lost_mid_flight_fails_closed_then_recovers(redis_server: Re
         assert (await one.post_token(redeem)).status_code == 400
 
 
-async def test_a_key_rotated_on_one_replica_verifies_on_the_other_at_once(redis_url: str) -> None:
+async def count_key_reads(world: World) -> list[tuple[float, float]]:
+    """Spy on ``world``'s reads of the keys the replicas published: (start, end) times.
+
+    Returns once its first publishing round has read them (with an empty list), so that
+    what the test does next meets a replica that has just read the keys.
+    """
+    shared: Any = world.service.shared
+    read = shared.published_keys
+    reads: list[tuple[float, float]] = []
+    first = anyio.Event()
+
+    async def counted(issuer: str, *, now: float) -> list[dict[str, Any]]:
+        started = anyio.current_time()
+        keys = list(await read(issuer, now=now))
+        reads.append((started, anyio.current_time()))
+        first.set()
+        return keys
+
+    shared.published_keys = counted
+    with anyio.fail_after(30):
+        await first.wait()
+    reads.clear()
+    return reads
+
+
+def outcomes(replies: list[httpx.Response]) -> list[tuple[int, str]]:
+    """Status and OAuth error of each reply (never the body: it may carry a token)."""
+    return [(r.status_code, r.json().get("error", "")) for r in replies]
+
+
+async def publish_now(world: World) -> None:
+    """What ``world``'s next publishing round does (every few seconds)."""
+    await world.service.shared.publish_keys(  # type: ignore[union-attr]
+        world.service.issuer, world.service.keys.public_jwks()["keys"], until=world.clock() + 3600
+    )
+
+
+async def test_a_key_a_peer_just_published_verifies_for_every_token_that_arrives_together(
+    redis_url: str,
+) -> None:
     async with two_replicas(redis_url) as (one, two):
+        reads = await count_key_reads(two)
+        # Replica 2 read its peers' keys just now; then replica 1 rotates and publishes,
+        # and the tokens signed with its new key all arrive at once.
         old = one.service.keys.current.kid
         new = one.service.keys.rotate().kid
         assert new != old
-        subject = one.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
-        assert new != two.service.keys.current.kid
-        # Replica 2 has not seen the new key yet: an unknown kid makes it read the keys
-        # the replicas published (after replica 1 publishes it on its next round).
-        reply = await two.post_token(exchange_form(two, subject, two.assertion("a")))
-        if reply.status_code != 200:
-            await one.service.shared.publish_keys(  # type: ignore[union-attr]
-                one.service.issuer,
-                one.service.keys.public_jwks()["keys"],
-                until=one.clock() + 3600,
-            )
-            one.clock.advance(1.5)  # past the once-a-second bound on refreshes for unknown kids
-            reply = await two.post_token(exchange_form(two, subject, two.assertion("a")))
-        assert reply.status_code == 200, reply.text
+        await publish_now(one)
+        subjects = [
+            one.service.issue_user_token(f"user{i}", audience=A, scopes=["read"], may_act="a")
+            for i in range(20)
+        ]
+        replies: list[httpx.Response] = []
+
+        async def exchange(subject: str) -> None:
+            replies.append(await two.post_token(exchange_form(two, subject, two.assertion("a"))))
+
+        async with anyio.create_task_group() as group:
+            for subject in subjects:
+                group.start_soon(exchange, subject)
+        assert outcomes(replies) == [(200, "")] * 20
+        assert 1 <= len(reads) <= 2, reads  # the waiting tokens share a read
         kids = {k["kid"] for k in (await two.client.get("/jwks.json")).json()["keys"]}
         assert {old, new} <= kids
+
+
+async def test_made_up_key_ids_cost_one_read_of_the_published_keys_a_second(
+    redis_url: str,
+) -> None:
+    limits = {"failed_auth_per_account": 1000, "failed_auth_per_source": 1000}
+    async with two_replicas(redis_url, limits=limits) as (one, two):
+        reads = await count_key_reads(two)
+        forged = SigningKey.generate("ES256")
+        claims = claims_of(
+            one.service.issue_user_token("mallory", audience=A, scopes=["read"], may_act="a")
+        )
+        statuses: list[int] = []
+        began = anyio.current_time()
+
+        async def exchange() -> None:
+            subject = forged.sign(claims, typ="at+jwt")
+            reply = await two.post_token(exchange_form(two, subject, two.assertion("a")))
+            statuses.append(reply.status_code)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(30):
+                group.start_soon(exchange)
+        took = anyio.current_time() - began
+        assert statuses == [400] * 30
+        # Reads start at least a second apart, however many made-up key ids are waiting.
+        assert 1 <= len(reads) <= took + 1, (reads, took)
+        starts = [start for start, _ in reads]
+        assert all(b - a >= 0.99 for a, b in itertools.pairwise(starts)), reads
+
+
+async def test_a_failed_read_of_the_published_keys_fails_every_waiting_token_closed(
+    redis_url: str,
+) -> None:
+    async with two_replicas(redis_url) as (one, two):
+        await count_key_reads(two)
+        one.service.keys.rotate()
+        await publish_now(one)
+        shared: Any = two.service.shared
+
+        async def away(issuer: str, *, now: float) -> list[dict[str, Any]]:
+            raise StoreUnavailableError("reading the signing keys: Redis is away")
+
+        shared.published_keys = away
+        subject = one.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
+        replies: list[httpx.Response] = []
+
+        async def exchange() -> None:
+            replies.append(await two.post_token(exchange_form(two, subject, two.assertion("a"))))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(exchange)
+        assert outcomes(replies) == [(503, "temporarily_unavailable")] * 5
