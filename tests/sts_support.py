@@ -147,7 +147,10 @@ class World:
         return str(reply.json()["access_token"])
 
 
-def make_config(**overrides: Any) -> tuple[TokenServiceConfig, dict[str, SigningKey]]:
+def make_config(
+    *, secret_hash_b: str | None = None, **overrides: Any
+) -> tuple[TokenServiceConfig, dict[str, SigningKey]]:
+    """The three agents' service (``secret_hash_b``: another hash of b's secret)."""
     keys = {name: SigningKey.generate("ES256") for name in ("a", "c")}
     keys["a-other"] = SigningKey.generate("ES256")
     data: dict[str, Any] = {
@@ -165,7 +168,7 @@ def make_config(**overrides: Any) -> tuple[TokenServiceConfig, dict[str, Signing
                 "client_id": "b",
                 "resource": B,
                 "auth": "client_secret",
-                "secret_hash": hash_secret(SECRET_B, cost=2**4),
+                "secret_hash": secret_hash_b or hash_secret(SECRET_B, cost=2**4),
                 "scopes": ["read", "write"],
                 "dependencies": [C, A],
                 "may_act_first": False,

@@ -42,11 +42,12 @@ local found = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 if found[1] then
   level = math.min(limit, tonumber(found[1]) + math.max(0, now - tonumber(found[2])) * rate)
 end
-if ARGV[4] == 'wait' then
-  if level >= 1 then return '0' end
-  return tostring((1 - level) / rate)
+if ARGV[4] == 'reserve' then
+  if level < 1 then return tostring((1 - level) / rate) end
+  level = level - 1
+else
+  level = level + 1
 end
-if ARGV[4] == 'take' then level = level - 1 else level = level + 1 end
 if level >= limit then
   redis.call('DEL', KEYS[1])
 else
@@ -164,7 +165,8 @@ class RedisServiceState:
     # -- failed-attempt buckets (the rate limiters) -----------------------------------------
 
     async def bucket(self, key: str, *, limit: int, window: float, now: float, step: str) -> float:
-        """``step`` ``wait`` (seconds until ``key`` may try), ``take`` or ``give_back``."""
+        """``step`` ``reserve`` (take one attempt, or answer the seconds until ``key`` may
+        try without taking it) or ``give_back`` (return one)."""
         redis = self.redis
         with redis.errors("checking the rate limits"):
             answer = await self._scripts["bucket"](

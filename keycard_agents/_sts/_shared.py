@@ -81,9 +81,11 @@ class SharedServiceState(Protocol):
 
     async def take_code(self, digest: str) -> bytes | None: ...
 
-    async def bucket(
-        self, key: str, *, limit: int, window: float, now: float, step: str
-    ) -> float: ...
+    async def bucket(self, key: str, *, limit: int, window: float, now: float, step: str) -> float:
+        """One step on the failed-attempt bucket ``key`` (``limit`` attempts a ``window``):
+        ``"reserve"`` takes an attempt and answers 0, or answers the seconds until one is
+        free and takes nothing; ``"give_back"`` returns one."""
+        ...
 
     async def get_value(self, kind: str, name: str) -> bytes | None: ...
 

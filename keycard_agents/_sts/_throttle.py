@@ -233,32 +233,45 @@ class CredentialGuard:
         A failure is charged to both; a success is not. Raises
         :class:`TooManyAttemptsError` (429, or 503 when too many checks wait already).
         """
-        keys = self._keys(account, source)
         if self._shared is not None:
-            return await self._check_shared(verify, account=account, source=source)
+            return await self._check_shared(verify, account=account, source=source, inline=inline)
+        keys = self._keys(account, source)
         wait = max(throttle.wait(key) for throttle, key in keys)
         if wait > 0:
             # Answer late: a guesser that waits for each answer (they all do) slows down to
             # one attempt per delay and connection, and a sleeping request costs no CPU.
             await anyio.sleep(self.limits.throttle_delay)
             raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
-        if not inline and self.waiting >= self.limits.hash_queue:
+        if inline:
+            # Nothing else runs between the look at the buckets and the check (no await):
+            # only a failure needs to be charged.
+            ok = verify()
+            if not ok:
+                for throttle, key in keys:
+                    throttle.take(key)
+            return ok
+        if self.waiting >= self.limits.hash_queue:
             raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+        # The attempt is charged while the hash runs in a thread (other checks of the same
+        # account run meanwhile) and given back if it succeeds.
         for throttle, key in keys:
             throttle.take(key)
-        if inline:
-            ok = verify()
-        else:
-            ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+        ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
         if ok:
             for throttle, key in keys:
                 throttle.give_back(key)
         return ok
 
     async def _check_shared(
-        self, verify: Callable[[], bool], *, account: str, source: str | None
+        self, verify: Callable[[], bool], *, account: str, source: str | None, inline: bool
     ) -> bool:
-        """:meth:`check`, with the buckets in the shared state (every replica's failures)."""
+        """:meth:`check`, with the buckets in the shared state (every replica's failures).
+
+        Other requests (here and at the other replicas) run while the shared buckets are
+        read, so every attempt is charged before its check (``reserve``: one round trip a
+        bucket, which also says how long to wait when the bucket is empty) and given back
+        when it succeeds.
+        """
         limits = self.limits
         buckets = [(f"account:{account}", limits.failed_auth_per_account)]
         if source is not None:
@@ -272,15 +285,25 @@ class CredentialGuard:
                 name, limit=limit, window=window, now=self._clock(), step=what
             )
 
-        wait = max([await step(name, limit, "wait") for name, limit in buckets])
-        if wait > 0:
-            await anyio.sleep(self.limits.throttle_delay)
-            raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
-        if self.waiting >= self.limits.hash_queue:
-            raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+        taken: list[tuple[str, int]] = []
+        wait = 0.0
         for name, limit in buckets:
-            await step(name, limit, "take")
-        ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+            wait = await step(name, limit, "reserve")
+            if wait > 0:
+                break
+            taken.append((name, limit))
+        busy = wait == 0 and not inline and self.waiting >= limits.hash_queue
+        if wait > 0 or busy:
+            for name, limit in taken:
+                await step(name, limit, "give_back")
+            if busy:
+                raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+            await anyio.sleep(limits.throttle_delay)
+            raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
+        if inline:
+            ok = verify()
+        else:
+            ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
         if ok:
             for name, limit in buckets:
                 await step(name, limit, "give_back")

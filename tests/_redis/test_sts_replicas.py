@@ -34,7 +34,12 @@ from sts_support import (
 
 from keycard_agents.auth import SigningKey
 from keycard_agents.redis import RedisServiceState, RedisSettings, StoreUnavailableError
-from keycard_agents.sts import TokenService, pkce_challenge
+from keycard_agents.sts import (
+    TokenService,
+    hash_client_secret,
+    new_client_secret,
+    pkce_challenge,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -319,3 +324,60 @@ async def test_a_failed_read_of_the_published_keys_fails_every_waiting_token_clo
             for _ in range(5):
                 group.start_soon(exchange)
         assert outcomes(replies) == [(503, "temporarily_unavailable")] * 5
+
+
+def count_bucket_steps(world: World) -> list[tuple[str, str]]:
+    """Spy on ``world``'s steps on the shared failed-attempt buckets: (bucket, step)."""
+    shared: Any = world.service.shared
+    step = shared.bucket
+    steps: list[tuple[str, str]] = []
+
+    async def counted(key: str, **kwargs: Any) -> float:
+        steps.append((key.split(":", 1)[0], kwargs["step"]))
+        return float(await step(key, **kwargs))
+
+    shared.bucket = counted
+    return steps
+
+
+async def test_a_fast_secret_check_costs_a_reserve_and_a_give_back_per_bucket_and_no_thread(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = new_client_secret()
+    async with two_replicas(redis_url, secret_hash_b=hash_client_secret(secret)) as (_, two):
+        steps = count_bucket_steps(two)
+
+        async def no_thread(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a fast hash is checked on the event loop")
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread)
+        form = {"grant_type": "client_credentials", "client_id": "b", "client_secret": secret}
+        await two.post_token(form)  # whatever the grant's answer, the secret was right
+        assert steps == [
+            ("account", "reserve"),
+            ("source", "reserve"),
+            ("account", "give_back"),
+            ("source", "give_back"),
+        ]
+        steps.clear()
+        wrong = await two.post_token({**form, "client_secret": new_client_secret()})
+        assert wrong.status_code == 401
+        assert steps == [("account", "reserve"), ("source", "reserve")]  # charged, kept
+
+
+async def test_concurrent_wrong_secrets_at_two_replicas_get_no_more_checks_than_the_limit(
+    redis_url: str,
+) -> None:
+    limits = {"failed_auth_per_account": 3, "failed_auth_per_source": 1000}
+    async with two_replicas(redis_url, limits=limits) as (one, two):
+        bad = {"grant_type": "client_credentials", "client_id": "b", "client_secret": "nope"}
+        statuses: list[int] = []
+
+        async def guess(world: World) -> None:
+            statuses.append((await world.post_token(bad)).status_code)
+
+        async with anyio.create_task_group() as group:
+            for index in range(10):
+                group.start_soon(guess, (one, two)[index % 2])
+        # Each attempt is charged before its (slow, threaded) check: 3 checked, 7 refused.
+        assert sorted(statuses) == [401] * 3 + [429] * 7
