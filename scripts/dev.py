@@ -11,7 +11,7 @@ dependencies (again only when ``pyproject.toml`` changed), installs the system
 packages the tests use when they are missing, then runs the command.
 Extra arguments are passed through (``dev.py test -k sts``). ``mutation`` takes area
 names (``dev.py mutation sts jwks``; all areas by default) and ``--resume`` to keep the
-results of an earlier run (docs/testing.md).
+results of an earlier run and test only the mutants without one (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -158,10 +158,10 @@ def equivalent_mutants(doc: Path = EQUIVALENTS_DOC) -> set[str]:
     return {m.group(1) for m in map(_EQUIVALENT_LINE.match, lines) if m}
 
 
-def mutation_results(mutants: Path = ROOT / "mutants") -> dict[str, str]:
+def mutation_results(mutants: Path | None = None) -> dict[str, str]:
     """Every mutant mutmut has made under ``mutants/``, with its outcome."""
     results: dict[str, str] = {}
-    for meta in sorted(mutants.rglob("*.py.meta")):
+    for meta in sorted((mutants or ROOT / "mutants").rglob("*.py.meta")):
         codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
         for name, code in codes.items():
             results[name] = "not checked" if code is None else _OUTCOMES.get(code, "suspicious")
@@ -208,6 +208,54 @@ def mutation_summary(areas: list[str], results: dict[str, str], equivalents: set
     return 1 if failing else 0
 
 
+def _in_area(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def edited_since_mutated(patterns: tuple[str, ...]) -> list[str]:
+    """One mutant name of each module in the area edited since mutmut made its mutants."""
+    names = []
+    mutants = ROOT / "mutants"
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        copy = meta.with_suffix("")
+        source = ROOT / copy.relative_to(mutants)
+        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+        ours = sorted(n for n in codes if _in_area(n, patterns))
+        if ours and (not source.exists() or source.stat().st_mtime >= copy.stat().st_mtime):
+            names.append(ours[0])
+    return names
+
+
+def resume_area(command: list[str], patterns: tuple[str, ...], env: dict[str, str]) -> int:
+    """Run, by name, the area's mutants that have no outcome yet.
+
+    mutmut runs again every mutant a name pattern matches, whatever its outcome, so
+    ``--resume`` names the mutants instead. A module edited since its mutants were made
+    gets one of its mutants named too: that run remakes its mutants and forgets the
+    outcomes of the functions that changed, and a second run takes those.
+    """
+    names = [
+        n
+        for n, outcome in mutation_results().items()
+        if outcome == "not checked" and _in_area(n, patterns)
+    ]
+    first = sorted({*names, *edited_since_mutated(patterns)})
+    if not first:
+        say("nothing left to run in this area")
+        return 0
+    status = subprocess.call([*command, *first], cwd=ROOT, env=env)
+    if status != 0:
+        return status
+    again = sorted(
+        n
+        for n, outcome in mutation_results().items()
+        if outcome == "not checked" and _in_area(n, patterns) and n not in first
+    )
+    if not again:
+        return 0
+    return subprocess.call([*command, *again], cwd=ROOT, env=env)
+
+
 def ensure_mutation_tool(env: dict[str, str]) -> None:
     probe = [str(PYTHON), "-c", f"import {MUTATION_TOOL}"]
     if subprocess.call(probe, stderr=subprocess.DEVNULL, env=env) == 0:
@@ -233,7 +281,10 @@ def mutation(args: list[str], env: dict[str, str]) -> int:
     for area in areas:
         say(f"mutation: {area} ({', '.join(MUTATION_AREAS[area])})")
         command = [*nice, str(BIN / "mutmut"), "run", "--max-children", jobs]
-        status = subprocess.call([*command, *MUTATION_AREAS[area]], cwd=ROOT, env=env)
+        if resume:
+            status = resume_area(command, MUTATION_AREAS[area], env)
+        else:
+            status = subprocess.call([*command, *MUTATION_AREAS[area]], cwd=ROOT, env=env)
         if status != 0:
             say(f"mutmut stopped with status {status} in area {area}")
             return status

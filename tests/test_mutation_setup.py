@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -164,17 +165,23 @@ def test_the_mutation_command_runs_the_areas_in_order(
         return 0
 
     monkeypatch.setattr(dev.subprocess, "call", call)
-    monkeypatch.setattr(dev, "mutation_results", lambda: {})
+    jwks, sts = (
+        "keycard_agents._oauth._jwks.x_a__mutmut_",
+        "keycard_agents._sts._policy.x_b__mutmut_",
+    )
+    results = {jwks + "1": "killed", jwks + "2": "not checked", sts + "1": "not checked"}
+    monkeypatch.setattr(dev, "mutation_results", lambda: results)
     monkeypatch.setattr(dev, "equivalent_mutants", lambda: set())
     (tmp_path / "mutants").mkdir()
 
-    assert dev.main(["mutation", "--resume", "jwks", "sts"]) == 1  # nothing scored yet
+    assert dev.main(["mutation", "--resume", "jwks", "sts"]) == 1  # not all scored yet
     assert (tmp_path / "mutants").is_dir()  # --resume keeps earlier results
     assert installed == [True]
     runs = [c[c.index("run") :] for c in calls]
+    # mutmut re-runs whatever a pattern matches: --resume names the mutants left to run.
     assert runs == [
-        ["run", "--max-children", runs[0][2], "keycard_agents._oauth._jwks.*"],
-        ["run", "--max-children", runs[0][2], "keycard_agents._sts.*"],
+        ["run", "--max-children", runs[0][2], jwks + "2"],
+        ["run", "--max-children", runs[0][2], sts + "1"],
     ]
     assert runs[0][2] in ("1", "2")
     assert all(c[:3] == ["nice", "-n", "10"] for c in calls)
@@ -184,3 +191,49 @@ def test_the_mutation_command_runs_the_areas_in_order(
     assert not (tmp_path / "mutants").exists()  # a fresh run starts from scratch
     assert [c[-1] for c in calls] == [p for ps in dev.MUTATION_AREAS.values() for p in ps]
     assert dev.main(["mutation", "nonsense"]) == 2
+
+
+def test_resume_remakes_the_mutants_of_an_edited_module_then_runs_the_forgotten_ones(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An edited module: one of its mutants is named (mutmut remakes them all and forgets
+    the changed functions' outcomes), then the forgotten ones are run."""
+    dev = load_dev_script()
+    monkeypatch.setattr(dev, "ROOT", tmp_path)
+    monkeypatch.setattr(dev, "ensure_venv", lambda: None)
+    monkeypatch.setattr(dev, "ensure_mutation_tool", lambda env: None)
+    monkeypatch.setattr(dev, "equivalent_mutants", lambda: set())
+    name = "keycard_agents._oauth._jwks.x_f__mutmut_"
+    codes: dict[str, int | None] = {name + "1": 1, name + "2": 1}
+    source = tmp_path / "keycard_agents" / "_oauth" / "_jwks.py"
+    copy = tmp_path / "mutants" / "keycard_agents" / "_oauth" / "_jwks.py"
+    meta = copy.with_name("_jwks.py.meta")
+    for path in (source, copy):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x = 1\n")
+
+    def save() -> None:
+        meta.write_text(json.dumps({"exit_code_by_key": codes}))
+
+    save()
+    os.utime(copy, (1_000_000, 1_000_000))  # made before the source's last edit
+    calls: list[list[str]] = []
+
+    def call(command: list[str], **options: Any) -> int:
+        calls.append(command[command.index("run") + 3 :])
+        if len(calls) == 1:  # mutmut remakes the mutants: function f changed
+            codes.update({name + "2": None, name + "3": None})
+            save()
+            os.utime(copy)
+        else:
+            codes.update(dict.fromkeys(command[command.index("run") + 3 :], 1))
+            save()
+        return 0
+
+    monkeypatch.setattr(dev.subprocess, "call", call)
+    assert dev.main(["mutation", "--resume", "jwks"]) == 0
+    assert calls == [[name + "1"], [name + "2", name + "3"]]
+
+    calls.clear()
+    assert dev.main(["mutation", "--resume", "jwks"]) == 0  # nothing left, nothing edited
+    assert calls == []
