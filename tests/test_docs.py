@@ -34,6 +34,7 @@ from typing import Any
 
 import anyio
 import pytest
+from leak_support import assert_no_token
 
 from keycard_agents.sts import parse_config
 
@@ -398,7 +399,7 @@ def test_readme_commands(
     assert dev.main(["demo"]) == 0
     demo = capfd.readouterr().out
     assert "alice → planner" in demo
-    assert "eyJ" not in demo  # the demo shows claims, never a raw token
+    assert_no_token(demo)  # the demo shows claims, never a raw token
 
     probe = "tests/test_docs.py::test_pages_have_blocks"
     assert dev.main(["test", probe, "-q", "-p", "no:cacheprovider"]) == 0

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from leak_support import assert_no_token
 
 from keycard_agents.sts import TokenService, hash_secret, parse_config
 from keycard_agents.testing import free_loopback_socket, serve_on_loopback
@@ -78,7 +79,7 @@ def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> str
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    assert "eyJ" not in done.stdout + done.stderr  # no token printed
+    assert_no_token(done.stdout + done.stderr)
     return done.stdout
 
 

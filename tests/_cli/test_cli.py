@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from leak_support import assert_no_token
 
 from keycard_agents._cli import COMMANDS, build_parser, main
 from keycard_agents.sts import new_client_secret, verify_secret
@@ -185,7 +186,7 @@ def test_sts_subprocess_serves_metadata(tmp_path: Path) -> None:
             proc.kill()
             out, _ = proc.communicate()
     assert f"issuer {issuer}" in out
-    assert "eyJ" not in out  # no token in the log
+    assert_no_token(out)  # no token in the log
 
 
 def test_every_documented_command_is_registered() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from leak_support import assert_no_token
 
 from keycard_agents import Agent, Context, create_app, skill
 from keycard_agents._cli import main
@@ -116,13 +117,13 @@ def test_login_caches_the_token_owner_only_and_call_uses_it(
     out, err = capsys.readouterr()
     assert out == ""  # the token is never shown unless asked
     assert f"signed in for {world.agent} (scopes: calendar.read" in err
-    assert "eyJ" not in err
+    assert_no_token(err)
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
     cached = TokenCache(cache).find(world.agent)
     assert cached is not None
     assert cached.issuer == world.issuer
-    assert "eyJ" not in repr(cached)
+    assert_no_token(repr(cached))
 
     assert main(["call", world.agent, "free_slots", "--arg", "day=Monday", "--arg", "count=1"]) == 0
     out, err = capsys.readouterr()

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from leak_support import assert_no_token
 
 from keycard_agents import ConfigurationError
 from keycard_agents._cli import main
@@ -53,7 +54,7 @@ def _assert_full_story(out: str) -> None:
     assert "[flights.read hotels.read]" in out
     assert "/.well-known/agent-card.json" in out
     assert "/audit" in out
-    assert "eyJ" not in out  # never a token
+    assert_no_token(out)
 
 
 @pytest.mark.slow
@@ -143,7 +144,7 @@ def test_demo_subprocess_exits_zero_with_the_story() -> None:
     assert done.returncode == 0, done.stderr
     _assert_full_story(done.stdout)
     assert "\x1b[" not in done.stdout  # no colour when not a terminal
-    assert "eyJ" not in done.stderr
+    assert_no_token(done.stderr)
 
 
 class _Lines:
