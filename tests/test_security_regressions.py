@@ -8,27 +8,41 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from delegation_support import USER_SCOPES, chain_agents
 from joserfc.jwk import ECKey
-from server_support import AGENT_URL, ISSUER, EchoAgent, bearer, call_message, rpc
+from server_support import (
+    AGENT_URL,
+    ISSUER,
+    EchoAgent,
+    TokenMinter,
+    bearer,
+    call_message,
+    rpc,
+    text_message,
+)
 from starlette.applications import Starlette
 from sts_support import AT, JWT_BEARER, SECRET_B, A, B, World, open_world
 from sts_support import ISSUER as STS_ISSUER
 
 from keycard_agents import (
+    Agent,
     AgentMount,
     AuthenticationError,
+    Context,
     InvalidTokenError,
     IssuerUnreachableError,
     Principal,
     create_app,
+    skill,
 )
 from keycard_agents._sts._clientauth import ReplayCache  # internal: not a public name
 from keycard_agents.auth import JWKSCache, StaticKeys, TrustedIssuer
+from keycard_agents.runtime import MemoryTaskStore, TaskRuntime
 from keycard_agents.testing import LocalTokenService, open_local_agents
 
 pytestmark = pytest.mark.anyio
@@ -136,6 +150,103 @@ async def test_any_authentication_failure_is_401_never_anonymous(
         assert "pong" not in response.text
     assert anonymous.status_code == 200, anonymous.text
     assert "pong 1" in anonymous.text
+
+
+# -- a task resumed by a reply is authorized again ------------------------------------------
+
+
+class _Booker(Agent):
+    """A skill that needs a scope and asks a question before it finishes."""
+
+    @skill(scopes=("book",))
+    async def book(self, ctx: Context, city: str) -> str:
+        who = await ctx.ask_input(f"Who travels to {city}?")
+        return f"booked {city} for {who}"
+
+
+class _StricterBooker(Agent):
+    """The same skill, redeployed to need one more scope."""
+
+    @skill(scopes=("book", "pay"))
+    async def book(self, ctx: Context, city: str) -> str:
+        who = await ctx.ask_input(f"Who travels to {city}?")
+        return f"booked {city} for {who}"
+
+
+@asynccontextmanager
+async def _agent_client(
+    agent_type: type[Agent], minter: TokenMinter, store: MemoryTaskStore
+) -> AsyncIterator[httpx.AsyncClient]:
+    agent = agent_type(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token")
+    runtime = TaskRuntime(agent, store=store)  # one store, as two deployments share it
+    app = create_app(agent, verifier=minter.verifier(), runtime=runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as client,
+    ):
+        yield client
+
+
+async def _start_booking(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    start = {"message": call_message("book", {"city": "Oslo"})}
+    started = await client.post("/message:send", json=start, headers=headers)
+    assert started.status_code == 200, started.text
+    task = started.json()["task"]
+    assert task["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+    return str(task["id"])
+
+
+def _answer(task_id: str) -> dict[str, Any]:
+    return {"message": text_message("alice", taskId=task_id)}
+
+
+async def test_a_task_resumed_with_a_token_lacking_the_skills_scope_is_refused() -> None:
+    """Mutant: a reply resuming an input-required task is not checked against the scopes
+    its skill required, so the same user's token without them continues the task."""
+    minter = TokenMinter()
+    scoped = bearer(minter.token(scopes=("book",)))
+    unscoped = bearer(minter.token(scopes=("read",)))  # the same user, without "book"
+    async with _agent_client(_Booker, minter, MemoryTaskStore()) as client:
+        task_id = await _start_booking(client, scoped)
+        rest = await client.post("/message:send", json=_answer(task_id), headers=unscoped)
+        jsonrpc = await client.post(
+            "/", json=rpc("SendMessage", _answer(task_id)), headers=unscoped
+        )
+        waiting = await client.get(f"/tasks/{task_id}", headers=scoped)
+        done = await client.post("/message:send", json=_answer(task_id), headers=scoped)
+    # without the scope its skill required, the task is not even visible (TaskViewer)
+    assert rest.status_code == 404, rest.text
+    assert rest.json()["error"]["status"] == "NOT_FOUND"
+    assert jsonrpc.json()["error"]["code"] == -32001, jsonrpc.text
+    # the refused replies changed nothing: the task still waits for an authorized answer
+    assert waiting.json()["status"]["state"] == "TASK_STATE_INPUT_REQUIRED", waiting.text
+    assert done.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED", done.text
+    assert "booked Oslo for alice" in done.text
+
+
+async def test_a_task_resumed_after_its_skill_needs_more_scopes_is_refused() -> None:
+    """Mutant: the resumed task's skill is not authorized again, so a task started before
+    the skill was redeployed to need another scope is resumed without it (the task's
+    visibility only checks the scopes the skill needed when the task started)."""
+    minter = TokenMinter()
+    headers = bearer(minter.token(scopes=("book",)))
+    store = MemoryTaskStore()
+    async with _agent_client(_Booker, minter, store) as client:
+        task_id = await _start_booking(client, headers)
+    async with _agent_client(_StricterBooker, minter, store) as client:
+        still = await client.get(f"/tasks/{task_id}", headers=headers)
+        refused = await client.post("/message:send", json=_answer(task_id), headers=headers)
+        waiting = await client.get(f"/tasks/{task_id}", headers=headers)
+        full = bearer(minter.token(scopes=("book", "pay")))
+        done = await client.post("/message:send", json=_answer(task_id), headers=full)
+    assert still.status_code == 200, still.text
+    assert still.json()["status"]["state"] == "TASK_STATE_INPUT_REQUIRED", still.text
+    assert refused.status_code == 403, refused.text
+    challenge = refused.headers["www-authenticate"]
+    assert challenge.startswith('Bearer error="insufficient_scope", scope="book pay"')
+    assert waiting.json()["status"]["state"] == "TASK_STATE_INPUT_REQUIRED", waiting.text
+    assert done.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED", done.text
 
 
 # -- client authentication ----------------------------------------------------------------
