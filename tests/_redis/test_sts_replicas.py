@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -93,6 +94,36 @@ async def test_an_assertion_used_on_one_replica_is_refused_on_the_other(redis_ur
         assert one.service.keys.current.kid in kids
         assert two.service.keys.current.kid in kids
         assert one.service.keys.current.kid != two.service.keys.current.kid
+
+
+async def test_an_assertion_replayed_inside_the_leeway_is_refused_on_the_other_replica(
+    redis_url: str,
+) -> None:
+    """Issue 21, survivor 2 at the shared replay store: the jti must be remembered until
+    ``exp + leeway`` (while the assertion is accepted), not ``exp - leeway``. Redis expires
+    the jti on its own (wall) clock, so the services' clock follows the wall clock here."""
+    async with two_replicas(redis_url) as (one, two):
+        assert one.clock is two.clock
+        one.clock.now = time.time() - 65
+        assertion = one.assertion("a", lifetime=60)  # expired 5 s ago, inside the 30 s leeway
+        one.clock.now = time.time()
+        first = await one.post_token(
+            {
+                "grant_type": "client_credentials",
+                "client_assertion_type": JWT_BEARER,
+                "client_assertion": assertion,
+            }
+        )
+        assert first.status_code == 200, first.text
+        again = await two.post_token(
+            {
+                "grant_type": "client_credentials",
+                "client_assertion_type": JWT_BEARER,
+                "client_assertion": assertion,
+            }
+        )
+        assert again.status_code == 401, again.text
+        assert "already used" in again.json()["error_description"]
 
 
 async def test_an_authorization_code_is_used_once_across_replicas(redis_url: str) -> None:
