@@ -258,7 +258,11 @@ def create_app(
         closers.append(delegation.aclose)
         notifier = (PushNotifier() if push is True else push) or None
         runtime = TaskRuntime(
-            agent, delegation=delegation, store=store or _store_from_env(agent.url), push=notifier
+            agent,
+            delegation=delegation,
+            # Not `store or ...`: an empty MemoryTaskStore is falsy (it has a length).
+            store=store if store is not None else _store_from_env(agent.url),
+            push=notifier,
         )
     elif store is not None or not isinstance(push, bool):
         raise ConfigurationError(

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from server_support import AGENT_URL, ISSUER, TokenMinter, bearer, call_message
+from server_support import AGENT_URL, ISSUER, TokenMinter, bearer, call_message, rpc
 from wire_support import BINDINGS, Refusal, Wire
 
 import keycard_agents
@@ -29,6 +29,7 @@ from keycard_agents import (
     task_result,
 )
 from keycard_agents.a2a import Message, Part, Role, StreamResponse, Task
+from keycard_agents.runtime import MemoryTaskStore
 
 pytestmark = pytest.mark.anyio
 
@@ -189,3 +190,25 @@ def test_assembler_refuses_an_append_before_the_start() -> None:
     assembler.add(StreamResponse(task=snapshot))
     assert assembler.add(orphan) is not None
     assert [p.text for p in assembler.artifacts[0].parts] == ["x", "x"]
+
+
+async def test_the_app_runs_its_tasks_in_the_store_it_is_given_even_an_empty_one() -> None:
+    store = MemoryTaskStore(max_tasks_per_owner=1)
+    assert not store  # empty, so falsy: it must still be the store the app uses
+    app = create_app(
+        Answers(url=AGENT_URL, issuer=ISSUER, token_endpoint=ISSUER + "/token"),
+        verifier=MINTER.verifier(),
+        store=store,
+    )
+    headers = bearer(MINTER.token(sub="alice"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=AGENT_URL) as client:
+            for amount in (5, 6):
+                message = call_message("risky", {"amount": amount})
+                reply = await client.post(
+                    "/", json=rpc("SendMessage", {"message": message}), headers=headers
+                )
+                assert reply.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    # The store holds alice's last task only: its limit of one per owner made room.
+    assert len(store) == 1
