@@ -120,7 +120,7 @@ def run_issuer(
     shape: str,
     agents: Sequence[RegisteredAgent],
     resources: dict[str, str],
-    start_timeout: float = 30.0,
+    start_timeout: float = 90.0,
 ) -> Iterator[RunningIssuer]:
     """Start the provider; stop it (SIGTERM, then SIGKILL) when the block ends."""
     assert NODE is not None
@@ -180,10 +180,12 @@ def _first_line(process: subprocess.Popen[str], timeout: float, log_path: Path) 
     reader.start()
     reader.join(timeout)
     if not lines or not lines[0].strip():
+        exited = process.poll()
         process.kill()
         process.wait(timeout=10)
         log = log_path.read_text(errors="replace")[-3000:]
-        raise AssertionError(f"oidc-provider did not start within {timeout:g} s:\n{log}")
+        state = "still running" if exited is None else f"exited with status {exited}"
+        raise AssertionError(f"oidc-provider did not start within {timeout:g} s ({state}):\n{log}")
     return lines[0]
 
 

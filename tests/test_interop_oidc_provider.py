@@ -68,32 +68,38 @@ def deployment(
         RegisteredAgent("collector", c_url, (), client_secret=collector_secret),
     ]
     resources = dict(zip((a_url, b_url, c_url), RESOURCE_SCOPES, strict=True))
-    with (
-        run_issuer(shape=shape, agents=registered, resources=resources) as issuer,
-        ExitStack() as stack,
-    ):
-        # A trailing-slash issuer is configured the way Keycard users do, by zone URL.
-        configured = resolve_issuer(zone_url=issuer.issuer, env={})
-        agents = chain_agents(a_url, b_url, c_url)
-        keys: Path = tmp_path_factory.mktemp(f"middle-keys-{shape}")
-        credentials: list[ApplicationCredential] = [
-            ClientSecret("front", front_secret),
-            WebIdentity("middle", storage_dir=keys / "middle"),
-            ClientSecret("collector", collector_secret),
-        ]
-        for agent, credential in zip(agents.all, credentials, strict=True):
-            agent.issuer = configured
-            agent.token_endpoint = issuer.token_endpoint
-            agent.credential = credential
-        for agent, sock in zip(agents.all, (a_sock, b_sock, c_sock), strict=True):
-            stack.enter_context(serve_on_loopback(agent.asgi_app(), sock))
-        yield Deployment(
-            shape,
-            issuer,
-            agents,
-            configured,
-            {"front": front_secret, "collector": collector_secret},
-        )
+    try:
+        with (
+            run_issuer(shape=shape, agents=registered, resources=resources) as issuer,
+            ExitStack() as stack,
+        ):
+            # A trailing-slash issuer is configured the way Keycard users do, by zone URL.
+            configured = resolve_issuer(zone_url=issuer.issuer, env={})
+            agents = chain_agents(a_url, b_url, c_url)
+            keys: Path = tmp_path_factory.mktemp(f"middle-keys-{shape}")
+            credentials: list[ApplicationCredential] = [
+                ClientSecret("front", front_secret),
+                WebIdentity("middle", storage_dir=keys / "middle"),
+                ClientSecret("collector", collector_secret),
+            ]
+            for agent, credential in zip(agents.all, credentials, strict=True):
+                agent.issuer = configured
+                agent.token_endpoint = issuer.token_endpoint
+                agent.credential = credential
+            for agent, sock in zip(agents.all, (a_sock, b_sock, c_sock), strict=True):
+                stack.enter_context(serve_on_loopback(agent.asgi_app(), sock))
+            yield Deployment(
+                shape,
+                issuer,
+                agents,
+                configured,
+                {"front": front_secret, "collector": collector_secret},
+            )
+    finally:
+        # If the provider did not start, the sockets were never served: close them here,
+        # or their ResourceWarning fails whatever test runs when they are collected.
+        for sock, _ in sockets:
+            sock.close()
 
 
 def test_issuer_identifier_is_kept_exactly(deployment: Deployment) -> None:

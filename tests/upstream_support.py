@@ -62,7 +62,7 @@ class Upstream:
 
 @contextlib.contextmanager
 def run_upstream(
-    *, redirect_uri: str, api: str, access_ttl: int = 600, start_timeout: float = 30.0
+    *, redirect_uri: str, api: str, access_ttl: int = 600, start_timeout: float = 90.0
 ) -> Iterator[Upstream]:
     assert NODE is not None
     ensure_installed()
