@@ -168,12 +168,16 @@ def mutation_results(mutants: Path | None = None) -> dict[str, str]:
     return results
 
 
+def _in_area(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
 def mutation_summary(areas: list[str], results: dict[str, str], equivalents: set[str]) -> int:
     """Print killed/survived/timeout per area and the score; 0 when every area is ≥ 95 %."""
     rows, failing, survivors = [], [], []
     totals = {"killed": 0, "timeout": 0, "survived": 0, "other": 0, "equivalent": 0}
     for area in areas:
-        names = [n for n in results if any(fnmatch.fnmatch(n, p) for p in MUTATION_AREAS[area])]
+        names = [n for n in results if _in_area(n, MUTATION_AREAS[area])]
         count = {key: 0 for key in totals}
         for name in names:
             outcome = results[name]
@@ -208,8 +212,13 @@ def mutation_summary(areas: list[str], results: dict[str, str], equivalents: set
     return 1 if failing else 0
 
 
-def _in_area(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(name, p) for p in patterns)
+def _unchecked(patterns: tuple[str, ...]) -> set[str]:
+    """The area's mutants without an outcome (never run, or forgotten after an edit)."""
+    return {
+        n
+        for n, outcome in mutation_results().items()
+        if outcome == "not checked" and _in_area(n, patterns)
+    }
 
 
 def edited_since_mutated(patterns: tuple[str, ...]) -> list[str]:
@@ -234,23 +243,14 @@ def resume_area(command: list[str], patterns: tuple[str, ...], env: dict[str, st
     gets one of its mutants named too: that run remakes its mutants and forgets the
     outcomes of the functions that changed, and a second run takes those.
     """
-    names = [
-        n
-        for n, outcome in mutation_results().items()
-        if outcome == "not checked" and _in_area(n, patterns)
-    ]
-    first = sorted({*names, *edited_since_mutated(patterns)})
+    first = sorted(_unchecked(patterns) | set(edited_since_mutated(patterns)))
     if not first:
         say("nothing left to run in this area")
         return 0
     status = subprocess.call([*command, *first], cwd=ROOT, env=env)
     if status != 0:
         return status
-    again = sorted(
-        n
-        for n, outcome in mutation_results().items()
-        if outcome == "not checked" and _in_area(n, patterns) and n not in first
-    )
+    again = sorted(_unchecked(patterns) - set(first))
     if not again:
         return 0
     return subprocess.call([*command, *again], cwd=ROOT, env=env)

@@ -267,6 +267,20 @@ def outcomes(replies: list[httpx.Response]) -> list[tuple[int, str]]:
     return [(r.status_code, r.json().get("error", "")) for r in replies]
 
 
+async def exchange_at_once(world: World, subjects: list[str]) -> list[httpx.Response]:
+    """Each subject token exchanged by agent a at ``world``, all at the same time."""
+    replies: list[httpx.Response] = []
+
+    async def exchange(subject: str) -> None:
+        form = exchange_form(world, subject, world.assertion("a"))
+        replies.append(await world.post_token(form))
+
+    async with anyio.create_task_group() as group:
+        for subject in subjects:
+            group.start_soon(exchange, subject)
+    return replies
+
+
 async def publish_now(world: World) -> None:
     """What ``world``'s next publishing round does (every few seconds)."""
     await world.service.shared.publish_keys(  # type: ignore[union-attr]
@@ -289,14 +303,7 @@ async def test_a_key_a_peer_just_published_verifies_for_every_token_that_arrives
             one.service.issue_user_token(f"user{i}", audience=A, scopes=["read"], may_act="a")
             for i in range(20)
         ]
-        replies: list[httpx.Response] = []
-
-        async def exchange(subject: str) -> None:
-            replies.append(await two.post_token(exchange_form(two, subject, two.assertion("a"))))
-
-        async with anyio.create_task_group() as group:
-            for subject in subjects:
-                group.start_soon(exchange, subject)
+        replies = await exchange_at_once(two, subjects)
         assert outcomes(replies) == [(200, "")] * 20
         assert 1 <= len(reads) <= 2, reads  # the waiting tokens share a read
         kids = {k["kid"] for k in (await two.client.get("/jwks.json")).json()["keys"]}
@@ -313,19 +320,11 @@ async def test_made_up_key_ids_cost_one_read_of_the_published_keys_a_second(
         claims = claims_of(
             one.service.issue_user_token("mallory", audience=A, scopes=["read"], may_act="a")
         )
-        statuses: list[int] = []
+        subjects = [forged.sign(claims, typ="at+jwt") for _ in range(30)]
         began = anyio.current_time()
-
-        async def exchange() -> None:
-            subject = forged.sign(claims, typ="at+jwt")
-            reply = await two.post_token(exchange_form(two, subject, two.assertion("a")))
-            statuses.append(reply.status_code)
-
-        async with anyio.create_task_group() as group:
-            for _ in range(30):
-                group.start_soon(exchange)
+        replies = await exchange_at_once(two, subjects)
         took = anyio.current_time() - began
-        assert statuses == [400] * 30
+        assert [r.status_code for r in replies] == [400] * 30
         # Reads start at least a second apart, however many made-up key ids are waiting.
         assert 1 <= len(reads) <= took + 1, (reads, took)
         starts = [start for start, _ in reads]
@@ -346,14 +345,7 @@ async def test_a_failed_read_of_the_published_keys_fails_every_waiting_token_clo
 
         shared.published_keys = away
         subject = one.service.issue_user_token("alice", audience=A, scopes=["read"], may_act="a")
-        replies: list[httpx.Response] = []
-
-        async def exchange() -> None:
-            replies.append(await two.post_token(exchange_form(two, subject, two.assertion("a"))))
-
-        async with anyio.create_task_group() as group:
-            for _ in range(5):
-                group.start_soon(exchange)
+        replies = await exchange_at_once(two, [subject] * 5)
         assert outcomes(replies) == [(503, "temporarily_unavailable")] * 5
 
 
