@@ -42,8 +42,9 @@ local found = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 if found[1] then
   level = math.min(limit, tonumber(found[1]) + math.max(0, now - tonumber(found[2])) * rate)
 end
+if level < 1 and ARGV[4] ~= 'give_back' then return tostring((1 - level) / rate) end
+if ARGV[4] == 'wait' then return '0' end
 if ARGV[4] == 'reserve' then
-  if level < 1 then return tostring((1 - level) / rate) end
   level = level - 1
 else
   level = level + 1
@@ -165,8 +166,8 @@ class RedisServiceState:
     # -- failed-attempt buckets (the rate limiters) -----------------------------------------
 
     async def bucket(self, key: str, *, limit: int, window: float, now: float, step: str) -> float:
-        """``step`` ``reserve`` (take one attempt, or answer the seconds until ``key`` may
-        try without taking it) or ``give_back`` (return one)."""
+        """``step`` ``wait`` (the seconds until ``key`` may try, 0 now), ``reserve`` (the
+        same, and take one attempt when it may) or ``give_back`` (return one)."""
         redis = self.redis
         with redis.errors("checking the rate limits"):
             answer = await self._scripts["bucket"](

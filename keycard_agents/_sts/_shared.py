@@ -83,8 +83,9 @@ class SharedServiceState(Protocol):
 
     async def bucket(self, key: str, *, limit: int, window: float, now: float, step: str) -> float:
         """One step on the failed-attempt bucket ``key`` (``limit`` attempts a ``window``):
-        ``"reserve"`` takes an attempt and answers 0, or answers the seconds until one is
-        free and takes nothing; ``"give_back"`` returns one."""
+        ``"wait"`` answers the seconds until an attempt is free (0: one is); ``"reserve"``
+        answers the same and takes the attempt when one is free; ``"give_back"`` returns
+        one."""
         ...
 
     async def get_value(self, kind: str, name: str) -> bytes | None: ...

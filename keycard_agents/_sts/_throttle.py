@@ -267,10 +267,13 @@ class CredentialGuard:
     ) -> bool:
         """:meth:`check`, with the buckets in the shared state (every replica's failures).
 
-        Other requests (here and at the other replicas) run while the shared buckets are
-        read, so every attempt is charged before its check (``reserve``: one round trip a
-        bucket, which also says how long to wait when the bucket is empty) and given back
-        when it succeeds.
+        Other requests (here and at the other replicas) run between the round trips, so
+        a failure is charged in the same step that reads the bucket (``reserve``: take one
+        attempt, or answer how long to wait). A fast hash is checked first: a failure then
+        reserves, a success only looks (``wait``) and takes nothing, so the concurrent
+        requests of a busy client never crowd each other out. A slow hash is gated: the
+        attempt is reserved before the hash runs and given back when it succeeds. Either
+        way an empty bucket answers 429, whatever the credential.
         """
         limits = self.limits
         buckets = [(f"account:{account}", limits.failed_auth_per_account)]
@@ -280,31 +283,39 @@ class CredentialGuard:
         assert shared is not None
         window = limits.failed_auth_window
 
-        async def step(name: str, limit: int, what: str) -> float:
-            return await shared.bucket(
-                name, limit=limit, window=window, now=self._clock(), step=what
-            )
+        async def each(what: str) -> float:
+            """``what`` on every bucket; at the first that answers a wait, give back what
+            was reserved and answer the wait (0: every bucket had room)."""
+            done: list[tuple[str, int]] = []
+            for name, limit in buckets:
+                wait = await shared.bucket(
+                    name, limit=limit, window=window, now=self._clock(), step=what
+                )
+                if wait > 0:
+                    if what == "reserve":
+                        await each_of(done, "give_back")
+                    return wait
+                done.append((name, limit))
+            return 0.0
 
-        taken: list[tuple[str, int]] = []
-        wait = 0.0
-        for name, limit in buckets:
-            wait = await step(name, limit, "reserve")
-            if wait > 0:
-                break
-            taken.append((name, limit))
-        busy = wait == 0 and not inline and self.waiting >= limits.hash_queue
-        if wait > 0 or busy:
-            for name, limit in taken:
-                await step(name, limit, "give_back")
-            if busy:
-                raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+        async def each_of(chosen: list[tuple[str, int]], what: str) -> None:
+            for name, limit in chosen:
+                await shared.bucket(name, limit=limit, window=window, now=self._clock(), step=what)
+
+        if inline:
+            ok = verify()
+            wait = await each("wait" if ok else "reserve")
+        else:
+            wait = await each("reserve")
+        if wait > 0:
             await anyio.sleep(limits.throttle_delay)
             raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
         if inline:
-            ok = verify()
-        else:
-            ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+            return ok
+        if self.waiting >= limits.hash_queue:
+            await each_of(buckets, "give_back")
+            raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
+        ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
         if ok:
-            for name, limit in buckets:
-                await step(name, limit, "give_back")
+            await each_of(buckets, "give_back")
         return ok
