@@ -401,8 +401,8 @@ async def test_concurrent_wrong_secrets_at_two_replicas_get_no_more_checks_than_
     redis_url: str, fast: bool
 ) -> None:
     limits = {"failed_auth_per_account": 3, "failed_auth_per_source": 1000}
-    hashed = {"secret_hash_b": hash_client_secret(new_client_secret())} if fast else {}
-    async with two_replicas(redis_url, limits=limits, **hashed) as (one, two):
+    hashed = hash_client_secret(new_client_secret()) if fast else None
+    async with two_replicas(redis_url, limits=limits, secret_hash_b=hashed) as (one, two):
         bad = {"grant_type": "client_credentials", "client_id": "b", "client_secret": "nope"}
         # Each failure is charged in the step that reads the bucket: 3 answered, 7 refused.
         assert await guess_at_once([one, two] * 5, bad) == [401] * 3 + [429] * 7
@@ -413,8 +413,8 @@ async def test_concurrent_right_secrets_beyond_the_limit_all_pass_at_two_replica
 ) -> None:
     limits = {"failed_auth_per_account": 3, "failed_auth_per_source": 3}
     secret = new_client_secret()
-    overrides = {"limits": limits, "secret_hash_b": hash_client_secret(secret)}
-    async with two_replicas(redis_url, **overrides) as (one, two):
+    hashed = hash_client_secret(secret)
+    async with two_replicas(redis_url, limits=limits, secret_hash_b=hashed) as (one, two):
         form = {"grant_type": "client_credentials", "client_id": "b", "client_secret": secret}
         statuses = await guess_at_once([one, two] * 10, form)
         # A busy client's requests take nothing from its buckets: none is throttled.
