@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import ECKey
 
 OIDC_DIR = Path(__file__).parent / "interop_oidc"
 NODE = shutil.which("node")
@@ -35,6 +36,9 @@ NPM = shutil.which("npm")
 PINNED_VERSION = "9.13.3"
 APP_CLIENT = "app"
 REDIRECT_URI = "http://127.0.0.1:9/callback"  # never fetched: the code is read from Location
+#: Seconds a node server gets to say it listens: under pytest's 60 s per test, so that a
+#: server that never starts fails with its own report (thread states and stderr).
+START_TIMEOUT = 40.0
 
 requires_node = pytest.mark.skipif(
     NODE is None or NPM is None, reason="node and npm are not installed"
@@ -120,7 +124,7 @@ def run_issuer(
     shape: str,
     agents: Sequence[RegisteredAgent],
     resources: dict[str, str],
-    start_timeout: float = 90.0,
+    start_timeout: float = START_TIMEOUT,
 ) -> Iterator[RunningIssuer]:
     """Start the provider; stop it (SIGTERM, then SIGKILL) when the block ends."""
     assert NODE is not None
@@ -141,11 +145,18 @@ def run_node_script(
 ) -> Iterator[tuple[dict[str, Any], subprocess.Popen[str], Path]]:
     """Run ``OIDC_DIR/script`` with its config in an owner-only file; yield the JSON of its
     first stdout line (where it says it is listening), the process and its stderr log; stop
-    it (SIGTERM, then SIGKILL) when the block ends."""
+    it (SIGTERM, then SIGKILL) when the block ends.
+
+    The config gets a fresh P-256 private key as ``signing_key``: the scripts must not
+    generate one, since Node 20 can deadlock when a garbage collection lands while a key
+    made by ``generateKeyPairSync`` is exported as a JWK (seen as a start that never
+    finished, about once in 300 starts on a loaded machine).
+    """
     assert NODE is not None
+    signing_key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
     with tempfile.TemporaryDirectory(prefix="keycard-node-") as tmp:
         path = Path(tmp) / "config.json"
-        path.write_text(json.dumps(config))
+        path.write_text(json.dumps({**config, "signing_key": signing_key}))
         os.chmod(path, 0o600)
         log_path = Path(tmp) / "stderr.log"
         with log_path.open("w") as log:
@@ -181,12 +192,24 @@ def _first_line(process: subprocess.Popen[str], timeout: float, log_path: Path) 
     reader.join(timeout)
     if not lines or not lines[0].strip():
         exited = process.poll()
+        log = log_path.read_text(errors="replace")[-3000:]
+        state = _threads(process.pid) if exited is None else f"exited with status {exited}"
         process.kill()
         process.wait(timeout=10)
-        log = log_path.read_text(errors="replace")[-3000:]
-        state = "still running" if exited is None else f"exited with status {exited}"
         raise AssertionError(f"oidc-provider did not start within {timeout:g} s ({state}):\n{log}")
     return lines[0]
+
+
+def _threads(pid: int) -> str:
+    """Where each thread of a running process waits (state and kernel wait channel)."""
+    states = []
+    with contextlib.suppress(OSError):
+        for task in sorted(os.listdir(f"/proc/{pid}/task")):
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+                wchan = Path(f"/proc/{pid}/task/{task}/wchan").read_text()
+                states.append(f"{stat.rsplit(')', 1)[1].split()[0]}:{wchan or '-'}")
+    return "still running; threads " + (" ".join(states) or "unknown")
 
 
 def sign_in(

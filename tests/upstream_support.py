@@ -22,7 +22,7 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from oidc_issuer import NODE, ensure_installed, requires_node, run_node_script
+from oidc_issuer import NODE, START_TIMEOUT, ensure_installed, requires_node, run_node_script
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -62,7 +62,7 @@ class Upstream:
 
 @contextlib.contextmanager
 def run_upstream(
-    *, redirect_uri: str, api: str, access_ttl: int = 600, start_timeout: float = 90.0
+    *, redirect_uri: str, api: str, access_ttl: int = 600, start_timeout: float = START_TIMEOUT
 ) -> Iterator[Upstream]:
     assert NODE is not None
     ensure_installed()

@@ -13,14 +13,15 @@
 //    "agents": [{"client_id": "front", "resource": "http://127.0.0.1:9101",
 //                "auth": "client_secret_basic", "client_secret": "...",
 //                "jwks_uri": "...", "dependencies": ["http://127.0.0.1:9102"]}],
-//    "resources": {"http://127.0.0.1:9101": "a.use b.call"}}
+//    "resources": {"http://127.0.0.1:9101": "a.use b.call"},
+//    "signing_key": {"kty": "EC", "crv": "P-256", "x": "...", "y": "...", "d": "..."}}
 //
 // The token exchange follows RFC 8693 §2.1-§2.2: an invalid subject or actor token is
 // `invalid_request` (§2.2.2), a target the agent may not reach `invalid_target`, scopes
 // beyond the subject's `invalid_scope`. The issued token keeps the user as `sub` and
 // nests the previous actors under the new one in `act` (§4.1).
 
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -34,8 +35,9 @@ const ACTOR_SCOPE = 'actor';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 
-const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'interop-1', alg: 'ES256', use: 'sig' };
+// The signing key comes in the config (a P-256 private JWK): Node 20 can deadlock when a
+// garbage collection lands while a key from generateKeyPairSync is exported as a JWK.
+const signingKey = { ...config.signing_key, kid: 'interop-1', alg: 'ES256', use: 'sig' };
 const { d: _private, ...publicKey } = signingKey;
 const ownKeys = createLocalJWKSet({ keys: [publicKey] });
 

@@ -9,9 +9,9 @@
 // revocation. Sign-in and consent are oidc-provider's own development pages.
 //
 //   {"client": {"client_id": "sts", "client_secret": "...", "redirect_uri": "http://.../connections/callback"},
-//    "api": "http://127.0.0.1:9300/", "scope": "repo read:user", "access_ttl": 120}
+//    "api": "http://127.0.0.1:9300/", "scope": "repo read:user", "access_ttl": 120,
+//    "signing_key": {"kty": "EC", "crv": "P-256", "x": "...", "y": "...", "d": "..."}}
 
-import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
@@ -19,8 +19,8 @@ import Provider from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 
-const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'upstream-1', alg: 'ES256', use: 'sig' };
+// The signing key comes in the config (see issuer.mjs for why it is not generated here).
+const signingKey = { ...config.signing_key, kid: 'upstream-1', alg: 'ES256', use: 'sig' };
 
 const server = createServer();
 server.listen(0, '127.0.0.1', () => {
