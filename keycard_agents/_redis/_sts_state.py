@@ -4,9 +4,11 @@
   (``SET NX``) until the assertion expires: of two replicas seeing one ``jti``, one wins;
 - authorization codes: ``P:code:{digest}``, taken with ``GETDEL`` (single use across
   replicas), with per-user and per-client books of pending codes;
-- failed-attempt buckets (the rate limiters): ``P:throttle:{key}``, one script per step;
+- failed-attempt buckets (the rate limiters): ``P:throttle:{buckets}:key-digest``, all
+  the buckets of one check in one script (one round trip, all or none);
 - registered clients and vault records: plain keys, the values opaque to Redis;
-- the audit trail: the stream ``P:audit`` plus per-txn and per-user indexes;
+- the audit trail: the stream ``P:audit:{trail}`` plus per-txn and per-user index lists
+  (``P:audit-txn:{trail}:digest``), written by one script;
 - the published public keys of every replica: ``P:jwks:{issuer}`` (kid → JWK, expiring).
 
 Every call raises :class:`~keycard_agents._errors.StoreUnavailableError` when Redis is
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,29 +35,51 @@ __all__ = ["RedisAuditStore", "RedisServiceState", "RedisVaultStore"]
 
 logger = get_logger("keycard_agents.redis")
 
-_BUCKET = """
-local limit = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local level = limit
-local found = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-if found[1] then
-  level = math.min(limit, tonumber(found[1]) + math.max(0, now - tonumber(found[2])) * rate)
+# KEYS: the buckets (hash: tokens, at). ARGV: step, now, window, then each bucket's limit.
+# ``wait`` answers the longest wait ('0': every bucket has an attempt free); ``reserve``
+# answers the same and, when it is '0', takes one attempt from every bucket (all or none);
+# ``give_back`` returns one to every bucket.
+_BUCKETS = """
+local step = ARGV[1]
+local now = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local levels = {}
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[3 + i])
+  local level = limit
+  local found = redis.call('HMGET', key, 'tokens', 'at')
+  if found[1] then
+    local refill = math.max(0, now - tonumber(found[2])) * limit / window
+    level = math.min(limit, tonumber(found[1]) + refill)
+  end
+  levels[i] = level
+  if level < 1 then wait = math.max(wait, (1 - level) * window / limit) end
 end
-if level < 1 and ARGV[4] ~= 'give_back' then return tostring((1 - level) / rate) end
-if ARGV[4] == 'wait' then return '0' end
-if ARGV[4] == 'reserve' then
-  level = level - 1
-else
-  level = level + 1
-end
-if level >= limit then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('HSET', KEYS[1], 'tokens', tostring(level), 'at', tostring(now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(limit / rate * 1000) + 1000)
+if step == 'wait' or (step == 'reserve' and wait > 0) then return tostring(wait) end
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[3 + i])
+  local level = levels[i] + 1
+  if step == 'reserve' then level = levels[i] - 1 end
+  if level >= limit then
+    redis.call('DEL', key)
+  else
+    redis.call('HSET', key, 'tokens', tostring(level), 'at', tostring(now))
+    redis.call('PEXPIRE', key, math.ceil(window * 1000) + 1000)
+  end
 end
 return '0'
+"""
+
+# KEYS: the audit stream, then the index lists of the record's chain and user. ARGV: the
+# record (JSON), the number of records kept. Returns the stream entry's id.
+_AUDIT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'r', ARGV[1])
+for i = 2, #KEYS do
+  redis.call('RPUSH', KEYS[i], id)
+  redis.call('LTRIM', KEYS[i], -tonumber(ARGV[2]), -1)
+end
+return id
 """
 
 # KEYS: the book (zset code digest -> expiry ms). ARGV: now ms, digest, expiry ms, limit,
@@ -79,6 +103,21 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
+def _indexed(record: AuditRecord) -> list[tuple[str, str]]:
+    """The indexes that list ``record``: its chain's and its user's, when it has them."""
+    return [
+        (kind, value)
+        for kind, value in (("audit-txn", record.txn), ("audit-user", record.user))
+        if value
+    ]
+
+
+def _index_key(redis: RedisConnection, kind: str, value: str) -> str:
+    """An index list of the audit trail: tagged ``{trail}`` like the stream, so that one
+    script appends to the stream and both indexes on one Cluster slot."""
+    return redis.key(kind, "trail", _digest(value)[:32])
+
+
 class RedisServiceState:
     """The token service's shared state on Redis (``TokenService(shared=...)``)."""
 
@@ -92,13 +131,19 @@ class RedisServiceState:
         async with open_redis(self.settings) as redis:
             self._redis = redis
             self._scripts = {
-                "bucket": redis.client.register_script(_BUCKET),
+                "buckets": redis.client.register_script(_BUCKETS),
+                "audit": redis.client.register_script(_AUDIT),
                 "book": redis.client.register_script(_BOOK),
             }
             try:
                 yield
             finally:
                 self._redis = None
+
+    def script(self, name: str) -> Any:
+        """The registered script ``name`` (``StoreUnavailableError`` when not connected)."""
+        _ = self.redis  # not connected: the error that explains it
+        return self._scripts[name]
 
     @property
     def redis(self) -> RedisConnection:
@@ -142,12 +187,12 @@ class RedisServiceState:
         at, until = int(now * 1000), int(expires_at * 1000)
         with redis.errors("issuing an authorization code"):
             client_book = redis.key("code-client", _digest(client)[:32])
-            if await self._scripts["book"](
+            if await self.script("book")(
                 keys=[client_book], args=[at, digest, until, per_client, 0]
             ) in (None, False):
                 return False
             user_book = redis.key("code-user", _digest(user)[:32])
-            evicted = await self._scripts["book"](
+            evicted = await self.script("book")(
                 keys=[user_book], args=[at, digest, until, per_user, 1]
             )
             for old in evicted or ():
@@ -165,14 +210,17 @@ class RedisServiceState:
 
     # -- failed-attempt buckets (the rate limiters) -----------------------------------------
 
-    async def bucket(self, key: str, *, limit: int, window: float, now: float, step: str) -> float:
-        """``step`` ``wait`` (the seconds until ``key`` may try, 0 now), ``reserve`` (the
-        same, and take one attempt when it may) or ``give_back`` (return one)."""
+    async def buckets(
+        self, buckets: Sequence[tuple[str, int]], *, window: float, now: float, step: str
+    ) -> float:
+        """One ``step`` on the buckets ``(key, limit)``, in one script (see
+        :meth:`SharedServiceState.buckets`); every bucket key has the hash tag
+        ``{buckets}``, so the script runs on one Cluster slot."""
         redis = self.redis
         with redis.errors("checking the rate limits"):
-            answer = await self._scripts["bucket"](
-                keys=[redis.key("throttle", _digest(key)[:32])],
-                args=[limit, limit / window, now, step],
+            answer = await self.script("buckets")(
+                keys=[redis.key("throttle", "buckets", _digest(key)[:32]) for key, _ in buckets],
+                args=[step, now, window, *(limit for _, limit in buckets)],
             )
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 
@@ -274,19 +322,11 @@ class RedisAuditStore:
     async def append(self, record: AuditRecord) -> None:
         redis = self._state.redis
         raw = record.model_dump_json(exclude_none=True)
+        indexes = [_index_key(redis, kind, value) for kind, value in _indexed(record)]
         with redis.errors("writing the audit trail"):
-            entry = await redis.client.xadd(
-                redis.key("audit", "trail"),
-                {"r": raw},
-                trim_strategy=PureToken.MAXLEN,
-                threshold=self._max,
-                trim_operator=PureToken.APPROXIMATELY,
+            await self._state.script("audit")(
+                keys=[redis.key("audit", "trail"), *indexes], args=[raw, self._max]
             )
-            for kind, value in (("audit-txn", record.txn), ("audit-user", record.user)):
-                if value:
-                    index = redis.key(kind, _digest(value)[:32])
-                    await redis.client.rpush(index, [entry])
-                    await redis.client.ltrim(index, -self._max, -1)
         if self._sink is not None:
             await self._sink.append(record)
 
@@ -306,7 +346,7 @@ class RedisAuditStore:
             if txn is not None or user is not None:
                 kind, value = ("audit-txn", txn) if txn is not None else ("audit-user", user)
                 assert value is not None
-                ids = await redis.client.lrange(redis.key(kind, _digest(value)[:32]), 0, -1)
+                ids = await redis.client.lrange(_index_key(redis, kind, value), 0, -1)
                 entries = []
                 for entry_id in ids:
                     entries.extend(await redis.client.xrange(stream, entry_id, entry_id))

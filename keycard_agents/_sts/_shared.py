@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -81,11 +81,14 @@ class SharedServiceState(Protocol):
 
     async def take_code(self, digest: str) -> bytes | None: ...
 
-    async def bucket(self, key: str, *, limit: int, window: float, now: float, step: str) -> float:
-        """One step on the failed-attempt bucket ``key`` (``limit`` attempts a ``window``):
-        ``"wait"`` answers the seconds until an attempt is free (0: one is); ``"reserve"``
-        answers the same and takes the attempt when one is free; ``"give_back"`` returns
-        one."""
+    async def buckets(
+        self, buckets: Sequence[tuple[str, int]], *, window: float, now: float, step: str
+    ) -> float:
+        """One step, taken at once, on the failed-attempt buckets ``(key, limit)`` (each
+        ``limit`` attempts a ``window``): ``"wait"`` answers the seconds until every bucket
+        has an attempt free (0: each has one now); ``"reserve"`` answers the same and, when
+        it is 0, takes one attempt from every bucket (all or none); ``"give_back"`` returns
+        one to every bucket."""
         ...
 
     async def get_value(self, kind: str, name: str) -> bytes | None: ...

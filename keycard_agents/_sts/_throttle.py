@@ -267,13 +267,15 @@ class CredentialGuard:
     ) -> bool:
         """:meth:`check`, with the buckets in the shared state (every replica's failures).
 
-        Other requests (here and at the other replicas) run between the round trips, so
-        a failure is charged in the same step that reads the bucket (``reserve``: take one
-        attempt, or answer how long to wait). A fast hash is checked first: a failure then
-        reserves, a success only looks (``wait``) and takes nothing, so the concurrent
-        requests of a busy client never crowd each other out. A slow hash is gated: the
-        attempt is reserved before the hash runs and given back when it succeeds. Either
-        way an empty bucket answers 429, whatever the credential.
+        Every step is one script on all the buckets of the check (the account's and the
+        source's): other requests (here and at the other replicas) run between the round
+        trips, so a failure is charged in the same step that reads the buckets
+        (``reserve``: take one attempt from each, or answer how long to wait). A fast
+        hash is checked first: a failure then reserves, a success only looks (``wait``)
+        and takes nothing, so the concurrent requests of a busy client never crowd each
+        other out. A slow hash is gated: the attempt is reserved before the hash runs and
+        given back when it succeeds. Either way an empty bucket answers 429, whatever the
+        credential.
         """
         limits = self.limits
         buckets = [(f"account:{account}", limits.failed_auth_per_account)]
@@ -281,41 +283,26 @@ class CredentialGuard:
             buckets.append((f"source:{source}", limits.failed_auth_per_source))
         shared = self._shared
         assert shared is not None
-        window = limits.failed_auth_window
 
-        async def each(what: str) -> float:
-            """``what`` on every bucket; at the first that answers a wait, give back what
-            was reserved and answer the wait (0: every bucket had room)."""
-            done: list[tuple[str, int]] = []
-            for name, limit in buckets:
-                wait = await shared.bucket(
-                    name, limit=limit, window=window, now=self._clock(), step=what
-                )
-                if wait > 0:
-                    if what == "reserve":
-                        await each_of(done, "give_back")
-                    return wait
-                done.append((name, limit))
-            return 0.0
-
-        async def each_of(chosen: list[tuple[str, int]], what: str) -> None:
-            for name, limit in chosen:
-                await shared.bucket(name, limit=limit, window=window, now=self._clock(), step=what)
+        async def step(what: str) -> float:
+            return await shared.buckets(
+                buckets, window=limits.failed_auth_window, now=self._clock(), step=what
+            )
 
         if inline:
             ok = verify()
-            wait = await each("wait" if ok else "reserve")
+            wait = await step("wait" if ok else "reserve")
         else:
-            wait = await each("reserve")
+            wait = await step("reserve")
         if wait > 0:
             await anyio.sleep(limits.throttle_delay)
             raise TooManyAttemptsError(_TOO_MANY, retry_after=wait)
         if inline:
             return ok
         if self.waiting >= limits.hash_queue:
-            await each_of(buckets, "give_back")
+            await step("give_back")
             raise TooManyAttemptsError(_BUSY, retry_after=1, status_code=503)
         ok = await anyio.to_thread.run_sync(verify, limiter=self._limiter)
         if ok:
-            await each_of(buckets, "give_back")
+            await step("give_back")
         return ok

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -349,17 +350,17 @@ async def test_a_failed_read_of_the_published_keys_fails_every_waiting_token_clo
         assert outcomes(replies) == [(503, "temporarily_unavailable")] * 5
 
 
-def count_bucket_steps(world: World) -> list[tuple[str, str]]:
-    """Spy on ``world``'s steps on the shared failed-attempt buckets: (bucket, step)."""
+def count_bucket_steps(world: World) -> list[tuple[tuple[str, ...], str]]:
+    """Spy on ``world``'s steps on the shared failed-attempt buckets: (buckets, step)."""
     shared: Any = world.service.shared
-    step = shared.bucket
-    steps: list[tuple[str, str]] = []
+    step = shared.buckets
+    steps: list[tuple[tuple[str, ...], str]] = []
 
-    async def counted(key: str, **kwargs: Any) -> float:
-        steps.append((key.split(":", 1)[0], kwargs["step"]))
-        return float(await step(key, **kwargs))
+    async def counted(buckets: list[tuple[str, int]], **kwargs: Any) -> float:
+        steps.append((tuple(key.split(":", 1)[0] for key, _ in buckets), kwargs["step"]))
+        return float(await step(buckets, **kwargs))
 
-    shared.bucket = counted
+    shared.buckets = counted
     return steps
 
 
@@ -376,11 +377,29 @@ async def test_a_fast_secret_check_looks_at_the_buckets_once_and_charges_only_a_
         monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread)
         form = {"grant_type": "client_credentials", "client_id": "b", "client_secret": secret}
         await two.post_token(form)  # whatever the grant's answer, the secret was right
-        assert steps == [("account", "wait"), ("source", "wait")]  # nothing taken
+        assert steps == [(("account", "source"), "wait")]  # one look, nothing taken
         steps.clear()
         wrong = await two.post_token({**form, "client_secret": new_client_secret()})
         assert wrong.status_code == 401
-        assert steps == [("account", "reserve"), ("source", "reserve")]  # charged, kept
+        assert steps == [(("account", "source"), "reserve")]  # charged in the same step
+
+
+async def test_a_reserve_takes_from_every_bucket_or_from_none(redis_url: str) -> None:
+    async with two_replicas(redis_url) as (one, _):
+        shared: Any = one.service.shared
+        roomy, tight = (f"account:{secrets.token_hex(4)}", 3), (f"source:{secrets.token_hex(4)}", 1)
+
+        async def step(buckets: list[tuple[str, int]], what: str) -> float:
+            return float(await shared.buckets(buckets, window=60.0, now=1000.0, step=what))
+
+        assert await step([roomy, tight], "reserve") == 0  # one taken from each
+        assert await step([roomy, tight], "wait") == pytest.approx(60.0)  # tight is empty
+        assert await step([roomy, tight], "reserve") == pytest.approx(60.0)  # refused...
+        # ... and roomy kept both of its attempts: the refused step took nothing.
+        assert [await step([roomy], "reserve") for _ in range(3)] == [0, 0, pytest.approx(20.0)]
+        assert await step([roomy, tight], "give_back") == 0  # one back to each
+        assert await step([tight], "reserve") == 0
+        assert await step([roomy], "wait") == 0
 
 
 async def guess_at_once(worlds: list[World], form: dict[str, str]) -> list[int]:
