@@ -17,6 +17,7 @@ token goes through one :class:`CredentialGuard`:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -158,6 +159,27 @@ def _check_hash(presented: str, stored: str | None, dummy: DummyHash) -> bool:
     return ok and stored is not None
 
 
+class _Flight:
+    """A slow hash check that others with the same question wait for."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: bool | None = None  # None: no answer (refused or cancelled)
+        self.refused: TooManyAttemptsError | None = None
+
+    def answer(self) -> bool | None:
+        """The check's answer for one that waited (raises the refusal it got, if any);
+        ``None`` when it ended without one (cancelled): the waiter asks again."""
+        if self.refused is not None:
+            refused = self.refused
+            raise TooManyAttemptsError(
+                refused.error_description,
+                retry_after=refused.retry_after,
+                status_code=refused.status_code,
+            )
+        return self.result
+
+
 class CredentialGuard:
     """Throttled, off-the-event-loop checks of secrets against stored hashes."""
 
@@ -179,6 +201,8 @@ class CredentialGuard:
             limit=limits.failed_auth_per_account, window=limits.failed_auth_window, clock=clock
         )
         self._limiter = anyio.CapacityLimiter(limits.hash_workers)
+        # Slow checks running now, by (account, stored hash, digest of the presented secret).
+        self._flights: dict[tuple[str, str | None, bytes], _Flight] = {}
 
     def _keys(self, account: str, source: str | None) -> list[tuple[FailureThrottle, str]]:
         keys = [(self._by_account, account)]
@@ -210,14 +234,36 @@ class CredentialGuard:
         dummy: DummyHash,
     ) -> bool:
         """Whether ``presented`` matches the hash ``stored``; ``stored=None`` (unknown
-        account) costs the same and is ``False``. Raises :class:`TooManyAttemptsError`."""
+        account) costs the same and is ``False``. Raises :class:`TooManyAttemptsError`.
+
+        A slow hash is computed once for checks of the same secret against the same hash
+        that arrive while it runs: they wait for its answer. A busy agent whose secret is
+        on scrypt then neither pays a hash per request nor crowds out its own attempts
+        (each check in flight holds one of them), and a repeated guess teaches nothing a
+        single one does not; different secrets are each checked and charged.
+        """
         fast = is_fast_hash(stored) if stored is not None else dummy.fast
-        return await self.check(
-            lambda: _check_hash(presented, stored, dummy),
-            account=account,
-            source=source,
-            inline=fast,
-        )
+
+        def verify() -> bool:
+            return _check_hash(presented, stored, dummy)
+
+        if fast:
+            return await self.check(verify, account=account, source=source, inline=True)
+        question = (account, stored, hashlib.sha256(presented.encode("utf-8", "replace")).digest())
+        while (running := self._flights.get(question)) is not None:
+            await running.done.wait()
+            if (answer := running.answer()) is not None:
+                return answer
+        flight = self._flights[question] = _Flight()
+        try:
+            flight.result = await self.check(verify, account=account, source=source)
+            return flight.result
+        except TooManyAttemptsError as refused:
+            flight.refused = refused
+            raise
+        finally:
+            del self._flights[question]
+            flight.done.set()
 
     async def check(
         self,

@@ -10,10 +10,13 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
+from keycard_agents._sts._throttle import DummyHash, TooManyAttemptsError
 from keycard_agents.sts import (
     TokenService,
     WeakSecretError,
@@ -133,7 +136,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     return spy
 
 
-def _service(secret_hash: str) -> TokenService:
+def _service(secret_hash: str, **limits: int) -> TokenService:
     config = parse_config(
         {
             "issuer": ISSUER,
@@ -146,7 +149,7 @@ def _service(secret_hash: str) -> TokenService:
                     "scopes": ["read"],
                 }
             ],
-            "limits": {"throttle_delay": 0},
+            "limits": {"throttle_delay": 0, **limits},
         }
     )
     return TokenService(config)
@@ -197,6 +200,99 @@ async def test_a_strong_secret_with_a_legacy_scrypt_hash_is_upgraded_on_first_su
     assert "'b'" in upgrades[0]
     assert "hash-secret" in upgrades[0]
     assert secret not in caplog.text
+
+
+async def test_concurrent_requests_with_one_slow_secret_share_one_hash_and_are_not_throttled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A weak legacy secret stays on scrypt: a busy agent sends it many times at once. Each
+    # check used to reserve an attempt while its hash ran, so the agent's own burst beyond
+    # failed_auth_per_account was answered 429.
+    service = _service(hash_secret("b-secret", cost=2**4), failed_auth_per_account=3)
+    spy = _spy(monkeypatch)
+    statuses: list[int] = []
+
+    async def one(secret: str) -> None:
+        statuses.append((await _token(service, "b", secret)).status_code)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(12):
+            group.start_soon(one, "b-secret")
+    assert statuses == [200] * 12
+    assert 1 <= len(spy.calls) < 12  # checks of the same secret at once share one hash
+    # Different wrong secrets are still each a guess, charged to the account.
+    spy.calls.clear()
+    statuses.clear()
+    async with anyio.create_task_group() as group:
+        for n in range(6):
+            group.start_soon(one, f"guess-{n}")
+    assert sorted(statuses) == [401] * 3 + [429] * 3
+    assert len(spy.calls) == 3
+
+
+async def test_checks_waiting_for_a_refused_slow_check_are_refused_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The account is locked (3 failures): identical slow checks at once share the refusal
+    # of the one that ran (each answered after one throttle delay, not one after another).
+    # A refused check is answered after throttle_delay: meanwhile the others join it.
+    service = _service(
+        hash_secret("b-secret", cost=2**4), failed_auth_per_account=3, throttle_delay=1
+    )
+    for n in range(3):
+        assert (await _token(service, "b", f"guess-{n}")).status_code == 401
+    checks: list[str] = []
+    check = service.guard.check
+
+    async def counted(*args: Any, **kwargs: Any) -> bool:
+        checks.append(kwargs["account"])
+        return await check(*args, **kwargs)
+
+    monkeypatch.setattr(service.guard, "check", counted)
+    statuses: list[int] = []
+
+    async def one() -> None:
+        reply = await _token(service, "b", "b-secret")
+        statuses.append(reply.status_code)
+        assert int(reply.headers["retry-after"]) >= 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(one)
+    assert statuses == [429] * 5
+    assert 1 <= len(checks) < 5
+
+
+async def test_a_check_that_waited_for_a_cancelled_one_asks_again() -> None:
+    stored = hash_secret("b-secret", cost=2**4)
+    service = _service(stored, failed_auth_per_account=1, throttle_delay=1)
+    assert (await _token(service, "b", "wrong")).status_code == 401  # the account is locked
+    answers: list[object] = []
+
+    async def ask() -> None:
+        try:
+            answers.append(
+                await service.guard.check_hash(
+                    "b-secret", stored, account="client:b", source=None, dummy=DummyHash([stored])
+                )
+            )
+        except TooManyAttemptsError as refused:
+            answers.append(refused.status_code)
+
+    first = anyio.CancelScope()
+
+    async def cancelled() -> None:
+        with first:
+            await ask()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancelled)
+        await anyio.wait_all_tasks_blocked()  # the first sleeps before its refusal
+        group.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()  # the second waits for the first's answer
+        first.cancel()
+    # The first ended without an answer; the second then made its own check.
+    assert answers == [429]
 
 
 async def test_a_weak_legacy_secret_stays_on_scrypt_and_is_reported_once(
