@@ -159,15 +159,16 @@ async def test_client_secret_checks_share_a_bounded_pool(monkeypatch: pytest.Mon
         _patch_verify(monkeypatch, gate)
         replies: list[httpx.Response] = []
 
-        async def attempt() -> None:
-            replies.append(await w.post_token(BAD_SECRET))
+        # Different wrong secrets: checks of one secret at once share one hash.
+        async def attempt(guess: str) -> None:
+            replies.append(await w.post_token({**BAD_SECRET, "client_secret": guess}))
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(attempt)
-            tg.start_soon(attempt)
+            tg.start_soon(attempt, "guess-1")
+            tg.start_soon(attempt, "guess-2")
             await _until(lambda: w.service.guard.running == 1 and w.service.guard.waiting == 1)
             # one check runs, one waits, the queue is full: the next is refused at once
-            busy = await w.post_token(BAD_SECRET)
+            busy = await w.post_token({**BAD_SECRET, "client_secret": "guess-3"})
             assert busy.status_code == 503
             assert busy.json()["error"] == "temporarily_unavailable"
             assert busy.headers["retry-after"] == "1"
