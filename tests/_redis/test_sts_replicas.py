@@ -402,16 +402,21 @@ async def test_a_reserve_takes_from_every_bucket_or_from_none(redis_url: str) ->
         assert await step([roomy], "wait") == 0
 
 
-async def guess_at_once(worlds: list[World], form: dict[str, str]) -> list[int]:
-    """``form`` posted to the token endpoints of ``worlds`` all at the same time."""
+async def guess_at_once(
+    worlds: list[World], form: dict[str, str], *, guesses: bool = False
+) -> list[int]:
+    """``form`` posted to the token endpoints of ``worlds`` all at the same time; with
+    ``guesses``, each with a different ``client_secret`` (a check of one secret at once
+    is shared at a replica, so only different secrets are each a guess)."""
     statuses: list[int] = []
 
-    async def post(world: World) -> None:
-        statuses.append((await world.post_token(form)).status_code)
+    async def post(world: World, n: int) -> None:
+        sent = {**form, "client_secret": f"{form['client_secret']}-{n}"} if guesses else form
+        statuses.append((await world.post_token(sent)).status_code)
 
     async with anyio.create_task_group() as group:
-        for world in worlds:
-            group.start_soon(post, world)
+        for n, world in enumerate(worlds):
+            group.start_soon(post, world, n)
     return sorted(statuses)
 
 
@@ -424,7 +429,7 @@ async def test_concurrent_wrong_secrets_at_two_replicas_get_no_more_checks_than_
     async with two_replicas(redis_url, limits=limits, secret_hash_b=hashed) as (one, two):
         bad = {"grant_type": "client_credentials", "client_id": "b", "client_secret": "nope"}
         # Each failure is charged in the step that reads the bucket: 3 answered, 7 refused.
-        assert await guess_at_once([one, two] * 5, bad) == [401] * 3 + [429] * 7
+        assert await guess_at_once([one, two] * 5, bad, guesses=True) == [401] * 3 + [429] * 7
 
 
 async def test_concurrent_right_secrets_beyond_the_limit_all_pass_at_two_replicas(
