@@ -9,6 +9,7 @@ import hashlib
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -121,8 +122,12 @@ class Spy:
 
         self.real: Callable[[str, str], bool] = _secrets.verify_secret
         self.calls: list[tuple[str, bool]] = []
+        #: Seconds the first check takes longer (a worker thread's slow hash, drawn out).
+        self.first_delay = 0.0
 
     def __call__(self, secret: str, stored: str) -> bool:
+        if not self.calls and self.first_delay:
+            time.sleep(self.first_delay)
         on_loop = threading.current_thread() is threading.main_thread()
         self.calls.append((stored.split("$", 1)[0], on_loop))
         return self.real(secret, stored)
@@ -210,6 +215,7 @@ async def test_concurrent_requests_with_one_slow_secret_share_one_hash_and_are_n
     # failed_auth_per_account was answered 429.
     service = _service(hash_secret("b-secret", cost=2**4), failed_auth_per_account=3)
     spy = _spy(monkeypatch)
+    spy.first_delay = 1.0  # a real scrypt's 40 ms, drawn out: the others arrive meanwhile
     statuses: list[int] = []
 
     async def one(secret: str) -> None:
