@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,11 +159,16 @@ def equivalent_mutants(doc: Path = EQUIVALENTS_DOC) -> set[str]:
     return {m.group(1) for m in map(_EQUIVALENT_LINE.match, lines) if m}
 
 
+def _mutant_codes(mutants: Path) -> Iterator[tuple[Path, dict[str, int | None]]]:
+    """Each ``.py.meta`` file mutmut wrote under ``mutants``, with its exit codes by mutant."""
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        yield meta, json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+
+
 def mutation_results(mutants: Path | None = None) -> dict[str, str]:
     """Every mutant mutmut has made under ``mutants/``, with its outcome."""
     results: dict[str, str] = {}
-    for meta in sorted((mutants or ROOT / "mutants").rglob("*.py.meta")):
-        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+    for _, codes in _mutant_codes(mutants or ROOT / "mutants"):
         for name, code in codes.items():
             results[name] = "not checked" if code is None else _OUTCOMES.get(code, "suspicious")
     return results
@@ -225,10 +231,9 @@ def edited_since_mutated(patterns: tuple[str, ...]) -> list[str]:
     """One mutant name of each module in the area edited since mutmut made its mutants."""
     names = []
     mutants = ROOT / "mutants"
-    for meta in sorted(mutants.rglob("*.py.meta")):
+    for meta, codes in _mutant_codes(mutants):
         copy = meta.with_suffix("")
         source = ROOT / copy.relative_to(mutants)
-        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
         ours = sorted(n for n in codes if _in_area(n, patterns))
         if ours and (not source.exists() or source.stat().st_mtime >= copy.stat().st_mtime):
             names.append(ours[0])

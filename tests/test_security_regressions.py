@@ -155,13 +155,17 @@ async def test_any_authentication_failure_is_401_never_anonymous(
 # -- a task resumed by a reply is authorized again ------------------------------------------
 
 
+async def _booking(ctx: Context, city: str) -> str:
+    who = await ctx.ask_input(f"Who travels to {city}?")
+    return f"booked {city} for {who}"
+
+
 class _Booker(Agent):
     """A skill that needs a scope and asks a question before it finishes."""
 
     @skill(scopes=("book",))
     async def book(self, ctx: Context, city: str) -> str:
-        who = await ctx.ask_input(f"Who travels to {city}?")
-        return f"booked {city} for {who}"
+        return await _booking(ctx, city)
 
 
 class _StricterBooker(Agent):
@@ -169,8 +173,7 @@ class _StricterBooker(Agent):
 
     @skill(scopes=("book", "pay"))
     async def book(self, ctx: Context, city: str) -> str:
-        who = await ctx.ask_input(f"Who travels to {city}?")
-        return f"booked {city} for {who}"
+        return await _booking(ctx, city)
 
 
 @asynccontextmanager

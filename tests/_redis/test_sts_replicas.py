@@ -108,21 +108,14 @@ async def test_an_assertion_replayed_inside_the_leeway_is_refused_on_the_other_r
         one.clock.now = time.time() - 65
         assertion = one.assertion("a", lifetime=60)  # expired 5 s ago, inside the 30 s leeway
         one.clock.now = time.time()
-        first = await one.post_token(
-            {
-                "grant_type": "client_credentials",
-                "client_assertion_type": JWT_BEARER,
-                "client_assertion": assertion,
-            }
-        )
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": JWT_BEARER,
+            "client_assertion": assertion,
+        }
+        first = await one.post_token(form)
         assert first.status_code == 200, first.text
-        again = await two.post_token(
-            {
-                "grant_type": "client_credentials",
-                "client_assertion_type": JWT_BEARER,
-                "client_assertion": assertion,
-            }
-        )
+        again = await two.post_token(form)
         assert again.status_code == 401, again.text
         assert "already used" in again.json()["error_description"]
 
