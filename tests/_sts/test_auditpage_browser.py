@@ -24,6 +24,7 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from browser_support import chromium
 from sts_support import D, make_config, open_world
 from trace_support import ADMIN, ADMIN_TOKEN, run_scenario
 
@@ -38,17 +39,6 @@ COLOURS = {
     "failed": (0xEA, 0x58, 0x0C),
     "denied": (0xDC, 0x26, 0x26),
 }
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    message = "Chromium not found: install the Debian package 'chromium' (apt-get install chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " — CI must have it", pytrace=False)
-    pytest.skip(message)
 
 
 def _free_port() -> int:
@@ -110,7 +100,7 @@ def _browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp_path / "profile"
     profile.mkdir(exist_ok=True)
     command = [
-        _chromium(),
+        chromium(),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
