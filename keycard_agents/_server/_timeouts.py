@@ -14,6 +14,14 @@ connections and closing idle ones). Three limits, used by the serve paths of age
   protocol, free per request; hypercorn on trio: :class:`BodyDeadline`, an ASGI
   middleware that works under any server);
 - ``keep_alive_timeout``: how long an idle connection is kept between requests.
+
+The same uvicorn protocol sends a response's head (status line and headers) together
+with its body, in one write: uvicorn writes the head as soon as the application starts
+the response and the body when it comes, two ``send(2)`` calls and two TCP segments for
+what is, for almost every response, one small message. :class:`_HeadWithBody` holds the
+head until the body's first write of the same event-loop turn (a body that is not there
+by the end of the turn, such as a stream waiting for its first event, finds the head
+already sent).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +167,70 @@ def escape_server_logs() -> None:
         escape_logger(logging.getLogger(name))
 
 
+#: A first body write up to this size is joined to the head (a larger one is sent after
+#: it, not copied into one buffer with it).
+_JOIN_LIMIT = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 "
+
+
+class _HeadWithBody:
+    """The transport that uvicorn's cycle for one request writes to: it holds the
+    response head, the cycle's first write other than ``100 Continue``, until the next
+    write, which goes out with it, or until the end of the event-loop turn, whichever
+    comes first. Every other write and ``close`` pass the held head on first, so the
+    bytes leave in the order they were written."""
+
+    __slots__ = ("_head", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        # uvicorn's asyncio transport and event loop (this module stays off asyncio's API).
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if len(data) <= _JOIN_LIMIT:
+                self._transport.write(head + data)
+                return
+            self._transport.write(head)
+        elif not self._started and not data.startswith(_CONTINUE):
+            self._started = True
+            self._head = data
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        self.write(b"".join(lines))
+
+    def flush(self) -> None:
+        """Send the held head, if any (a closed connection drops it)."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._head = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def __getattr__(self, name: str) -> Any:
+        # What a cycle reads of its transport beyond writing (get_extra_info, ...).
+        return getattr(self._transport, name)
+
+
 # Where the parser is in the request it reads: between requests, in the request line and
 # headers, or in the body.
 _IDLE, _HEADERS, _BODY = 0, 1, 2
@@ -204,7 +277,12 @@ def _deadline_protocol(timeouts: ServerTimeouts) -> type[Any]:
             self._phase = _HEADERS
 
         def on_headers_complete(self) -> None:
+            previous = self.cycle
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not previous and cycle is not None:
+                # A new request (not an upgrade): its response goes out head with body.
+                cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
             self._phase = _BODY
             if self._header_timer is not None:
                 self._header_timer.cancel()
