@@ -264,7 +264,12 @@ class TokenService:
         )
         #: RFC 8628 sign-in for machines without a browser (``login --device``).
         self.device = DeviceFlow(
-            config=config, issuer=self.issuer, clients=self.clients, login=self.login, clock=clock
+            config=config,
+            issuer=self.issuer,
+            clients=self.clients,
+            login=self.login,
+            guard=self.guard,
+            clock=clock,
         )
         self.token_endpoint.device = self.device
         self.app = self._build_app()

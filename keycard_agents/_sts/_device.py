@@ -10,8 +10,10 @@ device_code`` and gets ``authorization_pending``, ``slow_down`` (polling faster 
 ``interval``), ``access_denied``, ``expired_token`` or the user token.
 
 User codes use the RFC 8628 §6.1 alphabet (20 consonants, no vowels, 8 characters:
-about 34 bits) and are case- and dash-insensitive; device codes are 256-bit secrets kept
-only as SHA-256 digests. Both expire after ``expires_in`` seconds and work once.
+about 34 bits) and are case- and dash-insensitive; wrong ones entered at ``/device``
+are counted per address with failed sign-ins (429 past the allowance, §5.1); device
+codes are 256-bit secrets kept only as SHA-256 digests. Both expire after
+``expires_in`` seconds and work once.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from keycard_agents._sts._clientauth import ClientAuthenticator
 from keycard_agents._sts._config import TokenServiceConfig
 from keycard_agents._sts._forms import Form, oauth_error_response, read_form
 from keycard_agents._sts._targets import trailing_slash_hint
-from keycard_agents._sts._throttle import TooManyAttemptsError, request_source
+from keycard_agents._sts._throttle import CredentialGuard, TooManyAttemptsError, request_source
 
 __all__ = ["DEVICE_AUTHORIZATION_PATH", "GRANT_DEVICE_CODE", "VERIFICATION_PATH", "DeviceFlow"]
 
@@ -98,12 +100,14 @@ class DeviceFlow:
         issuer: str,
         clients: ClientAuthenticator,
         login: LoginFlow,
+        guard: CredentialGuard,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._base = issuer.rstrip("/")
         self._clients = clients
         self._login = login
+        self._guard = guard
         self._clock = clock
         self._by_device: dict[str, _Pending] = {}
         self._by_user: dict[str, str] = {}
@@ -198,7 +202,21 @@ class DeviceFlow:
         self._prune()
         key = self._by_user.get(_normal(shown))
         pending = None if key is None else self._by_device.get(key)
-        if pending is None or pending.username is not None or pending.denied:
+        open_ = pending is not None and pending.username is None and not pending.denied
+        # RFC 8628 §5.1: a user code is short enough to guess; wrong ones are counted per
+        # address like failed sign-ins (and share their allowance), so guessing codes,
+        # to approve or refuse someone else's device, stops at the same 429.
+        try:
+            found = await self._guard.check(
+                lambda: open_, account=None, source=request_source(request), inline=True
+            )
+        except TooManyAttemptsError as exc:
+            return _verification_page(
+                shown,
+                error=f"Too many wrong codes or sign-ins: try again in {exc.retry_after} s.",
+                status=429,
+            )
+        if not found or pending is None:
             return _verification_page(shown, error="Unknown or expired code.", status=400)
         if form.get("action") == "deny":
             pending.denied = True

@@ -204,8 +204,8 @@ class CredentialGuard:
         # Slow checks running now, by (account, stored hash, digest of the presented secret).
         self._flights: dict[tuple[str, str | None, bytes], _Flight] = {}
 
-    def _keys(self, account: str, source: str | None) -> list[tuple[FailureThrottle, str]]:
-        keys = [(self._by_account, account)]
+    def _keys(self, account: str | None, source: str | None) -> list[tuple[FailureThrottle, str]]:
+        keys = [] if account is None else [(self._by_account, account)]
         if source is not None:
             keys.append((self._by_source, source))
         return keys
@@ -220,9 +220,9 @@ class CredentialGuard:
         """How many credential checks run in worker threads right now."""
         return int(self._limiter.borrowed_tokens)
 
-    def retry_after(self, *, account: str, source: str | None) -> float:
+    def retry_after(self, *, account: str | None, source: str | None) -> float:
         """Seconds before ``account`` from ``source`` may try again (0: it may now)."""
-        return max(throttle.wait(key) for throttle, key in self._keys(account, source))
+        return max((throttle.wait(key) for throttle, key in self._keys(account, source)), default=0)
 
     async def check_hash(
         self,
@@ -269,20 +269,22 @@ class CredentialGuard:
         self,
         verify: Callable[[], bool],
         *,
-        account: str,
+        account: str | None,
         source: str | None,
         inline: bool = False,
     ) -> bool:
         """Run ``verify`` if ``account`` and ``source`` may try now: in a worker thread, or
         on the event loop when ``inline`` (a check that costs a fast hash).
 
+        ``account=None``: a guess that belongs to no account (a device's user code), charged
+        to the source only, so that nobody can lock the others out by guessing wrong.
         A failure is charged to both; a success is not. Raises
         :class:`TooManyAttemptsError` (429, or 503 when too many checks wait already).
         """
         if self._shared is not None:
             return await self._check_shared(verify, account=account, source=source, inline=inline)
         keys = self._keys(account, source)
-        wait = max(throttle.wait(key) for throttle, key in keys)
+        wait = max((throttle.wait(key) for throttle, key in keys), default=0)
         if wait > 0:
             # Answer late: a guesser that waits for each answer (they all do) slows down to
             # one attempt per delay and connection, and a sleeping request costs no CPU.
@@ -309,7 +311,7 @@ class CredentialGuard:
         return ok
 
     async def _check_shared(
-        self, verify: Callable[[], bool], *, account: str, source: str | None, inline: bool
+        self, verify: Callable[[], bool], *, account: str | None, source: str | None, inline: bool
     ) -> bool:
         """:meth:`check`, with the buckets in the shared state (every replica's failures).
 
@@ -324,11 +326,19 @@ class CredentialGuard:
         credential.
         """
         limits = self.limits
-        buckets = [(f"account:{account}", limits.failed_auth_per_account)]
+        buckets = (
+            [] if account is None else [(f"account:{account}", limits.failed_auth_per_account)]
+        )
         if source is not None:
             buckets.append((f"source:{source}", limits.failed_auth_per_source))
         shared = self._shared
         assert shared is not None
+        if not buckets:  # no account, no address: nothing to count against
+            return (
+                verify()
+                if inline
+                else await anyio.to_thread.run_sync(verify, limiter=self._limiter)
+            )
 
         async def step(what: str) -> float:
             return await shared.buckets(

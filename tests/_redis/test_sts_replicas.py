@@ -161,6 +161,19 @@ async def test_failed_attempts_count_across_replicas_and_audit_is_shared(redis_u
         assert [r.decision for r in everything].count("denied") == 4
 
 
+async def test_wrong_user_codes_count_against_the_address_at_every_replica(
+    redis_url: str,
+) -> None:
+    limits = {"failed_auth_per_source": 2, "failed_auth_per_account": 1000, "throttle_delay": 0}
+    async with two_replicas(redis_url, limits=limits) as (one, two):
+        for world in (one, two):
+            guess = await world.client.post("/device", data={"user_code": "BCDF-GHJK"})
+            assert guess.status_code == 400
+        stopped = await one.client.post("/device", data={"user_code": "BCDF-GHJL"})
+        assert stopped.status_code == 429
+        assert "Too many wrong codes" in stopped.text
+
+
 async def test_a_client_registered_on_one_replica_signs_in_on_the_other(redis_url: str) -> None:
     callback = "http://127.0.0.1:45123/callback"
     policy: dict[str, Any] = {

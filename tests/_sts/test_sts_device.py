@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sts_support import PASSWORD, A, claims_of, open_world
+from sts_support import ISSUER, PASSWORD, A, claims_of, open_world
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +108,61 @@ async def test_refused_expired_and_unknown_codes() -> None:
         assert "only by a trailing '/'" in bad_target.json()["error_description"]
         agent = await w.client.post("/device_authorization", data={"resource": A, **w.auth("b")})
         assert agent.json()["error"] == "unauthorized_client"
+
+
+def _wrong_codes(right: str, count: int) -> list[str]:
+    """``count`` well-formed user codes, none of them ``right``."""
+    codes = [f"BCDF-GHJ{c}" for c in "KLMNPQRSTVWXZ"]
+    return [c for c in codes if c != right][:count]
+
+
+async def test_guessing_user_codes_is_throttled_per_address() -> None:
+    # RFC 8628 §5.1: wrong user codes are counted against the address that sends them.
+    limits = {"failed_auth_per_source": 3, "failed_auth_per_account": 1000, "throttle_delay": 0}
+    async with open_world(limits=limits) as w:
+        start = await _start(w.client, scope="read")
+        for code in _wrong_codes(start["user_code"], 3):
+            guess = await w.client.post("/device", data={"user_code": code, "action": "deny"})
+            assert guess.status_code == 400
+            assert "Unknown or expired code." in guess.text
+        # The guesser's address has no attempt left: even the right code is not looked at,
+        # so the device is not refused, and the answer says when to come back.
+        stopped = await w.client.post(
+            "/device", data={"user_code": start["user_code"], "action": "deny"}
+        )
+        assert stopped.status_code == 429
+        assert "Too many wrong codes or sign-ins: try again in" in stopped.text
+        # ... and its sign-ins share that allowance (one budget per address).
+        sign_in = await w.client.post(
+            "/device",
+            data={
+                "user_code": start["user_code"],
+                "username": "alice",
+                "password": PASSWORD,
+                "action": "allow",
+            },
+        )
+        assert sign_in.status_code == 429
+        # The person, from their own address, approves their device as usual.
+        elsewhere = httpx.ASGITransport(app=w.service.app, client=("192.0.2.7", 40000))
+        async with httpx.AsyncClient(transport=elsewhere, base_url=ISSUER) as person:
+            for _ in range(4):  # a right code costs nothing, however often it is shown
+                page = await person.post(
+                    "/device", data={"user_code": start["user_code"], "username": "alice"}
+                )
+                assert page.status_code == 401  # no password: refused, code not charged
+            ok = await person.post(
+                "/device",
+                data={
+                    "user_code": start["user_code"],
+                    "username": "alice",
+                    "password": PASSWORD,
+                    "action": "allow",
+                },
+            )
+        assert ok.status_code == 200, ok.text
+        assert "Device signed in" in ok.text
+        w.clock.advance(20)
+        issued = await _poll(w.client, start["device_code"])
+    assert issued.status_code == 200, issued.text
+    assert claims_of(issued.json()["access_token"])["sub"] == "alice"
