@@ -12,9 +12,14 @@ Safety:
 
 - SSRF (OWASP): the URL must be http(s); every address its host resolves to must be
   public: loopback, private (RFC 1918, RFC 4193), link-local, shared (RFC 6598),
-  multicast and reserved ranges are refused, at registration and again at each delivery
-  (against DNS rebinding), unless ``allow_loopback`` / ``allow_private_networks`` say so.
-  Redirects are not followed.
+  multicast and reserved ranges are refused, at registration and again for each
+  connection a delivery opens, unless ``allow_loopback`` / ``allow_private_networks``
+  say so. The notifier's own HTTP client connects to an address it has just checked
+  (its network backend resolves the host once, checks every address, then connects to
+  one of them; TLS still verifies the certificate for the host name), so a host that
+  answers a public address to the check and a private one to the connection (DNS
+  rebinding) gets nowhere. A client passed as ``http`` resolves on its own: with it,
+  the URL is checked again before each delivery. Redirects are not followed.
 - Bounds: ``max_configs_per_task`` configs per task, ``max_tasks`` tasks with configs; one
   bounded queue (``queue_size`` events) per task: when a webhook is slow and the queue is
   full, new events for it are dropped (logged) rather than slowing the skill down.
@@ -30,12 +35,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import httpcore
 import httpx
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -76,6 +82,74 @@ async def _resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+class _CheckedConnect(httpcore.AsyncNetworkBackend):
+    """The network backend of the notifier's own HTTP client: each connection resolves the
+    webhook's host once, checks every address (:meth:`PushNotifier.checked_addresses`),
+    and connects to the first checked one that answers. httpcore then speaks TLS over
+    that connection with the URL's host name (SNI and certificate check)."""
+
+    def __init__(self, notifier: PushNotifier) -> None:
+        self._notifier = notifier
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):  # the connect timeout covers the look-up too
+                addresses = await self._notifier.checked_addresses(host, port)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host[:100]!r} took too long") from None
+        failure: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # checked_addresses answers at least one address
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("push notifications go over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _checked_client(notifier: PushNotifier, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client that connects only to addresses ``notifier`` has just checked."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    # httpx's transport takes no network backend, the httpcore pool it wraps does: the
+    # same pool, with the checked connect (and without environment proxies, which would
+    # resolve the host themselves).
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        network_backend=_CheckedConnect(notifier),
+    )
+    return httpx.AsyncClient(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    )
+
+
 @dataclass
 class _TaskPush:
     owner: str | None
@@ -93,8 +167,9 @@ class PushNotifier:
     ``allow_loopback`` lets webhooks on 127.0.0.0/8 and ::1 through (tests, local
     development); ``allow_private_networks`` the private, link-local and shared ranges
     (webhooks inside your own network). ``http`` is the client deliveries use (default:
-    one of its own, ``timeout`` seconds, no redirects). ``attempts``, ``backoff`` (first
-    wait, seconds) and ``max_backoff`` shape the retries.
+    one of its own, ``timeout`` seconds, no redirects, connecting only to addresses it has
+    just checked). ``attempts``, ``backoff`` (first wait, seconds) and ``max_backoff``
+    shape the retries.
     """
 
     def __init__(
@@ -169,6 +244,10 @@ class PushNotifier:
 
     async def check_url(self, url: str) -> None:
         """Refuse a webhook URL this agent must not call (UnsafeWebhookError)."""
+        host, port = self._host_and_port(url)
+        await self.checked_addresses(host, port)
+
+    def _host_and_port(self, url: str) -> tuple[str, int]:
         if len(url) > _MAX_URL:
             raise UnsafeWebhookError(f"the push notification url is over {_MAX_URL} characters")
         parts = urlsplit(url)
@@ -180,8 +259,13 @@ class PushNotifier:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
             raise UnsafeWebhookError("the push notification url has an invalid port") from None
+        return parts.hostname, port
+
+    async def checked_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses ``host`` resolves to now, when every one of them may be called
+        (else UnsafeWebhookError)."""
         try:
-            addresses = await self._resolve(parts.hostname, port)
+            addresses = await self._resolve(host, port)
         except OSError:
             raise UnsafeWebhookError("the push notification url's host does not resolve") from None
         if not addresses:
@@ -192,6 +276,7 @@ class PushNotifier:
                     "the push notification url resolves to a loopback, private or reserved "
                     "address, which this agent does not call (SSRF protection)"
                 )
+        return list(addresses)
 
     # -- configs -----------------------------------------------------------------------
 
@@ -312,7 +397,8 @@ class PushNotifier:
             headers["Authorization"] = f"{auth.scheme} {auth.credentials}"
         body = dump(event)
         try:
-            await self.check_url(config.url)  # again: the host may resolve elsewhere now
+            if not self._owns_http:  # a client of the caller's resolves on its own
+                await self.check_url(config.url)  # again: the host may resolve elsewhere now
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_exponential(multiplier=self._backoff, max=self._max_backoff),
@@ -332,7 +418,7 @@ class PushNotifier:
 
     async def _post(self, url: str, body: Any, headers: dict[str, str]) -> None:
         if self._http is None:  # made on the first delivery: most agents never deliver
-            self._http = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+            self._http = _checked_client(self, self._timeout)
         response = await self._http.post(url, json=body, headers=headers, timeout=self._timeout)
         if response.status_code == 429 or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}")
