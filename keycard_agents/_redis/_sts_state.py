@@ -4,6 +4,10 @@
   (``SET NX``) until the assertion expires: of two replicas seeing one ``jti``, one wins;
 - authorization codes: ``P:code:{digest}``, taken with ``GETDEL`` (single use across
   replicas), with per-user and per-client books of pending codes;
+- device sign-ins (RFC 8628): ``P:device:{devices}:digest`` (a hash: the record, expiry,
+  client, polling state and, once made, the person's decision), ``P:device-user:{devices}:
+  user-code`` and the bounded set ``P:device-pending:{devices}``; starting, deciding and
+  polling are one script each;
 - failed-attempt buckets (the rate limiters): ``P:throttle:{buckets}:key-digest``, all
   the buckets of one check in one script (one round trip, all or none);
 - registered clients and vault records: plain keys, the values opaque to Redis;
@@ -98,6 +102,54 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return evicted
 """
 
+# The device sign-ins (RFC 8628), every key tagged ``{devices}`` (one Cluster slot).
+# KEYS: the zset of pending digests by expiry, the sign-in's hash, its user-code key.
+# ARGV: now ms, expiry ms, most pending, digest, record, client, interval.
+_DEVICE_START = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 'full' end
+if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PXAT', ARGV[2]) then return 'taken' end
+redis.call('HSET', KEYS[2], 'p', ARGV[5], 'e', ARGV[2], 'c', ARGV[6], 'i', ARGV[7])
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])  -- the newest sign-in ends last (one lifetime)
+return 'ok'
+"""
+
+# KEYS: the sign-in's hash. ARGV: now ms, the decision. 1 when recorded (first one only).
+_DEVICE_DECIDE = """
+local found = redis.call('HMGET', KEYS[1], 'e', 'd')
+if not found[1] or tonumber(found[1]) <= tonumber(ARGV[1]) or found[2] then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[2])
+return 1
+"""
+
+# KEYS: the sign-in's hash, the zset of pending digests. ARGV: now ms, client, digest.
+# Returns false (none of this client's), or {outcome, record, detail}.
+_DEVICE_POLL = """
+local f = redis.call('HMGET', KEYS[1], 'p', 'e', 'c', 'd', 'l', 'i')
+if not f[1] or f[3] ~= ARGV[2] then return false end
+local now = tonumber(ARGV[1])
+if tonumber(f[2]) <= now then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return {'expired', f[1], ''}
+end
+if f[4] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return {'decided', f[1], f[4]}
+end
+local interval = tonumber(f[6])
+redis.call('HSET', KEYS[1], 'l', ARGV[1])
+if f[5] and now - tonumber(f[5]) < interval * 1000 then
+  interval = interval + 5
+  redis.call('HSET', KEYS[1], 'i', tostring(interval))
+  return {'slow', f[1], tostring(interval)}
+end
+return {'pending', f[1], ''}
+"""
+
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
@@ -134,6 +186,9 @@ class RedisServiceState:
                 "buckets": redis.client.register_script(_BUCKETS),
                 "audit": redis.client.register_script(_AUDIT),
                 "book": redis.client.register_script(_BOOK),
+                "device_start": redis.client.register_script(_DEVICE_START),
+                "device_decide": redis.client.register_script(_DEVICE_DECIDE),
+                "device_poll": redis.client.register_script(_DEVICE_POLL),
             }
             try:
                 yield
@@ -207,6 +262,78 @@ class RedisServiceState:
         with redis.errors("redeeming an authorization code"):
             value = await redis.client.getdel(redis.key("code", digest))
         return None if value is None else bytes(value)
+
+    # -- device sign-ins (RFC 8628), every key on the slot {devices} ------------------------
+
+    def _device_keys(self, digest: str) -> tuple[str, str]:
+        redis = self.redis
+        return redis.key("device-pending", "devices"), redis.key("device", "devices", digest)
+
+    def _user_code_key(self, user_code: str) -> str:
+        return self.redis.key("device-user", "devices", user_code)
+
+    async def device_start(
+        self,
+        digest: str,
+        user_code: str,
+        client_id: str,
+        record: bytes,
+        *,
+        expires_at: float,
+        now: float,
+        interval: float,
+        max_pending: int,
+    ) -> str:
+        pending, device = self._device_keys(digest)
+        with self.redis.errors("starting a device sign-in"):
+            answer = await self.script("device_start")(
+                keys=[pending, device, self._user_code_key(user_code)],
+                args=[
+                    int(now * 1000),
+                    int(expires_at * 1000),
+                    max_pending,
+                    digest,
+                    record,
+                    client_id,
+                    repr(float(interval)),
+                ],
+            )
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+    async def device_find(self, user_code: str, *, now: float) -> tuple[str, bytes] | None:
+        redis = self.redis
+        with redis.errors("reading a device sign-in"):
+            digest = await redis.client.get(self._user_code_key(user_code))
+            if digest is None:
+                return None
+            text = digest.decode() if isinstance(digest, bytes) else str(digest)
+            found = await redis.client.hmget(self._device_keys(text)[1], ["p", "e", "d"])
+        record, expires, decision = found
+        if record is None or expires is None or int(expires) <= now * 1000 or decision:
+            return None
+        return text, bytes(record)
+
+    async def device_decide(self, digest: str, decision: bytes, *, now: float) -> bool:
+        with self.redis.errors("recording a device sign-in"):
+            answer = await self.script("device_decide")(
+                keys=[self._device_keys(digest)[1]], args=[int(now * 1000), decision]
+            )
+        return bool(int(answer))
+
+    async def device_poll(
+        self, digest: str, client_id: str, *, now: float
+    ) -> tuple[str, bytes, bytes] | None:
+        pending, device = self._device_keys(digest)
+        with self.redis.errors("polling a device sign-in"):
+            answer = await self.script("device_poll")(
+                keys=[device, pending], args=[int(now * 1000), client_id, digest]
+            )
+        if not answer:
+            return None
+        outcome, record, detail = (
+            bytes(part) if isinstance(part, bytes) else str(part).encode() for part in answer
+        )
+        return outcome.decode(), record, detail
 
     # -- failed-attempt buckets (the rate limiters) -----------------------------------------
 

@@ -269,6 +269,7 @@ class TokenService:
             clients=self.clients,
             login=self.login,
             guard=self.guard,
+            shared=self.shared,
             clock=clock,
         )
         self.token_endpoint.device = self.device

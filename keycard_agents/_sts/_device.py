@@ -13,13 +13,16 @@ User codes use the RFC 8628 §6.1 alphabet (20 consonants, no vowels, 8 characte
 about 34 bits) and are case- and dash-insensitive; wrong ones entered at ``/device``
 are counted per address with failed sign-ins (429 past the allowance, §5.1); device
 codes are 256-bit secrets kept only as SHA-256 digests. Both expire after
-``expires_in`` seconds and work once.
+``expires_in`` seconds and work once. The sign-ins in progress are kept in a
+:class:`~keycard_agents._sts._shared.DeviceBook`: this process's memory, or the state the
+replicas share (Redis), so that any replica answers the page and the polls.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +37,7 @@ from keycard_agents._sts._authorize import LoginFlow, scope_string
 from keycard_agents._sts._clientauth import ClientAuthenticator
 from keycard_agents._sts._config import TokenServiceConfig
 from keycard_agents._sts._forms import Form, oauth_error_response, read_form
+from keycard_agents._sts._shared import DeviceBook
 from keycard_agents._sts._targets import trailing_slash_hint
 from keycard_agents._sts._throttle import CredentialGuard, TooManyAttemptsError, request_source
 
@@ -51,19 +55,129 @@ _MAX_PENDING = 1000
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Pending:
+    """A sign-in as it was started (its record in the book)."""
+
     client_id: str
     resource: str
     agent: str
     scopes: tuple[str, ...] | None
     expires_at: float
     user_code: str
-    interval: float = _INTERVAL
+
+    def dump(self) -> bytes:
+        return json.dumps(
+            {
+                "client_id": self.client_id,
+                "resource": self.resource,
+                "agent": self.agent,
+                "scopes": None if self.scopes is None else list(self.scopes),
+                "expires_at": self.expires_at,
+                "user_code": self.user_code,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def load(cls, raw: bytes) -> _Pending:
+        data = json.loads(raw)
+        scopes = data["scopes"]
+        return cls(
+            client_id=data["client_id"],
+            resource=data["resource"],
+            agent=data["agent"],
+            scopes=None if scopes is None else tuple(scopes),
+            expires_at=float(data["expires_at"]),
+            user_code=data["user_code"],
+        )
+
+
+def _decision(username: str | None, granted: tuple[str, ...] = ()) -> bytes:
+    """The person's decision as the book keeps it (no user name: refused)."""
+    return json.dumps({"username": username, "granted": list(granted)}).encode()
+
+
+@dataclass
+class _Entry:
+    pending: bytes
+    user_code: str
+    client_id: str
+    expires_at: float
+    interval: float
     last_poll: float | None = None
-    username: str | None = None
-    granted: tuple[str, ...] = ()
-    denied: bool = False
+    decision: bytes | None = None
+
+
+class _MemoryDeviceBook:
+    """The :class:`DeviceBook` of one process (without shared state)."""
+
+    def __init__(self) -> None:
+        self._by_device: dict[str, _Entry] = {}
+        self._by_user: dict[str, str] = {}
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, e in self._by_device.items() if e.expires_at <= now]:
+            self._forget(key)
+
+    def _forget(self, digest: str) -> None:
+        entry = self._by_device.pop(digest, None)
+        if entry is not None:
+            self._by_user.pop(entry.user_code, None)
+
+    async def device_start(
+        self,
+        digest: str,
+        user_code: str,
+        client_id: str,
+        record: bytes,
+        *,
+        expires_at: float,
+        now: float,
+        interval: float,
+        max_pending: int,
+    ) -> str:
+        self._prune(now)
+        if len(self._by_device) >= max_pending:
+            return "full"
+        if user_code in self._by_user:
+            return "taken"
+        self._by_device[digest] = _Entry(record, user_code, client_id, expires_at, interval)
+        self._by_user[user_code] = digest
+        return "ok"
+
+    async def device_find(self, user_code: str, *, now: float) -> tuple[str, bytes] | None:
+        digest = self._by_user.get(user_code)
+        entry = None if digest is None else self._by_device.get(digest)
+        if digest is None or entry is None or entry.expires_at <= now or entry.decision is not None:
+            return None
+        return digest, entry.pending
+
+    async def device_decide(self, digest: str, decision: bytes, *, now: float) -> bool:
+        entry = self._by_device.get(digest)
+        if entry is None or entry.expires_at <= now or entry.decision is not None:
+            return False
+        entry.decision = decision
+        return True
+
+    async def device_poll(
+        self, digest: str, client_id: str, *, now: float
+    ) -> tuple[str, bytes, bytes] | None:
+        entry = self._by_device.get(digest)
+        if entry is None or entry.client_id != client_id:
+            return None
+        if entry.expires_at <= now:
+            self._forget(digest)
+            return "expired", entry.pending, b""
+        if entry.decision is not None:
+            self._forget(digest)
+            return "decided", entry.pending, entry.decision
+        too_soon = entry.last_poll is not None and now - entry.last_poll < entry.interval
+        entry.last_poll = now
+        if too_soon:
+            entry.interval += 5  # §3.5: every slow_down adds 5 seconds
+            return "slow", entry.pending, repr(entry.interval).encode()
+        return "pending", entry.pending, b""
 
 
 @dataclass(frozen=True)
@@ -101,6 +215,7 @@ class DeviceFlow:
         clients: ClientAuthenticator,
         login: LoginFlow,
         guard: CredentialGuard,
+        shared: DeviceBook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
@@ -109,8 +224,8 @@ class DeviceFlow:
         self._login = login
         self._guard = guard
         self._clock = clock
-        self._by_device: dict[str, _Pending] = {}
-        self._by_user: dict[str, str] = {}
+        #: The sign-ins in progress: shared by the replicas when they share state.
+        self._book: DeviceBook = shared if shared is not None else _MemoryDeviceBook()
 
     def routes(self) -> list[tuple[str, Endpoint, list[str]]]:
         return [
@@ -118,11 +233,6 @@ class DeviceFlow:
             (VERIFICATION_PATH, self.verify_get, ["GET"]),
             (VERIFICATION_PATH, self.verify_post, ["POST"]),
         ]
-
-    def _prune(self) -> None:
-        now = self._clock()
-        for key in [k for k, p in self._by_device.items() if p.expires_at <= now]:
-            self._by_user.pop(self._by_device.pop(key).user_code, None)
 
     # -- §3.1-3.2 ------------------------------------------------------------------------
 
@@ -155,27 +265,36 @@ class DeviceFlow:
             scopes = tuple(dict.fromkeys(raw.split())) if raw is not None else None
         except OAuthError as exc:
             return oauth_error_response(exc)
-        self._prune()
-        if len(self._by_device) >= _MAX_PENDING:
+        device_code = secrets.token_urlsafe(32)
+        now = self._clock()
+        while True:
+            user_code = "".join(secrets.choice(_ALPHABET) for _ in range(_USER_CODE_LENGTH))
+            pending = _Pending(
+                client_id=client.client_id,
+                resource=resources[0],
+                agent=agent.client_id,
+                scopes=scopes,
+                expires_at=now + _LIFETIME,
+                user_code=user_code,
+            )
+            started = await self._book.device_start(
+                _digest(device_code),
+                user_code,
+                client.client_id,
+                pending.dump(),
+                expires_at=pending.expires_at,
+                now=now,
+                interval=_INTERVAL,
+                max_pending=_MAX_PENDING,
+            )
+            if started != "taken":  # a user code in use (1 in 25 million each): draw again
+                break
+        if started == "full":
             return oauth_error_response(
                 OAuthError(
                     "slow_down", "too many sign-ins are waiting: try again later", status_code=429
                 )
             )
-        device_code = secrets.token_urlsafe(32)
-        user_code = "".join(secrets.choice(_ALPHABET) for _ in range(_USER_CODE_LENGTH))
-        while user_code in self._by_user:
-            user_code = "".join(secrets.choice(_ALPHABET) for _ in range(_USER_CODE_LENGTH))
-        pending = _Pending(
-            client_id=client.client_id,
-            resource=resources[0],
-            agent=agent.client_id,
-            scopes=scopes,
-            expires_at=self._clock() + _LIFETIME,
-            user_code=user_code,
-        )
-        self._by_device[_digest(device_code)] = pending
-        self._by_user[user_code] = _digest(device_code)
         uri = f"{self._base}{VERIFICATION_PATH}"
         body = {
             "device_code": device_code,
@@ -199,15 +318,13 @@ class DeviceFlow:
         except OAuthError as exc:
             return _verification_page("", error=exc.error_description, status=400)
         shown = (form.get("user_code") or "")[:32]
-        self._prune()
-        key = self._by_user.get(_normal(shown))
-        pending = None if key is None else self._by_device.get(key)
-        open_ = pending is not None and pending.username is None and not pending.denied
+        found = await self._book.device_find(_normal(shown), now=self._clock())
+        open_ = found is not None
         # RFC 8628 §5.1: a user code is short enough to guess; wrong ones are counted per
         # address like failed sign-ins (and share their allowance), so guessing codes,
         # to approve or refuse someone else's device, stops at the same 429.
         try:
-            found = await self._guard.check(
+            known = await self._guard.check(
                 lambda: open_, account=None, source=request_source(request), inline=True
             )
         except TooManyAttemptsError as exc:
@@ -216,10 +333,12 @@ class DeviceFlow:
                 error=f"Too many wrong codes or sign-ins: try again in {exc.retry_after} s.",
                 status=429,
             )
-        if not found or pending is None:
+        if not known or found is None:
             return _verification_page(shown, error="Unknown or expired code.", status=400)
+        digest, pending = found[0], _Pending.load(found[1])
         if form.get("action") == "deny":
-            pending.denied = True
+            if not await self._book.device_decide(digest, _decision(None), now=self._clock()):
+                return _verification_page(shown, error="Unknown or expired code.", status=400)
             return _done("Sign-in refused", "The device will not be signed in.")
         try:
             user = await self._login.check_user(
@@ -238,13 +357,15 @@ class DeviceFlow:
         wanted = pending.scopes if pending.scopes is not None else accepted
         granted = tuple(s for s in wanted if s in accepted and s in user.scopes)
         if not granted:
-            pending.denied = True
+            await self._book.device_decide(digest, _decision(None), now=self._clock())
             return _done(
                 "Nothing to grant",
                 f"User {user.username} holds none of the requested scopes for {pending.resource}.",
             )
-        pending.username = user.username
-        pending.granted = granted
+        decision = _decision(user.username, granted)
+        if not await self._book.device_decide(digest, decision, now=self._clock()):
+            # Refused or approved meanwhile (another tab, another replica), or expired.
+            return _verification_page(shown, error="Unknown or expired code.", status=400)
         return _done(
             "Device signed in",
             f"{pending.agent} may now act for {user.username} with {scope_string(granted)}. "
@@ -253,44 +374,34 @@ class DeviceFlow:
 
     # -- §3.4-3.5: the token endpoint side ------------------------------------------------
 
-    def redeem(self, form: Form, client_id: str) -> DeviceGrant:
+    async def redeem(self, form: Form, client_id: str) -> DeviceGrant:
         """Check a ``device_code`` token request; the approved grant, or the §3.5 error."""
         device_code = form.require("device_code")
-        key = _digest(device_code)
-        pending = self._by_device.get(key)
-        now = self._clock()
-        if pending is None or pending.client_id != client_id:
+        polled = await self._book.device_poll(_digest(device_code), client_id, now=self._clock())
+        if polled is None:
             raise OAuthError("invalid_grant", "unknown device_code: start the sign-in again")
-        if pending.expires_at <= now:
-            self._forget(key)
+        outcome, raw, detail = polled
+        pending = _Pending.load(raw)
+        if outcome == "expired":
             raise OAuthError("expired_token", "the device code expired: start the sign-in again")
-        if pending.denied:
-            self._forget(key)
-            raise OAuthError("access_denied", "the user refused the sign-in")
-        if pending.username is None:
-            too_soon = pending.last_poll is not None and now - pending.last_poll < pending.interval
-            pending.last_poll = now
-            if too_soon:
-                pending.interval += 5  # §3.5: every slow_down adds 5 seconds
-                raise OAuthError("slow_down", f"poll at most every {pending.interval:g} seconds")
+        if outcome == "slow":
+            raise OAuthError("slow_down", f"poll at most every {float(detail):g} seconds")
+        if outcome == "pending":
             raise OAuthError(
                 "authorization_pending",
                 f"waiting for the user to enter {_shown(pending.user_code)} at "
                 f"{self._base}{VERIFICATION_PATH}",
             )
-        self._forget(key)
+        decision = json.loads(detail)
+        if decision["username"] is None:
+            raise OAuthError("access_denied", "the user refused the sign-in")
         return DeviceGrant(
             client_id=pending.client_id,
             resource=pending.resource,
             agent=pending.agent,
-            username=pending.username,
-            scopes=pending.granted,
+            username=decision["username"],
+            scopes=tuple(decision["granted"]),
         )
-
-    def _forget(self, key: str) -> None:
-        pending = self._by_device.pop(key, None)
-        if pending is not None:
-            self._by_user.pop(pending.user_code, None)
 
 
 _STYLE = (

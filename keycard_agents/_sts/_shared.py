@@ -1,7 +1,8 @@
 """What replicas of the token service share, behind one Protocol (docs/replicas.md).
 
 A :class:`SharedServiceState` carries the client-assertion replay set (RFC 7523 §3), the
-authorization codes (single use, RFC 6749 §4.1.2), the failed-attempt buckets, the
+authorization codes (single use, RFC 6749 §4.1.2), the device sign-ins in progress
+(RFC 8628, :class:`DeviceBook`), the failed-attempt buckets, the
 registered clients (RFC 7591), the vault's sealed records, the audit trail, and every
 replica's public signing keys. ``[redis] url`` in the TOML configuration (or
 ``KEYCARD_REDIS_URL``) selects the Redis implementation. Without one, each replica keeps
@@ -34,7 +35,13 @@ from keycard_agents._sts._client_store import RegisteredClient
 if TYPE_CHECKING:
     from keycard_agents._sts._config import TokenServiceConfig
 
-__all__ = ["PeerKeys", "SharedClientStore", "SharedServiceState", "shared_state_from"]
+__all__ = [
+    "DeviceBook",
+    "PeerKeys",
+    "SharedClientStore",
+    "SharedServiceState",
+    "shared_state_from",
+]
 
 logger = get_logger("keycard_agents.sts")
 
@@ -55,7 +62,53 @@ class SealedRecords(Protocol):
     async def delete(self, record_id: str) -> bool: ...
 
 
-class SharedServiceState(Protocol):
+class DeviceBook(Protocol):
+    """The device sign-ins in progress (RFC 8628), by the SHA-256 digest of their device
+    code and by their user code: in memory, or shared by the replicas.
+
+    A sign-in is its ``record`` (opaque bytes: client, agent, scopes, user code), its
+    expiry, the client that started it, the person's ``decision`` once made (opaque
+    bytes) and its polling state (last poll, interval). Each method is one step, whole.
+    """
+
+    async def device_start(
+        self,
+        digest: str,
+        user_code: str,
+        client_id: str,
+        record: bytes,
+        *,
+        expires_at: float,
+        now: float,
+        interval: float,
+        max_pending: int,
+    ) -> str:
+        """Keep a new sign-in: ``"ok"``, ``"taken"`` (the user code is in use: draw
+        another) or ``"full"`` (``max_pending`` sign-ins are waiting)."""
+        ...
+
+    async def device_find(self, user_code: str, *, now: float) -> tuple[str, bytes] | None:
+        """The digest and record of the sign-in with ``user_code``, while it is open (not
+        expired, no decision yet)."""
+        ...
+
+    async def device_decide(self, digest: str, decision: bytes, *, now: float) -> bool:
+        """Record the person's decision; ``False`` when the sign-in is gone, expired or
+        decided already (the first decision stands)."""
+        ...
+
+    async def device_poll(
+        self, digest: str, client_id: str, *, now: float
+    ) -> tuple[str, bytes, bytes] | None:
+        """A poll by ``client_id``: ``None`` for no such sign-in of this client, else
+        ``(outcome, record, detail)``: ``"expired"`` (forgotten now), ``"decided"`` (the
+        decision as ``detail``, forgotten now: a decision is collected once), ``"slow"``
+        (polled within the interval, which grows by 5 s; the new interval as ``detail``)
+        or ``"pending"``."""
+        ...
+
+
+class SharedServiceState(DeviceBook, Protocol):
     """The state replicas of one token service share (Redis: ``RedisServiceState``).
 
     Every method raises :class:`StoreUnavailableError` when the store cannot be reached:

@@ -470,7 +470,7 @@ class TokenEndpoint:
                 "unauthorized_client",
                 f"agent {client.client_id!r} cannot use the device grant: only public clients",
             )
-        grant = self.device.redeem(form, client.client_id)
+        grant = await self.device.redeem(form, client.client_id)
         trail.user, trail.user_issuer = grant.username, self._issuer
         trail.target, trail.scopes_requested = grant.resource, grant.scopes
         trail.txn = uuid.uuid4().hex

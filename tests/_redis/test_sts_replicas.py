@@ -24,6 +24,7 @@ from sts_support import (
     EXCHANGE,
     ISSUER,
     JWT_BEARER,
+    PASSWORD,
     REDIRECT,
     VERIFIER,
     A,
@@ -34,6 +35,7 @@ from sts_support import (
     make_config,
 )
 
+from keycard_agents._sts import _device as device_module
 from keycard_agents.auth import SigningKey
 from keycard_agents.redis import RedisServiceState, RedisSettings, StoreUnavailableError
 from keycard_agents.sts import (
@@ -44,6 +46,8 @@ from keycard_agents.sts import (
 )
 
 pytestmark = pytest.mark.anyio
+
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @asynccontextmanager
@@ -172,6 +176,77 @@ async def test_wrong_user_codes_count_against_the_address_at_every_replica(
         stopped = await one.client.post("/device", data={"user_code": "BCDF-GHJL"})
         assert stopped.status_code == 429
         assert "Too many wrong codes" in stopped.text
+
+
+async def test_a_device_sign_in_started_at_one_replica_goes_on_at_any(redis_url: str) -> None:
+    async with two_replicas(redis_url) as (one, two):
+        started = await one.client.post(
+            "/device_authorization", data={"client_id": "app", "resource": A, "scope": "read"}
+        )
+        assert started.status_code == 200, started.text
+        start = started.json()
+        poll = {"grant_type": DEVICE, "device_code": start["device_code"], "client_id": "app"}
+        pending = await two.post_token(poll)  # the client's first poll lands elsewhere
+        assert pending.json()["error"] == "authorization_pending"
+        assert start["user_code"] in pending.json()["error_description"]
+        hurried = await one.post_token(poll)  # the polling interval is shared too
+        assert hurried.json()["error"] == "slow_down"
+        assert "every 10 seconds" in hurried.json()["error_description"]
+        made_up = {**poll, "device_code": secrets.token_urlsafe(32)}
+        assert (await one.post_token(made_up)).json()["error"] == "invalid_grant"
+        page = {"user_code": start["user_code"], "username": "alice", "password": PASSWORD}
+        ok = await two.client.post("/device", data={**page, "action": "allow"})
+        assert "Device signed in" in ok.text
+        late = await one.client.post("/device", data={**page, "action": "deny"})
+        assert late.status_code == 400  # decided already: the first decision stands
+        one.clock.advance(20)
+        issued = await one.post_token(poll)
+        assert issued.status_code == 200, issued.text
+        again = await two.post_token(poll)  # collected once, whichever replica is asked
+        assert again.json()["error"] == "invalid_grant"
+        refused_start = (
+            await two.client.post("/device_authorization", data={"client_id": "app", "resource": A})
+        ).json()
+        refused = await one.client.post(
+            "/device", data={"user_code": refused_start["user_code"], "action": "deny"}
+        )
+        assert "Sign-in refused" in refused.text
+        denied_poll = {**poll, "device_code": refused_start["device_code"]}
+        assert (await two.post_token(denied_poll)).json()["error"] == "access_denied"
+        late_start = (
+            await one.client.post("/device_authorization", data={"client_id": "app", "resource": A})
+        ).json()
+        one.clock.advance(601)
+        expired = await two.post_token({**poll, "device_code": late_start["device_code"]})
+        assert expired.json()["error"] == "expired_token"
+    assert claims_of(issued.json()["access_token"])["sub"] == "alice"
+    assert claims_of(issued.json()["access_token"])["scope"] == "read"
+
+
+async def test_replicas_keep_at_most_so_many_device_sign_ins_waiting(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device_module, "_MAX_PENDING", 2)
+    async with two_replicas(redis_url) as (one, two):
+        form = {"client_id": "app", "resource": A}
+        # The set of waiting sign-ins outlives a test: start from an empty one.
+        state = one.service.shared
+        assert isinstance(state, RedisServiceState)
+        await state.redis.client.delete([state.redis.key("device-pending", "devices")])
+        answers = [await w.client.post("/device_authorization", data=form) for w in (one, two)]
+        assert [a.status_code for a in answers] == [200, 200]
+        full = await one.client.post("/device_authorization", data=form)
+        assert full.status_code == 429
+        assert full.json()["error"] == "slow_down"
+        # A sign-in collected makes room at once.
+        one.clock.advance(6)
+        refused = answers[0].json()
+        await two.client.post("/device", data={"user_code": refused["user_code"], "action": "deny"})
+        collected = await one.post_token(
+            {"grant_type": DEVICE, "device_code": refused["device_code"], "client_id": "app"}
+        )
+        assert collected.json()["error"] == "access_denied"
+        assert (await two.client.post("/device_authorization", data=form)).status_code == 200
 
 
 async def test_a_client_registered_on_one_replica_signs_in_on_the_other(redis_url: str) -> None:

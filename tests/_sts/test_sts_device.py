@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from sts_support import ISSUER, PASSWORD, A, claims_of, open_world
+
+from keycard_agents._sts import _device
 
 pytestmark = pytest.mark.anyio
 
@@ -166,3 +169,23 @@ async def test_guessing_user_codes_is_throttled_per_address() -> None:
         issued = await _poll(w.client, start["device_code"])
     assert issued.status_code == 200, issued.text
     assert claims_of(issued.json()["access_token"])["sub"] == "alice"
+
+
+async def test_at_most_so_many_sign_ins_wait_and_user_codes_never_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_device, "_MAX_PENDING", 3)
+    # The draws: the second sign-in first gets the first one's code, then a fresh one.
+    # (The refused fourth one draws a code too.)
+    draws: Iterator[str] = iter("B" * 8 + "B" * 8 + "C" * 8 + "D" * 8 + "F" * 8 + "G" * 8)
+    monkeypatch.setattr("keycard_agents._sts._device.secrets.choice", lambda _: next(draws))
+    async with open_world() as w:
+        codes = [(await _start(w.client))["user_code"] for _ in range(3)]
+        assert codes == ["BBBB-BBBB", "CCCC-CCCC", "DDDD-DDDD"]
+        full = await w.client.post(
+            "/device_authorization", data={"client_id": "app", "resource": A}
+        )
+        assert full.status_code == 429
+        assert full.json()["error"] == "slow_down"
+        w.clock.advance(601)  # the three expire: room again
+        assert (await _start(w.client))["user_code"] == "GGGG-GGGG"
