@@ -660,6 +660,8 @@ class RedisTaskStore:
             self._running.add(task_id)
         else:
             self._running.discard(task_id)
+        if mode == "create" and kind == "run":
+            return  # admission booked it just so (running, this size): nothing to update
         drop = record.owner is None and kind != "run"
         await self._call(
             "book",
