@@ -136,16 +136,13 @@ async def test_guessing_user_codes_is_throttled_per_address() -> None:
         assert stopped.status_code == 429
         assert "Too many wrong codes or sign-ins: try again in" in stopped.text
         # ... and its sign-ins share that allowance (one budget per address).
-        sign_in = await w.client.post(
-            "/device",
-            data={
-                "user_code": start["user_code"],
-                "username": "alice",
-                "password": PASSWORD,
-                "action": "allow",
-            },
-        )
-        assert sign_in.status_code == 429
+        approve = {
+            "user_code": start["user_code"],
+            "username": "alice",
+            "password": PASSWORD,
+            "action": "allow",
+        }
+        assert (await w.client.post("/device", data=approve)).status_code == 429
         # The person, from their own address, approves their device as usual.
         elsewhere = httpx.ASGITransport(app=w.service.app, client=("192.0.2.7", 40000))
         async with httpx.AsyncClient(transport=elsewhere, base_url=ISSUER) as person:
@@ -154,15 +151,7 @@ async def test_guessing_user_codes_is_throttled_per_address() -> None:
                     "/device", data={"user_code": start["user_code"], "username": "alice"}
                 )
                 assert page.status_code == 401  # no password: refused, code not charged
-            ok = await person.post(
-                "/device",
-                data={
-                    "user_code": start["user_code"],
-                    "username": "alice",
-                    "password": PASSWORD,
-                    "action": "allow",
-                },
-            )
+            ok = await person.post("/device", data=approve)
         assert ok.status_code == 200, ok.text
         assert "Device signed in" in ok.text
         w.clock.advance(20)
