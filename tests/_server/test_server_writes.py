@@ -242,3 +242,17 @@ def test_a_failing_application_still_answers_or_closes(started: bool) -> None:
         protocol.connection_lost(None)
 
     _run(test)
+
+
+def test_a_closing_answer_is_one_write_then_the_close() -> None:
+    async def test() -> None:
+        protocol, transport = _connect(_replying(b"bye"))
+        protocol.data_received(b"GET / HTTP/1.0\r\n\r\n")  # no keep-alive: closed after
+        await _until(lambda: transport.closed)
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"connection: close" in transport.writes[0].lower()
+        assert transport.writes[0].endswith(b"\r\n\r\nbye")
+        protocol.connection_lost(None)
+
+    _run(test)
