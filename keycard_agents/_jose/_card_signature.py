@@ -37,6 +37,7 @@ __all__ = [
     "CARD_SIGNATURE_POLICIES",
     "CardSignatureError",
     "CardSignaturePolicy",
+    "detached_signature",
     "sign_card",
     "verify_card",
 ]
@@ -112,19 +113,24 @@ def _signed_content(card: Mapping[str, Any]) -> bytes:
     return canonicalize(_without_empty(body) or {})
 
 
+def detached_signature(content: bytes, key: SigningKey, *, jku: str | None) -> dict[str, str]:
+    """A card's ``signatures`` entry: a JWS of ``content`` by ``key`` with the payload
+    detached (``protected`` and ``signature``; a verifier recomputes the content)."""
+    header: dict[str, Any] = {"alg": key.alg, "kid": key.kid, "typ": "JOSE"}
+    if jku:
+        header["jku"] = jku
+    compact = jws.serialize_compact(header, content, key.key, registry=jws_registry((key.alg,)))
+    protected, _, signature = compact.split(".")
+    return {"protected": protected, "signature": signature}
+
+
 def sign_card(
     card: Mapping[str, Any], key: SigningKey, *, jku: str | None = None
 ) -> dict[str, Any]:
     """``card`` (JSON data) with a signature by ``key`` added to its ``signatures``."""
-    header: dict[str, Any] = {"alg": key.alg, "kid": key.kid, "typ": "JOSE"}
-    if jku:
-        header["jku"] = jku
-    compact = jws.serialize_compact(
-        header, _signed_content(card), key.key, registry=jws_registry((key.alg,))
-    )
-    protected, _, signature = compact.split(".")
     previous = [s for s in card.get("signatures") or [] if isinstance(s, Mapping)]
-    return {**card, "signatures": [*previous, {"protected": protected, "signature": signature}]}
+    signature = detached_signature(_signed_content(card), key, jku=jku)
+    return {**card, "signatures": [*previous, signature]}
 
 
 def signature_key_urls(card: Mapping[str, Any]) -> list[str]:

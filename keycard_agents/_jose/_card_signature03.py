@@ -16,10 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from joserfc import jws
-
-from keycard_agents._jose._card_signature import _without_empty
-from keycard_agents._jose._keys import SigningKey, jws_registry
+from keycard_agents._jose._card_signature import _without_empty, detached_signature
+from keycard_agents._jose._keys import SigningKey
 
 __all__ = ["sign_card_v03", "signed_content_v03"]
 
@@ -47,11 +45,4 @@ def sign_card_v03(
     card: Mapping[str, Any], key: SigningKey, *, jku: str | None = None
 ) -> dict[str, Any]:
     """``card`` (0.3 JSON) with its signature by ``key`` in ``signatures``."""
-    header: dict[str, Any] = {"alg": key.alg, "kid": key.kid, "typ": "JOSE"}
-    if jku:
-        header["jku"] = jku
-    compact = jws.serialize_compact(
-        header, signed_content_v03(card), key.key, registry=jws_registry((key.alg,))
-    )
-    protected, _, signature = compact.split(".")
-    return {**card, "signatures": [{"protected": protected, "signature": signature}]}
+    return {**card, "signatures": [detached_signature(signed_content_v03(card), key, jku=jku)]}
