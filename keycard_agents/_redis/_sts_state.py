@@ -265,9 +265,11 @@ class RedisServiceState:
 
     # -- device sign-ins (RFC 8628), every key on the slot {devices} ------------------------
 
-    def _device_keys(self, digest: str) -> tuple[str, str]:
-        redis = self.redis
-        return redis.key("device-pending", "devices"), redis.key("device", "devices", digest)
+    def _pending_key(self) -> str:
+        return self.redis.key("device-pending", "devices")
+
+    def _device_key(self, digest: str) -> str:
+        return self.redis.key("device", "devices", digest)
 
     def _user_code_key(self, user_code: str) -> str:
         return self.redis.key("device-user", "devices", user_code)
@@ -284,10 +286,13 @@ class RedisServiceState:
         interval: float,
         max_pending: int,
     ) -> str:
-        pending, device = self._device_keys(digest)
         with self.redis.errors("starting a device sign-in"):
             answer = await self.script("device_start")(
-                keys=[pending, device, self._user_code_key(user_code)],
+                keys=[
+                    self._pending_key(),
+                    self._device_key(digest),
+                    self._user_code_key(user_code),
+                ],
                 args=[
                     int(now * 1000),
                     int(expires_at * 1000),
@@ -307,7 +312,7 @@ class RedisServiceState:
             if digest is None:
                 return None
             text = digest.decode() if isinstance(digest, bytes) else str(digest)
-            found = await redis.client.hmget(self._device_keys(text)[1], ["p", "e", "d"])
+            found = await redis.client.hmget(self._device_key(text), ["p", "e", "d"])
         record, expires, decision = found
         if record is None or expires is None or int(expires) <= now * 1000 or decision:
             return None
@@ -316,17 +321,17 @@ class RedisServiceState:
     async def device_decide(self, digest: str, decision: bytes, *, now: float) -> bool:
         with self.redis.errors("recording a device sign-in"):
             answer = await self.script("device_decide")(
-                keys=[self._device_keys(digest)[1]], args=[int(now * 1000), decision]
+                keys=[self._device_key(digest)], args=[int(now * 1000), decision]
             )
         return bool(int(answer))
 
     async def device_poll(
         self, digest: str, client_id: str, *, now: float
     ) -> tuple[str, bytes, bytes] | None:
-        pending, device = self._device_keys(digest)
         with self.redis.errors("polling a device sign-in"):
             answer = await self.script("device_poll")(
-                keys=[device, pending], args=[int(now * 1000), client_id, digest]
+                keys=[self._device_key(digest), self._pending_key()],
+                args=[int(now * 1000), client_id, digest],
             )
         if not answer:
             return None

@@ -134,12 +134,13 @@ class _CheckedConnect(httpcore.AsyncNetworkBackend):
 
 def _checked_client(notifier: PushNotifier, timeout: float) -> httpx.AsyncClient:
     """An HTTP client that connects only to addresses ``notifier`` has just checked."""
-    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    context = httpx.create_ssl_context(trust_env=False)  # CA certificates, loaded once
+    transport = httpx.AsyncHTTPTransport(verify=context, trust_env=False)
     # httpx's transport takes no network backend, the httpcore pool it wraps does: the
     # same pool, with the checked connect (and without environment proxies, which would
     # resolve the host themselves).
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=context,
         max_connections=100,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,

@@ -319,13 +319,15 @@ class DeviceFlow:
             return _verification_page("", error=exc.error_description, status=400)
         shown = (form.get("user_code") or "")[:32]
         found = await self._book.device_find(_normal(shown), now=self._clock())
-        open_ = found is not None
         # RFC 8628 §5.1: a user code is short enough to guess; wrong ones are counted per
         # address like failed sign-ins (and share their allowance), so guessing codes,
         # to approve or refuse someone else's device, stops at the same 429.
         try:
             known = await self._guard.check(
-                lambda: open_, account=None, source=request_source(request), inline=True
+                lambda: found is not None,
+                account=None,
+                source=request_source(request),
+                inline=True,
             )
         except TooManyAttemptsError as exc:
             return _verification_page(

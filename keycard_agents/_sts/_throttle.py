@@ -333,14 +333,10 @@ class CredentialGuard:
             buckets.append((f"source:{source}", limits.failed_auth_per_source))
         shared = self._shared
         assert shared is not None
-        if not buckets:  # no account, no address: nothing to count against
-            return (
-                verify()
-                if inline
-                else await anyio.to_thread.run_sync(verify, limiter=self._limiter)
-            )
 
         async def step(what: str) -> float:
+            if not buckets:  # no account, no address: nothing to count against
+                return 0.0
             return await shared.buckets(
                 buckets, window=limits.failed_auth_window, now=self._clock(), step=what
             )
