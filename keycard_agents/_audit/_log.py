@@ -19,7 +19,13 @@ from typing import Any, Generic, Protocol, TypeVar
 import anyio
 from pydantic import ValidationError
 
-__all__ = ["JsonlRecordLog", "MemoryRecordLog", "passes_filters", "select_records"]
+__all__ = [
+    "JsonlRecordLog",
+    "MemoryRecordLog",
+    "RecordRows",
+    "passes_filters",
+    "select_records",
+]
 
 
 class _Record(Protocol):
@@ -88,41 +94,39 @@ def select_records(
     return out[-limit:] if limit > 0 else []
 
 
-class MemoryRecordLog(Generic[R]):
-    """In-memory log keeping the newest ``max_records`` records.
+class RecordRows(Generic[R]):
+    """How records rest in memory: as tuples of their field values (strings, numbers,
+    tuples of strings), which the garbage collector stops tracking, so that a full store
+    adds nothing to each full collection. 100,000 records kept as models (three tracked
+    objects each) paused the event loop for tens of milliseconds per collection, and cost
+    about 2 KB each. The first record appended fixes the type and the field order; a
+    record of another type rests as it is."""
 
-    Records rest as tuples of their field values (strings, numbers, tuples of strings),
-    which the garbage collector stops tracking: a full log adds nothing to each full
-    collection, where 100,000 records as models (three tracked objects each) paused the
-    event loop for tens of milliseconds, a tail-latency source of every agent. Queries
-    filter on the tuples and rebuild only the records that pass.
-    """
-
-    def __init__(self, *, max_records: int = 100_000) -> None:
-        if max_records < 1:
-            raise ValueError("max_records must be at least 1")
-        self._records: deque[Any] = deque(maxlen=max_records)
+    def __init__(self) -> None:
         self._type: Any = None
         self._names: tuple[str, ...] = ()
         self._positions: dict[str, int] = {}
 
-    async def append(self, record: R) -> None:
+    def row(self, record: R) -> Any:
+        """What to keep of ``record``."""
         values = vars(record)
         if self._type is None:
             self._type = type(record)
             self._names = tuple(values)
             self._positions = {name: i for i, name in enumerate(self._names)}
         if type(record) is self._type and tuple(values) == self._names:
-            self._records.append(tuple(values.values()))
-        else:  # another record type in the same log: kept as it is
-            self._records.append(record)
+            return tuple(values.values())
+        return record  # another record type in the same store: kept as it is
 
-    def _rebuild(self, entry: Any) -> R:
+    def rebuild(self, entry: Any, **changes: Any) -> R:
+        """The record a kept ``entry`` stands for, with ``changes`` to its fields."""
         if not isinstance(entry, tuple):
-            return entry  # type: ignore[no-any-return]
-        return self._type.model_construct(**dict(zip(self._names, entry, strict=True)))  # type: ignore[no-any-return]
+            return entry.model_copy(update=changes) if changes else entry  # type: ignore[no-any-return]
+        fields = dict(zip(self._names, entry, strict=True))
+        fields.update(changes)
+        return self._type.model_construct(**fields)  # type: ignore[no-any-return]
 
-    def _passes(
+    def passes(
         self,
         entry: Any,
         txn: str | None,
@@ -130,7 +134,7 @@ class MemoryRecordLog(Generic[R]):
         since: float | None,
         until: float | None,
     ) -> bool:
-        """The cheap filters on a resting record (the record's ``matches`` decides)."""
+        """The cheap filters on a kept entry (the record's ``matches`` decides)."""
         if not isinstance(entry, tuple):
             return True
         at = self._positions
@@ -146,6 +150,21 @@ class MemoryRecordLog(Generic[R]):
                 return False
         return True
 
+
+class MemoryRecordLog(Generic[R]):
+    """In-memory log keeping the newest ``max_records`` records, as
+    :class:`RecordRows`; queries filter on the rows and rebuild only the records that
+    pass."""
+
+    def __init__(self, *, max_records: int = 100_000) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self._records: deque[Any] = deque(maxlen=max_records)
+        self._rows: RecordRows[R] = RecordRows()
+
+    async def append(self, record: R) -> None:
+        self._records.append(self._rows.row(record))
+
     async def query(
         self,
         *,
@@ -159,10 +178,11 @@ class MemoryRecordLog(Generic[R]):
         if limit <= 0:
             return []
         newest: list[R] = []  # newest first, rebuilt only until ``limit`` records match
+        rows = self._rows
         for entry in reversed(self._records):
-            if not self._passes(entry, txn, user, since, until):
+            if not rows.passes(entry, txn, user, since, until):
                 continue
-            record = self._rebuild(entry)
+            record = rows.rebuild(entry)
             if record.matches(txn=txn, user=user, agent=agent, since=since, until=until):
                 newest.append(record)
                 if len(newest) == limit:

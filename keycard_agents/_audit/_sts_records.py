@@ -16,11 +16,11 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from keycard_agents._audit._log import JsonlRecordLog, passes_filters, select_records
+from keycard_agents._audit._log import JsonlRecordLog, RecordRows, passes_filters
 
 __all__ = ["AuditRecord", "AuditStore", "JsonlAuditStore", "MemoryAuditStore"]
 
@@ -107,22 +107,19 @@ _CREDENTIAL_ERRORS = frozenset({"invalid_client", "temporarily_unavailable"})
 _MAX_COALESCING = 4096
 
 
-class _Slot:
-    """A kept record, and how many identical denials it stands for."""
+def _place(entry: tuple[int, object]) -> int:
+    return entry[0]
 
-    __slots__ = ("count", "gone", "last", "record", "seq")
 
-    def __init__(self, record: AuditRecord, seq: int) -> None:
-        self.record = record
-        self.seq = seq
+class _Repeats:
+    """How many identical denials a kept record stands for, and when the last came."""
+
+    __slots__ = ("count", "gone", "last")
+
+    def __init__(self, at: float) -> None:
         self.count = 1
-        self.last = record.time
+        self.last = at
         self.gone = False
-
-    def value(self) -> AuditRecord:
-        if self.count == 1:
-            return self.record
-        return self.record.model_copy(update={"repeated": self.count, "last_time": self.last})
 
 
 class MemoryAuditStore:
@@ -136,7 +133,9 @@ class MemoryAuditStore:
 
     An unauthenticated denial identical to one kept less than ``coalesce_window`` seconds
     before (all fields but the time) is not stored again: the kept record's ``repeated``
-    count and ``last_time`` grow instead.
+    count and ``last_time`` grow instead. Records rest as rows the garbage collector does
+    not track (:class:`~keycard_agents._audit._log.RecordRows`), each with its place in
+    the order of appends.
     """
 
     def __init__(
@@ -151,9 +150,13 @@ class MemoryAuditStore:
         if min(bounds) < 1:
             raise ValueError("max_records, max_denied and max_unauthenticated must be >= 1")
         self._bounds = {"issued": bounds[0], "denied": bounds[1], "unauthenticated": bounds[2]}
-        self._kept: dict[str, deque[_Slot]] = {kind: deque() for kind in self._bounds}
+        # Per kind, oldest first: the rows, and each one's place in the order of appends.
+        self._kept: dict[str, deque[Any]] = {kind: deque() for kind in self._bounds}
+        self._places: dict[str, deque[int]] = {kind: deque() for kind in self._bounds}
+        self._rows: RecordRows[AuditRecord] = RecordRows()
         self._window = coalesce_window
-        self._recent: dict[str, _Slot] = {}
+        self._recent: dict[str, _Repeats] = {}  # by the denial's fields but its time
+        self._repeats: dict[int, _Repeats] = {}  # the same, by the kept record's place
         self._seq = 0
 
     @staticmethod
@@ -169,31 +172,30 @@ class MemoryAuditStore:
         key = None
         if record.decision == "denied" and record.client_id is None:
             key = record.model_dump_json(exclude={"time", "repeated", "last_time"})
-            slot = self._recent.get(key)
-            if slot is not None and not slot.gone and record.time - slot.last <= self._window:
-                slot.count += 1
-                slot.last = max(slot.last, record.time)
+            seen = self._recent.get(key)
+            if seen is not None and not seen.gone and record.time - seen.last <= self._window:
+                seen.count += 1
+                seen.last = max(seen.last, record.time)
                 return
         self._seq += 1
-        slot = _Slot(record, self._seq)
-        kept = self._kept[kind]
+        kept, places = self._kept[kind], self._places[kind]
         if len(kept) >= self._bounds[kind]:
-            kept.popleft().gone = True
-        kept.append(slot)
+            kept.popleft()
+            dropped = self._repeats.pop(places.popleft(), None)
+            if dropped is not None:
+                dropped.gone = True
+        kept.append(self._rows.row(record))
+        places.append(self._seq)
         if key is not None:
             if len(self._recent) >= _MAX_COALESCING:
                 self._recent = {
-                    k: s
-                    for k, s in self._recent.items()
-                    if not s.gone and record.time - s.last <= self._window
+                    k: r
+                    for k, r in self._recent.items()
+                    if not r.gone and record.time - r.last <= self._window
                 }
                 if len(self._recent) >= _MAX_COALESCING:
                     self._recent.clear()
-            self._recent[key] = slot
-
-    def _records(self) -> list[AuditRecord]:
-        merged = heapq.merge(*self._kept.values(), key=lambda s: s.seq)  # append order
-        return [slot.value() for slot in merged]
+            self._recent[key] = self._repeats[self._seq] = _Repeats(record.time)
 
     async def query(
         self,
@@ -205,15 +207,28 @@ class MemoryAuditStore:
         until: float | None = None,
         limit: int = 1000,
     ) -> list[AuditRecord]:
-        return select_records(
-            self._records(),
-            txn=txn,
-            user=user,
-            agent=agent,
-            since=since,
-            until=until,
-            limit=limit,
+        if limit <= 0:
+            return []
+        rows = self._rows
+        newest: list[AuditRecord] = []  # newest first, rebuilt only until ``limit`` match
+        newest_first = (
+            zip(reversed(self._places[kind]), reversed(kept), strict=True)
+            for kind, kept in self._kept.items()
         )
+        for seq, row in heapq.merge(*newest_first, key=_place, reverse=True):
+            if not rows.passes(row, txn, user, since, until):
+                continue
+            repeats = self._repeats.get(seq)
+            if repeats is not None and repeats.count > 1:
+                record = rows.rebuild(row, repeated=repeats.count, last_time=repeats.last)
+            else:
+                record = rows.rebuild(row)
+            if record.matches(txn=txn, user=user, agent=agent, since=since, until=until):
+                newest.append(record)
+                if len(newest) == limit:
+                    break
+        newest.reverse()
+        return newest
 
     def __len__(self) -> int:
         return sum(len(kept) for kept in self._kept.values())
