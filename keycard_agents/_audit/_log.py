@@ -150,6 +150,34 @@ class RecordRows(Generic[R]):
                 return False
         return True
 
+    def select(
+        self,
+        entries: Iterable[tuple[Any, dict[str, Any] | None]],
+        *,
+        txn: str | None,
+        user: str | None,
+        agent: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int,
+    ) -> list[R]:
+        """The newest ``limit`` records that match the query, oldest first, of ``entries``:
+        kept entries, newest first, each with changes to its fields (or ``None``). Records
+        are rebuilt only for entries that pass the cheap filters, until ``limit`` match."""
+        if limit <= 0:
+            return []
+        newest: list[R] = []
+        for entry, changes in entries:
+            if not self.passes(entry, txn, user, since, until):
+                continue
+            record = self.rebuild(entry, **(changes or {}))
+            if record.matches(txn=txn, user=user, agent=agent, since=since, until=until):
+                newest.append(record)
+                if len(newest) == limit:
+                    break
+        newest.reverse()
+        return newest
+
 
 class MemoryRecordLog(Generic[R]):
     """In-memory log keeping the newest ``max_records`` records, as
@@ -175,20 +203,15 @@ class MemoryRecordLog(Generic[R]):
         until: float | None = None,
         limit: int = 1000,
     ) -> list[R]:
-        if limit <= 0:
-            return []
-        newest: list[R] = []  # newest first, rebuilt only until ``limit`` records match
-        rows = self._rows
-        for entry in reversed(self._records):
-            if not rows.passes(entry, txn, user, since, until):
-                continue
-            record = rows.rebuild(entry)
-            if record.matches(txn=txn, user=user, agent=agent, since=since, until=until):
-                newest.append(record)
-                if len(newest) == limit:
-                    break
-        newest.reverse()
-        return newest
+        return self._rows.select(
+            ((entry, None) for entry in reversed(self._records)),
+            txn=txn,
+            user=user,
+            agent=agent,
+            since=since,
+            until=until,
+            limit=limit,
+        )
 
     def __len__(self) -> int:
         return len(self._records)

@@ -207,28 +207,27 @@ class MemoryAuditStore:
         until: float | None = None,
         limit: int = 1000,
     ) -> list[AuditRecord]:
-        if limit <= 0:
-            return []
-        rows = self._rows
-        newest: list[AuditRecord] = []  # newest first, rebuilt only until ``limit`` match
-        newest_first = (
+        by_kind = (
             zip(reversed(self._places[kind]), reversed(kept), strict=True)
             for kind, kept in self._kept.items()
         )
-        for seq, row in heapq.merge(*newest_first, key=_place, reverse=True):
-            if not rows.passes(row, txn, user, since, until):
-                continue
-            repeats = self._repeats.get(seq)
-            if repeats is not None and repeats.count > 1:
-                record = rows.rebuild(row, repeated=repeats.count, last_time=repeats.last)
-            else:
-                record = rows.rebuild(row)
-            if record.matches(txn=txn, user=user, agent=agent, since=since, until=until):
-                newest.append(record)
-                if len(newest) == limit:
-                    break
-        newest.reverse()
-        return newest
+        newest_first = heapq.merge(*by_kind, key=_place, reverse=True)
+        return self._rows.select(
+            ((row, self._changes(seq)) for seq, row in newest_first),
+            txn=txn,
+            user=user,
+            agent=agent,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    def _changes(self, seq: int) -> dict[str, Any] | None:
+        """The count of identical denials the record ``seq`` stands for, if more than one."""
+        repeats = self._repeats.get(seq)
+        if repeats is None or repeats.count == 1:
+            return None
+        return {"repeated": repeats.count, "last_time": repeats.last}
 
     def __len__(self) -> int:
         return sum(len(kept) for kept in self._kept.values())
