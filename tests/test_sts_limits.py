@@ -431,3 +431,5 @@ def test_limits_are_configurable_and_validated() -> None:
         parse_config({"issuer": ISSUER, "limits": {"hash_workers": 0}})
     with pytest.raises(ConfigurationError, match=r"limits\.bogus"):
         parse_config({"issuer": ISSUER, "limits": {"bogus": 1}})
+    with pytest.raises(ConfigurationError, match=r"limits\.log_issued_per_second"):
+        parse_config({"issuer": ISSUER, "limits": {"log_issued_per_second": -1}})

@@ -74,7 +74,9 @@ class Limits(_Model):
     ``Retry-After``, without checking the credential, sent ``throttle_delay`` seconds late
     (a guesser waiting for its answers slows down without costing the service CPU).
     Password hashes are checked in at most ``hash_workers`` threads; when ``hash_queue``
-    checks already wait, more get 503.
+    checks already wait, more get 503. At most ``log_issued_per_second`` issued tokens a
+    second get a log line each; the rest are counted in one line (the audit trail keeps
+    every one).
     """
 
     failed_auth_per_source: int = Field(default=30, ge=1, le=1_000_000)
@@ -88,6 +90,7 @@ class Limits(_Model):
     audit_issued: int = Field(default=100_000, ge=1, le=10_000_000)
     audit_denied: int = Field(default=100_000, ge=1, le=10_000_000)
     audit_unauthenticated: int = Field(default=10_000, ge=1, le=10_000_000)
+    log_issued_per_second: int = Field(default=10, ge=0, le=1_000_000)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     keep_alive_timeout: float = Field(default=15.0, gt=0, le=3600)

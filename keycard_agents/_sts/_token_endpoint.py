@@ -35,7 +35,7 @@ from keycard_agents._errors import (
 from keycard_agents._jose._jwt import ACCESS_TOKEN_TYPE, verify_jwt
 from keycard_agents._jose._keys import KeyResolver, KeyStore
 from keycard_agents._jose._principal import ActorChain
-from keycard_agents._logs import get_logger
+from keycard_agents._logs import LineBudget, get_logger
 from keycard_agents._oauth._inspect import decode_unverified
 from keycard_agents._observe._metrics import record_token_request, record_verification_failure
 from keycard_agents._observe._tracing import (
@@ -240,6 +240,12 @@ class TokenEndpoint:
         # What each trusted issuer's tokens look like; our own stay strict RFC 9068.
         self._profiles = {t.issuer: t.profile() for t in config.trusted_issuers}
         self.stats = TokenStats()
+        self._issued_lines = LineBudget(
+            logger,
+            per_second=config.limits.log_issued_per_second,
+            what="issued tokens",
+            clock=clock,
+        )
         #: The RFC 8628 device flow (set by the service; ``None``: the grant is unsupported).
         self.device: DeviceFlow | None = None
 
@@ -314,21 +320,22 @@ class TokenEndpoint:
             self.stats.issued -= 1
             return await self._deny(trail, _internal_error(), audit=False, why=why)
         trail.measure("issued", None)
-        logger.info(
-            "issued token jti=%s grant=%s client=%s txn=%s target=%s",
-            trail.jti,
-            trail.grant_type,
-            trail.client_id,
-            trail.txn,
-            trail.target,
-            extra={
-                "jti": trail.jti,
-                "grant_type": trail.grant_type,
-                "client_id": trail.client_id,
-                "txn": trail.txn,
-                "target": trail.target,
-            },
-        )
+        if self._issued_lines.take():
+            logger.info(
+                "issued token jti=%s grant=%s client=%s txn=%s target=%s",
+                trail.jti,
+                trail.grant_type,
+                trail.client_id,
+                trail.txn,
+                trail.target,
+                extra={
+                    "jti": trail.jti,
+                    "grant_type": trail.grant_type,
+                    "client_id": trail.client_id,
+                    "txn": trail.txn,
+                    "target": trail.target,
+                },
+            )
         return token_response(payload)
 
     async def _deny(

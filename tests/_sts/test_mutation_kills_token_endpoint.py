@@ -163,6 +163,36 @@ async def test_a_code_for_a_resource_not_registered_here_yields_no_token() -> No
     assert record.jti is None
 
 
+async def test_issued_token_lines_are_limited_per_second_and_the_rest_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past ``log_issued_per_second`` in one second of the service's clock, issued tokens
+    get no line of their own: one line says the limit was reached, the next second's first
+    one is preceded by the count; refusals keep a line each and every token is audited."""
+    with caplog.at_level(logging.INFO, logger="keycard_agents.sts"):
+        async with open_world(limits={"log_issued_per_second": 2}) as w:
+            user = await w.user_token(scope="read")
+            w.clock.advance(1.0)  # a second of its own, whatever the sign-in took
+            caplog.clear()
+            for _ in range(5):
+                assert (await w.exchange("a", user, B)).status_code == 200
+            assert (await w.exchange("a", user, "https://d.example/api")).status_code == 400
+            w.clock.advance(1.0)
+            assert (await w.exchange("a", user, B)).status_code == 200
+            records = await w.service.audit.query(agent="a")
+    lines = [r.getMessage() for r in caplog.records if r.name == "keycard_agents.sts"]
+    kinds = [line.split(" jti=")[0].split(": HTTP")[0] for line in lines]
+    assert kinds == [
+        "issued token",
+        "issued token",
+        "more than 2 issued tokens this second: the rest are counted, not logged",
+        "token request denied",
+        "issued tokens without a line (over 2 a second): 3; the audit trail has each",
+        "issued token",
+    ]
+    assert [r.decision for r in records] == ["issued"] * 5 + ["denied", "issued"]
+
+
 async def test_each_token_request_leaves_one_structured_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
