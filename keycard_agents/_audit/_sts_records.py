@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -107,19 +108,14 @@ _CREDENTIAL_ERRORS = frozenset({"invalid_client", "temporarily_unavailable"})
 _MAX_COALESCING = 4096
 
 
-def _place(entry: tuple[int, object]) -> int:
-    return entry[0]
-
-
 class _Repeats:
     """How many identical denials a kept record stands for, and when the last came."""
 
-    __slots__ = ("count", "gone", "last")
+    __slots__ = ("count", "last")
 
     def __init__(self, at: float) -> None:
         self.count = 1
         self.last = at
-        self.gone = False
 
 
 class MemoryAuditStore:
@@ -155,8 +151,10 @@ class MemoryAuditStore:
         self._places: dict[str, deque[int]] = {kind: deque() for kind in self._bounds}
         self._rows: RecordRows[AuditRecord] = RecordRows()
         self._window = coalesce_window
-        self._recent: dict[str, _Repeats] = {}  # by the denial's fields but its time
-        self._repeats: dict[int, _Repeats] = {}  # the same, by the kept record's place
+        # Denials that identical ones may join, while kept: their places by their fields
+        # but the time, and their counts by their places.
+        self._recent: dict[str, int] = {}
+        self._repeats: dict[int, _Repeats] = {}
         self._seq = 0
 
     @staticmethod
@@ -172,8 +170,8 @@ class MemoryAuditStore:
         key = None
         if record.decision == "denied" and record.client_id is None:
             key = record.model_dump_json(exclude={"time", "repeated", "last_time"})
-            seen = self._recent.get(key)
-            if seen is not None and not seen.gone and record.time - seen.last <= self._window:
+            seen = self._repeats.get(self._recent.get(key, 0))
+            if seen is not None and record.time - seen.last <= self._window:
                 seen.count += 1
                 seen.last = max(seen.last, record.time)
                 return
@@ -181,21 +179,21 @@ class MemoryAuditStore:
         kept, places = self._kept[kind], self._places[kind]
         if len(kept) >= self._bounds[kind]:
             kept.popleft()
-            dropped = self._repeats.pop(places.popleft(), None)
-            if dropped is not None:
-                dropped.gone = True
+            self._repeats.pop(places.popleft(), None)
         kept.append(self._rows.row(record))
         places.append(self._seq)
         if key is not None:
             if len(self._recent) >= _MAX_COALESCING:
                 self._recent = {
-                    k: r
-                    for k, r in self._recent.items()
-                    if not r.gone and record.time - r.last <= self._window
+                    k: place
+                    for k, place in self._recent.items()
+                    if (r := self._repeats.get(place)) is not None
+                    and record.time - r.last <= self._window
                 }
                 if len(self._recent) >= _MAX_COALESCING:
                     self._recent.clear()
-            self._recent[key] = self._repeats[self._seq] = _Repeats(record.time)
+            self._recent[key] = self._seq
+            self._repeats[self._seq] = _Repeats(record.time)
 
     async def query(
         self,
@@ -211,7 +209,7 @@ class MemoryAuditStore:
             zip(reversed(self._places[kind]), reversed(kept), strict=True)
             for kind, kept in self._kept.items()
         )
-        newest_first = heapq.merge(*by_kind, key=_place, reverse=True)
+        newest_first = heapq.merge(*by_kind, key=itemgetter(0), reverse=True)
         return self._rows.select(
             ((row, self._changes(seq)) for seq, row in newest_first),
             txn=txn,
